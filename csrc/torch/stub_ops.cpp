@@ -1,0 +1,63 @@
+// PyTorch bindings of the skeleton ops: vector_add and device_info.
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "flashkernel/device_info.h"
+#include "flashkernel/vector_add.h"
+#include "torch/registration.h"
+#include "torch/torch_utils.h"
+
+namespace flashkernel::torch_ops {
+namespace {
+
+at::Tensor vector_add_cuda(const at::Tensor& a, const at::Tensor& b) {
+  constexpr const char* kOp = "flashkernel.vector_add";
+  check_cuda(a, kOp, "a");
+  check_cuda(b, kOp, "b");
+  check_same_device(a, b, kOp, "a", "b");
+  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), kOp, ": arguments 'a' and 'b' must have the same shape, got ",
+                    a.sizes(), " and ", b.sizes());
+  check_same_dtype(a, b, kOp, "a", "b");
+  DType dtype = to_dtype(a, kOp, "a");
+  check_contiguous(a, kOp, "a");
+  check_contiguous(b, kOp, "b");
+  const c10::cuda::CUDAGuard guard(a.device());
+  at::Tensor out = at::empty_like(a);
+  call_library([&] { vector_add(a.data_ptr(), b.data_ptr(), out.data_ptr(), a.numel(), dtype, stream_of(a)); });
+  return out;
+}
+
+// Returns the fields of flashkernel::DeviceInfo as a tuple (schemas cannot return structs).
+std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>
+device_info_op(int64_t device) {
+  DeviceInfo info = call_library([&] { return device_info(static_cast<int>(device)); });
+  return {info.name,
+          info.compute_major,
+          info.compute_minor,
+          info.sm_count,
+          static_cast<int64_t>(info.total_memory_bytes),
+          static_cast<int64_t>(info.l2_cache_bytes),
+          static_cast<int64_t>(info.shared_memory_per_block_optin),
+          info.peak_sm_clock_khz,
+          info.peak_memory_clock_khz,
+          info.memory_bus_width_bits};
+}
+
+}  // namespace
+
+void define_stub_ops(torch::Library& m) {
+  m.def("vector_add(Tensor a, Tensor b) -> Tensor");
+  m.def("device_info(int device=-1) -> (str, int, int, int, int, int, int, int, int, int)", &device_info_op);
+}
+
+TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
+  m.impl("vector_add", &vector_add_cuda);
+}
+
+// CPU tensors reach the same function so the caller gets "must be a CUDA tensor" naming the
+// argument, not the dispatcher's "could not run with arguments from the CPU backend".
+TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
+  m.impl("vector_add", &vector_add_cuda);
+}
+
+}  // namespace flashkernel::torch_ops

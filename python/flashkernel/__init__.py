@@ -1,0 +1,15 @@
+"""FlashKernel: fused transformer-inference kernels for NVIDIA GPUs.
+
+    import flashkernel
+    out = flashkernel.vector_add(a, b)          # CUDA op (torch.ops.flashkernel.vector_add)
+    out = flashkernel.triton.vector_add(a, b)   # its Triton twin
+"""
+from flashkernel import _library
+
+_library.load()
+
+from flashkernel.ops.stub import DeviceInfo, device_info, vector_add  # noqa: E402
+
+__version__ = "1.0.0"
+
+__all__ = ["DeviceInfo", "device_info", "vector_add", "__version__"]

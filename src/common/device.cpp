@@ -1,0 +1,70 @@
+// Device queries: device_info() for users and benchmarks, and a cached SM count for launchers.
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <mutex>
+
+#include "common/arg_check.h"
+#include "common/cuda_check.h"
+#include "common/launch.h"
+#include "flashkernel/device_info.h"
+
+namespace flashkernel {
+
+int device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error so later calls are unaffected
+    return 0;
+  }
+  return count;
+}
+
+static int attribute(cudaDeviceAttr attr, int device) {
+  int value = 0;
+  FK_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
+  return value;
+}
+
+DeviceInfo device_info(int device) {
+  int count = device_count();
+  if (device < 0) {
+    detail::require(count > 0, "device_info", "device", "cannot be resolved: no CUDA device is visible");
+    FK_CUDA_CHECK(cudaGetDevice(&device));
+  }
+  detail::require(device < count, "device_info", "device",
+                  "is " + std::to_string(device) + " but only " + std::to_string(count) + " CUDA device(s) are visible");
+  cudaDeviceProp prop{};
+  FK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  DeviceInfo info;
+  info.device = device;
+  info.name = prop.name;
+  info.compute_major = prop.major;
+  info.compute_minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  info.total_memory_bytes = prop.totalGlobalMem;
+  info.l2_cache_bytes = static_cast<std::size_t>(prop.l2CacheSize);
+  info.shared_memory_per_block_optin = prop.sharedMemPerBlockOptin;
+  // CUDA 13 removed the clock fields from cudaDeviceProp; the attributes still report them.
+  info.peak_sm_clock_khz = attribute(cudaDevAttrClockRate, device);
+  info.peak_memory_clock_khz = attribute(cudaDevAttrMemoryClockRate, device);
+  info.memory_bus_width_bits = attribute(cudaDevAttrGlobalMemoryBusWidth, device);
+  return info;
+}
+
+namespace detail {
+
+int current_sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::array<int, kMaxDevices> cache{};
+  static std::mutex mutex;
+  int device = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (device >= kMaxDevices) return attribute(cudaDevAttrMultiProcessorCount, device);
+  if (cache[device] == 0) cache[device] = attribute(cudaDevAttrMultiProcessorCount, device);
+  return cache[device];
+}
+
+}  // namespace detail
+}  // namespace flashkernel

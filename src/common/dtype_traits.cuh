@@ -1,0 +1,57 @@
+// Device element types: the map from flashkernel::DType to CUDA types, fp32 conversions, and the
+// one place that turns a runtime DType into a compile-time type (dispatch_dtype).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+#include <type_traits>
+
+#include "flashkernel/status.h"
+#include "flashkernel/tensor.h"
+
+namespace flashkernel {
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls fn(TypeTag<T>{}) with T = float, __half or __nv_bfloat16 for `dtype`.
+template <typename Fn>
+decltype(auto) dispatch_dtype(DType dtype, const char* op, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat32: return fn(TypeTag<float>{});
+    case DType::kFloat16: return fn(TypeTag<__half>{});
+    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
+  }
+  throw ArgumentError(op, "dtype", "is not a supported element type");
+}
+
+// Same, for ops that only take the 16-bit types (tensor-core kernels).
+template <typename Fn>
+decltype(auto) dispatch_half_dtype(DType dtype, const char* op, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat16: return fn(TypeTag<__half>{});
+    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
+    default: break;
+  }
+  throw ArgumentError(op, "dtype", std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
+}
+
+__host__ __device__ __forceinline__ float to_float(float x) { return x; }
+__host__ __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__host__ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__host__ __device__ __forceinline__ T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(x);
+  } else {
+    return __float2bfloat16_rn(x);
+  }
+}
+
+}  // namespace flashkernel

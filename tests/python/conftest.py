@@ -1,0 +1,33 @@
+"""pytest setup: markers, the GPU skip rule, and the Triton-interpreter lane.
+
+Two lanes run the same files:
+  * normal: CUDA tests and Triton twins run on a GPU and skip with a reason without one;
+  * TRITON_INTERPRET=1 -m triton: only Triton-twin tests, on CPU tensors, small shapes.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped with a reason without one)")
+    config.addinivalue_line("markers", "triton: a Triton-twin test; also runs under TRITON_INTERPRET=1 on the CPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    skip_gpu = pytest.mark.skip(reason="no CUDA device visible: GPU test skipped")
+    skip_interp = pytest.mark.skip(reason="TRITON_INTERPRET=1 lane runs only Triton-twin tests")
+    for item in items:
+        if TRITON_INTERPRET and "triton" not in item.keywords:
+            item.add_marker(skip_interp)
+        elif ("gpu" in item.keywords or ("triton" in item.keywords and not TRITON_INTERPRET)) and not has_cuda:
+            item.add_marker(skip_gpu)
