@@ -1,0 +1,5 @@
+import sys
+
+from flashkernel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""Benchmark suite: `flashkernel bench [op ...]` (or `python -m flashkernel bench`).
+
+BENCHMARKS maps a CSV name to the module that produces it; each module has `run(ctx, quick)`.
+"""
+BENCHMARKS = {
+    "vector_add": "flashkernel.bench.ops.vector_add",
+}

@@ -1,0 +1,186 @@
+"""The one benchmark harness: CUDA-event timing, inputs rotated past L2, rows in the shared CSV
+schema (op,impl,dtype,config,median_ms,tflops,gbps,gpu,torch,commit), a progress display.
+
+Each benchmark module (flashkernel/bench/ops/<name>.py) defines `run(ctx, quick)` and calls
+`ctx.time(...)` then `ctx.record(...)` for every (impl, config); baselines are timed in the same
+process on the same card, so every row is also a ratio.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+COLUMNS = ["op", "impl", "dtype", "config", "median_ms", "tflops", "gbps", "gpu", "torch", "commit",
+           "p10_ms", "p90_ms", "runs"]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+if not (REPO_ROOT / ".git").exists():  # installed package: results go under the working directory
+    REPO_ROOT = Path.cwd()
+
+
+def gpu_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (the results folder)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+
+@dataclass
+class BenchContext:
+    out_dir: Path
+    quick: bool = False
+    min_runs: int = 20
+    max_runs: int = 200
+    target_seconds: float = 0.25   # per measured (impl, config): keeps a full sweep to minutes
+    rows: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        self.gpu = props.name
+        self.l2_bytes = props.L2_cache_size
+        self.torch_version = torch.__version__
+        self.commit = git_commit()
+        self._started = time.time()
+
+    # ------------------------------------------------------------------ inputs
+    def rotation_count(self, bytes_per_set: int) -> int:
+        """How many distinct input sets to cycle through so that together they exceed 2x L2: each
+        timed call then reads from HBM, not from the cache the previous call warmed."""
+        if bytes_per_set <= 0:
+            return 1
+        return int(min(64, max(1, math.ceil(2 * self.l2_bytes / bytes_per_set))))
+
+    def rotating(self, make_inputs: Callable[[], Sequence], bytes_per_set: int) -> list[Sequence]:
+        return [make_inputs() for _ in range(self.rotation_count(bytes_per_set))]
+
+    # ------------------------------------------------------------------ timing
+    def time(self, fn: Callable, input_sets: Sequence[Sequence] | None = None, warmup: int = 3) -> Timing:
+        """Median over many runs, each timed with its own pair of CUDA events; input sets rotate."""
+        sets = list(input_sets) if input_sets else [()]
+        for i in range(warmup):
+            fn(*sets[i % len(sets)])
+        torch.cuda.synchronize()
+        # Estimate one call's cost to size the run count.
+        t0 = time.perf_counter()
+        fn(*sets[0])
+        torch.cuda.synchronize()
+        est = max(time.perf_counter() - t0, 1e-6)
+        runs = int(min(self.max_runs, max(self.min_runs, self.target_seconds / est)))
+        if self.quick:
+            runs = min(runs, 10)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+        for i in range(runs):
+            args = sets[i % len(sets)]
+            starts[i].record()
+            fn(*args)
+            ends[i].record()
+        torch.cuda.synchronize()
+        times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+        q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+        return Timing(statistics.median(times), q[0], q[-1], runs)
+
+    # ------------------------------------------------------------------ results
+    def record(self, op: str, impl: str, dtype, config: str, timing: Timing | None,
+               flops: float | None = None, bytes_moved: float | None = None, note: str = "") -> dict:
+        """One CSV row. tflops = flops / time, gbps = bytes_moved / time (leave None where not
+        meaningful). timing=None records an impl that could not run (note says why)."""
+        dt = dtype if isinstance(dtype, str) else dtype_name(dtype)
+        row = {"op": op, "impl": impl, "dtype": dt, "config": config, "gpu": self.gpu,
+               "torch": self.torch_version, "commit": self.commit}
+        if timing is None:
+            row.update({"median_ms": "", "tflops": "", "gbps": "", "p10_ms": "", "p90_ms": "", "runs": 0})
+        else:
+            s = timing.median_ms / 1e3
+            row.update({
+                "median_ms": f"{timing.median_ms:.6f}",
+                "tflops": f"{flops / s / 1e12:.3f}" if flops else "",
+                "gbps": f"{bytes_moved / s / 1e9:.2f}" if bytes_moved else "",
+                "p10_ms": f"{timing.p10_ms:.6f}", "p90_ms": f"{timing.p90_ms:.6f}", "runs": timing.runs,
+            })
+        if note:
+            row["note"] = note
+        self.rows.append(row)
+        self._progress(row)
+        return row
+
+    def _progress(self, row: dict) -> None:
+        elapsed = time.time() - self._started
+        rate = f"{row['tflops']} TFLOP/s" if row["tflops"] else (f"{row['gbps']} GB/s" if row["gbps"] else "")
+        print(f"  [{len(self.rows):4d} | {elapsed:6.1f}s] {row['op']:<14} {row['impl']:<20} {row['dtype']:<9} "
+              f"{row['config']:<40} {row['median_ms'] or 'n/a':>12} ms  {rate}", file=sys.stderr, flush=True)
+
+    def write_csv(self, name: str, rows: list[dict]) -> Path:
+        folder = self.out_dir / gpu_slug(self.gpu)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.csv"
+        extra = sorted({k for r in rows for k in r} - set(COLUMNS))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS + extra)
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+        return path
+
+    # ------------------------------------------------------------------ C++ benchmarks
+    def cpp_bench(self, executable: str, args: Sequence[str] = ()) -> list[dict] | None:
+        """Runs a C++ benchmark from the build tree (build/bench/<executable>) that prints CSV
+        rows with the columns op,impl,dtype,config,median_ms,flops,bytes; records them. Returns
+        None when the executable is not built."""
+        bench_dir = Path(os.environ.get("FLASHKERNEL_BENCH_DIR", REPO_ROOT / "build" / "bench"))
+        exe = bench_dir / executable
+        if not exe.exists():
+            print(f"  (skipping {executable}: not built at {exe})", file=sys.stderr)
+            return None
+        out = subprocess.run([str(exe), *args], capture_output=True, text=True, check=True).stdout
+        rows = []
+        for line in csv.DictReader(l for l in out.splitlines() if l and not l.startswith("#")):
+            ms = float(line["median_ms"])
+            flops = float(line["flops"]) if line.get("flops") else None
+            nbytes = float(line["bytes"]) if line.get("bytes") else None
+            rows.append(self.record(line["op"], line["impl"], line["dtype"], line["config"],
+                                    Timing(ms, ms, ms, 0), flops, nbytes))
+        return rows
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    print(f"\n== {title} ({len(rows)} rows) ==")
+    if not rows:
+        return
+    header = f"{'impl':<20} {'dtype':<9} {'config':<44} {'median_ms':>11} {'TFLOP/s':>9} {'GB/s':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['impl']:<20} {r['dtype']:<9} {r['config']:<44} {r['median_ms'] or 'n/a':>11} "
+              f"{r['tflops'] or '':>9} {r['gbps'] or '':>9}")

@@ -1,0 +1,1 @@
+"""One benchmark module per op; each defines run(ctx, quick)."""
