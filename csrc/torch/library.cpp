@@ -1,5 +1,5 @@
-// The single TORCH_LIBRARY block of the `flashkernel` namespace: every op's schema is defined here
-// through the op file's define_*_ops(); implementations are registered next to each op.
+// The one TORCH_LIBRARY block of the `flashkernel` namespace (the skeleton ops). Other ops add
+// their schemas with TORCH_LIBRARY_FRAGMENT(flashkernel, m) in their own <op>_ops.cpp.
 #include "torch/registration.h"
 
 TORCH_LIBRARY(flashkernel, m) {

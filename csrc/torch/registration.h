@@ -1,11 +1,11 @@
-// The op library is registered once, in library.cpp (TORCH_LIBRARY(flashkernel, m)); each op file
-// adds its schemas in a function declared here and its CUDA kernels with TORCH_LIBRARY_IMPL.
+// Registration convention: library.cpp holds the single TORCH_LIBRARY(flashkernel, m) block with
+// the skeleton ops; every other op file defines its schemas with TORCH_LIBRARY_FRAGMENT and its
+// kernels with TORCH_LIBRARY_IMPL, so adding an op touches no shared file.
 #pragma once
 #include <torch/library.h>
 
 namespace flashkernel::torch_ops {
 
 void define_stub_ops(torch::Library& m);
-// New ops add one line here and one in library.cpp.
 
 }  // namespace flashkernel::torch_ops

@@ -42,3 +42,20 @@ def load() -> str:
         torch.ops.load_library(str(candidates[0]))
         _loaded_from = str(candidates[0])
     return _loaded_from
+
+
+def has_op(name: str) -> bool:
+    """Whether the loaded library defines torch.ops.flashkernel.<name> (a build made with
+    -DFLASHKERNEL_ONLY_OPS holds only some ops)."""
+    load()
+    return hasattr(torch.ops.flashkernel, name)
+
+
+def register_fake(qualname: str):
+    """torch.library.register_fake for ops this build has; a no-op decorator for the others, so
+    `import flashkernel` works with a partial (FLASHKERNEL_ONLY_OPS) build."""
+    def decorator(fn):
+        if has_op(qualname.split("::", 1)[1]):
+            return torch.library.register_fake(qualname)(fn)
+        return fn
+    return decorator

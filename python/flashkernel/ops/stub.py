@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flashkernel import _checks
+from flashkernel import _checks, _library
 
 
 def vector_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -13,7 +13,7 @@ def vector_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.ops.flashkernel.vector_add(a, b)
 
 
-@torch.library.register_fake("flashkernel::vector_add")
+@_library.register_fake("flashkernel::vector_add")
 def _vector_add_fake(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _checks.same_shape("flashkernel.vector_add", a, b, "a", "b")
     _checks.same_dtype("flashkernel.vector_add", a, b, "a", "b")
