@@ -1,0 +1,49 @@
+# Sourced by the scripts: installs what is missing, then configures and builds the project.
+# Environment: PYTHON (default python3), FLASHKERNEL_BUILD_DIR (default build),
+# FLASHKERNEL_CUDA_ARCHS (default 80;90a), FLASHKERNEL_JOBS (default: all cores).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PY=${PYTHON:-python3}
+BUILD=${FLASHKERNEL_BUILD_DIR:-build}
+ARCHS=${FLASHKERNEL_CUDA_ARCHS:-80;90a}
+JOBS=${FLASHKERNEL_JOBS:-$(nproc)}
+
+log() { printf '\n=== %s\n' "$*"; }
+
+ensure_dependencies() {
+  if ! "$PY" -c "import torch, triton, pytest, numpy, transformers" 2>/dev/null; then
+    log "installing Python dependencies (requirements-dev.txt)"
+    "$PY" -m pip install -q -r requirements-dev.txt
+  fi
+  if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
+    log "installing cmake/ninja"
+    "$PY" -m pip install -q cmake ninja
+  fi
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH=/usr/local/cuda/bin:$PATH
+  fi
+  command -v nvcc >/dev/null || { echo "error: nvcc (CUDA toolkit >= 12.8) not found" >&2; exit 1; }
+  if ! compgen -G "/usr/lib/*/cmake/GTest/GTestConfig.cmake" >/dev/null &&
+     ! compgen -G "/usr/lib/cmake/GTest/GTestConfig.cmake" >/dev/null &&
+     ! compgen -G "/usr/local/lib*/cmake/GTest/GTestConfig.cmake" >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      log "installing GoogleTest (apt)"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev >/dev/null
+    fi
+  fi
+}
+
+build_project() {
+  log "configuring $BUILD (CUDA archs: $ARCHS)"
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKERNEL_CUDA_ARCHS="$ARCHS" \
+        -DPython3_EXECUTABLE="$(command -v "$PY")" ${FLASHKERNEL_CMAKE_ARGS:-} >"$BUILD.configure.log" 2>&1 \
+    || { cat "$BUILD.configure.log"; exit 1; }
+  log "building with $JOBS jobs"
+  cmake --build "$BUILD" -j "$JOBS"
+  export FLASHKERNEL_LIB_DIR="$ROOT/$BUILD/python/flashkernel"
+  export FLASHKERNEL_BENCH_DIR="$ROOT/$BUILD/bench"
+  export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+gpu_present() { "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
