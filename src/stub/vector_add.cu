@@ -1,5 +1,5 @@
-// vector_add kernels: a 16-byte vectorized grid-stride loop with a scalar tail, and a scalar
-// fallback for arrays that are not 16-byte aligned.
+// vector_add kernels: 16-byte vectorized tiles with a scalar tail, and a scalar fallback for
+// arrays that are not 16-byte aligned.
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
@@ -19,37 +19,39 @@ __device__ __forceinline__ T add(T x, T y) {
   return from_float<T>(to_float(x) + to_float(y));
 }
 
+// Each block owns a tile of kThreads * kUnroll vectors; thread t handles vectors t, t + kThreads,
+// ... of the tile, so every load instruction is coalesced across the warp and each thread has
+// kUnroll independent loads in flight. One pass, no grid-stride loop: at HBM sizes the launch
+// has enough blocks to fill every SM many times over.
 template <typename T>
-__global__ void vector_add_vectorized_kernel(const T* __restrict__ a, const T* __restrict__ b, T* out,
-                                             std::int64_t n) {
+__global__ void __launch_bounds__(kThreads) vector_add_vectorized_kernel(const T* __restrict__ a,
+                                                                        const T* __restrict__ b, T* out,
+                                                                        std::int64_t n) {
   constexpr int kVec = vec_size<T>();
   const std::int64_t num_vecs = n / kVec;
-  const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
-  std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (; i < num_vecs; i += stride * kUnroll) {
-    Vec<T> va[kUnroll], vb[kUnroll];
+  const std::int64_t tile_start = std::int64_t(blockIdx.x) * kThreads * kUnroll + threadIdx.x;
+  Vec<T> va[kUnroll], vb[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      std::int64_t v = i + u * stride;
-      if (v < num_vecs) {
-        va[u] = load_vec_stream(a + v * kVec);
-        vb[u] = load_vec_stream(b + v * kVec);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      std::int64_t v = i + u * stride;
-      if (v < num_vecs) {
-        Vec<T> r;
-#pragma unroll
-        for (int k = 0; k < kVec; ++k) r.v[k] = add(va[u].v[k], vb[u].v[k]);
-        store_vec(out + v * kVec, r);
-      }
+  for (int u = 0; u < kUnroll; ++u) {
+    std::int64_t v = tile_start + u * kThreads;
+    if (v < num_vecs) {
+      va[u] = load_vec(a + v * kVec);
+      vb[u] = load_vec(b + v * kVec);
     }
   }
-  // Scalar tail: the last n % kVec elements, one per thread of the first block.
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    std::int64_t v = tile_start + u * kThreads;
+    if (v < num_vecs) {
+      Vec<T> r;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) r.v[k] = add(va[u].v[k], vb[u].v[k]);
+      store_vec(out + v * kVec, r);
+    }
+  }
+  // Scalar tail: the last n % kVec elements, one per thread of the last block.
   const std::int64_t tail_start = num_vecs * kVec;
-  if (blockIdx.x == 0 && threadIdx.x < n - tail_start) {
+  if (blockIdx.x == gridDim.x - 1 && threadIdx.x < n - tail_start) {
     std::int64_t j = tail_start + threadIdx.x;
     out[j] = add(a[j], b[j]);
   }
@@ -72,18 +74,18 @@ void vector_add(const void* a, const void* b, void* out, std::int64_t n, DType d
   detail::require_device_pointer(b, n, kOp, "b");
   detail::require_device_pointer(out, n, kOp, "out");
   if (n == 0) return;
-  const int sm_count = detail::current_sm_count();
   dispatch_dtype(dtype, kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(a);
     const T* pb = static_cast<const T*>(b);
     T* po = static_cast<T*>(out);
     if (is_aligned(pa) && is_aligned(pb) && is_aligned(po)) {
-      std::int64_t work = detail::ceil_div(n / vec_size<T>(), kUnroll);
-      unsigned grid = detail::grid_for(std::max<std::int64_t>(work, 1), kThreads, sm_count, 8);
+      // At least one block, so the scalar tail runs even when n < one vector.
+      std::int64_t blocks = std::max<std::int64_t>(1, detail::ceil_div(n / vec_size<T>(), kThreads * kUnroll));
+      unsigned grid = static_cast<unsigned>(blocks);
       vector_add_vectorized_kernel<T><<<grid, kThreads, 0, stream>>>(pa, pb, po, n);
     } else {
-      unsigned grid = detail::grid_for(n, kThreads, sm_count, 8);
+      unsigned grid = detail::grid_for(n, kThreads, detail::current_sm_count(), 8);
       vector_add_scalar_kernel<T><<<grid, kThreads, 0, stream>>>(pa, pb, po, n);
     }
     FK_CHECK_LAUNCH();
