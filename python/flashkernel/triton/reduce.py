@@ -1,0 +1,143 @@
+"""Triton twin of reduce: reduce_sum / reduce_max with the CUDA op's signature and semantics.
+
+Whole tensor: programs each fold a CHUNK of elements into one fp32 partial, then one program
+folds the partials in index order (two launches, deterministic; a single launch when the whole
+tensor fits one chunk). Row-wise: each program owns BLOCK_R rows and walks their columns in
+BLOCK_C tiles.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from flashkernel.ops.reduce import check_dim_type, check_input, out_shape
+
+_BLOCK = 4096       # elements per tile (num_warps=8: 16 fp32 / 16 fp16 per thread, 16-byte loads)
+_CHUNK_TILES = 8    # tiles one first-stage program folds: 32K elements, partials are n / 32K
+_FINAL_BLOCK = 1024
+
+
+@triton.jit
+def _max_nan(a, b):
+    # torch.amax propagates NaN; tl.maximum drops it unless asked.
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _fold_tile(acc, ptr, offs, mask, IS_MAX: tl.constexpr):
+    if IS_MAX:
+        v = tl.load(ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
+        return tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
+    else:
+        v = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        return acc + v
+
+
+@triton.jit
+def _partials_kernel(x_ptr, part_ptr, n, IS_MAX: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    start = pid * (BLOCK * TILES)
+    offs = tl.arange(0, BLOCK)
+    if IS_MAX:
+        acc = tl.full([BLOCK], float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros([BLOCK], tl.float32)
+    for t in tl.static_range(TILES):
+        idx = start + t * BLOCK + offs
+        acc = _fold_tile(acc, x_ptr, idx, idx < n, IS_MAX)
+    if IS_MAX:
+        r = tl.reduce(acc, 0, _max_nan)
+    else:
+        r = tl.sum(acc, 0)
+    tl.store(part_ptr + pid, r)
+
+
+@triton.jit
+def _final_kernel(in_ptr, out_ptr, m, IS_MAX: tl.constexpr, BLOCK: tl.constexpr):
+    """One program folds m values (the input itself or the fp32 partials) in index order."""
+    offs = tl.arange(0, BLOCK).to(tl.int64)
+    if IS_MAX:
+        acc = tl.full([BLOCK], float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros([BLOCK], tl.float32)
+    # A while loop, not tl.range: the interpreter cannot take a runtime scalar as a range bound.
+    start = 0
+    while start < m:
+        idx = start + offs
+        acc = _fold_tile(acc, in_ptr, idx, idx < m, IS_MAX)
+        start += BLOCK
+    if IS_MAX:
+        r = tl.reduce(acc, 0, _max_nan)
+    else:
+        r = tl.sum(acc, 0)
+    tl.store(out_ptr, r.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _rows_kernel(x_ptr, out_ptr, rows, cols, IS_MAX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    c = tl.arange(0, BLOCK_C)
+    row_ok = r < rows
+    base = x_ptr + r[:, None] * cols
+    if IS_MAX:
+        acc = tl.full([BLOCK_R, BLOCK_C], float("-inf"), tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    start = 0
+    while start < cols:  # (see _final_kernel for why not tl.range)
+        cc = start + c
+        acc = _fold_tile(acc, base, cc[None, :], row_ok[:, None] & (cc[None, :] < cols), IS_MAX)
+        start += BLOCK_C
+    if IS_MAX:
+        res = tl.reduce(acc, 1, _max_nan)
+    else:
+        res = tl.sum(acc, 1)
+    tl.store(out_ptr + r, res.to(out_ptr.dtype.element_ty), mask=row_ok)
+
+
+def _reduce(op: str, x: torch.Tensor, dim, is_max: bool) -> torch.Tensor:
+    check_dim_type(op, dim)
+    whole = check_input(op, x, is_max, dim)
+    # The interpreter (TRITON_INTERPRET=1) runs on CPU tensors; compiled kernels need the GPU.
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"{op}: argument 'x' must be a CUDA tensor, got a tensor on {x.device}")
+    out = torch.empty(out_shape(x, whole), dtype=x.dtype, device=x.device)
+    if whole:
+        n = x.numel()
+        if n == 0:
+            return out.zero_()
+        chunk = _BLOCK * _CHUNK_TILES
+        if n <= chunk:
+            _final_kernel[(1,)](x, out, n, IS_MAX=is_max, BLOCK=_BLOCK, num_warps=8)
+            return out
+        num_partials = triton.cdiv(n, chunk)
+        partials = torch.empty(num_partials, dtype=torch.float32, device=x.device)
+        _partials_kernel[(num_partials,)](x, partials, n, IS_MAX=is_max, BLOCK=_BLOCK, TILES=_CHUNK_TILES,
+                                          num_warps=8)
+        _final_kernel[(1,)](partials, out, num_partials, IS_MAX=is_max, BLOCK=_FINAL_BLOCK, num_warps=4)
+        return out
+    cols = x.shape[-1]
+    rows = out.numel()
+    if rows == 0:
+        return out
+    if cols == 0:
+        return out.zero_()
+    # Tiles of about 4K elements: whole short rows several to a program, long rows in column steps.
+    block_c = min(triton.next_power_of_2(cols), 4096)
+    block_r = max(1, min(4096 // block_c, triton.next_power_of_2(rows)))
+    _rows_kernel[(triton.cdiv(rows, block_r),)](x, out, rows, cols, IS_MAX=is_max, BLOCK_R=block_r,
+                                                 BLOCK_C=block_c, num_warps=8 if block_c * block_r >= 4096 else 4)
+    return out
+
+
+def reduce_sum(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Triton twin of flashkernel.reduce_sum."""
+    return _reduce("flashkernel.triton.reduce_sum", x, dim, False)
+
+
+def reduce_max(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Triton twin of flashkernel.reduce_max."""
+    return _reduce("flashkernel.triton.reduce_max", x, dim, True)
