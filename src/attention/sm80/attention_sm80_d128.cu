@@ -1,0 +1,20 @@
+// head_dim 128 instantiations of the sm80 kernel.
+// Tiles: 128 query rows x 64 keys, 4 warps (32 rows = 2 mma tiles each), 2-stage K/V ring.
+// Shared memory: Q 32 KiB + 2 x (K 16 KiB + V 16 KiB) = 96 KiB -> 2 blocks per SM on H100/A100.
+// Registers per thread: O 128 + S 64 fp32 accumulators; Q is re-read from shared memory per key
+// tile (keeping it would add 64 registers and spill).
+#include "attention/sm80/attention_sm80.cuh"
+#include "common/dtype_traits.cuh"
+
+namespace flashkernel::attention::sm80 {
+
+using ConfigD128 = TileConfig<128, 128, 64, 4, 2>;
+
+void launch_d128(const Params& p, DType dtype, cudaStream_t stream) {
+  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch<T, ConfigD128>(p, stream);
+  });
+}
+
+}  // namespace flashkernel::attention::sm80
