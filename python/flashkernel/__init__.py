@@ -9,7 +9,8 @@ from flashkernel import _library
 _library.load()
 
 from flashkernel.ops.stub import DeviceInfo, device_info, vector_add  # noqa: E402
+from flashkernel.ops.reduce import reduce_max, reduce_sum  # noqa: E402
 
 __version__ = "1.0.0"
 
-__all__ = ["DeviceInfo", "device_info", "vector_add", "__version__"]
+__all__ = ["reduce_max", "reduce_sum", "DeviceInfo", "device_info", "vector_add", "__version__"]
