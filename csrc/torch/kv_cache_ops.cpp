@@ -1,0 +1,256 @@
+// PyTorch bindings of the paged KV cache.
+//
+// The host-side page allocator is a TorchScript custom class (torch.classes.flashkernel.
+// KVPageAllocator): its state (free list, reference counts, page lists) lives in C++ and Python holds
+// a reference-counted handle whose lifetime Python manages, with no opaque integer handles to leak
+// or dangle. The kernels are ordinary tensor ops taking the pool and index tensors, so they
+// dispatch, trace and run under torch.compile like any other op: the allocator never crosses into
+// a graph, only the tensors it produces do.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "flashkernel/kv_cache.h"
+#include "torch/torch_utils.h"
+
+namespace flashkernel::torch_ops {
+namespace {
+
+struct KVPageAllocatorHolder : torch::CustomClassHolder {
+  KVPageAllocatorHolder(int64_t num_pages, int64_t page_size, int64_t num_layers)
+      : alloc(call_library([&] { return KVPageAllocator(num_pages, page_size, num_layers); })) {}
+  KVPageAllocator alloc;
+};
+using Handle = c10::intrusive_ptr<KVPageAllocatorHolder>;
+
+template <typename T>
+at::Tensor cpu_tensor(const std::vector<T>& v, std::vector<int64_t> shape, at::ScalarType type) {
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
+  if (!v.empty()) std::memcpy(t.data_ptr(), v.data(), v.size() * sizeof(T));
+  return t;
+}
+
+// Layout of a pool tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim].
+KVCacheLayout layout_of(const at::Tensor& pool, const char* op) {
+  check_cuda(pool, op, "pool");
+  check_dim(pool, 6, op, "pool", "[num_layers, num_pages, 2, num_kv_heads, page_size, head_dim]");
+  TORCH_CHECK_VALUE(pool.size(2) == 2, op, ": argument 'pool' must have size 2 (K, V) in dim 2, got shape ",
+                    pool.sizes());
+  check_contiguous(pool, op, "pool");
+  KVCacheLayout l;
+  l.num_layers = pool.size(0);
+  l.num_pages = pool.size(1);
+  l.num_kv_heads = pool.size(3);
+  l.page_size = pool.size(4);
+  l.head_dim = pool.size(5);
+  l.dtype = to_dtype(pool, op, "pool", /*allow_fp32=*/false);
+  return l;
+}
+
+void check_index(const at::Tensor& t, const at::Tensor& pool, at::ScalarType type, const char* op, const char* name) {
+  check_cuda(t, op, name);
+  check_same_device(t, pool, op, name, "pool");
+  TORCH_CHECK_TYPE(t.scalar_type() == type, op, ": argument '", name, "' must be ", type, ", got ", t.scalar_type());
+  check_contiguous(t, op, name);
+}
+
+void append_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& slots, const at::Tensor& k,
+                 const at::Tensor& v) {
+  constexpr const char* kOp = "flashkernel.kv_cache_append";
+  KVCacheLayout l = layout_of(pool, kOp);
+  check_index(slots, pool, at::kLong, kOp, "slots");
+  check_dim(slots, 1, kOp, "slots", "[num_tokens]");
+  for (auto [t, name] : {std::pair{&k, "k"}, std::pair{&v, "v"}}) {
+    check_cuda(*t, kOp, name);
+    check_same_device(*t, pool, kOp, name, "pool");
+    check_same_dtype(*t, pool, kOp, name, "pool");
+    check_dim(*t, 3, kOp, name, "[num_tokens, num_kv_heads, head_dim]");
+    TORCH_CHECK_VALUE(t->size(0) == slots.size(0) && t->size(1) == l.num_kv_heads && t->size(2) == l.head_dim, kOp,
+                      ": argument '", name, "' must have shape [", slots.size(0), ", ", l.num_kv_heads, ", ",
+                      l.head_dim, "] (tokens, kv heads, head_dim of the pool), got ", t->sizes());
+    check_contiguous(*t, kOp, name);
+  }
+  const c10::cuda::CUDAGuard guard(pool.device());
+  call_library([&] {
+    kv_cache_append(pool.data_ptr(), l, layer, slots.data_ptr<int64_t>(), slots.size(0), k.data_ptr(), v.data_ptr(),
+                    stream_of(pool));
+  });
+}
+
+void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Tensor& dst) {
+  constexpr const char* kOp = "flashkernel.kv_cache_copy_pages";
+  KVCacheLayout l = layout_of(pool, kOp);
+  check_index(src, pool, at::kInt, kOp, "src");
+  check_index(dst, pool, at::kInt, kOp, "dst");
+  TORCH_CHECK_VALUE(src.dim() == 1 && src.sizes() == dst.sizes(), kOp,
+                    ": arguments 'src' and 'dst' must be 1-D of the same length, got ", src.sizes(), " and ",
+                    dst.sizes());
+  const c10::cuda::CUDAGuard guard(pool.device());
+  call_library([&] {
+    kv_cache_copy_pages(pool.data_ptr(), l, src.data_ptr<int32_t>(), dst.data_ptr<int32_t>(), src.size(0),
+                        stream_of(pool));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& pages,
+                                               int64_t length) {
+  constexpr const char* kOp = "flashkernel.kv_cache_gather";
+  KVCacheLayout l = layout_of(pool, kOp);
+  check_index(pages, pool, at::kInt, kOp, "pages");
+  check_dim(pages, 1, kOp, "pages", "[num_pages]");
+  TORCH_CHECK_VALUE(length >= 0 && length <= pages.size(0) * l.page_size, kOp, ": argument 'length' must be in [0, ",
+                    pages.size(0) * l.page_size, "] (pages.size(0) * page_size), got ", length);
+  const c10::cuda::CUDAGuard guard(pool.device());
+  at::Tensor k = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
+  at::Tensor v = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
+  call_library([&] {
+    kv_cache_gather(pool.data_ptr(), l, layer, pages.data_ptr<int32_t>(), length, k.data_ptr(), v.data_ptr(),
+                    stream_of(pool));
+  });
+  return {k, v};
+}
+
+at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
+                             const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale) {
+  constexpr const char* kOp = "flashkernel.paged_decode_attention";
+  check_cuda(q, kOp, "q");
+  KVCacheLayout l = layout_of(pool, kOp);
+  check_same_device(q, pool, kOp, "q", "pool");
+  check_same_dtype(q, pool, kOp, "q", "pool");
+  check_dim(q, 3, kOp, "q", "[batch, num_q_heads, head_dim]");
+  check_contiguous(q, kOp, "q");
+  TORCH_CHECK_VALUE(q.size(2) == l.head_dim, kOp, ": argument 'q' must have head_dim ", l.head_dim,
+                    " (the pool's), got shape ", q.sizes());
+  check_index(page_table, pool, at::kInt, kOp, "page_table");
+  check_dim(page_table, 2, kOp, "page_table", "[batch, max_pages]");
+  check_index(seq_lens, pool, at::kInt, kOp, "seq_lens");
+  check_dim(seq_lens, 1, kOp, "seq_lens", "[batch]");
+  TORCH_CHECK_VALUE(page_table.size(0) == q.size(0) && seq_lens.size(0) == q.size(0), kOp,
+                    ": arguments 'page_table' and 'seq_lens' must have one row per sequence of 'q' (", q.size(0),
+                    "), got ", page_table.sizes(), " and ", seq_lens.sizes());
+  const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(double(l.head_dim));
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty_like(q);
+  PagedDecodeArgs a;
+  a.q = q.data_ptr();
+  a.out = out.data_ptr();
+  a.batch = q.size(0);
+  a.num_q_heads = q.size(1);
+  a.pool = pool.data_ptr();
+  a.layout = l;
+  a.layer = layer;
+  a.page_table = page_table.data_ptr<int32_t>();
+  a.max_pages = page_table.size(1);
+  a.seq_lens = seq_lens.data_ptr<int32_t>();
+  a.max_seq_len = max_seq_len;
+  a.scale = static_cast<float>(sc);
+  const std::size_t ws = call_library([&] { return paged_decode_workspace_bytes(a); });
+  at::Tensor workspace;
+  if (ws) {
+    workspace = at::empty({static_cast<int64_t>(ws / sizeof(float))}, q.options().dtype(at::kFloat));
+    a.workspace = workspace.data_ptr();
+    a.workspace_bytes = ws;
+  }
+  call_library([&] { paged_decode_attention(a, stream_of(q)); });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
+  m.class_<KVPageAllocatorHolder>("KVPageAllocator")
+      .def(torch::init<int64_t, int64_t, int64_t>())
+      .def("add_sequence", [](const Handle& self) { return self->alloc.add_sequence(); })
+      .def("reserve", [](const Handle& self, int64_t seq_id,
+                         int64_t n_tokens) { call_library([&] { self->alloc.reserve(seq_id, n_tokens); }); })
+      .def("free_sequence",
+           [](const Handle& self, int64_t seq_id) { call_library([&] { self->alloc.free_sequence(seq_id); }); })
+      .def("fork", [](const Handle& self, int64_t seq_id) { return call_library([&] { return self->alloc.fork(seq_id); }); })
+      // -> (slots int64 [tokens], copy_src int32 [copies], copy_dst int32 [copies]), CPU tensors.
+      .def("plan_append",
+           [](const Handle& self, int64_t layer, std::vector<int64_t> seq_ids, std::vector<int64_t> counts) {
+             AppendPlan plan = call_library([&] { return self->alloc.plan_append(layer, seq_ids, counts); });
+             std::vector<int32_t> src, dst;
+             for (const PageCopy& c : plan.copies) {
+               src.push_back(c.src);
+               dst.push_back(c.dst);
+             }
+             const auto n = static_cast<int64_t>(src.size());
+             return std::make_tuple(cpu_tensor(plan.slots, {static_cast<int64_t>(plan.slots.size())}, at::kLong),
+                                    cpu_tensor(src, {n}, at::kInt), cpu_tensor(dst, {n}, at::kInt));
+           })
+      // -> (table int32 [batch, max_pages], lens int32 [batch]) on the CPU; layer -1: longest layer.
+      .def("page_table",
+           [](const Handle& self, std::vector<int64_t> seq_ids, int64_t layer) {
+             return call_library([&] {
+               int64_t width = 0;
+               std::vector<int32_t> table = self->alloc.page_table(seq_ids, &width);
+               std::vector<int32_t> lens;
+               for (int64_t id : seq_ids) lens.push_back(static_cast<int32_t>(self->alloc.length(id, layer)));
+               const auto b = static_cast<int64_t>(seq_ids.size());
+               return std::make_tuple(cpu_tensor(table, {b, width}, at::kInt), cpu_tensor(lens, {b}, at::kInt));
+             });
+           })
+      .def("length", [](const Handle& self, int64_t seq_id,
+                        int64_t layer) { return call_library([&] { return self->alloc.length(seq_id, layer); }); })
+      .def("pages",
+           [](const Handle& self, int64_t seq_id) {
+             return call_library([&] {
+               const auto& p = self->alloc.pages(seq_id);
+               return cpu_tensor(p, {static_cast<int64_t>(p.size())}, at::kInt);
+             });
+           })
+      .def("sequence_ids", [](const Handle& self) { return self->alloc.sequence_ids(); })
+      .def("has_sequence", [](const Handle& self, int64_t seq_id) { return self->alloc.has_sequence(seq_id); })
+      .def("refcount", [](const Handle& self,
+                          int64_t page) { return int64_t(call_library([&] { return self->alloc.refcount(page); })); })
+      .def("free_pages",
+           [](const Handle& self) {
+             const auto& f = self->alloc.free_pages();
+             return std::vector<int64_t>(f.begin(), f.end());
+           })
+      .def("num_free_pages", [](const Handle& self) { return self->alloc.num_free_pages(); })
+      // -> [pages_total, pages_used, pages_free, num_sequences, token_slots_allocated, tokens_stored,
+      //     fragmentation_tokens]
+      .def("memory_stats",
+           [](const Handle& self) {
+             KVMemoryStats s = self->alloc.memory_stats();
+             return std::vector<int64_t>{s.pages_total,           s.pages_used,    s.pages_free,
+                                         s.num_sequences,         s.token_slots_allocated, s.tokens_stored,
+                                         s.fragmentation_tokens};
+           })
+      .def("check_invariants", [](const Handle& self) { call_library([&] { self->alloc.check_invariants(); }); })
+      .def("num_pages", [](const Handle& self) { return self->alloc.num_pages(); })
+      .def("page_size", [](const Handle& self) { return self->alloc.page_size(); })
+      .def("num_layers", [](const Handle& self) { return self->alloc.num_layers(); });
+
+  m.def("kv_cache_append(Tensor(a!) pool, int layer, Tensor slots, Tensor k, Tensor v) -> ()");
+  m.def("kv_cache_copy_pages(Tensor(a!) pool, Tensor src, Tensor dst) -> ()");
+  m.def("kv_cache_gather(Tensor pool, int layer, Tensor pages, int length) -> (Tensor, Tensor)");
+  m.def(
+      "paged_decode_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, int max_seq_len, "
+      "float? scale=None) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
+  m.impl("kv_cache_append", &append_cuda);
+  m.impl("kv_cache_copy_pages", &copy_pages_cuda);
+  m.impl("kv_cache_gather", &gather_cuda);
+  m.impl("paged_decode_attention", &paged_decode_cuda);
+}
+
+// CPU tensors reach the same functions so the caller gets "must be a CUDA tensor" naming the argument.
+TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
+  m.impl("kv_cache_append", &append_cuda);
+  m.impl("kv_cache_copy_pages", &copy_pages_cuda);
+  m.impl("kv_cache_gather", &gather_cuda);
+  m.impl("paged_decode_attention", &paged_decode_cuda);
+}
+
+}  // namespace flashkernel::torch_ops

@@ -1,0 +1,167 @@
+// Paged KV cache: a pool of fixed-size pages on the device, host-side bookkeeping that hands pages
+// to sequences as they grow (free list, reference counts, copy-on-write after fork), and the
+// kernels that write into, read out of and attend over the pages where they lie.
+//
+// Pool layout (one device allocation per cache, all layers):
+//   [num_layers, num_pages, 2 (K, V), num_kv_heads, page_size, head_dim]
+// Head-major inside a page: the page_size x head_dim slab of one head is contiguous (>= 1 KiB), so
+// decode attention (one CTA per KV head) and gather read long contiguous runs. A page id names the
+// same slot in every layer, so one page table serves all layers.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "flashkernel/tensor.h"
+
+namespace flashkernel {
+
+// Geometry of a paged pool. page_size: a power of two in [8, 256]; head_dim: 64 or 128.
+struct KVCacheLayout {
+  std::int64_t num_layers = 0;
+  std::int64_t num_pages = 0;
+  std::int64_t page_size = 16;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  DType dtype = DType::kFloat16;
+
+  // Elements of one page of one layer (K and V, all heads).
+  std::int64_t page_elems() const { return 2 * num_kv_heads * page_size * head_dim; }
+  std::int64_t layer_elems() const { return num_pages * page_elems(); }
+  std::int64_t total_elems() const { return num_layers * layer_elems(); }
+  std::size_t bytes() const { return static_cast<std::size_t>(total_elems()) * dtype_size(dtype); }
+};
+
+// Throws ArgumentError (argument "layout.<field>") unless the layout is one the kernels support.
+void validate_kv_layout(const KVCacheLayout& layout, const char* op);
+
+// A copy-on-write page copy the caller must perform (all layers) before writing into `dst`.
+struct PageCopy {
+  std::int32_t src = 0;
+  std::int32_t dst = 0;
+};
+
+// Where the tokens of one append go: slots[t] = page * page_size + offset for the t-th token (the
+// tokens of seq_ids[0] first, then seq_ids[1], ...), and the page copies to do before writing.
+struct AppendPlan {
+  std::vector<std::int64_t> slots;
+  std::vector<PageCopy> copies;
+};
+
+struct KVMemoryStats {
+  std::int64_t pages_total = 0;
+  std::int64_t pages_used = 0;   // referenced by at least one sequence
+  std::int64_t pages_free = 0;
+  std::int64_t num_sequences = 0;
+  std::int64_t token_slots_allocated = 0;  // pages_used * page_size
+  std::int64_t tokens_stored = 0;          // distinct token slots holding data (shared prefixes once)
+  std::int64_t fragmentation_tokens = 0;   // allocated but unused token slots
+};
+
+// Host-side page bookkeeping; touches no GPU memory (callers perform the returned page copies).
+// Every mutating call is all-or-nothing: on an error (unknown sequence, out of pages) it throws
+// before changing any state. Invariant after every call: free pages + referenced pages = all
+// pages, and each page's reference count equals the number of sequences listing it.
+class KVPageAllocator {
+ public:
+  KVPageAllocator(std::int64_t num_pages, std::int64_t page_size, std::int64_t num_layers);
+
+  std::int64_t add_sequence();
+  // Makes room for n_tokens more tokens after the sequence's longest layer (allocates pages only).
+  void reserve(std::int64_t seq_id, std::int64_t n_tokens);
+  void free_sequence(std::int64_t seq_id);
+  // A new sequence sharing every page that holds data (reference counted, no copy).
+  std::int64_t fork(std::int64_t seq_id);
+  // Plans writing counts[i] tokens of `layer` for seq_ids[i] (distinct ids): allocates missing
+  // pages, replaces every shared page the write touches by a private copy (copy-on-write), and
+  // advances that layer's lengths. Throws OutOfResourcesError (state unchanged) when the pool
+  // cannot hold the whole batch.
+  AppendPlan plan_append(std::int64_t layer, const std::vector<std::int64_t>& seq_ids,
+                         const std::vector<std::int64_t>& counts);
+
+  // Row-major int32 [seq_ids.size(), *max_pages] page table, rows padded with page 0 (never read:
+  // kernels stop at the sequence length). *max_pages >= 1.
+  std::vector<std::int32_t> page_table(const std::vector<std::int64_t>& seq_ids, std::int64_t* max_pages) const;
+  // Tokens stored for `layer`; layer -1: the longest layer.
+  std::int64_t length(std::int64_t seq_id, std::int64_t layer = -1) const;
+  const std::vector<std::int32_t>& pages(std::int64_t seq_id) const;
+  std::vector<std::int64_t> sequence_ids() const;
+  bool has_sequence(std::int64_t seq_id) const { return seqs_.count(seq_id) != 0; }
+  std::int32_t refcount(std::int64_t page) const;
+  std::int64_t num_free_pages() const { return static_cast<std::int64_t>(free_.size()); }
+  const std::vector<std::int32_t>& free_pages() const { return free_; }
+  KVMemoryStats memory_stats() const;
+  // Recomputes every invariant from scratch; throws flashkernel::Error describing a violation.
+  void check_invariants() const;
+
+  std::int64_t num_pages() const { return num_pages_; }
+  std::int64_t page_size() const { return page_size_; }
+  std::int64_t num_layers() const { return num_layers_; }
+
+ private:
+  struct Sequence {
+    std::vector<std::int32_t> pages;
+    std::vector<std::int64_t> lens;  // per layer
+    std::int64_t max_len() const;
+  };
+  Sequence& get(std::int64_t seq_id, const char* op, const char* argument);
+  const Sequence& get(std::int64_t seq_id, const char* op, const char* argument) const;
+  std::int32_t take_page();
+  void release_page(std::int32_t page);
+
+  std::int64_t num_pages_, page_size_, num_layers_;
+  std::vector<std::int32_t> free_;      // stack of free page ids
+  std::vector<std::int32_t> refcount_;  // per page
+  std::unordered_map<std::int64_t, Sequence> seqs_;
+  std::int64_t next_id_ = 0;
+};
+
+// ----------------------------------------------------------------------------- kernels
+// `pool` is a device array with `layout` (see top of file); all index arrays live on the device.
+
+// Writes num_tokens rows of K and V ([num_tokens, num_kv_heads, head_dim], contiguous) of `layer`
+// into the slots of an AppendPlan (int64 slot = page * page_size + offset).
+void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
+                     std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream = nullptr);
+
+// Copies whole pages (every layer, K and V): pool[:, dst[i]] = pool[:, src[i]].
+void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int32_t* src, const std::int32_t* dst,
+                         std::int64_t num_copies, cudaStream_t stream = nullptr);
+
+// Contiguous copies of one sequence's K and V of `layer`: k_out, v_out [num_kv_heads, length,
+// head_dim]. `pages` lists the sequence's pages in order (at least ceil(length / page_size)).
+void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
+                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream = nullptr);
+
+// Decode attention straight from the pages: out[b, h] = softmax(scale * q[b, h] . K_b^T) V_b for
+// one query token per sequence, K_b/V_b the first seq_lens[b] tokens of the KV head h / group.
+// q, out: [batch, num_q_heads, head_dim] contiguous; page_table: int32 [batch, max_pages];
+// seq_lens: int32 [batch], each in [1, max_pages * page_size]; max_seq_len >= every seq_lens[b]
+// (it sizes the split-KV grid; a larger value only costs idle blocks). Long contexts are split
+// across blocks whose partial results are merged by their log-sum-exps; the workspace holds them.
+struct PagedDecodeArgs {
+  const void* q = nullptr;
+  void* out = nullptr;
+  std::int64_t batch = 0;
+  std::int64_t num_q_heads = 0;
+  const void* pool = nullptr;
+  KVCacheLayout layout;
+  std::int64_t layer = 0;
+  const std::int32_t* page_table = nullptr;
+  std::int64_t max_pages = 0;
+  const std::int32_t* seq_lens = nullptr;
+  std::int64_t max_seq_len = 0;
+  float scale = 0.f;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+};
+
+// The number of KV splits and the workspace the call will use (0 bytes when it does not split).
+std::int64_t paged_decode_num_splits(const PagedDecodeArgs& args);
+std::size_t paged_decode_workspace_bytes(const PagedDecodeArgs& args);
+void paged_decode_attention(const PagedDecodeArgs& args, cudaStream_t stream = nullptr);
+
+}  // namespace flashkernel

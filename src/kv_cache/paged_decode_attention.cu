@@ -1,0 +1,157 @@
+// Paged decode attention launcher: argument checks, the split-KV grid heuristic, and the kernel that
+// combines the splits' partial outputs by their log-sum-exps.
+#include <algorithm>
+#include <string>
+
+#include "common/arg_check.h"
+#include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+#include "common/launch.h"
+#include "common/online_softmax.cuh"
+#include "flashkernel/kv_cache.h"
+#include "kv_cache/paged_decode_kernel.cuh"
+
+namespace flashkernel {
+namespace {
+
+using kv_decode::Params;
+
+// Resident 128-thread CTAs per SM by heads per CTA (ptxas on sm_90a: ~110 registers for G <= 2,
+// ~165 for G = 4, 255 for G = 8). The split count fills one wave of resident CTAs: a partial
+// second wave would leave most SMs idle while its few CTAs finish.
+int ctas_per_sm(int g) { return g <= 2 ? 4 : (g == 4 ? 3 : 2); }
+// A split shorter than this spends more on its partial write + combine than it saves.
+constexpr int kMinSplitTokens = 256;
+constexpr int kMaxSplits = 128;
+// Split sizes are multiples of this: whole loop iterations for both head dims.
+constexpr int kSplitQuantum = 64;
+
+int heads_per_cta(std::int64_t group) {
+  if (group <= 1) return 1;
+  if (group <= 2) return 2;
+  if (group <= 4) return 4;
+  return 8;
+}
+
+struct Plan {
+  int g, head_chunks, num_splits, split_tokens;
+};
+
+Plan make_plan(const PagedDecodeArgs& a) {
+  Plan pl{};
+  const std::int64_t group = a.num_q_heads / a.layout.num_kv_heads;
+  pl.g = heads_per_cta(group);
+  pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
+  const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
+  const std::int64_t resident = std::int64_t(detail::current_sm_count()) * ctas_per_sm(pl.g);
+  std::int64_t splits = resident / ctas;
+  splits = std::min<std::int64_t>({splits, detail::ceil_div(a.max_seq_len, kMinSplitTokens), kMaxSplits});
+  splits = std::max<std::int64_t>(splits, 1);
+  std::int64_t tokens = detail::ceil_div(detail::ceil_div(a.max_seq_len, splits), kSplitQuantum) * kSplitQuantum;
+  pl.split_tokens = static_cast<int>(tokens);
+  pl.num_splits = static_cast<int>(detail::ceil_div(a.max_seq_len, tokens));
+  return pl;
+}
+
+void validate(const PagedDecodeArgs& a) {
+  constexpr const char* kOp = "paged_decode_attention";
+  validate_kv_layout(a.layout, kOp);
+  detail::require(a.pool != nullptr && is_aligned(a.pool), kOp, "pool", "must be a non-null 16-byte aligned pointer");
+  detail::require(a.layer >= 0 && a.layer < a.layout.num_layers, kOp, "layer",
+                  "must be in [0, " + std::to_string(a.layout.num_layers) + "), got " + std::to_string(a.layer));
+  detail::require(a.batch >= 0 && a.batch <= 65535, kOp, "batch", "must be in [0, 65535], got " + std::to_string(a.batch));
+  detail::require(a.num_q_heads >= 1 && a.num_q_heads <= 8192 && a.num_q_heads % a.layout.num_kv_heads == 0, kOp, "num_q_heads",
+                  "must be a multiple of num_kv_heads (" + std::to_string(a.layout.num_kv_heads) + ") in [1, 8192], got " +
+                      std::to_string(a.num_q_heads));
+  detail::require(a.max_pages >= 1, kOp, "max_pages", "must be >= 1, got " + std::to_string(a.max_pages));
+  detail::require(a.max_seq_len >= 1 && a.max_seq_len <= a.max_pages * a.layout.page_size, kOp, "max_seq_len",
+                  "must be in [1, max_pages * page_size = " + std::to_string(a.max_pages * a.layout.page_size) +
+                      "], got " + std::to_string(a.max_seq_len));
+  detail::require(a.max_seq_len < (std::int64_t(1) << 30), kOp, "max_seq_len", "must be < 2^30");
+  detail::require(a.scale > 0.f, kOp, "scale", "must be > 0, got " + std::to_string(a.scale));
+  if (a.batch == 0) return;
+  detail::require(a.q != nullptr && is_aligned(a.q), kOp, "q", "must be a non-null 16-byte aligned pointer");
+  detail::require(a.out != nullptr, kOp, "out", "must be a non-null device pointer");
+  detail::require(a.page_table != nullptr, kOp, "page_table", "must be a non-null device pointer");
+  detail::require(a.seq_lens != nullptr, kOp, "seq_lens", "must be a non-null device pointer");
+}
+
+// One CTA per (sequence, q head), one thread per output column.
+template <typename T>
+__global__ void combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_lse, T* out,
+                               int num_splits, int head_dim) {
+  const std::int64_t bh = blockIdx.x;
+  const float* lse = part_lse + bh * num_splits;
+  float lse_max = softmax::kNegInf;
+  for (int s = 0; s < num_splits; ++s) lse_max = fmaxf(lse_max, lse[s]);
+  const int c = threadIdx.x;
+  float num = 0.f, den = 0.f;
+  for (int s = 0; s < num_splits; ++s) {
+    const float w = softmax::combine_weight(lse[s], lse_max);
+    den += w;
+    num = fmaf(w, part_o[(bh * num_splits + s) * head_dim + c], num);
+  }
+  out[bh * head_dim + c] = from_float<T>(den > 0.f ? num / den : 0.f);
+}
+
+}  // namespace
+
+std::int64_t paged_decode_num_splits(const PagedDecodeArgs& args) {
+  validate(args);
+  return args.batch == 0 ? 1 : make_plan(args).num_splits;
+}
+
+std::size_t paged_decode_workspace_bytes(const PagedDecodeArgs& args) {
+  std::int64_t s = paged_decode_num_splits(args);
+  if (s <= 1) return 0;
+  const std::int64_t rows = args.batch * args.num_q_heads * s;
+  // part_o then part_lse; part_o's size keeps part_lse 16-byte aligned (head_dim is 64 or 128).
+  return static_cast<std::size_t>(rows * args.layout.head_dim + rows) * sizeof(float);
+}
+
+void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
+  constexpr const char* kOp = "paged_decode_attention";
+  validate(a);
+  if (a.batch == 0) return;
+  const Plan pl = make_plan(a);
+  const std::size_t need = paged_decode_workspace_bytes(a);
+  detail::require(a.workspace_bytes >= need && (need == 0 || a.workspace != nullptr), kOp, "workspace",
+                  "must hold " + std::to_string(need) + " bytes (paged_decode_workspace_bytes), got " +
+                      std::to_string(a.workspace_bytes));
+  Params p{};
+  p.q = a.q;
+  p.out = a.out;
+  const std::int64_t rows = a.batch * a.num_q_heads * pl.num_splits;
+  p.part_o = static_cast<float*>(a.workspace);
+  p.part_lse = need ? p.part_o + rows * a.layout.head_dim : nullptr;
+  p.page_elems = a.layout.page_elems();
+  p.pool = static_cast<const char*>(a.pool) + a.layer * a.layout.layer_elems() * 2;  // 2-byte elements
+  p.num_kv_heads = static_cast<int>(a.layout.num_kv_heads);
+  int log2ps = 0;
+  while ((std::int64_t(1) << log2ps) < a.layout.page_size) ++log2ps;
+  p.page_size_log2 = log2ps;
+  p.page_table = a.page_table;
+  p.max_pages = static_cast<int>(a.max_pages);
+  p.seq_lens = a.seq_lens;
+  p.num_q_heads = static_cast<int>(a.num_q_heads);
+  p.group = static_cast<int>(a.num_q_heads / a.layout.num_kv_heads);
+  p.head_chunks = pl.head_chunks;
+  p.num_splits = pl.num_splits;
+  p.split_tokens = pl.split_tokens;
+  p.scale_log2 = a.scale * softmax::kLog2e;
+  const dim3 grid(static_cast<unsigned>(pl.num_splits), static_cast<unsigned>(a.layout.num_kv_heads * pl.head_chunks),
+                  static_cast<unsigned>(a.batch));
+  const int d = static_cast<int>(a.layout.head_dim);
+  dispatch_half_dtype(a.layout.dtype, kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), d, pl.g, grid, stream);
+    FK_CHECK_LAUNCH();
+    if (pl.num_splits > 1) {
+      combine_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), d, 0, stream>>>(
+          p.part_o, p.part_lse, static_cast<T*>(a.out), pl.num_splits, d);
+      FK_CHECK_LAUNCH();
+    }
+  });
+}
+
+}  // namespace flashkernel
