@@ -34,7 +34,8 @@ def randn(shape, dtype=torch.float32, device="cuda", scale=1.0) -> torch.Tensor:
 
 def poisoned(shape, dtype, device="cuda") -> torch.Tensor:
     """A tensor full of NaN: anything a kernel forgets to write stays NaN and fails the check."""
-    return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    size = (shape,) if isinstance(shape, int) else tuple(shape)
+    return torch.full(size, float("nan"), dtype=dtype, device=device)
 
 
 def rounding_rtol(dtype: torch.dtype) -> float:
