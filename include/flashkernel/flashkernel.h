@@ -1,6 +1,7 @@
 // Umbrella header: the whole public C++ API of FlashKernel.
 #pragma once
 #include "flashkernel/device_info.h"
+#include "flashkernel/gelu_linear.h"
 #include "flashkernel/reduce.h"
 #include "flashkernel/status.h"
 #include "flashkernel/tensor.h"

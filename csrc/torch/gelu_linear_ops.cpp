@@ -1,0 +1,78 @@
+// PyTorch binding of gelu_linear: GeLU(x @ weight^T + bias) with F.gelu/F.linear semantics.
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flashkernel/gelu_linear.h"
+#include "torch/torch_utils.h"
+
+namespace flashkernel::torch_ops {
+namespace {
+
+GeluApproximation parse_approximate(const std::string& approximate, const char* op) {
+  if (approximate == "none") return GeluApproximation::kNone;
+  if (approximate == "tanh") return GeluApproximation::kTanh;
+  TORCH_CHECK_VALUE(false, op, ": argument 'approximate' must be 'none' or 'tanh', got '", approximate, "'");
+}
+
+at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            const std::string& approximate) {
+  constexpr const char* kOp = "flashkernel.gelu_linear";
+  const GeluApproximation act = parse_approximate(approximate, kOp);
+  check_cuda(x, kOp, "x");
+  check_cuda(weight, kOp, "weight");
+  check_same_device(x, weight, kOp, "x", "weight");
+  const DType dtype = to_dtype(x, kOp, "x", /*allow_fp32=*/false);
+  check_same_dtype(x, weight, kOp, "x", "weight");
+  check_dim(weight, 2, kOp, "weight", "[out_features, in_features]");
+  TORCH_CHECK_VALUE(x.dim() >= 1, kOp, ": argument 'x' must have at least 1 dimension [..., in_features], got a 0-D tensor");
+  const int64_t k = weight.size(1), n = weight.size(0);
+  // The kernels move 16-byte rows: both feature counts must be multiples of 8 elements.
+  TORCH_CHECK_VALUE(k > 0 && k % 8 == 0, kOp, ": argument 'weight' must have in_features (size 1) a positive ",
+                    "multiple of 8, got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(n > 0 && n % 8 == 0, kOp, ": argument 'weight' must have out_features (size 0) a positive ",
+                    "multiple of 8, got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(x.size(-1) == k, kOp, ": argument 'x' must have last dimension in_features = weight.size(1) = ", k,
+                    ", got shape ", x.sizes());
+  check_contiguous(x, kOp, "x");
+  check_contiguous(weight, kOp, "weight");
+  const void* bias_ptr = nullptr;
+  if (bias.has_value() && bias->defined()) {
+    check_cuda(*bias, kOp, "bias");
+    check_same_device(x, *bias, kOp, "x", "bias");
+    check_same_dtype(x, *bias, kOp, "x", "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, kOp, ": argument 'bias' must have shape [", n,
+                      "] (out_features), got ", bias->sizes());
+    check_contiguous(*bias, kOp, "bias");
+    bias_ptr = bias->data_ptr();
+  }
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = n;
+  const int64_t m = k > 0 ? x.numel() / k : 0;
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty(out_shape, x.options());
+  call_library([&] {
+    gelu_linear(x.data_ptr(), weight.data_ptr(), bias_ptr, out.data_ptr(), m, n, k, dtype, act, stream_of(x));
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
+  m.def("gelu_linear(Tensor x, Tensor weight, Tensor? bias=None, *, str approximate='none') -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
+  m.impl("gelu_linear", &gelu_linear_cuda);
+}
+
+// CPU tensors reach the same function so the error names the argument (see stub_ops.cpp).
+TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
+  m.impl("gelu_linear", &gelu_linear_cuda);
+}
+
+}  // namespace flashkernel::torch_ops

@@ -1,0 +1,55 @@
+"""gelu_linear: GeLU(x @ weight^T + bias) as one CUDA kernel (torch.ops.flashkernel.gelu_linear)."""
+from __future__ import annotations
+
+import torch
+
+from flashkernel import _checks, _library
+
+_OP = "flashkernel.gelu_linear"
+
+
+def gelu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                approximate: str = "none") -> torch.Tensor:
+    """F.gelu(F.linear(x, weight, bias), approximate=approximate) in one pass over the output.
+
+    x [..., K], weight [N, K], bias [N] or None; float16 or bfloat16 (all the same), fp32
+    accumulation; contiguous CUDA tensors; K and N positive multiples of 8; approximate "none"
+    (erf) or "tanh".
+    """
+    return torch.ops.flashkernel.gelu_linear(x, weight, bias, approximate=approximate)
+
+
+def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               approximate: str) -> None:
+    """The shape/dtype rules of gelu_linear, shared by the fake impl and the Triton twin (same
+    messages as the C++ checks)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: argument 'approximate' must be 'none' or 'tanh', got {approximate!r}")
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{op}: argument 'x' has unsupported dtype {x.dtype}; expected float16 or bfloat16")
+    _checks.same_dtype(op, x, weight, "x", "weight")
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: argument 'weight' must be 2-D [out_features, in_features], "
+                         f"got shape {tuple(weight.shape)}")
+    n, k = weight.shape
+    if k <= 0 or k % 8:
+        raise ValueError(f"{op}: argument 'weight' must have in_features (size 1) a positive multiple of 8, "
+                         f"got shape {tuple(weight.shape)}")
+    if n <= 0 or n % 8:
+        raise ValueError(f"{op}: argument 'weight' must have out_features (size 0) a positive multiple of 8, "
+                         f"got shape {tuple(weight.shape)}")
+    if x.dim() < 1:
+        raise ValueError(f"{op}: argument 'x' must have at least 1 dimension [..., in_features], got a 0-D tensor")
+    if x.shape[-1] != k:
+        raise ValueError(f"{op}: argument 'x' must have last dimension in_features = weight.size(1) = {k}, "
+                         f"got shape {tuple(x.shape)}")
+    if bias is not None:
+        _checks.same_dtype(op, x, bias, "x", "bias")
+        if bias.dim() != 1 or bias.shape[0] != n:
+            raise ValueError(f"{op}: argument 'bias' must have shape [{n}] (out_features), got {tuple(bias.shape)}")
+
+
+@_library.register_fake("flashkernel::gelu_linear")
+def _gelu_linear_fake(x, weight, bias=None, *, approximate="none"):
+    check_args(_OP, x, weight, bias, approximate)
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))

@@ -1,0 +1,78 @@
+// gelu_linear: argument checks and the choice of kernel (see gelu_linear_kernels.cuh).
+#include <climits>
+#include <string>
+
+#include "common/arg_check.h"
+#include "common/launch.h"
+#include "common/vector_io.cuh"
+#include "flashkernel/gelu_linear.h"
+#include "gelu_linear/gelu_linear_kernels.cuh"
+
+namespace flashkernel {
+
+using namespace gelu_linear_detail;
+
+namespace {
+
+// Above this M a 16-row-padded streaming pass stops being cheaper than real GEMM tiles.
+constexpr std::int64_t kSmallMMax = 64;
+
+template <typename T, int MT>
+void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
+  // Four n tiles per CTA cut the re-reads of x (one per CTA, from L2) by 4x, worth it once there
+  // are still >= 2 CTAs per SM; with fewer columns every CTA is needed to keep HBM busy.
+  if (p.n / 32 >= 2 * sm_count) {
+    launch_small_m<T, SmallMConfig<MT, 4>>(p, stream);
+  } else {
+    launch_small_m<T, SmallMConfig<MT, 1>>(p, stream);
+  }
+}
+
+}  // namespace
+
+void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
+                 std::int64_t k, DType dtype, GeluApproximation approximate, cudaStream_t stream) {
+  constexpr const char* kOp = "gelu_linear";
+  detail::require(m >= 0, kOp, "m", "must be >= 0, got " + std::to_string(m));
+  detail::require(n > 0 && n % 8 == 0, kOp, "n",
+                  "(out_features) must be a positive multiple of 8 (16-byte rows), got " + std::to_string(n));
+  detail::require(k > 0 && k % 8 == 0, kOp, "k",
+                  "(in_features) must be a positive multiple of 8 (16-byte rows), got " + std::to_string(k));
+  detail::require(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX, kOp, "m",
+                  "and n, k must each be below 2^31");
+  detail::require(approximate == GeluApproximation::kNone || approximate == GeluApproximation::kTanh, kOp,
+                  "approximate", "must be kNone or kTanh");
+  detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
+                  std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
+  detail::require_device_pointer(weight, n * k, kOp, "weight");
+  detail::require_device_pointer(x, m * k, kOp, "x");
+  detail::require_device_pointer(out, m * n, kOp, "out");
+  // cp.async moves 16-byte chunks and the epilogue stores 4-byte pairs.
+  detail::require(is_aligned(weight), kOp, "weight", "must be 16-byte aligned");
+  detail::require(m == 0 || is_aligned(x), kOp, "x", "must be 16-byte aligned");
+  detail::require(m == 0 || is_aligned(out), kOp, "out", "must be 16-byte aligned");
+  if (m == 0) return;
+
+  const Problem p{x, weight, bias, out, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), approximate};
+  const int sm_count = detail::current_sm_count();
+  dispatch_half_dtype(dtype, kOp, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (m <= 16) {
+      launch_small_m_for<T, 1>(p, sm_count, stream);
+    } else if (m <= 32) {
+      launch_small_m_for<T, 2>(p, sm_count, stream);
+    } else if (m <= kSmallMMax) {
+      launch_small_m_for<T, 4>(p, sm_count, stream);
+    } else {
+      // Large tiles when they alone give every SM at least one CTA; otherwise 4x as many small ones.
+      const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
+      if (large_tiles >= sm_count) {
+        launch_tiled<T, TiledLarge>(p, stream);
+      } else {
+        launch_tiled<T, TiledSmall>(p, stream);
+      }
+    }
+  });
+}
+
+}  // namespace flashkernel

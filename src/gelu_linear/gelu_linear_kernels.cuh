@@ -1,0 +1,352 @@
+// Kernels of gelu_linear (sm_80 tensor-core path, also run on Hopper). Two designs:
+//
+//  * tiled: a CTA computes a BM x BN output tile over all of K. x and W tiles (BK = 64 columns,
+//    16-bit) stream through a STAGES-deep cp.async ring in swizzled shared memory; warps read them
+//    with ldmatrix and run mma.sync m16n8k16 into fp32 registers; the epilogue adds the bias, applies
+//    GeLU and stores straight from the accumulators. x @ W^T is the "TN" case: both operands are
+//    K-contiguous, so non-transposed ldmatrix yields both fragments.
+//  * small_m (M <= 64, decode): a 128-row tile would be mostly padding and a CTA per 128 output
+//    columns would leave most SMs idle while the weight - the only real traffic - is read once. A
+//    CTA here owns just 8*NT output columns (so N/8 CTAs exist for N = 768), streams those W rows
+//    through a deep ring of BK = 256 stages, and its 4 warps split each stage along K (64 columns
+//    each); the 4 partial sums meet in shared memory before the epilogue.
+//
+// The activation and the bias are runtime arguments: the epilogue's branch is uniform and costs
+// nothing next to the K loop, and it halves the template instantiations (compile time).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/activations.cuh"
+#include "common/cp_async.cuh"
+#include "common/dtype_traits.cuh"
+#include "common/mma_sm80.cuh"
+#include "flashkernel/gelu_linear.h"
+
+namespace flashkernel::gelu_linear_detail {
+
+struct Problem {
+  const void* x;
+  const void* w;
+  const void* bias;  // nullptr: no bias
+  void* out;
+  int m, n, k;
+  GeluApproximation act;
+};
+
+__device__ __forceinline__ float apply_gelu(float v, GeluApproximation act) {
+  return act == GeluApproximation::kTanh ? gelu_tanh(v) : gelu_erf(v);
+}
+
+// Bias, GeLU and a 4-byte store of two adjacent outputs (cols col, col+1 of `row`).
+template <typename T>
+__device__ __forceinline__ void store_pair(T* out, const T* bias, int row, int col, int m, int n, float v0,
+                                           float v1, GeluApproximation act) {
+  if (row >= m || col >= n) return;  // n % 8 == 0 and col even: col < n implies col + 1 < n
+  if (bias != nullptr) {
+    v0 += to_float(bias[col]);
+    v1 += to_float(bias[col + 1]);
+  }
+  *reinterpret_cast<std::uint32_t*>(out + std::int64_t(row) * n + col) =
+      pack_float2<T>(apply_gelu(v0, act), apply_gelu(v1, act));
+}
+
+// ------------------------------------------------------------------------------------------ tiled
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_BLOCKS_>
+struct TiledConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = 64;
+  static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+  static constexpr int THREADS = WARPS_M * WARPS_N * 32;
+  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+  static constexpr int MI = WM / 16, NI = WN / 8;
+  static constexpr int SMEM_BYTES = STAGES * (BM + BN) * BK * 2;
+  static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tile must be a multiple of 16x16");
+  static_assert((BM * 8) % THREADS == 0 && (BN * 8) % THREADS == 0, "tile chunks must split evenly over threads");
+};
+
+// 128x128 tiles, 8 warps of 64x32, 3 stages (96 KiB): two CTAs per SM. Large M.
+using TiledLarge = TiledConfig<128, 128, 2, 4, 3, 2>;
+// 64x64 tiles, 4 warps of 32x32, 4 stages (64 KiB): 4x the CTAs where large tiles leave SMs idle.
+using TiledSmall = TiledConfig<64, 64, 2, 2, 4, 3>;
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_tiled_kernel(Problem p) {
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
+  constexpr int MI = Cfg::MI, NI = Cfg::NI;
+  using Tile = SwizzledTile<BK>;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* s_a = reinterpret_cast<T*>(smem_raw);  // [STAGES][BM][BK]
+  T* s_b = s_a + STAGES * BM * BK;          // [STAGES][BN][BK]
+
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ w = static_cast<const T*>(p.w);
+  const int m = p.m, n = p.n, k = p.k;
+
+  // Grouped raster: kGroupM consecutive M-tiles sweep the N-tiles together, so the W panel a group
+  // reads stays in L2 while it is reused (matters when W is larger than L2, e.g. 4096 x 16384).
+  constexpr int kGroupM = 8;
+  const int tiles_m = (m + BM - 1) / BM, tiles_n = (n + BN - 1) / BN;
+  const int pid = blockIdx.x;
+  const int group = pid / (kGroupM * tiles_n);
+  const int first_m = group * kGroupM;
+  const int group_rows = min(tiles_m - first_m, kGroupM);
+  const int in_group = pid % (kGroupM * tiles_n);
+  const int m0 = (first_m + in_group % group_rows) * BM;
+  const int n0 = (in_group / group_rows) * BN;
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+
+  // Each thread copies chunk (tid % 8) of rows tid / 8 + i * kRowStep. kRowStep is a multiple of 8,
+  // so the swizzle is the same for all of a thread's rows: one smem offset, one source pointer
+  // and a row-validity mask per operand, instead of per-chunk index math (register pressure).
+  constexpr int kRowStep = THREADS / 8, A_ITERS = BM / kRowStep, B_ITERS = BN / kRowStep;
+  static_assert(kRowStep % 8 == 0, "tiled: rows per copy step must keep the swizzle phase");
+  const int ld_row = tid / 8, ld_col = (tid % 8) * 8;
+  const int ld_smem = Tile::offset(ld_row, ld_col);
+  const std::int64_t ld_step = std::int64_t(kRowStep) * k;
+  // Rows past the end are clamped to row 0 (a valid address) and zero-filled.
+  const T* a_src = x + std::int64_t(m0 + ld_row < m ? m0 + ld_row : 0) * k + ld_col;
+  const T* b_src = w + std::int64_t(n0 + ld_row < n ? n0 + ld_row : 0) * k + ld_col;
+  std::uint32_t a_rows_ok = 0, b_rows_ok = 0;
+#pragma unroll
+  for (int i = 0; i < A_ITERS; ++i) a_rows_ok |= std::uint32_t(m0 + ld_row + i * kRowStep < m) << i;
+#pragma unroll
+  for (int i = 0; i < B_ITERS; ++i) b_rows_ok |= std::uint32_t(n0 + ld_row + i * kRowStep < n) << i;
+
+  auto load_stage = [&](int stage, int kt) {
+    const int k0 = kt * BK;
+    const bool col_ok = k0 + ld_col < k;  // k % 8 == 0: a chunk is all in or all out
+    T* a = s_a + stage * BM * BK + ld_smem;
+    T* b = s_b + stage * BN * BK + ld_smem;
+#pragma unroll
+    for (int i = 0; i < A_ITERS; ++i) {
+      const bool ok = col_ok && ((a_rows_ok >> i) & 1u);
+      cp_async_16(a + i * kRowStep * BK, ok ? a_src + i * ld_step + k0 : x, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) {
+      const bool ok = col_ok && ((b_rows_ok >> i) & 1u);
+      cp_async_16(b + i * kRowStep * BK, ok ? b_src + i * ld_step + k0 : w, ok);
+    }
+  };
+
+  float acc[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+
+  const int k_tiles = (k + BK - 1) / BK;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();  // empty groups keep the wait count uniform
+  }
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<STAGES - 2>();  // tile kt has landed (this thread's copies)...
+    __syncthreads();              // ...and everyone's; also: all warps are done with tile kt-1
+    const int next = kt + STAGES - 1;
+    if (next < k_tiles) load_stage(next % STAGES, next);  // refills the slot tile kt-1 used
+    cp_async_commit();
+
+    const T* a = s_a + (kt % STAGES) * BM * BK;
+    const T* b = s_b + (kt % STAGES) * BN * BK;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      std::uint32_t af[MI][4], bf[NI][2];
+#pragma unroll
+      for (int i = 0; i < MI; ++i) {
+        // matrices: (rows 0-7 | 8-15) x (k 0-7 | 8-15), in the a[0..3] order mma expects
+        const int row = wm * Cfg::WM + i * 16 + lane % 16;
+        ldmatrix_x4(af[i], a + Tile::offset(row, kk * 16 + (lane / 16) * 8));
+      }
+#pragma unroll
+      for (int j = 0; j < NI; j += 2) {
+        // matrices: (n-block j, k 0-7), (j, k 8-15), (j+1, k 0-7), (j+1, k 8-15)
+        const int row = wn * Cfg::WN + j * 8 + lane % 8 + (lane / 16) * 8;
+        std::uint32_t r[4];
+        ldmatrix_x4(r, b + Tile::offset(row, kk * 16 + ((lane / 8) % 2) * 8));
+        bf[j][0] = r[0];
+        bf[j][1] = r[1];
+        bf[j + 1][0] = r[2];
+        bf[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) mma_m16n8k16<T>(acc[i][j], af[i], bf[j]);
+    }
+  }
+  cp_async_wait<0>();
+
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int i = 0; i < MI; ++i) {
+    const int row = m0 + wm * Cfg::WM + i * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < NI; ++j) {
+      const int col = n0 + wn * Cfg::WN + j * 8 + (lane % 4) * 2;
+      store_pair(out, bias, row, col, m, n, acc[i][j][0], acc[i][j][1], p.act);
+      store_pair(out, bias, row + 8, col, m, n, acc[i][j][2], acc[i][j][3], p.act);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------- small_m
+template <int MT_, int NT_>
+struct SmallMConfig {
+  static constexpr int MT = MT_;  // 16-row m tiles: M <= 16 * MT
+  static constexpr int NT = NT_;  // 8-column n tiles per CTA
+  static constexpr int BK = 256, THREADS = 128, WARPS = 4, WARP_K = BK / WARPS;
+  static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
+  static constexpr int STAGE_BYTES = (ROWS_X + ROWS_W) * BK * 2;
+  // As deep a ring as ~110 KiB allows (two CTAs per SM still fit): the bytes in flight per SM are
+  // what sets the streaming bandwidth.
+  static constexpr int STAGES = (110 * 1024 / STAGE_BYTES) > 6 ? 6 : (110 * 1024 / STAGE_BYTES);
+  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+  static_assert(STAGES >= 2, "small_m: ring too shallow");
+  static_assert(WARPS * ROWS_X * ROWS_W * 4 <= SMEM_BYTES, "small_m: reduction buffer must fit the ring");
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
+  constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
+  constexpr int MT = Cfg::MT, NT = Cfg::NT, ROWS_X = Cfg::ROWS_X, ROWS_W = Cfg::ROWS_W;
+  constexpr int CHUNKS = BK / 8;
+  using Tile = SwizzledTile<BK>;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* s_x = reinterpret_cast<T*>(smem_raw);  // [STAGES][ROWS_X][BK]
+  T* s_w = s_x + STAGES * ROWS_X * BK;      // [STAGES][ROWS_W][BK]
+
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ w = static_cast<const T*>(p.w);
+  const int m = p.m, n = p.n, k = p.k;
+  const int n0 = blockIdx.x * ROWS_W;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  // Rows past M (x) and past N (W) are never copied: zero them once in every slot and they stay
+  // zero, so padding costs neither bandwidth nor per-stage work.
+  const int rows_x = min(m, ROWS_X), rows_w = min(n - n0, ROWS_W);
+  {
+    constexpr int kSlotChunks = (ROWS_X + ROWS_W) * CHUNKS;
+    for (int i = tid; i < STAGES * kSlotChunks; i += THREADS) {
+      const int s = i / kSlotChunks, c = i % kSlotChunks;
+      const int r = c / CHUNKS;
+      const bool pad = r < ROWS_X ? r >= rows_x : (r - ROWS_X) >= rows_w;
+      if (pad) {
+        T* base = r < ROWS_X ? s_x + s * ROWS_X * BK + r * BK : s_w + s * ROWS_W * BK + (r - ROWS_X) * BK;
+        *reinterpret_cast<int4*>(base + (c % CHUNKS) * 8) = make_int4(0, 0, 0, 0);
+      }
+    }
+  }
+
+  auto load_stage = [&](int stage, int kt) {
+    const int k0 = kt * BK;
+    T* xs = s_x + stage * ROWS_X * BK;
+    T* ws = s_w + stage * ROWS_W * BK;
+    for (int i = tid; i < rows_w * CHUNKS; i += THREADS) {
+      const int r = i / CHUNKS, col = (i % CHUNKS) * 8;
+      const bool ok = k0 + col < k;
+      cp_async_16(ws + Tile::offset(r, col), ok ? w + std::int64_t(n0 + r) * k + k0 + col : w, ok);
+    }
+    for (int i = tid; i < rows_x * CHUNKS; i += THREADS) {
+      const int r = i / CHUNKS, col = (i % CHUNKS) * 8;
+      const bool ok = k0 + col < k;
+      cp_async_16(xs + Tile::offset(r, col), ok ? x + std::int64_t(r) * k + k0 + col : x, ok);
+    }
+  };
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+
+  const int k_tiles = (k + BK - 1) / BK;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    const int next = kt + STAGES - 1;
+    if (next < k_tiles) load_stage(next % STAGES, next);
+    cp_async_commit();
+
+    const T* xs = s_x + (kt % STAGES) * ROWS_X * BK;
+    const T* ws = s_w + (kt % STAGES) * ROWS_W * BK;
+    const int kw = warp * Cfg::WARP_K;  // this warp's quarter of the stage
+#pragma unroll
+    for (int kk = 0; kk < Cfg::WARP_K / 16; kk += 2) {  // two k16 steps per B load
+      std::uint32_t bf[NT][2][2];  // [n tile][k step][reg]
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        // matrices: W rows of n tile j at k chunks +0, +1, +2, +3 -> (step kk: r0, r1), (kk+1: r2, r3)
+        std::uint32_t r[4];
+        ldmatrix_x4(r, ws + Tile::offset(j * 8 + lane % 8, kw + kk * 16 + (lane / 8) * 8));
+        bf[j][0][0] = r[0];
+        bf[j][0][1] = r[1];
+        bf[j][1][0] = r[2];
+        bf[j][1][1] = r[3];
+      }
+#pragma unroll
+      for (int step = 0; step < 2; ++step) {
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          std::uint32_t af[4];
+          ldmatrix_x4(af, xs + Tile::offset(i * 16 + lane % 16, kw + (kk + step) * 16 + (lane / 16) * 8));
+#pragma unroll
+          for (int j = 0; j < NT; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j][step]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is reused below for the cross-warp reduction
+
+  // red[warp][row][col], fp32: each warp's partial sum over its K quarter.
+  float* red = reinterpret_cast<float*>(smem_raw);
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = i * 16 + lane / 4 + h * 8, col = j * 8 + (lane % 4) * 2;
+        float* dst = red + (warp * ROWS_X + row) * ROWS_W + col;
+        dst[0] = acc[i][j][2 * h];
+        dst[1] = acc[i][j][2 * h + 1];
+      }
+  __syncthreads();
+
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+  for (int i = tid; i < rows_x * (ROWS_W / 2); i += THREADS) {
+    const int row = i / (ROWS_W / 2), col = (i % (ROWS_W / 2)) * 2;
+    float v0 = 0.f, v1 = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < Cfg::WARPS; ++wi) {
+      const float* src = red + (wi * ROWS_X + row) * ROWS_W + col;
+      v0 += src[0];
+      v1 += src[1];
+    }
+    store_pair(out, bias, row, n0 + col, m, n, v0, v1, p.act);
+  }
+}
+
+// Launchers (one translation unit each instantiates its share of the templates).
+template <typename T, typename Cfg>
+void launch_tiled(const Problem& p, cudaStream_t stream);
+template <typename T, typename Cfg>
+void launch_small_m(const Problem& p, cudaStream_t stream);
+
+}  // namespace flashkernel::gelu_linear_detail
