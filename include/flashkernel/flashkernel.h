@@ -1,5 +1,6 @@
 // Umbrella header: the whole public C++ API of FlashKernel.
 #pragma once
+#include "flashkernel/attention.h"
 #include "flashkernel/device_info.h"
 #include "flashkernel/gelu_linear.h"
 #include "flashkernel/reduce.h"

@@ -9,9 +9,10 @@ from flashkernel import _library
 _library.load()
 
 from flashkernel.ops.stub import DeviceInfo, device_info, vector_add  # noqa: E402
+from flashkernel.ops.attention import flash_attention  # noqa: E402
 from flashkernel.ops.gelu_linear import gelu_linear  # noqa: E402
 from flashkernel.ops.reduce import reduce_max, reduce_sum  # noqa: E402
 
 __version__ = "1.0.0"
 
-__all__ = ["gelu_linear", "reduce_max", "reduce_sum", "DeviceInfo", "device_info", "vector_add", "__version__"]
+__all__ = ["flash_attention", "gelu_linear", "reduce_max", "reduce_sum", "DeviceInfo", "device_info", "vector_add", "__version__"]

@@ -5,4 +5,5 @@ BENCHMARKS maps a CSV name to the module that produces it; each module has `run(
 BENCHMARKS = {
     "vector_add": "flashkernel.bench.ops.vector_add",
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
+    "attention": "flashkernel.bench.ops.attention",
 }

@@ -24,7 +24,7 @@ _LN2 = 0.6931471805599453
 
 @triton.jit
 def _attn_step(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, start_n, n_k, diag, qk_scale,
-               CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+               CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST_DOTS: tl.constexpr = False):
     n = start_n + tl.arange(0, BLOCK_N)
     if MASKED:
         k = tl.load(k_base + n[None, :] * stride_kn + offs_d[:, None], mask=n[None, :] < n_k, other=0.0)
@@ -32,7 +32,12 @@ def _attn_step(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
     else:
         k = tl.load(k_base + n[None, :] * stride_kn + offs_d[:, None])
         v = tl.load(v_base + n[:, None] * stride_vn + offs_d[None, :])
-    s = tl.dot(q, k) * qk_scale
+    if UPCAST_DOTS:
+        # The CPU interpreter's tl.dot mishandles bfloat16 operands; products of 16-bit values are
+        # exact in fp32, so upcasting first gives the same result.
+        s = tl.dot(q.to(tl.float32), k.to(tl.float32)) * qk_scale
+    else:
+        s = tl.dot(q, k) * qk_scale
     if MASKED:
         keep = n[None, :] < n_k
         if CAUSAL:
@@ -45,7 +50,10 @@ def _attn_step(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, o
     p = tl.math.exp2(s - base[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    acc = tl.dot(p.to(v.dtype), v, acc)
+    if UPCAST_DOTS:
+        acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc)
     return acc, m_new, l_i
 
 
@@ -63,7 +71,7 @@ def _attn_tiles(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, 
 def _attn_fwd(Q, K, V, O, LSE, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
               stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om, heads_q, group, n_q, n_k,
               qk_scale, N_BUCKET, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, RETURN_LSE: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_MASKED_PASS: tl.constexpr = False,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr = False,
               STATIC_TILES: tl.constexpr = 0):
     # Reversed so causal programs with the most key tiles start first.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -84,13 +92,13 @@ def _attn_fwd(Q, K, V, O, LSE, stride_qb, stride_qh, stride_qm, stride_kb, strid
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     diag = n_k - n_q  # causal: query i sees keys j <= i + diag
-    if ONE_MASKED_PASS:
-        # The CPU interpreter cannot take loop bounds computed from program_id (they are 1-element
+    if INTERPRET:
+        # The CPU interpreter (only it sets INTERPRET) cannot take loop bounds computed from program_id (they are 1-element
         # arrays there), so it walks all STATIC_TILES = cdiv(n_k, BLOCK_N) key tiles with the mask on: tiles past the causal
         # diagonal are then fully masked and add exactly nothing (p = 0, alpha = 1).
         for it in range(STATIC_TILES):
             acc, m_i, l_i = _attn_step(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d,
-                                       it * BLOCK_N, n_k, diag, qk_scale, CAUSAL, True, BLOCK_N)
+                                       it * BLOCK_N, n_k, diag, qk_scale, CAUSAL, True, BLOCK_N, True)
     else:
         # Plain scalar branches rather than tl.minimum/tl.maximum: scalars stay scalars under the
         # interpreter too.
@@ -165,7 +173,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
         if _interpreting():
             grid = (triton.cdiv(n_q, 16), batch * heads_q)
             _attn_fwd[grid](*args, HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse), BLOCK_M=16,
-                            BLOCK_N=16, ONE_MASKED_PASS=True,
+                            BLOCK_N=16, INTERPRET=True,
                             STATIC_TILES=triton.cdiv(n_k, 16))
         else:
             def grid(meta):
