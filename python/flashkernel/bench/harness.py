@@ -34,6 +34,10 @@ def gpu_slug(name: str) -> str:
 
 
 def git_commit() -> str:
+    """The commit benchmarked: FLASHKERNEL_COMMIT when set (a copy of the tree without .git, as on
+    a remote GPU machine), else git's HEAD (+"-dirty" with uncommitted changes)."""
+    if os.environ.get("FLASHKERNEL_COMMIT"):
+        return os.environ["FLASHKERNEL_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10)
