@@ -17,7 +17,7 @@ SEED_KN = [(k, n) for k in (768, 3072) for n in (768, 3072)]
 
 def configs(quick: bool) -> list[tuple[int, int, int]]:
     if quick:
-        return [(1, 768, 3072), (2048, 768, 3072)]
+        return [(1, 768, 3072), (16, 4096, 16384), (512, 3072, 768), (8192, 768, 3072), (2048, 4096, 16384)]
     seen, out = set(), []
     for m, (k, n) in [(m, kn) for m in MAIN_M for kn in MAIN_KN] + [(m, kn) for m in SEED_M for kn in SEED_KN]:
         if (m, k, n) not in seen:
