@@ -148,7 +148,7 @@ def test_nan_propagates(dtype):
 @gpu
 @pytest.mark.parametrize("impls", [CUDA_IMPLS, TRITON_IMPLS], ids=["cuda", "triton"])
 def test_bit_identical_across_runs(impls):
-    for shape, dim in [((1 << 24) + 5,), None), ((4096, 4096), -1), ((65536, 128), -1)]:
+    for shape, dim in [(((1 << 24) + 5,), None), ((4096, 4096), -1), ((65536, 128), -1)]:
         x = randn(shape, torch.float16)
         for op in ["sum", "max"]:
             first = impls[op](x, dim)
@@ -160,7 +160,7 @@ def test_bit_identical_across_runs(impls):
 @pytest.mark.parametrize("op", ["sum", "max"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_and_triton_agree(op, dtype):
-    for shape, dim in [((1 << 22) + 9,), None), ((512, 2048), -1), ((1000, 127), -1), ((3, 70000), -1)]:
+    for shape, dim in [(((1 << 22) + 9,), None), ((512, 2048), -1), ((1000, 127), -1), ((3, 70000), -1)]:
         x = randn(shape, dtype)
         a, b = CUDA_IMPLS[op](x, dim), TRITON_IMPLS[op](x, dim)
         if op == "max":

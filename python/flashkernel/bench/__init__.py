@@ -3,6 +3,7 @@
 BENCHMARKS maps a CSV name to the module that produces it; each module has `run(ctx, quick)`.
 """
 BENCHMARKS = {
+    "reduce": "flashkernel.bench.ops.reduce",
     "vector_add": "flashkernel.bench.ops.vector_add",
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
     "attention": "flashkernel.bench.ops.attention",
