@@ -7,4 +7,5 @@ BENCHMARKS = {
     "vector_add": "flashkernel.bench.ops.vector_add",
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
     "attention": "flashkernel.bench.ops.attention",
+    "rope": "flashkernel.bench.ops.rope",
 }

@@ -1,0 +1,291 @@
+// The RoPE kernel shared by the table and fused variants, and the host-side launch plan.
+//
+// Work decomposition: one thread owns one "unit" of one head-dimension slice of one token and walks
+// a strided subset of that token's heads (q heads first, then k heads, in a single launch):
+//   * a rotating unit (neox) holds EV pairs (x[i0..i0+EV), x[r/2+i0..r/2+i0+EV)): two 16-byte vectors;
+//   * a rotating unit (gptj) holds one 16-byte vector = EV/2 adjacent pairs;
+//   * a copy unit (out of place, rotary_dim < head_dim) copies one vector of the pass-through dims.
+// The unit's cos/sin (table rows or sincosf of in-kernel angles) are fetched once into registers
+// and reused for every head the thread visits, so table traffic is per (token, pair), not per head.
+// Heads are split into `head_groups` interleaved subsets only as far as needed to fill the GPU.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+#include "common/launch.h"
+#include "common/vector_io.cuh"
+#include "flashkernel/rope.h"
+
+namespace flashkernel::rope_detail {
+
+constexpr int kThreads = 256;
+// Heads a thread loads before it stores (independent 16-byte loads in flight per thread).
+constexpr int kHeadUnroll = 4;
+
+struct InvFreq {
+  float v[kRopeMaxRotaryDim / 2];
+};
+struct NoInvFreq {};
+
+struct Params {
+  RopeTensor q, k;
+  RopePositions positions;
+  std::int64_t batch, seq, head_dim, rotary_dim;
+  const void* cos;
+  const void* sin;
+  std::int64_t table_positions;
+  int rot_units;    // rotating units per head
+  int units;        // rotating + copy units per head
+  int head_groups;  // interleaved head subsets (threads per (token, unit))
+  std::int64_t total_threads;
+};
+
+// EV elements of T: one 16-byte vector on the fast path, elementwise otherwise.
+template <typename T, int EV>
+struct Pack {
+  T v[EV];
+};
+
+template <typename T, int EV>
+__device__ __forceinline__ Pack<T, EV> load_pack(const T* p) {
+  Pack<T, EV> out;
+  if constexpr (EV * sizeof(T) == kVectorBytes) {
+    Vec<T> v = load_vec_stream(p);
+#pragma unroll
+    for (int j = 0; j < EV; ++j) out.v[j] = v.v[j];
+  } else {
+#pragma unroll
+    for (int j = 0; j < EV; ++j) out.v[j] = p[j];
+  }
+  return out;
+}
+
+template <typename T, int EV>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, EV>& x) {
+  if constexpr (EV * sizeof(T) == kVectorBytes) {
+    Vec<T> v;
+#pragma unroll
+    for (int j = 0; j < EV; ++j) v.v[j] = x.v[j];
+    store_vec(p, v);
+  } else {
+#pragma unroll
+    for (int j = 0; j < EV; ++j) p[j] = x.v[j];
+  }
+}
+
+// N consecutive table entries as one (or two) aligned loads; the launcher guarantees alignment.
+template <typename TT, int N>
+struct alignas(N * sizeof(TT) >= 16 ? 16 : N * sizeof(TT)) TableChunk {
+  TT v[N];
+};
+
+template <typename TT, int N>
+__device__ __forceinline__ void load_table(const TT* p, float* out) {
+  TableChunk<TT, N> c = *reinterpret_cast<const TableChunk<TT, N>*>(p);
+#pragma unroll
+  for (int j = 0; j < N; ++j) out[j] = to_float(c.v[j]);
+}
+
+__device__ __forceinline__ float rot_first(float a, float b, float c, float s) { return fmaf(a, c, -b * s); }
+__device__ __forceinline__ float rot_second(float a, float b, float c, float s) { return fmaf(b, c, a * s); }
+
+template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV>
+__global__ void __launch_bounds__(kThreads)
+    rope_kernel(const __grid_constant__ Params p,
+                const __grid_constant__ std::conditional_t<kFused, InvFreq, NoInvFreq> inv) {
+  constexpr bool kNeox = kStyle == RopeStyle::kNeox;
+  constexpr int kPairs = kNeox ? EV : EV / 2;  // pairs (and cos/sin entries) per rotating unit
+  const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= p.total_threads) return;
+  const int unit = static_cast<int>(t % p.units);
+  const std::int64_t rest = t / p.units;
+  const int group = static_cast<int>(rest % p.head_groups);
+  const std::int64_t token = rest / p.head_groups;
+  const std::int64_t b = token / p.seq;
+  const std::int64_t n = token - b * p.seq;
+  const std::int64_t hq = p.q.heads;
+  const std::int64_t heads = hq + p.k.heads;
+  const std::int64_t half = p.rotary_dim / 2;
+
+  // Base pointers of this token's head 0 and the head stride, for q or k.
+  auto locate = [&](std::int64_t h, const T*& in, T*& out) {
+    const RopeTensor& x = h < hq ? p.q : p.k;
+    const std::int64_t hh = h < hq ? h : h - hq;
+    in = static_cast<const T*>(x.in) + b * x.in_stride_b + hh * x.in_stride_h + n * x.in_stride_n;
+    out = static_cast<T*>(x.out) + b * x.out_stride_b + hh * x.out_stride_h + n * x.out_stride_n;
+  };
+  const std::int64_t step = p.head_groups;
+
+  if (unit >= p.rot_units) {
+    // Pass-through dims: a plain copy (only launched out of place).
+    const std::int64_t e0 = p.rotary_dim + std::int64_t(unit - p.rot_units) * EV;
+    for (std::int64_t h0 = group; h0 < heads; h0 += step * kHeadUnroll) {
+#pragma unroll
+      for (int u = 0; u < kHeadUnroll; ++u) {
+        const std::int64_t h = h0 + u * step;
+        if (h >= heads) break;
+        const T* in;
+        T* out;
+        locate(h, in, out);
+        if constexpr (EV * sizeof(T) == kVectorBytes) {
+          store_pack<T, EV>(out + e0, load_pack<T, EV>(in + e0));
+        } else {
+          for (int j = 0; j < EV && e0 + j < p.head_dim; ++j) out[e0 + j] = in[e0 + j];
+        }
+      }
+    }
+    return;
+  }
+
+  // Position of this token.
+  std::int64_t pos = n;
+  if (p.positions.data != nullptr) {
+    const std::int64_t idx = p.positions.per_batch ? token : n;
+    pos = p.positions.is_int64 ? static_cast<const std::int64_t*>(p.positions.data)[idx]
+                               : std::int64_t(static_cast<const std::int32_t*>(p.positions.data)[idx]);
+  }
+  // First pair index and first element offset of this unit.
+  const std::int64_t i0 = std::int64_t(unit) * kPairs;
+  const std::int64_t e_lo = kNeox ? i0 : 2 * i0;
+
+  float c[kPairs], s[kPairs];
+  if constexpr (kFused) {
+    // Same angle as the table builder: one fp32 multiply, then accurate sincosf.
+    const float fp = static_cast<float>(pos);
+#pragma unroll
+    for (int j = 0; j < kPairs; ++j) sincosf(fp * inv.v[i0 + j], &s[j], &c[j]);
+  } else {
+    if (pos >= 0 && pos < p.table_positions) {
+      load_table<TT, kPairs>(static_cast<const TT*>(p.cos) + pos * half + i0, c);
+      load_table<TT, kPairs>(static_cast<const TT*>(p.sin) + pos * half + i0, s);
+    } else {
+      // Out-of-table position: never read past the table; make the result visibly wrong.
+#pragma unroll
+      for (int j = 0; j < kPairs; ++j) c[j] = s[j] = __int_as_float(0x7fffffff);
+    }
+  }
+
+  for (std::int64_t h0 = group; h0 < heads; h0 += step * kHeadUnroll) {
+    Pack<T, EV> lo[kHeadUnroll], hi[kHeadUnroll];
+#pragma unroll
+    for (int u = 0; u < kHeadUnroll; ++u) {
+      const std::int64_t h = h0 + u * step;
+      if (h < heads) {
+        const T* in;
+        T* out;
+        locate(h, in, out);
+        lo[u] = load_pack<T, EV>(in + e_lo);
+        if constexpr (kNeox) hi[u] = load_pack<T, EV>(in + e_lo + half);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kHeadUnroll; ++u) {
+      const std::int64_t h = h0 + u * step;
+      if (h < heads) {
+        const T* in;
+        T* out;
+        locate(h, in, out);
+        if constexpr (kNeox) {
+          Pack<T, EV> rlo, rhi;
+#pragma unroll
+          for (int j = 0; j < EV; ++j) {
+            const float a = to_float(lo[u].v[j]), bb = to_float(hi[u].v[j]);
+            rlo.v[j] = from_float<T>(rot_first(a, bb, c[j], s[j]));
+            rhi.v[j] = from_float<T>(rot_second(a, bb, c[j], s[j]));
+          }
+          store_pack<T, EV>(out + e_lo, rlo);
+          store_pack<T, EV>(out + e_lo + half, rhi);
+        } else {
+          Pack<T, EV> r;
+#pragma unroll
+          for (int j = 0; j < kPairs; ++j) {
+            const float a = to_float(lo[u].v[2 * j]), bb = to_float(lo[u].v[2 * j + 1]);
+            r.v[2 * j] = from_float<T>(rot_first(a, bb, c[j], s[j]));
+            r.v[2 * j + 1] = from_float<T>(rot_second(a, bb, c[j], s[j]));
+          }
+          store_pack<T, EV>(out + e_lo, r);
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ host side
+
+inline bool aligned16(const void* ptr) { return is_aligned(ptr); }
+
+// Whether q, k (and the tables) allow 16-byte vectors of T for every unit.
+template <typename T>
+bool can_vectorize(const Params& p, RopeStyle style, bool check_tables) {
+  constexpr std::int64_t ev = kVectorBytes / sizeof(T);
+  if (p.head_dim % ev != 0) return false;
+  if (p.rotary_dim % (style == RopeStyle::kNeox ? 2 * ev : ev) != 0) return false;
+  for (const RopeTensor* x : {&p.q, &p.k}) {
+    if (x->heads == 0) continue;
+    for (std::int64_t st : {x->in_stride_b, x->in_stride_h, x->in_stride_n, x->out_stride_b, x->out_stride_h,
+                            x->out_stride_n}) {
+      if (st % ev != 0) return false;
+    }
+    if (!aligned16(x->in) || !aligned16(x->out)) return false;
+  }
+  if (check_tables && (!aligned16(p.cos) || !aligned16(p.sin))) return false;
+  return true;
+}
+
+// Chooses units and head groups, then launches one instantiation.
+template <typename T, typename TT, bool kFused, RopeStyle kStyle, int EV, typename Inv>
+void launch_with(Params p, const Inv& inv, bool inplace, cudaStream_t stream) {
+  const std::int64_t half = p.rotary_dim / 2;
+  p.rot_units = static_cast<int>(kStyle == RopeStyle::kNeox ? half / EV : p.rotary_dim / EV);
+  const int copy_units = inplace ? 0 : static_cast<int>(detail::ceil_div(p.head_dim - p.rotary_dim, EV));
+  p.units = p.rot_units + copy_units;
+  const std::int64_t tokens = p.batch * p.seq;
+  const std::int64_t heads = p.q.heads + p.k.heads;
+  // Enough threads for about two full waves; beyond that each thread walks more heads (more
+  // reuse of its cos/sin registers, fewer index computations).
+  const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * 2;
+  const std::int64_t base_threads = tokens * p.units;
+  p.head_groups = static_cast<int>(std::clamp<std::int64_t>(detail::ceil_div(target, base_threads), 1, heads));
+  p.total_threads = base_threads * p.head_groups;
+  const std::int64_t blocks = detail::ceil_div(p.total_threads, kThreads);
+  rope_kernel<T, TT, kStyle, kFused, EV><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p, inv);
+  FK_CHECK_LAUNCH();
+}
+
+template <typename T, typename TT, bool kFused, typename Inv>
+void launch(const Params& p, const Inv& inv, RopeStyle style, bool inplace, cudaStream_t stream) {
+  constexpr int kVec = kVectorBytes / sizeof(T);
+  const bool vec = can_vectorize<T>(p, style, !kFused);
+  if (style == RopeStyle::kNeox) {
+    if (vec) launch_with<T, TT, kFused, RopeStyle::kNeox, kVec>(p, inv, inplace, stream);
+    else launch_with<T, TT, kFused, RopeStyle::kNeox, 1>(p, inv, inplace, stream);
+  } else {
+    if (vec) launch_with<T, TT, kFused, RopeStyle::kGptj, kVec>(p, inv, inplace, stream);
+    else launch_with<T, TT, kFused, RopeStyle::kGptj, 2>(p, inv, inplace, stream);
+  }
+}
+
+// Validation shared by both variants; returns false when there is nothing to do.
+bool check_common(const char* op, const RopeTensor& q, const RopeTensor& k, const RopeShape& shape,
+                  RopeStyle style);
+
+// inv_freq[i] = float(base ** (-2i / rotary_dim)), computed in double and rounded once.
+InvFreq inv_freq(double base, std::int64_t rotary_dim);
+
+Params make_params(const RopeTensor& q, const RopeTensor& k, const RopeShape& shape, const RopePositions& pos);
+
+}  // namespace flashkernel::rope_detail
+
+namespace flashkernel::rope_detail {
+
+// Table launches, split by table dtype across two translation units to keep compile time down:
+// float32 tables (any q dtype) and tables of q's own 16-bit dtype.
+void launch_table_f32(const Params& p, RopeStyle style, bool inplace, DType dtype, cudaStream_t stream);
+void launch_table_same(const Params& p, RopeStyle style, bool inplace, DType dtype, cudaStream_t stream);
+
+}  // namespace flashkernel::rope_detail
