@@ -38,7 +38,11 @@ def _bench(args) -> int:
 def _info(_args) -> int:
     import flashkernel
 
-    print(flashkernel.device_info())
+    try:
+        print(flashkernel.device_info())
+    except ValueError as e:  # no GPU: say so, no traceback
+        print(f"flashkernel info: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
