@@ -1,0 +1,268 @@
+"""Paged KV cache: `PagedKVCache` (page pool + host bookkeeping), append / gather, and
+`paged_decode_attention` reading K/V straight from the pages.
+
+    cache = flashkernel.PagedKVCache(num_layers=32, num_pages=4096, num_kv_heads=8, head_dim=128)
+    s = cache.add_sequence()
+    cache.append(layer, [s], k, v)                     # k, v: [tokens, num_kv_heads, head_dim]
+    out = flashkernel.paged_decode_attention(q, cache, layer, [s])   # q: [batch, num_q_heads, head_dim]
+
+The bookkeeping is the C++ allocator (torch.classes.flashkernel.KVPageAllocator); the pool is one
+torch tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim]. A cache on the CPU
+(device="cpu") keeps the same bookkeeping and moves data with plain torch indexing: the reference
+path the Triton-interpreter tests use.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from flashkernel import _library
+
+_OP = "flashkernel.PagedKVCache"
+
+
+class OutOfPagesError(RuntimeError):
+    """The pool has too few free pages for a reserve/append; the cache is unchanged."""
+
+
+def _translate(fn, *args):
+    try:
+        return fn(*args)
+    except RuntimeError as e:
+        if "out of pages" in str(e) and not isinstance(e, ValueError):
+            raise OutOfPagesError(str(e).splitlines()[0]) from None
+        raise
+
+
+def _seq_list(seq_ids, op: str) -> list[int]:
+    if isinstance(seq_ids, int):
+        raise TypeError(f"{op}: argument 'seq_ids' must be a sequence of ints, got a single int")
+    ids = [int(s) for s in seq_ids]
+    if not ids:
+        raise ValueError(f"{op}: argument 'seq_ids' must not be empty")
+    return ids
+
+
+class PagedKVCache:
+    """A pool of `num_pages` pages of `page_size` tokens for `num_layers` layers, handed to
+    sequences as they grow. Page ids are shared by all layers; each layer keeps its own length
+    per sequence (a model appends layer by layer)."""
+
+    def __init__(self, num_layers: int, num_pages: int, num_kv_heads: int, head_dim: int, *,
+                 page_size: int = 16, dtype: torch.dtype = torch.float16, device="cuda"):
+        for name, val in (("num_layers", num_layers), ("num_pages", num_pages), ("num_kv_heads", num_kv_heads)):
+            if not isinstance(val, int) or val < 1:
+                raise ValueError(f"{_OP}: argument '{name}' must be a positive int, got {val!r}")
+        if head_dim not in (64, 128):
+            raise ValueError(f"{_OP}: argument 'head_dim' must be 64 or 128, got {head_dim!r}")
+        if not isinstance(page_size, int) or page_size < 8 or page_size > 256 or page_size & (page_size - 1):
+            raise ValueError(f"{_OP}: argument 'page_size' must be a power of two in [8, 256], got {page_size!r}")
+        if dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{_OP}: argument 'dtype' must be torch.float16 or torch.bfloat16, got {dtype}")
+        self.num_layers, self.num_pages, self.page_size = num_layers, num_pages, page_size
+        self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
+        self._alloc = torch.classes.flashkernel.KVPageAllocator(num_pages, page_size, num_layers)
+        self.pool = torch.empty((num_layers, num_pages, 2, num_kv_heads, page_size, head_dim), dtype=dtype,
+                                device=device)
+        self.device = self.pool.device
+        self._version = 0          # bumped by every change to page lists or lengths
+        self._tables: dict = {}    # (seq_ids, layer) -> (version, table, lens, max_len) on the device
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def bytes_per_page(self) -> int:
+        """Bytes one page occupies across all layers (K and V)."""
+        return self.num_layers * 2 * self.num_kv_heads * self.page_size * self.head_dim * self.pool.element_size()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._tables.clear()
+
+    def add_sequence(self) -> int:
+        self._changed()
+        return int(self._alloc.add_sequence())
+
+    def reserve(self, seq_id: int, n_tokens: int) -> None:
+        """Allocate the pages the next `n_tokens` tokens need (raises OutOfPagesError, changing
+        nothing, when the pool is too small)."""
+        _translate(self._alloc.reserve, int(seq_id), int(n_tokens))
+        self._changed()
+
+    def free_sequence(self, seq_id: int) -> None:
+        self._alloc.free_sequence(int(seq_id))
+        self._changed()
+
+    def fork(self, seq_id: int) -> int:
+        """A new sequence sharing `seq_id`'s pages (no copy); the first append into a shared,
+        partially filled page copies it (copy-on-write)."""
+        new = int(self._alloc.fork(int(seq_id)))
+        self._changed()
+        return new
+
+    def seq_len(self, seq_id: int, layer: int | None = None) -> int:
+        return int(self._alloc.length(int(seq_id), -1 if layer is None else int(layer)))
+
+    def pages(self, seq_id: int) -> list[int]:
+        return self._alloc.pages(int(seq_id)).tolist()
+
+    def sequence_ids(self) -> list[int]:
+        return list(self._alloc.sequence_ids())
+
+    def refcount(self, page: int) -> int:
+        return int(self._alloc.refcount(int(page)))
+
+    def free_pages(self) -> list[int]:
+        return list(self._alloc.free_pages())
+
+    def check_invariants(self) -> None:
+        self._alloc.check_invariants()
+
+    def memory_stats(self) -> dict:
+        """pages used/free, bytes, and fragmentation (allocated but unused token slots)."""
+        (total, used, free, nseq, slots, stored, frag) = self._alloc.memory_stats()
+        bpp = self.bytes_per_page
+        return {"pages_total": total, "pages_used": used, "pages_free": free, "num_sequences": nseq,
+                "token_slots_allocated": slots, "tokens_stored": stored, "fragmentation_tokens": frag,
+                "bytes_total": total * bpp, "bytes_used": used * bpp,
+                "bytes_wasted": frag * bpp // self.page_size}
+
+    def page_table(self, seq_ids: Sequence[int], layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int32 [batch, max_pages] page table, int32 [batch] lengths of `layer` (None: the
+        longest layer)) on the cache's device. Cached until the cache changes."""
+        table, lens, _, _ = self._device_table(_seq_list(seq_ids, "flashkernel.PagedKVCache.page_table"), layer)
+        return table, lens
+
+    def _device_table(self, ids: list[int], layer: int | None):
+        key = (tuple(ids), layer)
+        hit = self._tables.get(key)
+        if hit is not None:
+            return hit
+        table, lens = self._alloc.page_table(ids, -1 if layer is None else int(layer))
+        max_len = int(lens.max()) if lens.numel() else 0
+        entry = (table.to(self.device, non_blocking=True), lens.to(self.device, non_blocking=True), max_len,
+                 lens.tolist())
+        self._tables[key] = entry
+        return entry
+
+    # ------------------------------------------------------------------ data
+    def append(self, layer: int, seq_ids: Sequence[int], k: torch.Tensor, v: torch.Tensor,
+               num_tokens: Sequence[int] | None = None) -> None:
+        """Write new tokens of `layer`: k, v [total_tokens, num_kv_heads, head_dim], the tokens of
+        seq_ids[0] first. num_tokens[i]: tokens of seq_ids[i] (default: one each, a decode step).
+        All-or-nothing: raises OutOfPagesError before writing anything when the pool is full."""
+        op = "flashkernel.PagedKVCache.append"
+        ids = _seq_list(seq_ids, op)
+        counts = [1] * len(ids) if num_tokens is None else [int(n) for n in num_tokens]
+        if len(counts) != len(ids):
+            raise ValueError(f"{op}: argument 'num_tokens' must have one entry per sequence ({len(ids)}), "
+                             f"got {len(counts)}")
+        total = sum(counts)
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{op}: argument '{name}' must be a tensor")
+            if t.shape != (total, self.num_kv_heads, self.head_dim):
+                raise ValueError(f"{op}: argument '{name}' must have shape "
+                                 f"[{total}, {self.num_kv_heads}, {self.head_dim}] (sum(num_tokens), kv heads, "
+                                 f"head_dim), got {tuple(t.shape)}")
+            if t.dtype != self.dtype:
+                raise TypeError(f"{op}: argument '{name}' must have the cache's dtype {self.dtype}, got {t.dtype}")
+            if t.device != self.device:
+                raise ValueError(f"{op}: argument '{name}' must be on the cache's device {self.device}, "
+                                 f"got {t.device}")
+        slots, src, dst = _translate(self._alloc.plan_append, int(layer), ids, counts)
+        self._changed()
+        if src.numel():
+            self._copy_pages(src, dst)
+        if total == 0:
+            return
+        k, v = k.contiguous(), v.contiguous()
+        if self.device.type == "cuda":
+            torch.ops.flashkernel.kv_cache_append(self.pool, int(layer), slots.to(self.device, non_blocking=True), k, v)
+        else:
+            page, off = slots // self.page_size, slots % self.page_size
+            lp = self.pool[int(layer)]
+            lp[page, 0, :, off] = k
+            lp[page, 1, :, off] = v
+
+    def _copy_pages(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.ops.flashkernel.kv_cache_copy_pages(self.pool, src.to(self.device), dst.to(self.device))
+        else:
+            self.pool[:, dst.long()] = self.pool[:, src.long()]
+
+    def gather(self, layer: int, seq_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contiguous copies of one sequence's K and V of `layer`, each [num_kv_heads, len, head_dim]."""
+        op = "flashkernel.PagedKVCache.gather"
+        layer = int(layer)
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"{op}: argument 'layer' must be in [0, {self.num_layers}), got {layer}")
+        n = self.seq_len(seq_id, layer)
+        pages = self._alloc.pages(int(seq_id))
+        if self.device.type == "cuda":
+            return torch.ops.flashkernel.kv_cache_gather(self.pool, layer, pages.to(self.device), n)
+        kv = self.pool[layer, pages.long()]  # [pages, 2, H, page_size, d]
+        kv = kv.permute(1, 2, 0, 3, 4).reshape(2, self.num_kv_heads, -1, self.head_dim)[:, :, :n]
+        return kv[0].contiguous(), kv[1].contiguous()
+
+
+def kv_cache_append(cache: PagedKVCache, layer: int, seq_ids: Sequence[int], k: torch.Tensor, v: torch.Tensor,
+                    num_tokens: Sequence[int] | None = None) -> None:
+    """Function form of PagedKVCache.append."""
+    cache.append(layer, seq_ids, k, v, num_tokens)
+
+
+def kv_cache_gather(cache: PagedKVCache, layer: int, seq_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Function form of PagedKVCache.gather: contiguous [num_kv_heads, len, head_dim] K and V."""
+    return cache.gather(layer, seq_id)
+
+
+def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq_ids: Sequence[int], *,
+                           scale: float | None = None) -> torch.Tensor:
+    """softmax(scale * q K^T) V for one new query token per sequence, K/V read through the page
+    table (no gather). q: [batch, num_q_heads, head_dim] with batch = len(seq_ids) and num_q_heads a
+    multiple of the cache's num_kv_heads (GQA). Long contexts are split across thread blocks and
+    merged by log-sum-exp (flash-decoding). Default scale: 1/sqrt(head_dim)."""
+    op = "flashkernel.paged_decode_attention"
+    if not isinstance(cache, PagedKVCache):
+        raise TypeError(f"{op}: argument 'cache' must be a flashkernel.PagedKVCache, got {type(cache).__name__}")
+    ids = _seq_list(seq_ids, op)
+    if not isinstance(q, torch.Tensor) or q.dim() != 3:
+        raise ValueError(f"{op}: argument 'q' must be a 3-D tensor [batch, num_q_heads, head_dim], got "
+                         f"{tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__}")
+    if q.shape[0] != len(ids):
+        raise ValueError(f"{op}: argument 'q' must have one row per sequence ({len(ids)}), got shape {tuple(q.shape)}")
+    layer = int(layer)
+    if not 0 <= layer < cache.num_layers:
+        raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"{op}: argument 'scale' must be > 0, got {scale}")
+    table, lens, max_len, host_lens = cache._device_table(ids, layer)
+    empty = [s for s, n in zip(ids, host_lens) if n == 0]
+    if empty:
+        raise ValueError(f"{op}: argument 'seq_ids' lists sequence(s) {empty} with no tokens in layer {layer}")
+    return torch.ops.flashkernel.paged_decode_attention(q, cache.pool, layer, table, lens, max_len, scale)
+
+
+@_library.register_fake("flashkernel::kv_cache_append")
+def _append_fake(pool, layer, slots, k, v):
+    return None
+
+
+@_library.register_fake("flashkernel::kv_cache_copy_pages")
+def _copy_pages_fake(pool, src, dst):
+    return None
+
+
+@_library.register_fake("flashkernel::kv_cache_gather")
+def _gather_fake(pool, layer, pages, length):
+    shape = (pool.shape[3], length, pool.shape[5])
+    return pool.new_empty(shape), pool.new_empty(shape)
+
+
+@_library.register_fake("flashkernel::paged_decode_attention")
+def _paged_decode_fake(q, pool, layer, page_table, seq_lens, max_seq_len, scale=None):
+    if q.shape[-1] != pool.shape[-1]:
+        raise ValueError(f"flashkernel.paged_decode_attention: argument 'q' must have head_dim {pool.shape[-1]} "
+                         f"(the pool's), got shape {tuple(q.shape)}")
+    return torch.empty_like(q)

@@ -1,0 +1,333 @@
+"""Paged KV cache through Python: PagedKVCache bookkeeping (CPU, always runs), append + gather
+bit-identical to a contiguous concat, copy-on-write after fork, paged decode attention against an
+fp64 reference and SDPA over the same K/V, argument errors, and the Triton gather twin."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flashkernel
+import flashkernel.triton
+from flashkernel import OutOfPagesError, PagedKVCache
+from helpers import assert_within_torch_error, fresh_generator, gpu, randn, triton_device, triton_twin
+
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def make_cache(device, *, layers=2, pages=64, heads=2, d=64, page_size=16, dtype=torch.float16):
+    return PagedKVCache(layers, pages, heads, d, page_size=page_size, dtype=dtype, device=device)
+
+
+def fill(cache, layer, seq_lens, chunk_sizes, device):
+    """Appends the given lengths in interleaved chunks (a batch per round, variable counts); returns
+    per-sequence (K, V) as written, each [tokens, heads, d]."""
+    ids = [cache.add_sequence() for _ in seq_lens]
+    written = {s: ([], []) for s in ids}
+    done = [0] * len(ids)
+    rnd = 0
+    while any(d < n for d, n in zip(done, seq_lens)):
+        counts = [min(chunk_sizes[(rnd + i) % len(chunk_sizes)], n - d) for i, (d, n) in enumerate(zip(done, seq_lens))]
+        total = sum(counts)
+        k = randn((total, cache.num_kv_heads, cache.head_dim), cache.dtype, device)
+        v = randn((total, cache.num_kv_heads, cache.head_dim), cache.dtype, device)
+        cache.append(layer, ids, k, v, counts)
+        o = 0
+        for i, s in enumerate(ids):
+            written[s][0].append(k[o:o + counts[i]])
+            written[s][1].append(v[o:o + counts[i]])
+            o += counts[i]
+            done[i] += counts[i]
+        rnd += 1
+    return ids, {s: (torch.cat(kk), torch.cat(vv)) for s, (kk, vv) in written.items()}
+
+
+def check_gather_bit_identical(cache, layer, ids, written, gather):
+    for s in ids:
+        k, v = gather(cache, layer, s)
+        want_k, want_v = written[s]
+        assert torch.equal(k, want_k.transpose(0, 1)), f"sequence {s}: K differs from the concat"
+        assert torch.equal(v, want_v.transpose(0, 1)), f"sequence {s}: V differs from the concat"
+
+
+# ---------------------------------------------------------------- bookkeeping (CPU cache, no GPU)
+def test_cpu_cache_append_gather_fork_and_stats():
+    cache = make_cache("cpu", page_size=8, pages=32)
+    ids, written = fill(cache, 0, [1, 7, 8, 9, 30], [3, 1, 8], "cpu")
+    check_gather_bit_identical(cache, 0, ids, written, flashkernel.kv_cache_gather)
+    st = cache.memory_stats()
+    assert st["tokens_stored"] == 1 + 7 + 8 + 9 + 30
+    assert st["pages_used"] == sum(math.ceil(n / 8) for n in [1, 7, 8, 9, 30])
+    assert st["fragmentation_tokens"] < 8 * len(ids)  # under one page per sequence
+    assert st["pages_used"] + st["pages_free"] == st["pages_total"]
+    cache.check_invariants()
+
+
+def test_cpu_cache_fork_copy_on_write():
+    cache = make_cache("cpu", page_size=8, pages=16, layers=2)
+    ids, written = fill(cache, 0, [13], [13], "cpu")
+    s = ids[0]
+    used_before = cache.memory_stats()["pages_used"]
+    f = cache.fork(s)
+    assert cache.memory_stats()["pages_used"] == used_before  # prefix shared, not copied
+    assert cache.memory_stats()["tokens_stored"] == 13
+    ka, va = randn((2, 2, 64), torch.float16, "cpu"), randn((2, 2, 64), torch.float16, "cpu")
+    kb, vb = randn((3, 2, 64), torch.float16, "cpu"), randn((3, 2, 64), torch.float16, "cpu")
+    cache.append(0, [s], ka, va, [2])
+    cache.append(0, [f], kb, vb, [3])
+    k_s, v_s = cache.gather(0, s)
+    k_f, v_f = cache.gather(0, f)
+    assert torch.equal(k_s, torch.cat([written[s][0], ka]).transpose(0, 1))
+    assert torch.equal(v_f, torch.cat([written[s][1], vb]).transpose(0, 1))
+    assert torch.equal(k_f, torch.cat([written[s][0], kb]).transpose(0, 1))
+    assert cache.pages(s)[0] == cache.pages(f)[0]  # the full first page stays shared
+    assert cache.pages(s)[1] != cache.pages(f)[1]  # the partial one was copied on write
+    cache.check_invariants()
+
+
+def test_out_of_pages_changes_nothing_and_bad_ids_raise():
+    cache = make_cache("cpu", page_size=8, pages=4)
+    a, b = cache.add_sequence(), cache.add_sequence()
+    cache.append(0, [a], randn((20, 2, 64), torch.float16, "cpu"), randn((20, 2, 64), torch.float16, "cpu"), [20])
+    before = (cache.pages(a), cache.pages(b), sorted(cache.free_pages()), cache.seq_len(a), cache.seq_len(b))
+    k = randn((9 + 8, 2, 64), torch.float16, "cpu")
+    with pytest.raises(OutOfPagesError, match="out of pages"):
+        cache.append(0, [b, a], k, k, [9, 8])
+    with pytest.raises(OutOfPagesError, match="out of pages"):
+        cache.reserve(b, 100)
+    assert (cache.pages(a), cache.pages(b), sorted(cache.free_pages()), cache.seq_len(a), cache.seq_len(b)) == before
+    cache.free_sequence(b)
+    with pytest.raises(ValueError, match="argument 'seq_id'.*not a live sequence"):
+        cache.free_sequence(b)
+    with pytest.raises(ValueError, match="argument 'seq_ids'.*not a live sequence"):
+        cache.append(0, [b], k[:1], k[:1])
+    with pytest.raises(ValueError, match="argument 'seq_id'.*not a live sequence"):
+        cache.gather(0, b)
+    with pytest.raises(ValueError, match="argument 'k' must have shape"):
+        cache.append(0, [a], k[:2], k[:1])
+    with pytest.raises(TypeError, match="argument 'v' must have the cache's dtype"):
+        cache.append(0, [a], k[:1], k[:1].float())
+    with pytest.raises(ValueError, match="argument 'layer'"):
+        cache.append(5, [a], k[:1], k[:1])
+    with pytest.raises(ValueError, match="argument 'page_size'"):
+        make_cache("cpu", page_size=12)
+    with pytest.raises(ValueError, match="argument 'head_dim'"):
+        make_cache("cpu", d=96)
+    with pytest.raises(TypeError, match="argument 'dtype'"):
+        make_cache("cpu", dtype=torch.float32)
+    cache.check_invariants()
+
+
+# ---------------------------------------------------------------- CUDA append / gather
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("page_size", [8, 16, 256])
+def test_append_then_gather_is_bit_identical(dtype, d, page_size):
+    cache = make_cache("cuda", layers=3, pages=80, heads=3, d=d, page_size=page_size, dtype=dtype)
+    cache.pool.fill_(float("nan"))
+    # Prefill chunks then decode steps, variable counts per sequence, on a middle layer.
+    ids, written = fill(cache, 1, [1, 7, 127, 300, 16], [33, 1, 1, 5, 1], "cuda")
+    check_gather_bit_identical(cache, 1, ids, written, flashkernel.kv_cache_gather)
+    cache.check_invariants()
+
+
+@gpu
+def test_append_from_misaligned_views():
+    cache = make_cache("cuda", d=64, heads=1)
+    s = cache.add_sequence()
+    big = randn((5 * 64 + 1,), torch.float16)
+    k = big[1:].view(5, 1, 64)  # 2 bytes off 16-byte alignment: takes the scalar path
+    cache.append(0, [s], k, k, [5])
+    kk, vv = cache.gather(0, s)
+    assert torch.equal(kk, k.transpose(0, 1)) and torch.equal(vv, k.transpose(0, 1))
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fork_divergent_appends_cuda(dtype):
+    cache = make_cache("cuda", layers=2, pages=32, heads=2, d=128, page_size=16, dtype=dtype)
+    ids, written = fill(cache, 0, [37], [37], "cuda")
+    s = ids[0]
+    k1, v1 = randn((37, 2, 128), dtype), randn((37, 2, 128), dtype)
+    cache.append(1, [s], k1, v1, [37])
+    pages_before = cache.memory_stats()["pages_used"]
+    f = cache.fork(s)
+    assert cache.memory_stats()["pages_used"] == pages_before
+    assert cache.memory_stats()["tokens_stored"] == 37
+    extra = {}
+    for seq, n in ((f, 5), (s, 12)):
+        for layer in (0, 1):
+            k, v = randn((n, 2, 128), dtype), randn((n, 2, 128), dtype)
+            cache.append(layer, [seq], k, v, [n])
+            extra[(seq, layer)] = (k, v)
+    base = {0: written[s], 1: (k1, v1)}
+    for seq in (s, f):
+        for layer in (0, 1):
+            k, v = cache.gather(layer, seq)
+            assert torch.equal(k, torch.cat([base[layer][0], extra[(seq, layer)][0]]).transpose(0, 1))
+            assert torch.equal(v, torch.cat([base[layer][1], extra[(seq, layer)][1]]).transpose(0, 1))
+    assert cache.pages(s)[:2] == cache.pages(f)[:2]  # full pages still shared: stored once
+    cache.check_invariants()
+
+
+@gpu
+def test_gather_op_opcheck():
+    cache = make_cache("cuda", d=64)
+    ids, _ = fill(cache, 0, [21], [21], "cuda")
+    pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
+    torch.library.opcheck(torch.ops.flashkernel.kv_cache_gather.default, (cache.pool, 0, pages, 21))
+
+
+# ---------------------------------------------------------------- decode attention
+def reference_decode(q, kvs, scale):
+    """fp64 softmax(scale q K^T) V per sequence; kvs[b] = (K, V) [tokens, Hkv, d] as written."""
+    outs = []
+    for b, (k, v) in enumerate(kvs):
+        group = q.shape[1] // k.shape[1]
+        kk = k.double().transpose(0, 1).repeat_interleave(group, 0)  # [Hq, L, d]
+        vv = v.double().transpose(0, 1).repeat_interleave(group, 0)
+        s = torch.einsum("hd,hld->hl", q[b].double(), kk) * scale
+        outs.append(torch.einsum("hl,hld->hd", torch.softmax(s, -1), vv))
+    return torch.stack(outs)
+
+
+def sdpa_lowp(q, kvs, scale):
+    """PyTorch's own low-precision answer (SDPA in the input dtype) over the same K/V."""
+    outs = []
+    for b, (k, v) in enumerate(kvs):
+        group = q.shape[1] // k.shape[1]
+        kk = k.transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
+        vv = v.transpose(0, 1).repeat_interleave(group, 0).unsqueeze(0)
+        outs.append(F.scaled_dot_product_attention(q[b][None, :, None], kk, vv, scale=scale)[0, :, 0])
+    return torch.stack(outs)
+
+
+def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, scale=None):
+    pages = sum(math.ceil(n / page_size) for n in lens) + 4
+    cache = make_cache("cuda", layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype)
+    cache.pool.fill_(float("nan"))  # a read outside the sequences' tokens shows up as NaN
+    chunks = [max(1, max(lens) // 3), 1, 17]
+    ids, written = fill(cache, layer, lens, chunks, "cuda")
+    q = randn((len(lens), hq, d), dtype)
+    sc = scale if scale is not None else 1 / math.sqrt(d)
+    out = flashkernel.paged_decode_attention(q, cache, layer, ids, scale=scale)
+    kvs = [written[s] for s in ids]
+    assert out.shape == q.shape and out.dtype == dtype
+    assert_within_torch_error(out, reference_decode(q, kvs, sc), sdpa_lowp(q, kvs, sc), factor=2.0,
+                              floor=2e-3 if dtype == torch.bfloat16 else 3e-4,
+                              what=f"lens={lens} hq={hq} hkv={hkv} d={d} {dtype} page={page_size}")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("heads", [(32, 8), (4, 4)])
+@pytest.mark.parametrize("ctx", [1, 15, 16, 17, 4095])
+def test_decode_matches_reference(ctx, heads, d, dtype):
+    check_decode([ctx], hq=heads[0], hkv=heads[1], d=d, dtype=dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", [(32, 8), (8, 8)])
+def test_decode_long_context_32768(heads, dtype):
+    check_decode([32768], hq=heads[0], hkv=heads[1], d=128, dtype=dtype, layers=1, layer=0)
+
+
+@gpu
+@pytest.mark.parametrize("page_size", [8, 256])
+@pytest.mark.parametrize("heads", [(32, 8), (6, 2), (24, 2), (12, 1)])
+def test_decode_mixed_length_batch(heads, page_size):
+    # Group sizes 4, 3 (padded to 4), 12 (two chunks of 8) and 12 with one KV head.
+    check_decode([1, 15, 16, 17, 300, 4095, 2, 1000], hq=heads[0], hkv=heads[1], d=128, dtype=torch.bfloat16,
+                 page_size=page_size)
+
+
+@gpu
+def test_decode_custom_scale_and_large_batch():
+    g, _ = fresh_generator()
+    lens = torch.randint(1, 700, (64,), generator=g).tolist()
+    check_decode(lens, hq=16, hkv=4, d=64, dtype=torch.float16, scale=0.3)
+
+
+@gpu
+def test_decode_opcheck_and_compile():
+    cache = make_cache("cuda", d=64, heads=2)
+    ids, _ = fill(cache, 0, [40, 3], [40], "cuda")
+    table, lens = cache.page_table(ids, 0)
+    q = randn((2, 4, 64), torch.float16)
+    args = (q, cache.pool, 0, table, lens, 40, None)
+    torch.library.opcheck(torch.ops.flashkernel.paged_decode_attention.default, args)
+    f = torch.compile(lambda q: torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, 40) * 2,
+                      fullgraph=True)
+    torch.testing.assert_close(f(q), torch.ops.flashkernel.paged_decode_attention(*args) * 2)
+
+
+@gpu
+def test_decode_bad_inputs_name_the_argument():
+    cache = make_cache("cuda", d=64, heads=2)
+    ids, _ = fill(cache, 0, [5], [5], "cuda")
+    empty = cache.add_sequence()
+    q = randn((1, 4, 64), torch.float16)
+    with pytest.raises(ValueError, match="argument 'q' must have one row per sequence"):
+        flashkernel.paged_decode_attention(randn((2, 4, 64), torch.float16), cache, 0, ids)
+    with pytest.raises(ValueError, match="argument 'q' must be a 3-D"):
+        flashkernel.paged_decode_attention(q[0], cache, 0, ids)
+    with pytest.raises(TypeError, match="same dtype"):
+        flashkernel.paged_decode_attention(q.bfloat16(), cache, 0, ids)
+    with pytest.raises(ValueError, match="argument 'q' must be a CUDA tensor"):
+        flashkernel.paged_decode_attention(q.cpu(), cache, 0, ids)
+    with pytest.raises(ValueError, match="argument 'num_q_heads'"):
+        flashkernel.paged_decode_attention(randn((1, 3, 64), torch.float16), cache, 0, ids)
+    with pytest.raises(ValueError, match="head_dim"):
+        flashkernel.paged_decode_attention(randn((1, 4, 128), torch.float16), cache, 0, ids)
+    with pytest.raises(ValueError, match="argument 'seq_ids'.*no tokens"):
+        flashkernel.paged_decode_attention(q, cache, 0, [empty])
+    with pytest.raises(ValueError, match="argument 'seq_ids'.*not a live sequence"):
+        flashkernel.paged_decode_attention(q, cache, 0, [999])
+    with pytest.raises(ValueError, match="argument 'layer'"):
+        flashkernel.paged_decode_attention(q, cache, 7, ids)
+    with pytest.raises(ValueError, match="argument 'scale'"):
+        flashkernel.paged_decode_attention(q, cache, 0, ids, scale=-1.0)
+    with pytest.raises(TypeError, match="argument 'cache'"):
+        flashkernel.paged_decode_attention(q, cache.pool, 0, ids)
+    table, lens = cache.page_table(ids, 0)
+    with pytest.raises(TypeError, match="argument 'page_table' must be Int"):
+        torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table.long(), lens, 5)
+    with pytest.raises(ValueError, match="argument 'max_seq_len'"):
+        torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, 10**6)
+    with pytest.raises(ValueError, match="argument 'pool' must be 6-D"):
+        torch.ops.flashkernel.paged_decode_attention(q, cache.pool[0], 0, table, lens, 5)
+
+
+# ---------------------------------------------------------------- Triton twin of gather
+@triton_twin
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("page_size", [8, 32])
+def test_triton_gather_bit_identical(page_size, d, dtype):
+    dev = triton_device()
+    cache = make_cache(dev, layers=2, pages=24, heads=2, d=d, page_size=page_size, dtype=dtype)
+    cache.pool.fill_(float("nan"))
+    ids, written = fill(cache, 1, [1, 7, 40], [9, 1], dev)
+    check_gather_bit_identical(cache, 1, ids, written, flashkernel.triton.kv_cache_gather)
+    f = cache.fork(ids[2])
+    k, v = randn((3, 2, d), dtype, dev), randn((3, 2, d), dtype, dev)
+    cache.append(1, [f], k, v, [3])
+    kk, vv = flashkernel.triton.kv_cache_gather(cache, 1, f)
+    assert torch.equal(kk, torch.cat([written[ids[2]][0], k]).transpose(0, 1))
+    assert torch.equal(vv, torch.cat([written[ids[2]][1], v]).transpose(0, 1))
+
+
+@triton_twin
+def test_triton_gather_bad_inputs():
+    from flashkernel.triton.kv_cache import gather_pages
+
+    cache = make_cache(triton_device(), d=64)
+    with pytest.raises(ValueError, match="argument 'layer'"):
+        flashkernel.triton.kv_cache_gather(cache, 9, 0)
+    with pytest.raises(ValueError, match="argument 'length'"):
+        gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int32), 17)
+    with pytest.raises(TypeError, match="argument 'pages'"):
+        gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int64), 1)
