@@ -5,6 +5,7 @@ BENCHMARKS maps a CSV name to the module that produces it; each module has `run(
 BENCHMARKS = {
     "reduce": "flashkernel.bench.ops.reduce",
     "vector_add": "flashkernel.bench.ops.vector_add",
+    "kv_cache": "flashkernel.bench.ops.kv_cache",
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
     "attention": "flashkernel.bench.ops.attention",
     "rope": "flashkernel.bench.ops.rope",

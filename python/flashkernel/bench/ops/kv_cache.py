@@ -1,0 +1,178 @@
+"""Paged KV cache benchmarks.
+
+memory: pages-based vs a contiguous cache pre-allocated at max length (bytes, savings), for a batch
+        of 64 sequences with lengths drawn from stated distributions (no timing).
+gather: pages -> contiguous K/V (CUDA and Triton) vs a contiguous read (torch clone) of the same
+        bytes; GB/s counts bytes read + written.
+decode: paged decode attention vs SDPA over a contiguous cache of the same lengths, gather + SDPA,
+        and device_copy (a copy whose read + write bytes equal the K/V bytes: the HBM ceiling).
+        GB/s counts the K/V bytes read.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+import flashkernel
+import flashkernel.triton
+from flashkernel.triton.kv_cache import gather_pages
+
+OP = "kv_cache"
+D = 128
+DTYPE = torch.float16
+
+
+def _filled_cache(batch, ctx, hkv, page_size, layers=1):
+    """A cache whose sequences each hold `ctx` tokens of random K/V, pages handed out round-robin
+    (a few pages per sequence per round, as decoding interleaves them) so tables are scattered."""
+    pages = batch * math.ceil(ctx / page_size)
+    cache = flashkernel.PagedKVCache(layers, pages, hkv, D, page_size=page_size, dtype=DTYPE)
+    cache.pool.normal_()
+    ids = [cache.add_sequence() for _ in range(batch)]
+    step = 8 * page_size
+    for r in range(0, ctx, step):
+        for s in ids:
+            cache.reserve(s, min(r + step, ctx))
+    for layer in range(layers):
+        cache._alloc.plan_append(layer, ids, [ctx] * batch)  # lengths only: the data is the random pool
+    cache._changed()
+    return cache, ids
+
+
+def _record_skip(ctx, impl, config, why):
+    ctx.record(OP, impl, DTYPE, config, None, note=why)
+
+
+def bench_memory(ctx) -> None:
+    # Llama-like per-token K/V footprint: 32 layers x 8 KV heads x d 128, fp16.
+    layers, hkv, elem = 32, 8, 2
+    bytes_per_token = layers * 2 * hkv * D * elem
+    batch = 64
+    g = torch.Generator().manual_seed(0)  # a stated, reproducible draw of lengths
+    for max_len in (1024, 2048, 4096):
+        dists = {
+            "uniform[1,max]": torch.randint(1, max_len + 1, (batch,), generator=g),
+            # many short chats, a few long documents: lengths ~ max * U^3
+            "skewed(max*U^3)": (max_len * torch.rand(batch, generator=g) ** 3).long().clamp(1, max_len),
+        }
+        for dist, lens in dists.items():
+            lens = lens.tolist()
+            for page_size in (16, 256):
+                alloc = torch.classes.flashkernel.KVPageAllocator(batch * math.ceil(max_len / page_size), page_size, 1)
+                ids = [alloc.add_sequence() for _ in lens]
+                alloc.plan_append(0, ids, lens)
+                total, used, free, nseq, slots, stored, frag = alloc.memory_stats()
+                paged = used * page_size * bytes_per_token
+                contiguous = batch * max_len * bytes_per_token
+                config = f"batch={batch} max={max_len} dist={dist} page={page_size}"
+                row = ctx.record(OP, "memory_paged", DTYPE, config, None,
+                                 note=f"bytes_paged={paged} bytes_contiguous={contiguous}")
+                row.update({"bytes_paged": paged, "bytes_contiguous_max_len": contiguous,
+                            "savings_pct": f"{100 * (1 - paged / contiguous):.1f}",
+                            "waste_tokens_per_seq": f"{frag / batch:.2f}", "page_size": page_size})
+
+
+def bench_gather(ctx, quick) -> None:
+    hkv = 8
+    for seq_len in ((4096,) if quick else (4096, 32768)):
+        for page_size in (16, 256):
+            nbytes = 2 * hkv * seq_len * D * 2  # K + V of one layer
+            config = f"len={seq_len} hkv={hkv} d={D} page={page_size}"
+
+            def make():
+                cache, ids = _filled_cache(1, seq_len, hkv, page_size)
+                pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
+                return cache.pool, pages
+
+            sets = ctx.rotating(make, nbytes)
+            ctx.record(OP, "gather_cuda", DTYPE, config,
+                       ctx.time(lambda pool, pages: torch.ops.flashkernel.kv_cache_gather(pool, 0, pages, seq_len), sets),
+                       bytes_moved=2 * nbytes)
+            ctx.record(OP, "gather_triton", DTYPE, config,
+                       ctx.time(lambda pool, pages: gather_pages(pool, 0, pages, seq_len), sets), bytes_moved=2 * nbytes)
+            del sets
+            csets = ctx.rotating(lambda: (torch.randn(2, hkv, seq_len, D, device="cuda", dtype=DTYPE),), nbytes)
+            ctx.record(OP, "contiguous_read", DTYPE, config, ctx.time(lambda t: t.clone(), csets),
+                       bytes_moved=2 * nbytes)
+            del csets
+
+
+def bench_decode(ctx, quick) -> None:
+    total_mem = torch.cuda.get_device_properties(0).total_memory
+    hq = 32
+    cases = [(b, c, hkv, 16) for b in (1, 16, 64) for c in (512, 4096, 32768) for hkv in (32, 8)]
+    cases += [(16, 4096, 8, 256), (16, 32768, 8, 256), (64, 4096, 32, 256)]
+    if quick:
+        cases = [(16, 4096, 8, 16), (1, 32768, 8, 16)]
+    for batch, seq_len, hkv, page_size in cases:
+        kv_bytes = batch * seq_len * hkv * D * 2 * 2
+        config = f"batch={batch} ctx={seq_len} hq/hkv={hq}/{hkv} d={D} page={page_size}"
+        # Each impl allocates its own inputs and frees them before the next; an impl that needs
+        # more than ~45% of the card per input set is recorded as skipped.
+        budget = 0.45 * total_mem
+
+        def q_of():
+            return torch.randn(batch, hq, D, device="cuda", dtype=DTYPE)
+
+        # --- paged (flashkernel)
+        def make_paged():
+            cache, ids = _filled_cache(batch, seq_len, hkv, page_size)
+            table, lens = cache.page_table(ids, 0)
+            return q_of(), cache.pool, table, lens
+
+        if kv_bytes <= budget:
+            sets = ctx.rotating(make_paged, kv_bytes)
+            ctx.record(OP, "flashkernel_cuda", DTYPE, config,
+                       ctx.time(lambda q, pool, table, lens: torch.ops.flashkernel.paged_decode_attention(
+                           q, pool, 0, table, lens, seq_len), sets), bytes_moved=kv_bytes)
+            if page_size == 16:
+                # gather + SDPA: our gather per sequence into one contiguous batch, then SDPA.
+                if 2 * kv_bytes <= budget:
+                    def gather_sdpa(q, pool, table, lens):
+                        ks, vs = [], []
+                        for b in range(batch):
+                            k, v = torch.ops.flashkernel.kv_cache_gather(pool, 0, table[b], seq_len)
+                            ks.append(k)
+                            vs.append(v)
+                        return F.scaled_dot_product_attention(q.unsqueeze(2), torch.stack(ks), torch.stack(vs),
+                                                              enable_gqa=hq != hkv)
+                    ctx.record(OP, "gather_then_sdpa", DTYPE, config, ctx.time(gather_sdpa, sets),
+                               bytes_moved=kv_bytes)
+                else:
+                    _record_skip(ctx, "gather_then_sdpa", config, "pool + gathered copy exceed the memory budget")
+            del sets
+        else:
+            _record_skip(ctx, "flashkernel_cuda", config, "K/V exceeds the memory budget")
+        torch.cuda.empty_cache()
+        if page_size != 16:
+            continue
+
+        # --- SDPA over a contiguous cache of the same lengths
+        if kv_bytes <= budget:
+            csets = ctx.rotating(lambda: (q_of().unsqueeze(2),
+                                          torch.randn(batch, hkv, seq_len, D, device="cuda", dtype=DTYPE),
+                                          torch.randn(batch, hkv, seq_len, D, device="cuda", dtype=DTYPE)), kv_bytes)
+            ctx.record(OP, "sdpa_contiguous", DTYPE, config,
+                       ctx.time(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, enable_gqa=hq != hkv), csets),
+                       bytes_moved=kv_bytes)
+            del csets
+        else:
+            _record_skip(ctx, "sdpa_contiguous", config, "K/V exceeds the memory budget")
+        torch.cuda.empty_cache()
+
+        # --- device copy moving the same number of bytes (read + write = K/V bytes)
+        n = kv_bytes // 2 // 2
+        dsets = ctx.rotating(lambda: (torch.empty(n, device="cuda", dtype=DTYPE),
+                                      torch.randn(n, device="cuda", dtype=DTYPE)), kv_bytes)
+        ctx.record(OP, "device_copy", DTYPE, config, ctx.time(lambda dst, src: dst.copy_(src), dsets),
+                   bytes_moved=kv_bytes)
+        del dsets
+        torch.cuda.empty_cache()
+
+
+def run(ctx, quick: bool) -> None:
+    bench_memory(ctx)
+    bench_gather(ctx, quick)
+    bench_decode(ctx, quick)
