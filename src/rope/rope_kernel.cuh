@@ -24,8 +24,16 @@
 namespace flashkernel::rope_detail {
 
 constexpr int kThreads = 256;
-// Heads a thread loads before it stores (independent 16-byte loads in flight per thread).
-constexpr int kHeadUnroll = 4;
+// Heads a thread loads before it stores: 4 independent 16-byte loads in flight per thread either
+// way (neox loads two vectors per head). More made the kernel register-bound (124 registers for
+// bf16 neox at 4 heads: 2 blocks per SM) and slower, not faster.
+template <RopeStyle kStyle>
+constexpr int head_unroll() {
+  return kStyle == RopeStyle::kNeox ? 2 : 4;
+}
+// 3 blocks of 256 threads per SM: caps registers at 85 (64 made neox spill; uncapped, bf16 neox
+// took 124 and ran 2 blocks per SM).
+constexpr int kMinBlocksPerSm = 3;
 
 struct InvFreq {
   float v[kRopeMaxRotaryDim / 2];
@@ -45,11 +53,54 @@ struct Params {
   std::int64_t total_threads;
 };
 
-// EV elements of T: one 16-byte vector on the fast path, elementwise otherwise.
+// EV elements of T: one 16-byte vector on the fast path, elementwise otherwise. Aligned so that
+// adjacent 16-bit elements can be converted as one packed pair.
 template <typename T, int EV>
-struct Pack {
+struct alignas(EV * sizeof(T) >= 16 ? 16 : EV * sizeof(T)) Pack {
   T v[EV];
 };
+
+// Packed 16-bit <-> fp32 conversions: one cvt per two elements instead of one per element
+// (the per-element form made bf16 measurably slower than fp16; see docs/ops/rope.md).
+template <typename T, int EV>
+__device__ __forceinline__ void unpack(const Pack<T, EV>& p, float* f) {
+  if constexpr (std::is_same_v<T, __half> && EV % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < EV / 2; ++j) {
+      const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&p.v[2 * j]));
+      f[2 * j] = x.x;
+      f[2 * j + 1] = x.y;
+    }
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && EV % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < EV / 2; ++j) {
+      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&p.v[2 * j]));
+      f[2 * j] = x.x;
+      f[2 * j + 1] = x.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < EV; ++j) f[j] = to_float(p.v[j]);
+  }
+}
+
+template <typename T, int EV>
+__device__ __forceinline__ Pack<T, EV> pack(const float* f) {
+  Pack<T, EV> p;
+  if constexpr (std::is_same_v<T, __half> && EV % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < EV / 2; ++j) *reinterpret_cast<__half2*>(&p.v[2 * j]) = __floats2half2_rn(f[2 * j], f[2 * j + 1]);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && EV % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < EV / 2; ++j) {
+      *reinterpret_cast<__nv_bfloat162*>(&p.v[2 * j]) = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < EV; ++j) p.v[j] = from_float<T>(f[j]);
+  }
+  return p;
+}
 
 template <typename T, int EV>
 __device__ __forceinline__ Pack<T, EV> load_pack(const T* p) {
@@ -95,29 +146,38 @@ __device__ __forceinline__ float rot_first(float a, float b, float c, float s) {
 __device__ __forceinline__ float rot_second(float a, float b, float c, float s) { return fmaf(b, c, a * s); }
 
 template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     rope_kernel(const __grid_constant__ Params p,
                 const __grid_constant__ std::conditional_t<kFused, InvFreq, NoInvFreq> inv) {
   constexpr bool kNeox = kStyle == RopeStyle::kNeox;
   constexpr int kPairs = kNeox ? EV : EV / 2;  // pairs (and cos/sin entries) per rotating unit
+  constexpr int kHeadUnroll = head_unroll<kStyle>();
   const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= p.total_threads) return;
+  // unit fastest, then token, then head group: a warp covers consecutive tokens of the same heads,
+  // i.e. contiguous rows of [B, H, N, d] storage, so DRAM sees long sequential streams (ordering
+  // the head group before the token scattered each warp over several heads and cost ~10%).
+  const std::int64_t tokens = p.batch * p.seq;
   const int unit = static_cast<int>(t % p.units);
   const std::int64_t rest = t / p.units;
-  const int group = static_cast<int>(rest % p.head_groups);
-  const std::int64_t token = rest / p.head_groups;
+  const std::int64_t token = rest % tokens;
+  const int group = static_cast<int>(rest / tokens);
   const std::int64_t b = token / p.seq;
   const std::int64_t n = token - b * p.seq;
   const std::int64_t hq = p.q.heads;
   const std::int64_t heads = hq + p.k.heads;
   const std::int64_t half = p.rotary_dim / 2;
 
-  // Base pointers of this token's head 0 and the head stride, for q or k.
+  // This token's head-0 rows of q and k, computed once; a head then costs one multiply-add.
+  const T* q_in = static_cast<const T*>(p.q.in) + b * p.q.in_stride_b + n * p.q.in_stride_n;
+  T* q_out = static_cast<T*>(p.q.out) + b * p.q.out_stride_b + n * p.q.out_stride_n;
+  const T* k_in = static_cast<const T*>(p.k.in) + b * p.k.in_stride_b + n * p.k.in_stride_n;
+  T* k_out = static_cast<T*>(p.k.out) + b * p.k.out_stride_b + n * p.k.out_stride_n;
   auto locate = [&](std::int64_t h, const T*& in, T*& out) {
-    const RopeTensor& x = h < hq ? p.q : p.k;
-    const std::int64_t hh = h < hq ? h : h - hq;
-    in = static_cast<const T*>(x.in) + b * x.in_stride_b + hh * x.in_stride_h + n * x.in_stride_n;
-    out = static_cast<T*>(x.out) + b * x.out_stride_b + hh * x.out_stride_h + n * x.out_stride_n;
+    const bool is_q = h < hq;
+    const std::int64_t hh = is_q ? h : h - hq;
+    in = (is_q ? q_in : k_in) + hh * (is_q ? p.q.in_stride_h : p.k.in_stride_h);
+    out = (is_q ? q_out : k_out) + hh * (is_q ? p.q.out_stride_h : p.k.out_stride_h);
   };
   const std::int64_t step = p.head_groups;
 
@@ -191,24 +251,25 @@ __global__ void __launch_bounds__(kThreads)
         T* out;
         locate(h, in, out);
         if constexpr (kNeox) {
-          Pack<T, EV> rlo, rhi;
+          float a[EV], bb[EV], ra[EV], rb[EV];
+          unpack<T, EV>(lo[u], a);
+          unpack<T, EV>(hi[u], bb);
 #pragma unroll
           for (int j = 0; j < EV; ++j) {
-            const float a = to_float(lo[u].v[j]), bb = to_float(hi[u].v[j]);
-            rlo.v[j] = from_float<T>(rot_first(a, bb, c[j], s[j]));
-            rhi.v[j] = from_float<T>(rot_second(a, bb, c[j], s[j]));
+            ra[j] = rot_first(a[j], bb[j], c[j], s[j]);
+            rb[j] = rot_second(a[j], bb[j], c[j], s[j]);
           }
-          store_pack<T, EV>(out + e_lo, rlo);
-          store_pack<T, EV>(out + e_lo + half, rhi);
+          store_pack<T, EV>(out + e_lo, pack<T, EV>(ra));
+          store_pack<T, EV>(out + e_lo + half, pack<T, EV>(rb));
         } else {
-          Pack<T, EV> r;
+          float x[EV], r[EV];
+          unpack<T, EV>(lo[u], x);
 #pragma unroll
           for (int j = 0; j < kPairs; ++j) {
-            const float a = to_float(lo[u].v[2 * j]), bb = to_float(lo[u].v[2 * j + 1]);
-            r.v[2 * j] = from_float<T>(rot_first(a, bb, c[j], s[j]));
-            r.v[2 * j + 1] = from_float<T>(rot_second(a, bb, c[j], s[j]));
+            r[2 * j] = rot_first(x[2 * j], x[2 * j + 1], c[j], s[j]);
+            r[2 * j + 1] = rot_second(x[2 * j], x[2 * j + 1], c[j], s[j]);
           }
-          store_pack<T, EV>(out + e_lo, r);
+          store_pack<T, EV>(out + e_lo, pack<T, EV>(r));
         }
       }
     }
@@ -246,9 +307,10 @@ void launch_with(Params p, const Inv& inv, bool inplace, cudaStream_t stream) {
   p.units = p.rot_units + copy_units;
   const std::int64_t tokens = p.batch * p.seq;
   const std::int64_t heads = p.q.heads + p.k.heads;
-  // Enough threads for about two full waves; beyond that each thread walks more heads (more
-  // reuse of its cos/sin registers, fewer index computations).
-  const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * 2;
+  // Enough threads for about four full waves; beyond that each thread walks more heads (more
+  // reuse of its cos/sin registers, fewer index computations). The head groups of one token
+  // re-read the same cos/sin row, which is small and stays in L2.
+  const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * 4;
   const std::int64_t base_threads = tokens * p.units;
   p.head_groups = static_cast<int>(std::clamp<std::int64_t>(detail::ceil_div(target, base_threads), 1, heads));
   p.total_threads = base_threads * p.head_groups;
