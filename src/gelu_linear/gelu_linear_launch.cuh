@@ -10,8 +10,10 @@
 
 namespace flashkernel::gelu_linear_detail {
 
-template <typename Kernel>
-void ensure_smem_opt_in(Kernel kernel, int smem_bytes) {
+// `kernel` is a template argument so that every kernel gets its own flag (all these kernels share
+// one function-pointer type, so a flag keyed on the type would be shared and skip the opt-in).
+template <auto kernel>
+void ensure_smem_opt_in(int smem_bytes) {
   // One bit per device ordinal; setting the attribute twice is harmless, so a race only repeats it.
   static std::atomic<std::uint64_t> configured{0};
   int device = 0;

@@ -7,8 +7,8 @@ namespace flashkernel::gelu_linear_detail {
 
 template <typename T, typename Cfg>
 void launch_small_m(const Problem& p, cudaStream_t stream) {
-  auto kernel = gelu_linear_small_m_kernel<T, Cfg>;
-  ensure_smem_opt_in(kernel, Cfg::SMEM_BYTES);
+  constexpr auto kernel = gelu_linear_small_m_kernel<T, Cfg>;
+  ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
   const unsigned grid = static_cast<unsigned>((p.n + Cfg::ROWS_W - 1) / Cfg::ROWS_W);
   kernel<<<grid, Cfg::THREADS, Cfg::SMEM_BYTES, stream>>>(p);
   FK_CHECK_LAUNCH();

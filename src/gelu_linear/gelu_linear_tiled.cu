@@ -6,8 +6,8 @@ namespace flashkernel::gelu_linear_detail {
 
 template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream) {
-  auto kernel = gelu_linear_tiled_kernel<T, Cfg>;
-  ensure_smem_opt_in(kernel, Cfg::SMEM_BYTES);
+  constexpr auto kernel = gelu_linear_tiled_kernel<T, Cfg>;
+  ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
   const std::int64_t tiles = std::int64_t((p.m + Cfg::BM - 1) / Cfg::BM) * ((p.n + Cfg::BN - 1) / Cfg::BN);
   kernel<<<static_cast<unsigned>(tiles), Cfg::THREADS, Cfg::SMEM_BYTES, stream>>>(p);
   FK_CHECK_LAUNCH();
