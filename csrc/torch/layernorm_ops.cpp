@@ -1,0 +1,67 @@
+// PyTorch binding of add_layernorm: flashkernel.add_layernorm(x, residual, bias, weight, ln_bias, eps)
+// -> (out, residual_out).
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "flashkernel/layernorm.h"
+#include "torch/torch_utils.h"
+
+namespace flashkernel::torch_ops {
+namespace {
+
+constexpr const char* kOp = "flashkernel.add_layernorm";
+
+void check_vector(const std::optional<at::Tensor>& t, const at::Tensor& x, const char* name) {
+  if (!t.has_value()) return;
+  check_cuda(*t, kOp, name);
+  check_same_device(x, *t, kOp, "x", name);
+  check_same_dtype(x, *t, kOp, "x", name);
+  TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == x.size(-1), kOp, ": argument '", name, "' must have shape [",
+                    x.size(-1), "] (x's last dimension), got ", t->sizes());
+  check_contiguous(*t, kOp, name);
+}
+
+std::tuple<at::Tensor, at::Tensor> add_layernorm_cuda(const at::Tensor& x, const std::optional<at::Tensor>& residual,
+                                                      const std::optional<at::Tensor>& bias,
+                                                      const std::optional<at::Tensor>& weight,
+                                                      const std::optional<at::Tensor>& ln_bias, double eps) {
+  check_cuda(x, kOp, "x");
+  const DType dtype = to_dtype(x, kOp, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) >= 1, kOp, ": argument 'x' must have a non-empty last dimension, got ",
+                    x.sizes());
+  check_contiguous(x, kOp, "x");
+  if (residual.has_value()) {
+    check_cuda(*residual, kOp, "residual");
+    check_same_device(x, *residual, kOp, "x", "residual");
+    check_same_dtype(x, *residual, kOp, "x", "residual");
+    TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), kOp, ": argument 'residual' must have x's shape ", x.sizes(),
+                      ", got ", residual->sizes());
+    check_contiguous(*residual, kOp, "residual");
+  }
+  check_vector(bias, x, "bias");
+  check_vector(weight, x, "weight");
+  check_vector(ln_bias, x, "ln_bias");
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty_like(x);
+  at::Tensor sum = at::empty_like(x);
+  const int64_t cols = x.size(-1);
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  auto ptr = [](const std::optional<at::Tensor>& t) -> const void* { return t.has_value() ? t->data_ptr() : nullptr; };
+  call_library([&] {
+    add_layernorm(x.data_ptr(), ptr(residual), ptr(bias), ptr(weight), ptr(ln_bias), out.data_ptr(), sum.data_ptr(),
+                  rows, cols, static_cast<float>(eps), dtype, stream_of(x));
+  });
+  return {out, sum};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
+  m.def("add_layernorm(Tensor x, Tensor? residual=None, Tensor? bias=None, Tensor? weight=None, "
+        "Tensor? ln_bias=None, float eps=1e-05) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) { m.impl("add_layernorm", &add_layernorm_cuda); }
+TORCH_LIBRARY_IMPL(flashkernel, CPU, m) { m.impl("add_layernorm", &add_layernorm_cuda); }
+
+}  // namespace flashkernel::torch_ops

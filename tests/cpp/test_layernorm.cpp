@@ -1,0 +1,102 @@
+// add_layernorm against its double-precision CPU reference: all three dtypes, with and without
+// residual / bias / affine, odd row and column counts, in-place residual_out, NaN-poisoned
+// outputs, argument errors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "flashkernel/layernorm.h"
+#include "flashkernel/status.h"
+#include "reference/layernorm_reference.h"
+#include "test_utils.h"
+
+namespace flashkernel {
+namespace {
+
+using testing::DeviceBuffer;
+
+template <typename T>
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
+  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
+  return DType::kBFloat16;
+}
+
+template <typename T>
+void check(std::int64_t rows, std::int64_t cols, bool with_residual, bool with_bias, bool affine, bool in_place) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) + " residual=" +
+               std::to_string(with_residual) + " bias=" + std::to_string(with_bias) + " affine=" +
+               std::to_string(affine) + " in_place=" + std::to_string(in_place) + " seed=" + std::to_string(seed));
+  // A non-zero mean (offset 3) checks the variance does not cancel.
+  auto x = testing::random_vector<T>(rows * cols, seed, 2.f, 4.f);
+  auto res = testing::random_vector<T>(rows * cols, seed + 1);
+  auto bias = testing::random_vector<T>(cols, seed + 2);
+  auto gamma = testing::random_vector<T>(cols, seed + 3, 0.5f, 1.5f);
+  auto beta = testing::random_vector<T>(cols, seed + 4);
+  DeviceBuffer<T> dx(x), dres(res), dbias(bias), dgamma(gamma), dbeta(beta), dout(rows * cols), dsum(rows * cols);
+  dout.poison();
+  dsum.poison();
+  T* sum_ptr = in_place && with_residual ? dres.get() : dsum.get();
+  add_layernorm(dx.get(), with_residual ? dres.get() : nullptr, with_bias ? dbias.get() : nullptr,
+                affine ? dgamma.get() : nullptr, affine ? dbeta.get() : nullptr, dout.get(), sum_ptr, rows, cols, 1e-5f,
+                dtype_of<T>());
+  FK_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<T> want(rows * cols), want_sum(rows * cols);
+  reference::add_layernorm(x.data(), with_residual ? res.data() : nullptr, with_bias ? bias.data() : nullptr,
+                           affine ? gamma.data() : nullptr, affine ? beta.data() : nullptr, want.data(),
+                           want_sum.data(), rows, cols, 1e-5);
+  // The sum is one rounding of an exact fp32 add: equal up to a rounding (fp32 sums of 3 terms may
+  // round differently from the double sum). Output: O(1) values, a few roundings of T.
+  const double tol = testing::rounding_tolerance<T>();
+  EXPECT_EQ(testing::first_mismatch(in_place && with_residual ? dres.download() : dsum.download(), want_sum, 2 * tol,
+                                    2 * tol),
+            -1);
+  EXPECT_EQ(testing::first_mismatch(dout.download(), want, 4 * tol, 4 * tol), -1);
+}
+
+template <typename T>
+class AddLayerNormTest : public ::testing::Test {};
+using AllTypes = ::testing::Types<float, __half, __nv_bfloat16>;
+TYPED_TEST_SUITE(AddLayerNormTest, AllTypes);
+
+TYPED_TEST(AddLayerNormTest, MatchesReference) {
+  FK_SKIP_WITHOUT_GPU();
+  for (std::int64_t cols : {1, 7, 127, 768, 1000, 4096}) {
+    for (std::int64_t rows : {1, 3, 37}) check<TypeParam>(rows, cols, true, true, true, false);
+  }
+  check<TypeParam>(5, 768, false, false, false, false);
+  check<TypeParam>(5, 768, true, false, true, false);
+  check<TypeParam>(5, 768, false, true, true, false);
+  check<TypeParam>(9, 768, true, true, true, true);  // residual_out aliases residual (the engine's use)
+  check<TypeParam>(2, 12288, true, true, true, false);
+}
+
+TEST(AddLayerNormArgs, Errors) {
+  float dummy = 0;
+  auto call = [&](std::int64_t rows, std::int64_t cols, float eps, const void* x, void* out) {
+    add_layernorm(x, nullptr, nullptr, nullptr, nullptr, out, nullptr, rows, cols, eps, DType::kFloat32);
+  };
+  auto expect_arg = [](auto fn, const char* arg) {
+    try {
+      fn();
+      FAIL() << "expected ArgumentError for " << arg;
+    } catch (const ArgumentError& e) {
+      EXPECT_EQ(e.argument(), arg) << e.what();
+    }
+  };
+  expect_arg([&] { call(-1, 8, 1e-5f, &dummy, &dummy + 1); }, "rows");
+  expect_arg([&] { call(1, 0, 1e-5f, &dummy, &dummy + 1); }, "cols");
+  expect_arg([&] { call(1, 12289, 1e-5f, &dummy, &dummy + 1); }, "cols");
+  expect_arg([&] { call(1, 8, 0.f, &dummy, &dummy + 1); }, "eps");
+  expect_arg([&] { call(1, 8, 1e-5f, nullptr, &dummy); }, "x");
+  expect_arg([&] { call(1, 8, 1e-5f, &dummy, nullptr); }, "out");
+  expect_arg([&] { call(1, 8, 1e-5f, &dummy, &dummy); }, "out");
+  // rows == 0 launches nothing, even with null pointers.
+  EXPECT_NO_THROW(call(0, 8, 1e-5f, nullptr, nullptr));
+}
+
+}  // namespace
+}  // namespace flashkernel
