@@ -1,0 +1,172 @@
+// PyTorch binding of the GPT-2 engine: a TorchScript custom class (torch.classes.flashkernel.
+// GPT2Engine) that owns a flashkernel::models::GPT2Engine. The Python wrapper
+// (flashkernel.models.GPT2Engine) builds on it.
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashkernel/models/gpt2.h"
+#include "torch/torch_utils.h"
+
+namespace flashkernel::torch_ops {
+namespace {
+
+constexpr const char* kOp = "flashkernel.GPT2Engine";
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float16") return DType::kFloat16;
+  if (name == "bfloat16") return DType::kBFloat16;
+  TORCH_CHECK_TYPE(false, kOp, ": argument 'dtype' must be 'float16' or 'bfloat16', got '", name, "'");
+}
+
+std::vector<std::vector<std::int32_t>> to_prompts(const std::vector<std::vector<int64_t>>& prompts) {
+  std::vector<std::vector<std::int32_t>> out;
+  out.reserve(prompts.size());
+  for (const auto& p : prompts) {
+    std::vector<std::int32_t> row;
+    row.reserve(p.size());
+    for (int64_t t : p) {
+      TORCH_CHECK_VALUE(t >= 0 && t < (int64_t(1) << 31), kOp, ": argument 'input_ids' holds token id ", t,
+                        " outside [0, 2^31)");
+      row.push_back(static_cast<std::int32_t>(t));
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+struct GPT2EngineHolder : torch::CustomClassHolder {
+  std::unique_ptr<models::GPT2Engine> engine;
+
+  GPT2EngineHolder(int64_t vocab_size, int64_t n_positions, int64_t n_embd, int64_t n_layer, int64_t n_head,
+                   double layer_norm_epsilon, const std::string& dtype, int64_t device) {
+    models::GPT2Config c;
+    c.vocab_size = vocab_size;
+    c.n_positions = n_positions;
+    c.n_embd = n_embd;
+    c.n_layer = n_layer;
+    c.n_head = n_head;
+    c.layer_norm_epsilon = static_cast<float>(layer_norm_epsilon);
+    const DType dt = parse_dtype(dtype);
+    engine = call_library([&] { return std::make_unique<models::GPT2Engine>(c, dt, static_cast<int>(device)); });
+  }
+  explicit GPT2EngineHolder(std::unique_ptr<models::GPT2Engine> e) : engine(std::move(e)) {}
+
+  void load_tensor(const std::string& name, const at::Tensor& t) {
+    TORCH_CHECK_VALUE(t.defined(), kOp, ": tensor '", name, "' is undefined");
+    const DType src = to_dtype(t, kOp, name.c_str());
+    const at::Tensor c = t.contiguous();
+    if (c.is_cuda()) c10::cuda::getCurrentCUDAStream(c.device().index()).synchronize();  // engine uses its own stream
+    const std::vector<std::int64_t> shape(c.sizes().begin(), c.sizes().end());
+    call_library([&] { engine->load_tensor(name, c.data_ptr(), src, shape, c.is_cuda()); });
+  }
+
+  void init_random(int64_t seed) { call_library([&] { engine->init_random(static_cast<std::uint64_t>(seed)); }); }
+  void check_loaded() { call_library([&] { engine->check_loaded(); }); }
+
+  std::vector<std::string> tensor_names() {
+    std::vector<std::string> names;
+    for (const auto& [name, shape] : engine->expected_tensors()) names.push_back(name);
+    return names;
+  }
+
+  std::vector<int64_t> tensor_shape(const std::string& name) {
+    const auto all = engine->expected_tensors();
+    auto it = all.find(name);
+    TORCH_CHECK_VALUE(it != all.end(), kOp, ": argument 'name': no tensor '", name, "'");
+    return {it->second.begin(), it->second.end()};
+  }
+
+  at::Tensor forward_logits(const std::vector<std::vector<int64_t>>& prompts, int64_t device) {
+    const auto p = to_prompts(prompts);
+    int64_t total = 0;
+    for (const auto& row : p) total += static_cast<int64_t>(row.size());
+    const at::Device dev(at::kCUDA, static_cast<c10::DeviceIndex>(device));
+    at::Tensor logits = at::empty({total, engine->config().vocab_size}, at::TensorOptions().dtype(at::kFloat).device(dev));
+    const cudaStream_t s = c10::cuda::getCurrentCUDAStream(dev.index()).stream();
+    call_library([&] { engine->forward_logits(p, logits.data_ptr<float>(), s); });
+    return logits;
+  }
+
+  // Returns (tokens [B, max_new_tokens] int64 on the CPU, (prefill_ms, decode_ms, decode_steps, graph_captures)).
+  std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t>> generate(
+      const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample, double temperature,
+      int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed) {
+    const auto p = to_prompts(prompts);
+    models::GenerationOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.do_sample = do_sample;
+    o.temperature = static_cast<float>(temperature);
+    o.top_k = top_k;
+    o.top_p = static_cast<float>(top_p);
+    o.eos_token_id = eos_token_id;
+    o.seed = static_cast<std::uint64_t>(seed);
+    models::GenerationStats st;
+    const auto rows = call_library([&] { return engine->generate(p, o, &st); });
+    at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), max_new_tokens}, at::kLong);
+    auto acc = out.accessor<int64_t, 2>();
+    for (std::size_t b = 0; b < rows.size(); ++b)
+      for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
+    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures}};
+  }
+
+  int64_t weight_bytes() { return static_cast<int64_t>(engine->weight_bytes()); }
+  int64_t device_bytes() { return static_cast<int64_t>(engine->device_bytes()); }
+  std::string dtype() { return dtype_name(engine->dtype()); }
+};
+
+c10::intrusive_ptr<GPT2EngineHolder> from_pretrained(const std::string& path, const std::string& dtype, int64_t device) {
+  const DType dt = parse_dtype(dtype);
+  auto e = call_library([&] { return models::GPT2Engine::from_pretrained(path, dt, static_cast<int>(device)); });
+  return c10::make_intrusive<GPT2EngineHolder>(std::move(e));
+}
+
+std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, double> parse_config(const std::string& text) {
+  const auto c = call_library([&] { return models::GPT2Config::from_json(text); });
+  return {c.vocab_size, c.n_positions, c.n_embd, c.n_layer, c.n_head, c.layer_norm_epsilon};
+}
+
+// Tensor table of a safetensors file (the CPU-testable half of loading): names, dtypes, and the
+// shapes flattened as ranks + dims (schemas cannot return nested lists).
+std::tuple<std::vector<std::string>, std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>>
+safetensors_index(const std::string& path) {
+  return call_library([&] {
+    models::SafetensorsFile f(path);
+    std::vector<std::string> names, dtypes;
+    std::vector<int64_t> ranks, dims;
+    for (const auto& [name, e] : f.entries()) {
+      names.push_back(name);
+      dtypes.push_back(dtype_name(e.dtype));
+      ranks.push_back(static_cast<int64_t>(e.shape.size()));
+      dims.insert(dims.end(), e.shape.begin(), e.shape.end());
+    }
+    return std::make_tuple(names, dtypes, ranks, dims);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
+  m.class_<GPT2EngineHolder>("GPT2Engine")
+      .def(torch::init<int64_t, int64_t, int64_t, int64_t, int64_t, double, std::string, int64_t>())
+      .def("load_tensor", &GPT2EngineHolder::load_tensor)
+      .def("init_random", &GPT2EngineHolder::init_random)
+      .def("check_loaded", &GPT2EngineHolder::check_loaded)
+      .def("tensor_names", &GPT2EngineHolder::tensor_names)
+      .def("tensor_shape", &GPT2EngineHolder::tensor_shape)
+      .def("forward_logits", &GPT2EngineHolder::forward_logits)
+      .def("generate", &GPT2EngineHolder::generate)
+      .def("weight_bytes", &GPT2EngineHolder::weight_bytes)
+      .def("device_bytes", &GPT2EngineHolder::device_bytes)
+      .def("dtype", &GPT2EngineHolder::dtype)
+      .def_static("from_pretrained", &from_pretrained);
+  m.def("gpt2_parse_config(str text) -> (int, int, int, int, int, float)", &parse_config);
+  m.def("gpt2_safetensors_index(str path) -> (str[], str[], int[], int[])", &safetensors_index);
+}
+
+}  // namespace flashkernel::torch_ops

@@ -1,0 +1,130 @@
+// GPT-2 inference engine on FlashKernel's kernels: weights on the GPU (fp16 or bf16), a packed
+// prefill (all prompts' tokens in one pass; flash attention per sequence), and a decode step over
+// the paged KV cache that is captured once per batch shape in a CUDA graph and replayed. Next-token
+// selection (greedy or temperature / top-k / top-p sampling) runs on the GPU inside the graph, so
+// the host only reads back the chosen tokens.
+//
+// Per layer (T tokens): LN1 -> QKV GEMM (cuBLAS) -> bias + split -> KV append (paged) ->
+// attention (flash_attention for prefill, paged_decode_attention for decode) -> out-proj GEMM ->
+// add_layernorm (residual + bias + LN2 in one kernel) -> gelu_linear (fused FC + bias + GeLU) ->
+// FC-proj GEMM -> add_layernorm (residual + bias + next layer's LN1, or ln_f). LM head tied to wte.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flashkernel/tensor.h"
+
+namespace flashkernel::models {
+
+// The fields of a HuggingFace GPT2Config the engine uses (config.json names).
+struct GPT2Config {
+  std::int64_t vocab_size = 50257;
+  std::int64_t n_positions = 1024;
+  std::int64_t n_embd = 768;
+  std::int64_t n_layer = 12;
+  std::int64_t n_head = 12;
+  float layer_norm_epsilon = 1e-5f;
+
+  std::int64_t head_dim() const { return n_embd / n_head; }
+  // Throws ArgumentError unless the engine's kernels support the shapes (head_dim 64 or 128,
+  // n_embd a multiple of 8, ...).
+  void validate() const;
+  // Parses config.json text / a file. Only activation_function "gelu_new" (tanh GeLU, GPT-2's) is
+  // accepted; missing fields keep GPT-2 124M's values.
+  static GPT2Config from_json(const std::string& text);
+  static GPT2Config from_json_file(const std::string& path);
+};
+
+// A minimal safetensors reader: the header's tensor table and the raw bytes (the file is read
+// into host memory once). Supported dtypes: F32, F16, BF16.
+class SafetensorsFile {
+ public:
+  struct Entry {
+    DType dtype = DType::kFloat32;
+    std::vector<std::int64_t> shape;
+    std::size_t begin = 0, end = 0;  // byte range inside the data section
+  };
+  explicit SafetensorsFile(const std::string& path);
+  const std::map<std::string, Entry>& entries() const { return entries_; }
+  bool has(const std::string& name) const { return entries_.count(name) != 0; }
+  const Entry& entry(const std::string& name) const;
+  const void* data(const std::string& name) const;
+
+ private:
+  std::map<std::string, Entry> entries_;
+  std::vector<char> bytes_;
+  std::size_t data_offset_ = 0;
+};
+
+struct GenerationOptions {
+  std::int64_t max_new_tokens = 32;
+  bool do_sample = false;
+  float temperature = 1.0f;     // > 0
+  std::int64_t top_k = 0;       // 0: off
+  float top_p = 1.0f;           // in (0, 1]; 1: off
+  std::int64_t eos_token_id = -1;  // -1: none. Finished sequences are padded with it.
+  std::uint64_t seed = 0;
+};
+
+struct GenerationStats {
+  double prefill_ms = 0;
+  double decode_ms = 0;        // all decode steps, wall clock incl. the final token read
+  std::int64_t decode_steps = 0;
+  std::int64_t graph_captures = 0;  // captures this call made (0 when a cached graph was reused)
+};
+
+class GPT2Engine {
+ public:
+  // Uninitialized weights (call load_* or init_random). dtype: float16 or bfloat16.
+  GPT2Engine(const GPT2Config& config, DType dtype, int device = -1);
+  ~GPT2Engine();
+  GPT2Engine(const GPT2Engine&) = delete;
+  GPT2Engine& operator=(const GPT2Engine&) = delete;
+
+  // config.json + model.safetensors from a local directory (nothing is downloaded).
+  static std::unique_ptr<GPT2Engine> from_pretrained(const std::string& dir, DType dtype, int device = -1);
+  // HF's initialization (normal(0, 0.02), c_proj scaled by 1/sqrt(2 n_layer), zero biases, unit
+  // LayerNorms), seeded; generated on the GPU.
+  void init_random(std::uint64_t seed);
+
+  // One tensor in HuggingFace GPT2LMHeadModel naming ("transformer.h.3.attn.c_attn.weight",
+  // "h.3.attn.c_attn.weight" and "lm_head.weight" (tied, ignored) are accepted). `data` is host or
+  // device memory (on_device) of src_dtype (float32/float16/bfloat16), row-major with `shape`; Conv1D
+  // weights ([in, out]) are transposed on the GPU. Throws ArgumentError naming the tensor.
+  void load_tensor(const std::string& name, const void* data, DType src_dtype, const std::vector<std::int64_t>& shape,
+                   bool on_device);
+  // Every tensor of the model, HF names (without the "transformer." prefix) -> expected shape.
+  std::map<std::string, std::vector<std::int64_t>> expected_tensors() const;
+  // Throws unless every tensor was loaded (or init_random ran).
+  void check_loaded() const;
+
+  // Teacher-forced logits: one forward pass over each prompt from position 0; writes fp32
+  // [sum of prompt lengths, vocab] (prompts concatenated) to device memory `logits`.
+  void forward_logits(const std::vector<std::vector<std::int32_t>>& prompts, float* logits, cudaStream_t stream = nullptr);
+
+  // Generates max_new_tokens tokens per prompt (prompts may differ in length). Each row of the
+  // result has exactly max_new_tokens tokens (after EOS: eos_token_id). Pages of every sequence are
+  // freed before returning.
+  std::vector<std::vector<std::int32_t>> generate(const std::vector<std::vector<std::int32_t>>& prompts,
+                                                  const GenerationOptions& options, GenerationStats* stats = nullptr);
+
+  const GPT2Config& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  std::size_t weight_bytes() const;
+  std::size_t device_bytes() const;  // weights + KV pool + workspaces currently allocated
+
+  struct Impl;
+
+ private:
+  GPT2Config config_;
+  DType dtype_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flashkernel::models

@@ -1,0 +1,224 @@
+"""GPT2Engine: GPT-2 inference on FlashKernel's C++ engine (torch.classes.flashkernel.GPT2Engine).
+
+    engine = GPT2Engine.from_hf(hf_model)                 # same weights as a GPT2LMHeadModel
+    engine = GPT2Engine.from_pretrained("path/to/dir")    # config.json + model.safetensors
+    engine = GPT2Engine.random(seed=0)                    # GPT-2 124M shapes, HF's init, seeded
+    out = engine.generate(input_ids, max_new_tokens=128)  # greedy, like HF generate
+
+Prefill runs all prompts' tokens in one pass; each decode step is one CUDA-graph replay (captured
+once per batch shape) that ends with the next-token choice on the GPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flashkernel import _library
+
+_OP = "flashkernel.GPT2Engine"
+# GPT-2 124M (HF GPT2Config defaults).
+DEFAULT_CONFIG = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                      layer_norm_epsilon=1e-5)
+
+
+@dataclass
+class GenerationStats:
+    prefill_ms: float
+    decode_ms: float
+    decode_steps: int
+    graph_captures: int
+    new_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens (all sequences) per second of prefill + decode."""
+        total = (self.prefill_ms + self.decode_ms) / 1e3
+        return self.new_tokens / total if total > 0 else float("inf")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    if dtype == torch.float16:
+        return "float16"
+    if dtype == torch.bfloat16:
+        return "bfloat16"
+    raise TypeError(f"{_OP}: argument 'dtype' must be torch.float16 or torch.bfloat16, got {dtype}")
+
+
+def _device_index(device) -> int:
+    device = torch.device(device if device is not None else "cuda")
+    if device.type != "cuda":
+        raise ValueError(f"{_OP}: argument 'device' must be a CUDA device, got {device}")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+class GPT2Engine:
+    """A GPT-2 model held by FlashKernel's C++ engine. Build with from_hf / from_pretrained / random."""
+
+    def __init__(self, cpp, device_index: int, dtype: torch.dtype, config: dict):
+        self._cpp = cpp
+        self.device = torch.device("cuda", device_index)
+        self.dtype = dtype
+        self.config = dict(config)
+        self.last_stats: GenerationStats | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def _new(cls, config: dict, dtype: torch.dtype, device) -> "GPT2Engine":
+        _library.load()
+        idx = _device_index(device)
+        c = {**DEFAULT_CONFIG, **{k: config[k] for k in DEFAULT_CONFIG if k in config and config[k] is not None}}
+        cpp = torch.classes.flashkernel.GPT2Engine(int(c["vocab_size"]), int(c["n_positions"]), int(c["n_embd"]),
+                                                   int(c["n_layer"]), int(c["n_head"]),
+                                                   float(c["layer_norm_epsilon"]), _dtype_name(dtype), idx)
+        return cls(cpp, idx, dtype, c)
+
+    @classmethod
+    def random(cls, seed: int = 0, *, dtype: torch.dtype = torch.float16, device=None,
+               config: dict | None = None) -> "GPT2Engine":
+        """GPT-2 124M (or `config`'s shapes) with HF's initialization, generated on the GPU from `seed`."""
+        engine = cls._new(config or {}, dtype, device)
+        engine._cpp.init_random(int(seed))
+        return engine
+
+    @classmethod
+    def from_hf(cls, model, *, dtype: torch.dtype | None = None, device=None) -> "GPT2Engine":
+        """The weights of a transformers GPT2LMHeadModel (any device / dtype); dtype defaults to the
+        model's if it is float16/bfloat16, else float16."""
+        cfg = model.config
+        if getattr(cfg, "model_type", "gpt2") != "gpt2":
+            raise ValueError(f"{_OP}.from_hf: argument 'model' must be a GPT-2 model, got model_type "
+                             f"{cfg.model_type!r}")
+        act = getattr(cfg, "activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"{_OP}.from_hf: argument 'model' uses activation {act!r}; the engine implements "
+                             "GPT-2's tanh GeLU ('gelu_new')")
+        if getattr(cfg, "n_inner", None) not in (None, 4 * cfg.n_embd):
+            raise ValueError(f"{_OP}.from_hf: argument 'model' has n_inner={cfg.n_inner}; the engine needs 4 * n_embd")
+        if dtype is None:
+            pdt = next(model.parameters()).dtype
+            dtype = pdt if pdt in (torch.float16, torch.bfloat16) else torch.float16
+        if device is None:
+            pdev = next(model.parameters()).device
+            device = pdev if pdev.type == "cuda" else "cuda"
+        config = {k: getattr(cfg, k) for k in DEFAULT_CONFIG}
+        engine = cls._new(config, dtype, device)
+        with torch.no_grad():
+            for name, t in model.state_dict().items():
+                if t.dtype in (torch.float32, torch.float16, torch.bfloat16):
+                    engine._cpp.load_tensor(name, t.detach())
+        engine._cpp.check_loaded()
+        return engine
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.float16,
+                        device=None) -> "GPT2Engine":
+        """A local checkpoint directory (config.json + model.safetensors), parsed and loaded in C++."""
+        path = Path(path)
+        for need in ("config.json", "model.safetensors"):
+            if not (path / need).is_file():
+                raise ValueError(f"{_OP}.from_pretrained: argument 'path' must be a directory holding {need}; "
+                                 f"{path / need} does not exist")
+        _library.load()
+        idx = _device_index(device)
+        cpp = torch.classes.flashkernel.GPT2Engine.from_pretrained(str(path), _dtype_name(dtype), idx)
+        vocab, npos, embd, nlayer, nhead, eps = torch.ops.flashkernel.gpt2_parse_config(
+            (path / "config.json").read_text())
+        config = dict(vocab_size=vocab, n_positions=npos, n_embd=embd, n_layer=nlayer, n_head=nhead,
+                      layer_norm_epsilon=eps)
+        return cls(cpp, idx, dtype, config)
+
+    # ------------------------------------------------------------------ inference
+    @staticmethod
+    def _prompts(input_ids) -> tuple[list[list[int]], bool]:
+        """input_ids: LongTensor [B, L] / [L] or a list of token-id lists (lengths may differ)."""
+        if isinstance(input_ids, torch.Tensor):
+            if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise TypeError(f"{_OP}: argument 'input_ids' must be an integer tensor, got {input_ids.dtype}")
+            if input_ids.dim() == 1:
+                input_ids = input_ids[None]
+            if input_ids.dim() != 2:
+                raise ValueError(f"{_OP}: argument 'input_ids' must be [batch, seq] or [seq], got shape "
+                                 f"{tuple(input_ids.shape)}")
+            if input_ids.shape[0] == 0:
+                raise ValueError(f"{_OP}: argument 'input_ids' must hold at least one sequence")
+            if input_ids.shape[1] == 0:
+                raise ValueError(f"{_OP}: argument 'input_ids' is an empty prompt (a prompt needs at least one token)")
+            return input_ids.cpu().tolist(), True
+        if not isinstance(input_ids, (list, tuple)) or not input_ids:
+            raise TypeError(f"{_OP}: argument 'input_ids' must be a tensor or a non-empty list of token-id lists")
+        rows = input_ids if isinstance(input_ids[0], (list, tuple)) else [input_ids]
+        out = []
+        for r in rows:
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in r):
+                raise TypeError(f"{_OP}: argument 'input_ids' must hold Python ints")
+            out.append([int(t) for t in r])
+        return out, False
+
+    def logits(self, input_ids) -> torch.Tensor:
+        """Teacher-forced logits (float32): [B, L, vocab] for a tensor, [sum of lengths, vocab] for lists."""
+        prompts, is_tensor = self._prompts(input_ids)
+        out = self._cpp.forward_logits(prompts, self.device.index)
+        if is_tensor:
+            out = out.view(len(prompts), len(prompts[0]), -1)
+        return out
+
+    def generate(self, input_ids, max_new_tokens: int = 32, *, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+                 seed: int | None = None):
+        """Greedy (default) or sampled continuation of each prompt.
+
+        Returns, like HF generate, prompt + new tokens: a LongTensor [B, L + max_new_tokens] for a
+        tensor input, a list of lists for list input (prompts may differ in length). After EOS a
+        sequence is padded with eos_token_id. Sampling: temperature, then top-k, then top-p; seed
+        makes it reproducible (None: a fresh random seed)."""
+        prompts, is_tensor = self._prompts(input_ids)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TypeError(f"{_OP}: argument 'max_new_tokens' must be an int, got {type(max_new_tokens).__name__}")
+        if max_new_tokens < 1:
+            raise ValueError(f"{_OP}: argument 'max_new_tokens' must be >= 1, got {max_new_tokens}")
+        if do_sample:
+            if not temperature > 0:
+                raise ValueError(f"{_OP}: argument 'temperature' must be > 0, got {temperature}")
+            if top_k is not None and top_k < 0:
+                raise ValueError(f"{_OP}: argument 'top_k' must be >= 0, got {top_k}")
+            if top_p is not None and not 0 < top_p <= 1:
+                raise ValueError(f"{_OP}: argument 'top_p' must be in (0, 1], got {top_p}")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(7), "little")
+        tokens, (pre_ms, dec_ms, steps, captures) = self._cpp.generate(
+            prompts, int(max_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
+            float(1.0 if top_p is None else top_p), -1 if eos_token_id is None else int(eos_token_id),
+            int(seed) & ((1 << 63) - 1))
+        self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens)
+        if is_tensor:
+            return torch.cat([torch.tensor(prompts, dtype=torch.long), tokens], dim=1)
+        return [p + t for p, t in zip(prompts, tokens.tolist())]
+
+    def weight_bytes(self) -> int:
+        return self._cpp.weight_bytes()
+
+    def device_bytes(self) -> int:
+        """Weights + KV pool + workspaces the engine holds now."""
+        return self._cpp.device_bytes()
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """config.json parsed by the engine's C++ reader (the fields it uses)."""
+    vocab, npos, embd, nlayer, nhead, eps = torch.ops.flashkernel.gpt2_parse_config(Path(path).read_text())
+    return dict(vocab_size=vocab, n_positions=npos, n_embd=embd, n_layer=nlayer, n_head=nhead,
+                layer_norm_epsilon=eps)
+
+
+def safetensors_index(path: str | os.PathLike) -> dict:
+    """{name: (dtype, shape)} of a safetensors file, read by the engine's C++ reader."""
+    names, dtypes, ranks, dims = torch.ops.flashkernel.gpt2_safetensors_index(str(path))
+    out, at = {}, 0
+    for n, d, r in zip(names, dtypes, ranks):
+        out[n] = (d, tuple(dims[at:at + r]))
+        at += r
+    return out
+
+
