@@ -3,6 +3,10 @@
 // contract as flashkernel's reduce). Prints CSV rows op,impl,dtype,config,median_ms,flops,bytes
 // with the same configs as python/flashkernel/bench/ops/reduce.py so rows pair up by config.
 //
+// It also times flashkernel's C++ API the same way (impl flashkernel_cuda_cpp): no Python or
+// torch dispatch on the host, workspace allocated once as CUB's temp storage is, so the pair
+// (cub, flashkernel_cuda_cpp) compares GPU work where the Python rows are host-bound.
+//
 //   reduce_cub_bench [--quick]
 #include <cub/device/device_reduce.cuh>
 #include <cub/device/device_segmented_reduce.cuh>
@@ -18,6 +22,7 @@
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "flashkernel/reduce.h"
 
 namespace {
 
@@ -102,8 +107,8 @@ void free_sets(std::vector<T*>& sets) {
   for (T* p : sets) FK_CUDA_CHECK(cudaFree(p));
 }
 
-void print_row(const char* dtype, const std::string& config, double ms, double bytes) {
-  std::printf("reduce,cub,%s,%s,%.6f,,%.0f\n", dtype, config.c_str(), ms, bytes);
+void print_row(const char* dtype, const std::string& config, double ms, double bytes, const char* impl = "cub") {
+  std::printf("reduce,%s,%s,%s,%.6f,,%.0f\n", impl, dtype, config.c_str(), ms, bytes);
   std::fflush(stdout);
 }
 
@@ -121,12 +126,33 @@ double time_full(const std::vector<T*>& sets, std::int64_t n, Op op, float init,
 }
 
 template <typename T>
+constexpr flashkernel::DType fk_dtype() {
+  return std::is_same_v<T, float> ? flashkernel::DType::kFloat32 : flashkernel::DType::kFloat16;
+}
+
+template <typename T>
+double time_fk_full(const std::vector<T*>& sets, std::int64_t n, flashkernel::ReduceOp op, float* out) {
+  const std::size_t ws_bytes = flashkernel::reduce_workspace_bytes(n);
+  void* ws = nullptr;
+  FK_CUDA_CHECK(cudaMalloc(&ws, std::max<std::size_t>(ws_bytes, 1)));
+  // `out` holds a float; a T result fits in it.
+  const double ms = median_ms(int(sets.size()),
+                              [&](int s) { flashkernel::reduce_full(sets[s], out, n, fk_dtype<T>(), op, ws, ws_bytes); });
+  FK_CUDA_CHECK(cudaFree(ws));
+  return ms;
+}
+
+template <typename T>
 void bench_full(std::int64_t n, float* out) {
   auto sets = make_sets<T>(n);
   const std::string config = "n=" + std::to_string(n);
   const double bytes = double(n) * sizeof(T);
   print_row(name_of<T>(), config + " op=sum", time_full(sets, n, SumF{}, 0.f, out), bytes);
   print_row(name_of<T>(), config + " op=max", time_full(sets, n, MaxF{}, -INFINITY, out), bytes);
+  print_row(name_of<T>(), config + " op=sum", time_fk_full(sets, n, flashkernel::ReduceOp::kSum, out), bytes,
+            "flashkernel_cuda_cpp");
+  print_row(name_of<T>(), config + " op=max", time_fk_full(sets, n, flashkernel::ReduceOp::kMax, out), bytes,
+            "flashkernel_cuda_cpp");
   free_sets(sets);
 }
 
@@ -160,6 +186,14 @@ void bench_rows(std::int64_t rows, std::int64_t cols) {
   const double bytes = double(rows) * cols * sizeof(T);
   print_row("float16", config + " op=sum", time_rows(sets, rows, offsets, SumF{}, 0.f, out), bytes);
   print_row("float16", config + " op=max", time_rows(sets, rows, offsets, MaxF{}, -INFINITY, out), bytes);
+  for (auto op : {flashkernel::ReduceOp::kSum, flashkernel::ReduceOp::kMax}) {
+    // `out` holds rows floats: room for rows halves.
+    const double ms = median_ms(int(sets.size()), [&](int s) {
+      flashkernel::reduce_rows(sets[s], out, rows, cols, flashkernel::DType::kFloat16, op);
+    });
+    print_row("float16", config + (op == flashkernel::ReduceOp::kSum ? " op=sum" : " op=max"), ms, bytes,
+              "flashkernel_cuda_cpp");
+  }
   FK_CUDA_CHECK(cudaFree(offsets));
   FK_CUDA_CHECK(cudaFree(out));
   free_sets(sets);

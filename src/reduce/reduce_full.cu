@@ -127,9 +127,15 @@ std::size_t workspace_for_grid(unsigned grid) { return grid <= 1 ? 0 : kCounterB
 
 std::size_t reduce_workspace_bytes(std::int64_t n) {
   if (n <= 0) return 0;
-  // The largest grid of any dtype: the 2-byte types pack more elements per vector, so float's
-  // grid is never smaller for the same n.
-  return workspace_for_grid(std::max(full_grid<float>(n), std::max(full_grid<__half>(n), full_grid<__nv_bfloat16>(n))));
+  // An upper bound on full_grid<T>(n) for every T, without the per-dtype occupancy queries
+  // (this runs on every call of the torch op): float needs the most blocks for a given n, since
+  // 2-byte types pack twice the elements per vector, and no GPU keeps more than 2048 threads
+  // resident per SM.
+  const std::int64_t vecs = n / vec_size<float>();
+  const std::int64_t per_block_iter = std::int64_t(kThreads) * kUnroll;
+  if (vecs <= kSingleBlockMaxIters * per_block_iter) return 0;
+  const std::int64_t max_wave = std::int64_t(detail::current_sm_count()) * (2048 / kThreads);
+  return workspace_for_grid(static_cast<unsigned>(std::min(max_wave, detail::ceil_div(vecs, per_block_iter))));
 }
 
 void reduce_full(const void* x, void* out, std::int64_t n, DType dtype, ReduceOp op, void* workspace,

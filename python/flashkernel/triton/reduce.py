@@ -1,9 +1,10 @@
 """Triton twin of reduce: reduce_sum / reduce_max with the CUDA op's signature and semantics.
 
-Whole tensor: programs each fold a CHUNK of elements into one fp32 partial, then one program
-folds the partials in index order (two launches, deterministic; a single launch when the whole
-tensor fits one chunk). Row-wise: each program owns BLOCK_R rows and walks their columns in
-BLOCK_C tiles.
+Whole tensor, one launch: programs each fold a chunk of elements into one fp32 partial, take a
+ticket from an atomic counter, and the program that draws the last ticket folds the partials in
+index order (deterministic: the order never depends on which program finishes last). A tensor
+that fits one chunk is folded by a single program. Row-wise: each program owns BLOCK_R rows and
+walks their columns in BLOCK_C tiles.
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def _fold_tile(acc, ptr, offs, mask, IS_MAX: tl.constexpr):
 
 
 @triton.jit
-def _partials_kernel(x_ptr, part_ptr, n, IS_MAX: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    start = pid * (BLOCK * TILES)
+def _full_kernel(x_ptr, part_ptr, count_ptr, out_ptr, n, num_programs, IS_MAX: tl.constexpr, BLOCK: tl.constexpr,
+                 TILES: tl.constexpr, FINAL_BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * (BLOCK * TILES)
     offs = tl.arange(0, BLOCK)
     if IS_MAX:
         acc = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -53,6 +55,30 @@ def _partials_kernel(x_ptr, part_ptr, n, IS_MAX: tl.constexpr, BLOCK: tl.constex
     else:
         r = tl.sum(acc, 0)
     tl.store(part_ptr + pid, r)
+    # acq_rel: this program's partial is published before its ticket; the last program's
+    # acquire makes every earlier partial visible to the loads below.
+    ticket = tl.atomic_add(count_ptr, 1, sem="acq_rel")
+    if ticket == num_programs - 1:
+        offs = tl.arange(0, FINAL_BLOCK)
+        if IS_MAX:
+            total = tl.full([FINAL_BLOCK], float("-inf"), tl.float32)
+        else:
+            total = tl.zeros([FINAL_BLOCK], tl.float32)
+        j = 0
+        while j < num_programs:  # (see _final_kernel for why not tl.range)
+            idx = j + offs
+            ok = idx < num_programs
+            if IS_MAX:
+                v = tl.load(part_ptr + idx, mask=ok, other=float("-inf"), cache_modifier=".cg")
+                total = tl.maximum(total, v, propagate_nan=tl.PropagateNan.ALL)
+            else:
+                total += tl.load(part_ptr + idx, mask=ok, other=0.0, cache_modifier=".cg")
+            j += FINAL_BLOCK
+        if IS_MAX:
+            res = tl.reduce(total, 0, _max_nan)
+        else:
+            res = tl.sum(total, 0)
+        tl.store(out_ptr, res.to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -113,11 +139,12 @@ def _reduce(op: str, x: torch.Tensor, dim, is_max: bool) -> torch.Tensor:
         if n <= chunk:
             _final_kernel[(1,)](x, out, n, IS_MAX=is_max, BLOCK=_BLOCK, num_warps=8)
             return out
-        num_partials = triton.cdiv(n, chunk)
-        partials = torch.empty(num_partials, dtype=torch.float32, device=x.device)
-        _partials_kernel[(num_partials,)](x, partials, n, IS_MAX=is_max, BLOCK=_BLOCK, TILES=_CHUNK_TILES,
-                                          num_warps=8)
-        _final_kernel[(1,)](partials, out, num_partials, IS_MAX=is_max, BLOCK=_FINAL_BLOCK, num_warps=4)
+        num_programs = triton.cdiv(n, chunk)
+        # [ticket counter | fp32 partials], zeroed in one fill: the counter must start at 0.
+        ws = torch.zeros(num_programs + 1, dtype=torch.int32, device=x.device)
+        partials = ws[1:].view(torch.float32)
+        _full_kernel[(num_programs,)](x, partials, ws, out, n, num_programs, IS_MAX=is_max, BLOCK=_BLOCK,
+                                      TILES=_CHUNK_TILES, FINAL_BLOCK=_FINAL_BLOCK, num_warps=8)
         return out
     cols = x.shape[-1]
     rows = out.numel()
