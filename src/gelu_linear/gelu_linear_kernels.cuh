@@ -52,6 +52,69 @@ __device__ __forceinline__ void store_pair(T* out, const T* bias, int row, int c
       pack_float2<T>(apply_gelu(v0, act), apply_gelu(v1, act));
 }
 
+// Grouped raster: kGroupM consecutive M-tiles sweep the N-tiles together, so the W panel a group
+// reads stays in L2 while it is reused (matters when W is larger than L2, e.g. 4096 x 16384).
+template <int BM, int BN>
+__device__ __forceinline__ void grouped_tile_origin(int m, int n, int pid, int& m0, int& n0) {
+  constexpr int kGroupM = 8;
+  const int tiles_m = (m + BM - 1) / BM, tiles_n = (n + BN - 1) / BN;
+  const int group = pid / (kGroupM * tiles_n);
+  const int first_m = group * kGroupM;
+  const int group_rows = min(tiles_m - first_m, kGroupM);
+  const int in_group = pid % (kGroupM * tiles_n);
+  m0 = (first_m + in_group % group_rows) * BM;
+  n0 = (in_group / group_rows) * BN;
+}
+
+// cp.async copies of one BK = 64 column stage of the x tile [BM rows] and the W tile [BN rows] into
+// SwizzledTile<64> shared memory, zero-filling rows and columns past the tensors' ends.
+// Each thread copies chunk (tid % 8) of rows tid / 8 + i * kRowStep. kRowStep is a multiple of 8,
+// so the swizzle is the same for all of a thread's rows: one smem offset, one source pointer and
+// a row-validity mask per operand, instead of per-chunk index math (register pressure).
+template <typename T, int BM, int BN, int BK, int THREADS>
+struct TileLoader {
+  static_assert(BK == 64, "TileLoader: 8 chunks per row");
+  static constexpr int kRowStep = THREADS / 8, A_ITERS = BM / kRowStep, B_ITERS = BN / kRowStep;
+  static_assert(kRowStep % 8 == 0 && BM % kRowStep == 0 && BN % kRowStep == 0, "TileLoader: uneven split");
+  const T* x;
+  const T* w;
+  const T* a_src;
+  const T* b_src;
+  std::int64_t step;
+  int k, ld_col, ld_smem;
+  std::uint32_t a_rows_ok = 0, b_rows_ok = 0;
+
+  __device__ __forceinline__ TileLoader(const Problem& p, int m0, int n0, int tid)
+      : x(static_cast<const T*>(p.x)), w(static_cast<const T*>(p.w)), k(p.k) {
+    const int ld_row = tid / 8;
+    ld_col = (tid % 8) * 8;
+    ld_smem = SwizzledTile<BK>::offset(ld_row, ld_col);
+    step = std::int64_t(kRowStep) * k;
+    // Rows past the end are clamped to row 0 (a valid address) and zero-filled.
+    a_src = x + std::int64_t(m0 + ld_row < p.m ? m0 + ld_row : 0) * k + ld_col;
+    b_src = w + std::int64_t(n0 + ld_row < p.n ? n0 + ld_row : 0) * k + ld_col;
+#pragma unroll
+    for (int i = 0; i < A_ITERS; ++i) a_rows_ok |= std::uint32_t(m0 + ld_row + i * kRowStep < p.m) << i;
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) b_rows_ok |= std::uint32_t(n0 + ld_row + i * kRowStep < p.n) << i;
+  }
+
+  // Copies columns [k0, k0 + BK) into the stage at (a, b).
+  __device__ __forceinline__ void load(T* a, T* b, int k0) const {
+    const bool col_ok = k0 + ld_col < k;  // k % 8 == 0: a chunk is all in or all out
+#pragma unroll
+    for (int i = 0; i < A_ITERS; ++i) {
+      const bool ok = col_ok && ((a_rows_ok >> i) & 1u);
+      cp_async_16(a + ld_smem + i * kRowStep * BK, ok ? a_src + i * step + k0 : x, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) {
+      const bool ok = col_ok && ((b_rows_ok >> i) & 1u);
+      cp_async_16(b + ld_smem + i * kRowStep * BK, ok ? b_src + i * step + k0 : w, ok);
+    }
+  }
+};
+
 // ------------------------------------------------------------------------------------------ tiled
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_BLOCKS_>
 struct TiledConfig {
@@ -79,57 +142,16 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
   T* s_a = reinterpret_cast<T*>(smem_raw);  // [STAGES][BM][BK]
   T* s_b = s_a + STAGES * BM * BK;          // [STAGES][BN][BK]
 
-  const T* __restrict__ x = static_cast<const T*>(p.x);
-  const T* __restrict__ w = static_cast<const T*>(p.w);
   const int m = p.m, n = p.n, k = p.k;
-
-  // Grouped raster: kGroupM consecutive M-tiles sweep the N-tiles together, so the W panel a group
-  // reads stays in L2 while it is reused (matters when W is larger than L2, e.g. 4096 x 16384).
-  constexpr int kGroupM = 8;
-  const int tiles_m = (m + BM - 1) / BM, tiles_n = (n + BN - 1) / BN;
-  const int pid = blockIdx.x;
-  const int group = pid / (kGroupM * tiles_n);
-  const int first_m = group * kGroupM;
-  const int group_rows = min(tiles_m - first_m, kGroupM);
-  const int in_group = pid % (kGroupM * tiles_n);
-  const int m0 = (first_m + in_group % group_rows) * BM;
-  const int n0 = (in_group / group_rows) * BN;
+  int m0, n0;
+  grouped_tile_origin<BM, BN>(m, n, blockIdx.x, m0, n0);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
 
-  // Each thread copies chunk (tid % 8) of rows tid / 8 + i * kRowStep. kRowStep is a multiple of 8,
-  // so the swizzle is the same for all of a thread's rows: one smem offset, one source pointer
-  // and a row-validity mask per operand, instead of per-chunk index math (register pressure).
-  constexpr int kRowStep = THREADS / 8, A_ITERS = BM / kRowStep, B_ITERS = BN / kRowStep;
-  static_assert(kRowStep % 8 == 0, "tiled: rows per copy step must keep the swizzle phase");
-  const int ld_row = tid / 8, ld_col = (tid % 8) * 8;
-  const int ld_smem = Tile::offset(ld_row, ld_col);
-  const std::int64_t ld_step = std::int64_t(kRowStep) * k;
-  // Rows past the end are clamped to row 0 (a valid address) and zero-filled.
-  const T* a_src = x + std::int64_t(m0 + ld_row < m ? m0 + ld_row : 0) * k + ld_col;
-  const T* b_src = w + std::int64_t(n0 + ld_row < n ? n0 + ld_row : 0) * k + ld_col;
-  std::uint32_t a_rows_ok = 0, b_rows_ok = 0;
-#pragma unroll
-  for (int i = 0; i < A_ITERS; ++i) a_rows_ok |= std::uint32_t(m0 + ld_row + i * kRowStep < m) << i;
-#pragma unroll
-  for (int i = 0; i < B_ITERS; ++i) b_rows_ok |= std::uint32_t(n0 + ld_row + i * kRowStep < n) << i;
-
+  const TileLoader<T, BM, BN, BK, THREADS> loader(p, m0, n0, tid);
   auto load_stage = [&](int stage, int kt) {
-    const int k0 = kt * BK;
-    const bool col_ok = k0 + ld_col < k;  // k % 8 == 0: a chunk is all in or all out
-    T* a = s_a + stage * BM * BK + ld_smem;
-    T* b = s_b + stage * BN * BK + ld_smem;
-#pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-      const bool ok = col_ok && ((a_rows_ok >> i) & 1u);
-      cp_async_16(a + i * kRowStep * BK, ok ? a_src + i * ld_step + k0 : x, ok);
-    }
-#pragma unroll
-    for (int i = 0; i < B_ITERS; ++i) {
-      const bool ok = col_ok && ((b_rows_ok >> i) & 1u);
-      cp_async_16(b + i * kRowStep * BK, ok ? b_src + i * ld_step + k0 : w, ok);
-    }
+    loader.load(s_a + stage * BM * BK, s_b + stage * BN * BK, kt * BK);
   };
 
   float acc[MI][NI][4];
@@ -348,5 +370,8 @@ template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
 template <typename T, typename Cfg>
 void launch_small_m(const Problem& p, cudaStream_t stream);
+// Hopper wgmma kernel (gelu_linear_sm90.cu); false when this build has no sm_90a code for it.
+template <typename T>
+bool launch_wgmma(const Problem& p, cudaStream_t stream);
 
 }  // namespace flashkernel::gelu_linear_detail

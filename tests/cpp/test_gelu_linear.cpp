@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -74,15 +75,22 @@ TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
 TYPED_TEST(GeluLinearTest, TiledPath) {
   FK_SKIP_WITHOUT_GPU();
   struct Shape { std::int64_t m, k, n; };
-  // 65 and 127: one partial tile; 513 x 3072: enough large tiles for the 128x128 config;
-  // k = 8 and 136: K tails inside one 64-column stage.
-  for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 768, 3072},
-                  Shape{1031, 200, 520}}) {
-    for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) {
-      check_gelu_linear<TypeParam>(s.m, s.k, s.n, true, act);
+  // 65 and 127: one partial tile; k = 8 and 136: K tails inside one 64-column stage; 1100 x 2048
+  // and 2000 x 1544 (a partial N tile): enough 128x128 tiles for the large-tile kernels (wgmma on
+  // Hopper) on GPUs with up to 144 SMs. Every shape runs twice on Hopper: the default kernels and
+  // the portable mma.sync ones (FLASHKERNEL_GELU_LINEAR_KERNEL=sm80).
+  for (const char* mode : {"auto", "sm80"}) {
+    ::setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", mode, 1);
+    SCOPED_TRACE(std::string("kernel mode ") + mode);
+    for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 768, 3072},
+                    Shape{1100, 72, 2048}, Shape{2000, 136, 1544}}) {
+      for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) {
+        check_gelu_linear<TypeParam>(s.m, s.k, s.n, true, act);
+      }
+      check_gelu_linear<TypeParam>(s.m, s.k, s.n, false, GeluApproximation::kTanh);
     }
-    check_gelu_linear<TypeParam>(s.m, s.k, s.n, false, GeluApproximation::kTanh);
   }
+  ::unsetenv("FLASHKERNEL_GELU_LINEAR_KERNEL");
 }
 
 TYPED_TEST(GeluLinearTest, EmptyMIsANoOp) {

@@ -94,6 +94,20 @@ def test_gelu_linear_forms_differ_as_in_fp64():
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1100, 72, 2048), (2000, 3072, 776)])
+def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype, monkeypatch):
+    # On Hopper large M takes the wgmma kernel; this runs the mma.sync (sm_80) kernels there too.
+    monkeypatch.setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", "sm80")
+    m, k, n = mkn
+    x, w, b = make_inputs((m,), k, n, dtype)
+    fresh_output_is_poisoned((m, n), dtype)
+    check(flashkernel.gelu_linear(x, w, b, approximate=approximate), reference(x, w, b, approximate), dtype,
+          f"sm80 m={m} k={k} n={n}")
+
+
+@gpu
 def test_gelu_linear_empty_rows():
     x, w, b = make_inputs((0,), 64, 16, torch.float16)
     assert flashkernel.gelu_linear(x, w, b).shape == (0, 16)

@@ -2,6 +2,8 @@
 torch.compile, and the GEMM alone (linear_only: the floor a fused epilogue can approach)."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -64,6 +66,15 @@ def run(ctx, quick: bool) -> None:
                         ctx.record("gelu_linear", impl, dtype, config, None, note=f"{type(e).__name__}: {e}"[:200])
                         continue
                     ctx.record("gelu_linear", impl, dtype, config, timing, flops=2.0 * m * n * k, bytes_moved=nbytes)
+                if m > 64 and torch.cuda.get_device_capability()[0] == 9:
+                    # The portable mma.sync kernels on the same card (what non-Hopper GPUs run).
+                    os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"] = "sm80"
+                    try:
+                        timing = ctx.time(impls["flashkernel_cuda"], sets)
+                    finally:
+                        del os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"]
+                    ctx.record("gelu_linear", "flashkernel_cuda_sm80", dtype, config, timing,
+                               flops=2.0 * m * n * k, bytes_moved=nbytes)
                 del sets
                 torch.cuda.empty_cache()
     finally:
