@@ -4,6 +4,8 @@
 #include "flashkernel/device_info.h"
 #include "flashkernel/gelu_linear.h"
 #include "flashkernel/kv_cache.h"
+#include "flashkernel/layernorm.h"
+#include "flashkernel/models/gpt2.h"
 #include "flashkernel/reduce.h"
 #include "flashkernel/status.h"
 #include "flashkernel/rope.h"

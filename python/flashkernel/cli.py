@@ -1,4 +1,5 @@
-"""Command line: `flashkernel bench [op ...] [--quick] [--out DIR]` and `flashkernel info`."""
+"""Command line: `flashkernel bench [op ...] [--quick] [--out DIR]`, `flashkernel info` and
+`flashkernel generate` (GPT-2 engine)."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     b.set_defaults(func=_bench)
     i = sub.add_parser("info", help="print the current GPU's properties")
     i.set_defaults(func=_info)
+    from flashkernel.models.cli_generate import add_parser as _add_generate
+    _add_generate(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

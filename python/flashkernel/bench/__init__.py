@@ -9,4 +9,6 @@ BENCHMARKS = {
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
     "attention": "flashkernel.bench.ops.attention",
     "rope": "flashkernel.bench.ops.rope",
+    "layernorm": "flashkernel.bench.ops.layernorm",
+    "e2e_gpt2": "flashkernel.bench.ops.e2e_gpt2",
 }

@@ -1,0 +1,85 @@
+"""add_layernorm (CUDA op and Triton twin) against a float64 PyTorch reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import fresh_generator, gpu, triton_device, triton_twin
+
+import flashkernel  # noqa: F401
+from flashkernel.ops.layernorm import add_layernorm
+from flashkernel.triton.layernorm import add_layernorm as add_layernorm_triton
+
+TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+
+def _inputs(rows, cols, dtype, device):
+    g, seed = fresh_generator()
+    mk = lambda *s: torch.randn(*s, generator=g).to(dtype=dtype, device=device)  # noqa: E731
+    # An offset of 3 makes a naive E[x^2] - mean^2 variance lose digits.
+    return (mk(rows, cols) + 3, mk(rows, cols), mk(cols), mk(cols) * 0.5 + 1, mk(cols)), seed
+
+
+def _reference(x, r, b, w, lb, dtype):
+    s = (x.double() + (r.double() if r is not None else 0) + (b.double() if b is not None else 0)).to(dtype)
+    out = F.layer_norm(s.double(), (s.shape[-1],), w.double() if w is not None else None,
+                       lb.double() if lb is not None else None, 1e-5)
+    return out, s
+
+
+def _check(fn, rows, cols, dtype, device, use_r=True, use_b=True, affine=True):
+    (x, r, b, w, lb), seed = _inputs(rows, cols, dtype, device)
+    r, b = (r if use_r else None), (b if use_b else None)
+    w, lb = (w, lb) if affine else (None, None)
+    out, s = fn(x, r, bias=b, weight=w, ln_bias=lb)
+    ref, ref_s = _reference(x, r, b, w, lb, dtype)
+    assert not torch.isnan(out).any()
+    tol = TOL[dtype]
+    assert (s.double() - ref_s.double()).abs().max().item() <= tol * (1 + ref_s.double().abs().max().item()), seed
+    assert (out.double() - ref).abs().max().item() <= tol * 4, f"seed {seed}"
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (3, 1000), (2, 4096), (1, 12288)])
+def test_add_layernorm_cuda(dtype, rows, cols):
+    _check(add_layernorm, rows, cols, dtype, "cuda")
+
+
+@gpu
+def test_add_layernorm_optional_inputs():
+    for use_r, use_b, affine in [(False, False, False), (True, False, True), (False, True, False)]:
+        _check(add_layernorm, 5, 768, torch.float16, "cuda", use_r, use_b, affine)
+
+
+@gpu
+def test_add_layernorm_errors():
+    x = torch.randn(4, 8, device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="'x' must be a CUDA tensor"):
+        add_layernorm(x.cpu())
+    with pytest.raises(TypeError, match="'x' and 'residual'"):
+        add_layernorm(x, x.float())
+    with pytest.raises(ValueError, match="'residual'"):
+        add_layernorm(x, x[:2])
+    with pytest.raises(ValueError, match="'weight'"):
+        add_layernorm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))
+    with pytest.raises(ValueError, match="'cols'"):
+        add_layernorm(torch.randn(1, 12289, device="cuda"))
+    with pytest.raises(ValueError, match="'eps'"):
+        add_layernorm(x, eps=0.0)
+
+
+@triton_twin
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (5, 127)])
+def test_add_layernorm_triton(dtype, rows, cols):
+    _check(add_layernorm_triton, rows, cols, dtype, triton_device())
+
+
+@triton_twin
+def test_add_layernorm_triton_optional_inputs():
+    _check(add_layernorm_triton, 3, 64, torch.float32, triton_device(), False, False, False)
+    with pytest.raises(ValueError, match="'residual'"):
+        x = torch.zeros(2, 8, device=triton_device())
+        add_layernorm_triton(x, x[:1])
