@@ -59,20 +59,22 @@ def _full_kernel(x_ptr, part_ptr, count_ptr, out_ptr, n, num_programs, IS_MAX: t
     # acquire makes every earlier partial visible to the loads below.
     ticket = tl.atomic_add(count_ptr, 1, sem="acq_rel")
     if ticket == num_programs - 1:
-        offs = tl.arange(0, FINAL_BLOCK)
+        # Names differ from the tile loop's above: Triton would treat a reused name as one
+        # variable carried through this loop and reject its changed type.
+        p_offs = tl.arange(0, FINAL_BLOCK)
         if IS_MAX:
             total = tl.full([FINAL_BLOCK], float("-inf"), tl.float32)
         else:
             total = tl.zeros([FINAL_BLOCK], tl.float32)
         j = 0
         while j < num_programs:  # (see _final_kernel for why not tl.range)
-            idx = j + offs
-            ok = idx < num_programs
+            p_idx = j + p_offs
+            p_ok = p_idx < num_programs
             if IS_MAX:
-                v = tl.load(part_ptr + idx, mask=ok, other=float("-inf"), cache_modifier=".cg")
-                total = tl.maximum(total, v, propagate_nan=tl.PropagateNan.ALL)
+                p_val = tl.load(part_ptr + p_idx, mask=p_ok, other=float("-inf"), cache_modifier=".cg")
+                total = tl.maximum(total, p_val, propagate_nan=tl.PropagateNan.ALL)
             else:
-                total += tl.load(part_ptr + idx, mask=ok, other=0.0, cache_modifier=".cg")
+                total += tl.load(part_ptr + p_idx, mask=p_ok, other=0.0, cache_modifier=".cg")
             j += FINAL_BLOCK
         if IS_MAX:
             res = tl.reduce(total, 0, _max_nan)
