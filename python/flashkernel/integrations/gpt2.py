@@ -2,7 +2,7 @@
 attention runs FlashKernel's flash_attention (over HF's own KV cache) and every MLP's c_fc + GeLU
 runs FlashKernel's fused gelu_linear.
 
-Attention goes through transformers' AttentionInterface under the name "flashkernel" (with SDPA's
+Attention goes through transformers' AttentionInterface under the name "fk_attention" (with SDPA's
 mask rule, which hands the attention no mask when plain causal masking is exact); a call that does
 carry a mask (left-padded batches) falls back to torch SDPA with that mask.
 """
@@ -17,7 +17,8 @@ from flashkernel.ops.attention import flash_attention
 from flashkernel.ops.gelu_linear import gelu_linear
 
 _OP = "flashkernel.integrations.patch_gpt2"
-_ATTN_NAME = "flashkernel"
+# transformers treats implementation names containing "flash" as flash-attn hub kernels.
+_ATTN_NAME = "fk_attention"
 _registered = False
 
 
@@ -81,9 +82,9 @@ def patch_gpt2(model):
     _register()
     if getattr(model, "_fk_orig_attn", None) is None:
         model._fk_orig_attn = cfg._attn_implementation
-    if hasattr(model, "set_attn_implementation"):
+    try:
         model.set_attn_implementation(_ATTN_NAME)
-    else:
+    except (AttributeError, ValueError):  # versions that validate names against their own list
         cfg._attn_implementation = _ATTN_NAME
     body = model.transformer if hasattr(model, "transformer") else model
     for block in body.h:
@@ -106,9 +107,9 @@ def unpatch_gpt2(model):
             del mlp._fk_orig_forward, mlp._fk_fc_weight_t
     orig = getattr(model, "_fk_orig_attn", None)
     if orig is not None:
-        if hasattr(model, "set_attn_implementation"):
+        try:
             model.set_attn_implementation(orig)
-        else:
+        except (AttributeError, ValueError):
             model.config._attn_implementation = orig
         model._fk_orig_attn = None
     return model

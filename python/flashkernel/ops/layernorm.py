@@ -14,7 +14,7 @@ def add_layernorm(x: torch.Tensor, residual: torch.Tensor | None = None, *, bias
     """s = x + residual + bias (rounded to x's dtype once); returns
     (F.layer_norm(s, (C,), weight, ln_bias, eps), s). x and residual [..., C] contiguous CUDA
     tensors; bias, weight, ln_bias [C] or None; float32, float16 or bfloat16; fp32 statistics;
-    C <= 12288."""
+    C <= 8192."""
     return torch.ops.flashkernel.add_layernorm(x, residual, bias, weight, ln_bias, eps)
 
 

@@ -432,8 +432,13 @@ void GPT2Engine::load_tensor(const std::string& raw_name, const void* data, DTyp
   auto ends_with = [&](const std::string& suffix) {
     return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
-  // The head is tied to wte; the causal-mask buffers of old checkpoints are not weights.
-  if (name == "lm_head.weight" || ends_with(".attn.bias") || ends_with(".attn.masked_bias")) return;
+  // The causal-mask buffers of old checkpoints are not weights. The head is tied to wte: a
+  // checkpoint that stores only lm_head.weight fills wte with it (the same tensor).
+  if (ends_with(".attn.bias") || ends_with(".attn.masked_bias")) return;
+  if (name == "lm_head.weight") {
+    if (m.slots.at("wte.weight").loaded) return;
+    name = "wte.weight";
+  }
   auto it = m.slots.find(name);
   detail::require(it != m.slots.end(), kOp, "name", "'" + raw_name + "' is not a GPT-2 tensor");
   TensorSlot& s = it->second;
