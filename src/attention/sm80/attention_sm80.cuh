@@ -7,7 +7,8 @@
 // the kWarps warps owns kBlockM / kWarps contiguous query rows (kMTiles tiles of 16 rows), so the
 // softmax statistics of a row live in the 4 lanes of one quad and never cross warps:
 //   S = Q K^T       (mma, fp32 accumulators in registers)
-//   online softmax  (running max m and sum l per row in fp32, exp2 with scale*log2(e) folded in)
+//   online softmax  (running max m and sum l per row in fp32, exp2 with scale*log2(e) folded
+//                    into one FFMA per score; the O rescale is skipped while no row max moves)
 //   O += P V        (P re-packed from the S accumulators to 16-bit A fragments, no shared memory)
 // Masks are applied only on the key tiles that need them (the causal diagonal and the Nk tail);
 // causal blocks stop at their diagonal and are launched heaviest first.
@@ -52,6 +53,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_min(float x) {
+  x = fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
 __device__ __forceinline__ float quad_sum(float x) {
@@ -142,7 +148,14 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
     for (int r = 0; r < 2; ++r) row_max[mi][r] = -INFINITY, row_sum[mi][r] = 0.f;
 
-  const float scale_log2 = p.scale * 1.4426950408889634f;
+  // |scale| below FLT_MIN (scale 0 included) is raised to FLT_MIN: every scaled score then
+  // rounds to 0 exactly as it would, while a masked +-inf score still gives exp2(-inf) = 0
+  // instead of 0 * inf = NaN.
+  const bool scale_positive = p.scale >= 0.f;
+  const float scale_log2 =
+      copysignf(fmaxf(fabsf(p.scale * 1.4426950408889634f), 1.17549435e-38f), scale_positive ? 1.f : -1.f);
+  const float masked = scale_positive ? -INFINITY : INFINITY;
+  float alpha_buf[MT][2];
 
   std::uint32_t q_frag[Cfg::kQInRegisters ? MT : 1][Cfg::kQInRegisters ? D / 16 : 1][4];
   if constexpr (Cfg::kQInRegisters) {
@@ -209,53 +222,69 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
       }
     }
 
-    // ---- scale into the log2 domain, mask where needed (diagonal and tail tiles only)
+    // ---- mask where needed (diagonal and tail tiles only). Scores stay unscaled: the scale is
+    // folded into the exponent's FFMA below. A masked score must lose the max (or min, for a
+    // negative scale) reduction, so it is -inf or +inf by the sign of the scale.
     const bool need_mask = (n0 + BN > seq_k) || (p.causal && n0 + BN - 1 > m0 + diag);
+    if (need_mask) {
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
+        for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float s = acc_s[mi][nt][e] * scale_log2;
-          if (need_mask) {
+          for (int e = 0; e < 4; ++e) {
             const int row = m0 + warp_row0 + mi * 16 + g + (e >= 2 ? 8 : 0);
             const int col = n0 + nt * 8 + 2 * t + (e & 1);
-            if (col >= seq_k || (p.causal && col > row + diag)) s = -INFINITY;
+            if (col >= seq_k || (p.causal && col > row + diag)) acc_s[mi][nt][e] = masked;
           }
-          acc_s[mi][nt][e] = s;
-        }
+    }
 
     // ---- online softmax
+    bool rescale = false;
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = row_max[mi][r];
+        // The largest scaled score: max of the raw scores for a positive scale, min otherwise.
+        float ext = acc_s[mi][0][2 * r];
 #pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-        mx = quad_max(mx);
+        for (int nt = 0; nt < kNTiles; ++nt) {
+          ext = scale_positive ? fmaxf(ext, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]))
+                               : fminf(ext, fminf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
+        }
+        ext = scale_positive ? quad_max(ext) : quad_min(ext);
+        const float mx = fmaxf(row_max[mi][r], ext * scale_log2);
         // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
         // exp2(-inf - base) = 0 rather than NaN.
         const float base = mx == -INFINITY ? 0.f : mx;
         const float alpha = fast_exp2(row_max[mi][r] - base);
+        rescale |= mx != row_max[mi][r];
         row_max[mi][r] = mx;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt) {
-          const float p0 = fast_exp2(acc_s[mi][nt][2 * r] - base);
-          const float p1 = fast_exp2(acc_s[mi][nt][2 * r + 1] - base);
+          const float p0 = fast_exp2(fmaf(acc_s[mi][nt][2 * r], scale_log2, -base));
+          const float p1 = fast_exp2(fmaf(acc_s[mi][nt][2 * r + 1], scale_log2, -base));
           acc_s[mi][nt][2 * r] = p0;
           acc_s[mi][nt][2 * r + 1] = p1;
           sum += p0 + p1;
         }
         row_sum[mi][r] = row_sum[mi][r] * alpha + sum;
+        alpha_buf[mi][r] = alpha;
+      }
+    // Once the running max has settled (most tiles of a long row), alpha is exactly 1 for every
+    // row of the warp and the O rescale is skipped (a warp-uniform branch, same result).
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
         for (int dt = 0; dt < kDTiles; ++dt) {
-          acc_o[mi][dt][2 * r] *= alpha;
-          acc_o[mi][dt][2 * r + 1] *= alpha;
+          acc_o[mi][dt][0] *= alpha_buf[mi][0];
+          acc_o[mi][dt][1] *= alpha_buf[mi][0];
+          acc_o[mi][dt][2] *= alpha_buf[mi][1];
+          acc_o[mi][dt][3] *= alpha_buf[mi][1];
         }
-      }
+    }
 
     // ---- O += P V
 #pragma unroll
