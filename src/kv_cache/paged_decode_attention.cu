@@ -1,6 +1,8 @@
 // Paged decode attention launcher: argument checks, the split-KV grid heuristic, and the kernel that
 // combines the splits' partial outputs by their log-sum-exps.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <string>
 
 #include "common/arg_check.h"
@@ -16,15 +18,40 @@ namespace {
 
 using kv_decode::Params;
 
-// Resident 128-thread CTAs per SM by heads per CTA (ptxas on sm_90a: ~110 registers for G <= 2,
-// ~165 for G = 4, 255 for G = 8). The split count fills one wave of resident CTAs: a partial
-// second wave would leave most SMs idle while its few CTAs finish.
-int ctas_per_sm(int g) { return g <= 2 ? 4 : (g == 4 ? 3 : 2); }
 // A split shorter than this spends more on its partial write + combine than it saves.
 constexpr int kMinSplitTokens = 256;
 constexpr int kMaxSplits = 128;
-// Split sizes are multiples of this: whole loop iterations for both head dims.
+// Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
+constexpr int kDefaultVariant = 3;
+
+// The loop variant: FLASHKERNEL_KV_DECODE_VARIANT overrides the default (for A/B measurements).
+int decode_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("FLASHKERNEL_KV_DECODE_VARIANT");
+    int x = e ? std::atoi(e) : kDefaultVariant;
+    return (x >= 0 && x < kv_decode::kNumVariants) ? x : kDefaultVariant;
+  }();
+  return v;
+}
+
+// Resident CTAs per SM of the kernel a launch will use (from its register count), cached.
+int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
+  static std::atomic<int> cache[2][2][4][kv_decode::kNumVariants];
+  const int gi = g == 1 ? 0 : g == 2 ? 1 : g == 4 ? 2 : 3;
+  std::atomic<int>& slot = cache[dtype == DType::kBFloat16][head_dim == 128][gi][variant];
+  int n = slot.load(std::memory_order_relaxed);
+  if (n > 0) return n;
+  n = 0;
+  dispatch_half_dtype(dtype, "paged_decode_attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    kv_decode::launch_paged_decode_dtype(kv_decode::Params{}, static_cast<const T*>(nullptr), head_dim, g, variant,
+                                         dim3(), nullptr, &n);
+  });
+  n = std::max(n, 1);
+  slot.store(n, std::memory_order_relaxed);
+  return n;
+}
 
 int heads_per_cta(std::int64_t group) {
   if (group <= 1) return 1;
@@ -34,7 +61,7 @@ int heads_per_cta(std::int64_t group) {
 }
 
 struct Plan {
-  int g, head_chunks, num_splits, split_tokens;
+  int g, head_chunks, num_splits, split_tokens, variant;
 };
 
 Plan make_plan(const PagedDecodeArgs& a) {
@@ -42,11 +69,20 @@ Plan make_plan(const PagedDecodeArgs& a) {
   const std::int64_t group = a.num_q_heads / a.layout.num_kv_heads;
   pl.g = heads_per_cta(group);
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
+  pl.variant = decode_variant();
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
-  const std::int64_t resident = std::int64_t(detail::current_sm_count()) * ctas_per_sm(pl.g);
-  std::int64_t splits = resident / ctas;
-  splits = std::min<std::int64_t>({splits, detail::ceil_div(a.max_seq_len, kMinSplitTokens), kMaxSplits});
-  splits = std::max<std::int64_t>(splits, 1);
+  const std::int64_t resident = std::int64_t(detail::current_sm_count()) *
+                                resident_ctas_per_sm(a.layout.dtype, int(a.layout.head_dim), pl.g, pl.variant);
+  // Wave quantization: with W = ceil(ctas * S / resident) waves of 1/S of the work each, time is
+  // proportional to W / S. Take the smallest S within 5% of the best achievable (ctas / resident,
+  // or 1 / S_max when even S_max splits do not fill one wave): fewer splits, less combine work.
+  const std::int64_t max_splits =
+      std::max<std::int64_t>(1, std::min<std::int64_t>(detail::ceil_div(a.max_seq_len, kMinSplitTokens), kMaxSplits));
+  auto cost = [&](std::int64_t s) { return double(detail::ceil_div(ctas * s, resident)) / double(s); };
+  double best = cost(1);
+  for (std::int64_t s = 2; s <= max_splits; ++s) best = std::min(best, cost(s));
+  std::int64_t splits = 1;
+  while (cost(splits) > best * 1.05) ++splits;
   std::int64_t tokens = detail::ceil_div(detail::ceil_div(a.max_seq_len, splits), kSplitQuantum) * kSplitQuantum;
   pl.split_tokens = static_cast<int>(tokens);
   pl.num_splits = static_cast<int>(detail::ceil_div(a.max_seq_len, tokens));
@@ -144,7 +180,7 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   const int d = static_cast<int>(a.layout.head_dim);
   dispatch_half_dtype(a.layout.dtype, kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), d, pl.g, grid, stream);
+    kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), d, pl.g, pl.variant, grid, stream);
     FK_CHECK_LAUNCH();
     if (pl.num_splits > 1) {
       combine_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), d, 0, stream>>>(

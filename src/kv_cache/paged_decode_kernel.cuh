@@ -22,7 +22,6 @@ namespace flashkernel::kv_decode {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kUnroll = 4;
 
 struct Params {
   const void* q;        // [batch, num_q_heads, D]
@@ -44,18 +43,43 @@ struct Params {
   float scale_log2;  // softmax scale * log2(e)
 };
 
-// Tokens one CTA covers per loop iteration (split sizes are multiples of the largest of these).
-template <int D>
-constexpr int tokens_per_iteration() {
-  return kWarps * (32 / (D / 8)) * kUnroll;
+// Merges the per-warp states in shared memory and writes this CTA's result: the output itself
+// when the context is not split, else the split's normalized partial output and log2-sum-exp2.
+template <typename T, int D, int G>
+__device__ __forceinline__ void finish_cta(const Params& p, const float (&sm_m)[kWarps][G],
+                                           const float (&sm_l)[kWarps][G], const float (&sm_acc)[kWarps][G][D],
+                                           int b, int hk, int hc, int split) {
+  for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
+    const int g = idx / D, c = idx % D;
+    if (hc * G + g >= p.group) continue;
+    float mm = softmax::kNegInf;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm_m[w][g]);
+    float ll = 0.f, o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = softmax::rescale_factor(sm_m[w][g], mm);
+      ll += sm_l[w][g] * f;
+      o += sm_acc[w][g][c] * f;
+    }
+    const int hq = hk * p.group + hc * G + g;
+    const float val = ll > 0.f ? o / ll : 0.f;
+    const std::int64_t bh = std::int64_t(b) * p.num_q_heads + hq;
+    if (p.num_splits == 1) {
+      static_cast<T*>(p.out)[bh * D + c] = from_float<T>(val);
+    } else {
+      p.part_o[(bh * p.num_splits + split) * D + c] = val;
+      if (c == 0) p.part_lse[bh * p.num_splits + split] = softmax::log_sum_exp2(mm, ll);
+    }
+  }
 }
 
-template <typename T, int D, int G>
+template <typename T, int D, int G, int U, bool kPrefetch>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
   constexpr int kVec = 8;                    // elements per 16-byte vector
   constexpr int kLanesPerRow = D / kVec;     // 8 (d=64) or 16 (d=128)
   constexpr int kRowsPerWarp = 32 / kLanesPerRow;
-  constexpr int kWarpTokens = kRowsPerWarp * kUnroll;
+  constexpr int kWarpTokens = kRowsPerWarp * U;
   constexpr int kCtaTokens = kWarps * kWarpTokens;
 
   const int b = blockIdx.z;
@@ -70,15 +94,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
 
   // Query slice of each head this CTA serves, pre-scaled so scores come out in log2 units.
   float qf[G][kVec];
-  bool head_ok[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     const int gi = hc * G + g;
-    head_ok[g] = gi < p.group;
-    const int hq = hk * p.group + (head_ok[g] ? gi : 0);
+    const bool head_ok = gi < p.group;
+    const int hq = hk * p.group + (head_ok ? gi : 0);
     Vec<T> qv = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hq) * D + col * kVec);
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) qf[g][i] = head_ok[g] ? to_float(qv.v[i]) * p.scale_log2 : 0.f;
+    for (int i = 0; i < kVec; ++i) qf[g][i] = head_ok ? to_float(qv.v[i]) * p.scale_log2 : 0.f;
   }
 
   float m[G], l[G], acc[G][kVec];
@@ -97,29 +120,34 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
   const std::int64_t k_head_off = (std::int64_t(hk) << p.page_size_log2) * D + col * kVec;
   const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
 
-  for (int base = start + warp * kWarpTokens; base < end; base += kCtaTokens) {
-    Vec<T> kv[kUnroll], vv[kUnroll];
-    bool ok[kUnroll];
+  // A tile: this lane's U rows of K and V starting at token `base` of its warp's row block.
+  struct Tile {
+    Vec<T> k[U], v[U];
+    bool ok[U];
+  };
+  auto load_tile = [&](Tile& t, int base) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int tok = base + u * kRowsPerWarp + row;
-      ok[u] = tok < end;
-      if (ok[u]) {
+      t.ok[u] = tok < end;
+      if (t.ok[u]) {
         const std::int64_t page = table[tok >> p.page_size_log2];
         const T* kp = pool + page * p.page_elems + k_head_off + std::int64_t(tok & page_mask) * D;
-        kv[u] = load_vec_stream(kp);
-        vv[u] = load_vec_stream(kp + v_off);
+        t.k[u] = load_vec_stream(kp);
+        t.v[u] = load_vec_stream(kp + v_off);
       } else {
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) kv[u].v[i] = vv[u].v[i] = from_float<T>(0.f);
+        for (int i = 0; i < kVec; ++i) t.k[u].v[i] = t.v[u].v[i] = from_float<T>(0.f);
       }
     }
-    float s[kUnroll][G];
+  };
+  auto consume = [&](const Tile& t) {
+    float s[U][G];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       float kf[kVec];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) kf[i] = to_float(kv[u].v[i]);
+      for (int i = 0; i < kVec; ++i) kf[i] = to_float(t.k[u].v[i]);
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float d = 0.f;
@@ -127,31 +155,54 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
         for (int i = 0; i < kVec; ++i) d = fmaf(qf[g][i], kf[i], d);
 #pragma unroll
         for (int off = kLanesPerRow / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffffu, d, off);
-        s[u][g] = ok[u] ? d : softmax::kNegInf;
+        s[u][g] = t.ok[u] ? d : softmax::kNegInf;
       }
     }
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       float bm = s[0][g];
 #pragma unroll
-      for (int u = 1; u < kUnroll; ++u) bm = fmaxf(bm, s[u][g]);
+      for (int u = 1; u < U; ++u) bm = fmaxf(bm, s[u][g]);
       const float f = softmax::advance_max(m[g], l[g], bm);
 #pragma unroll
       for (int i = 0; i < kVec; ++i) acc[g][i] *= f;
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       float vf[kVec];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) vf[i] = to_float(vv[u].v[i]);
+      for (int i = 0; i < kVec; ++i) vf[i] = to_float(t.v[u].v[i]);
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         // A masked token has s = -inf; with m = -inf too (nothing seen yet) exp2 would give NaN.
-        const float w = ok[u] ? exp2f(s[u][g] - m[g]) : 0.f;
+        const float w = t.ok[u] ? exp2f(s[u][g] - m[g]) : 0.f;
         l[g] += w;
 #pragma unroll
         for (int i = 0; i < kVec; ++i) acc[g][i] = fmaf(w, vf[i], acc[g][i]);
       }
+    }
+  };
+
+  int base = start + warp * kWarpTokens;
+  if constexpr (kPrefetch) {
+    // Two register tiles in ping-pong: the next tile's loads are in flight while this one is
+    // consumed (no register copies, which would wait on the pending loads).
+    Tile a, c;
+    if (base < end) load_tile(a, base);
+    while (base < end) {
+      if (base + kCtaTokens < end) load_tile(c, base + kCtaTokens);
+      consume(a);
+      base += kCtaTokens;
+      if (base >= end) break;
+      if (base + kCtaTokens < end) load_tile(a, base + kCtaTokens);
+      consume(c);
+      base += kCtaTokens;
+    }
+  } else {
+    for (; base < end; base += kCtaTokens) {
+      Tile a;
+      load_tile(a, base);
+      consume(a);
     }
   }
 
@@ -183,54 +234,249 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
     }
   }
   __syncthreads();
+  finish_cta<T, D, G>(p, sm_m, sm_l, sm_acc, b, hk, hc, split);
+}
 
-  for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
-    const int g = idx / D, c = idx % D;
-    if (hc * G + g >= p.group) continue;
-    float mm = softmax::kNegInf;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm_m[w][g]);
-    float ll = 0.f, o = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float f = softmax::rescale_factor(sm_m[w][g], mm);
-      ll += sm_l[w][g] * f;
-      o += sm_acc[w][g][c] * f;
-    }
-    const int hq = hk * p.group + hc * G + g;
-    const float val = ll > 0.f ? o / ll : 0.f;
-    const std::int64_t bh = std::int64_t(b) * p.num_q_heads + hq;
-    if (p.num_splits == 1) {
-      static_cast<T*>(p.out)[bh * D + c] = from_float<T>(val);
-    } else {
-      p.part_o[(bh * p.num_splits + split) * D + c] = val;
-      if (c == 0) p.part_lse[bh * p.num_splits + split] = softmax::log_sum_exp2(mm, ll);
-    }
+// ----------------------------------------------------------------------------- tensor-core path
+// For GQA groups of 4-8 query heads the CUDA-core loop above is instruction-bound (every K/V
+// element is converted and multiplied once per head, and every score is shuffle-reduced). Here a
+// warp takes 16 tokens per step and does both products with mma.sync m16n8k16 (fp32 accumulate):
+//   S = Q K^T : A = Q (the group's heads as rows 0..7, rows 8..15 zero), B = K^T (8 tokens);
+//   O += P V  : A = P (heads x 16 tokens, packed from S's accumulators), B = V (16 tokens x 8 cols).
+// No shared-memory staging: each lane loads its fragments straight from the pages with 16-byte
+// loads. That works because a dot product does not care about the order of d: lane (g, t) loads
+// K[token g][32j + 8t .. +7] and Q[head g][32j + 8t .. +7], whose 4 element pairs serve as the
+// k-pairs {2t, 2t+8} of k-steps 2j and 2j+1 for both operands alike. V needs pairs along tokens,
+// so lane (g, t) loads V[tokens 2t, 2t+1, 2t+8, 2t+9][64i + 8g .. +7] and byte-permutes two
+// tokens' elements into each B register; output column g of n-tile (i, e) is d = 64i + 8g + e.
+
+// d0, d1 += rows 0..7 of A * B on a 16x8x16 tile whose A rows 8..15 are zero; the result's rows
+// 8..15 (zero) go to scratch registers, so no accumulators are kept for them.
+template <typename T>
+__device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t a0, std::uint32_t a2,
+                                             std::uint32_t b0, std::uint32_t b1) {
+  float x0, x1;
+  if constexpr (std::is_same_v<T, __half>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%10,%11};\n"
+        : "+f"(d0), "+f"(d1), "=f"(x0), "=f"(x1)
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(0.f), "f"(0.f));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%10,%11};\n"
+        : "+f"(d0), "+f"(d1), "=f"(x0), "=f"(x1)
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(0.f), "f"(0.f));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<std::uint32_t*>(&h);
   }
 }
 
 template <typename T, int D, int G>
-void launch_paged_decode(const Params& p, dim3 grid, cudaStream_t stream) {
-  paged_decode_kernel<T, D, G><<<grid, kThreads, 0, stream>>>(p);
+__global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
+  static_assert(G <= 8, "one mma row block holds at most 8 heads");
+  constexpr int kJ = D / 32;      // K vectors per token per lane
+  constexpr int kI = D / 64;      // V vectors per token per lane
+  constexpr int kTiles = D / 8;   // n-tiles of the output
+  constexpr int kBlock = 16;      // tokens per warp step
+  constexpr int kCtaTokens = kWarps * kBlock;
+
+  const int b = blockIdx.z;
+  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
+  const int split = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, tq = lane % 4;
+
+  const int len = p.seq_lens[b];
+  const int start = split * p.split_tokens;
+  const int end = split == p.num_splits - 1 ? len : min(len, start + p.split_tokens);
+
+  const bool head_ok = gq < G && hc * G + gq < p.group;
+  std::uint32_t qa[kJ][4];
+#pragma unroll
+  for (int j = 0; j < kJ; ++j) {
+    Vec<T> v;
+    if (head_ok) {
+      v = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hk * p.group + hc * G + gq) * D +
+                   32 * j + 8 * tq);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+    }
+#pragma unroll
+    for (int w = 0; w < 4; ++w) qa[j][w] = reinterpret_cast<const std::uint32_t*>(&v)[w];
+  }
+
+  float m = softmax::kNegInf, l = 0.f;
+  float acc[kTiles][2];
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = 0.f;
+
+  const T* pool = static_cast<const T*>(p.pool);
+  const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
+  const int page_mask = (1 << p.page_size_log2) - 1;
+  const std::int64_t k_head_off = (std::int64_t(hk) << p.page_size_log2) * D;
+  const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
+  auto row_ptr = [&](int tok) {
+    const std::int64_t page = table[tok >> p.page_size_log2];
+    return pool + page * p.page_elems + k_head_off + std::int64_t(tok & page_mask) * D;
+  };
+  auto zero = [](Vec<T>& v) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+  };
+
+  for (int base = start + warp * kBlock; base < end; base += kCtaTokens) {
+    // Masked tokens load zeros, never the slot's bytes: an unwritten slot may hold NaN, and
+    // 0 * NaN would poison the sum.
+    Vec<T> kx[2][kJ], vx[4][kI];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = base + 8 * h + gq;
+      if (tok < end) {
+        const T* kp = row_ptr(tok);
+#pragma unroll
+        for (int j = 0; j < kJ; ++j) kx[h][j] = load_vec_stream(kp + 32 * j + 8 * tq);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kJ; ++j) zero(kx[h][j]);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int tok = base + (s >> 1) * 8 + 2 * tq + (s & 1);
+      if (tok < end) {
+        const T* vp = row_ptr(tok) + v_off;
+#pragma unroll
+        for (int i = 0; i < kI; ++i) vx[s][i] = load_vec_stream(vp + 64 * i + 8 * gq);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kI; ++i) zero(vx[s][i]);
+      }
+    }
+    // Scores of head gq for tokens base + 8h + 2tq + {0, 1}.
+    float sc[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float d0 = 0.f, d1 = 0.f;
+#pragma unroll
+      for (int j = 0; j < kJ; ++j) {
+        const auto* k4 = reinterpret_cast<const std::uint32_t*>(&kx[h][j]);
+        mma_top_rows<T>(d0, d1, qa[j][0], qa[j][1], k4[0], k4[1]);
+        mma_top_rows<T>(d0, d1, qa[j][2], qa[j][3], k4[2], k4[3]);
+      }
+      const int tok = base + 8 * h + 2 * tq;
+      sc[h][0] = tok < end ? d0 * p.scale_log2 : softmax::kNegInf;
+      sc[h][1] = tok + 1 < end ? d1 * p.scale_log2 : softmax::kNegInf;
+    }
+    float mx = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float f = softmax::advance_max(m, l, mx);
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) {
+      acc[n][0] *= f;
+      acc[n][1] *= f;
+    }
+    float pr[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        pr[h][c] = sc[h][c] == softmax::kNegInf ? 0.f : exp2f(sc[h][c] - m);
+        l += pr[h][c];
+      }
+    }
+    const std::uint32_t pa0 = pack2<T>(pr[0][0], pr[0][1]), pa2 = pack2<T>(pr[1][0], pr[1][1]);
+#pragma unroll
+    for (int i = 0; i < kI; ++i) {
+      const auto* v0 = reinterpret_cast<const std::uint32_t*>(&vx[0][i]);
+      const auto* v1 = reinterpret_cast<const std::uint32_t*>(&vx[1][i]);
+      const auto* v2 = reinterpret_cast<const std::uint32_t*>(&vx[2][i]);
+      const auto* v3 = reinterpret_cast<const std::uint32_t*>(&vx[3][i]);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const unsigned sel = (e & 1) ? 0x7632u : 0x5410u;  // high or low 16-bit halves of two words
+        const std::uint32_t b0 = __byte_perm(v0[e / 2], v1[e / 2], sel);
+        const std::uint32_t b1 = __byte_perm(v2[e / 2], v3[e / 2], sel);
+        mma_top_rows<T>(acc[i * 8 + e][0], acc[i * 8 + e][1], pa0, pa2, b0, b1);
+      }
+    }
+  }
+
+  // l is a per-lane partial sum over this lane's tokens; the row's other 3 lanes hold the rest.
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
+  __shared__ float sm_acc[kWarps][G][D];
+  if (gq < G) {
+    if (tq == 0) {
+      sm_m[warp][gq] = m;
+      sm_l[warp][gq] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < kI; ++i) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        sm_acc[warp][gq][64 * i + 16 * tq + e] = acc[i * 8 + e][0];
+        sm_acc[warp][gq][64 * i + 16 * tq + 8 + e] = acc[i * 8 + e][1];
+      }
+    }
+  }
+  __syncthreads();
+  finish_cta<T, D, G>(p, sm_m, sm_l, sm_acc, b, hk, hc, split);
 }
 
-// Launches the kernel for head_dim 64/128 and G in {1, 2, 4, 8}. One overload per element type
-// (the pointer argument only selects it), each defined in its own paged_decode_<dtype>.cu.
-void launch_paged_decode_dtype(const Params& p, const __half* tag, int head_dim, int g, dim3 grid,
-                               cudaStream_t stream);
-void launch_paged_decode_dtype(const Params& p, const __nv_bfloat16* tag, int head_dim, int g, dim3 grid,
-                               cudaStream_t stream);
+// Variants selectable for experiments (the launcher's kDefaultVariant is what the library uses):
+//   0: CUDA cores, 4 rows per lane per iteration, loads then math; 1: 2 rows, next tile
+//   prefetched; 2: 4 rows, prefetched; 3: tensor cores for groups of 4-8 heads, else 0.
+constexpr int kNumVariants = 4;
+
+template <typename T, int D, int G>
+void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
+  auto go = [&](auto kernel) {
+    if (occupancy) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, 0);
+    } else {
+      kernel<<<grid, kThreads, 0, stream>>>(p);
+    }
+  };
+  if constexpr (G >= 4) {
+    if (variant == 3) return go(paged_decode_mma_kernel<T, D, G>);
+  }
+  switch (variant) {
+    case 1: return go(paged_decode_kernel<T, D, G, 2, true>);
+    case 2: return go(paged_decode_kernel<T, D, G, 4, true>);
+    default: return go(paged_decode_kernel<T, D, G, 4, false>);
+  }
+}
+
+// Launches the kernel (occupancy == nullptr) or reports its resident CTAs per SM, for head_dim
+// 64/128 and G in {1, 2, 4, 8}. One overload per element type (the pointer argument only selects
+// it), each defined in its own paged_decode_<dtype>.cu.
+void launch_paged_decode_dtype(const Params& p, const __half* tag, int head_dim, int g, int variant, dim3 grid,
+                               cudaStream_t stream, int* occupancy = nullptr);
+void launch_paged_decode_dtype(const Params& p, const __nv_bfloat16* tag, int head_dim, int g, int variant,
+                               dim3 grid, cudaStream_t stream, int* occupancy = nullptr);
 
 #define FLASHKERNEL_DEFINE_PAGED_DECODE(T)                                                              \
-  void launch_paged_decode_dtype(const Params& p, const T*, int head_dim, int g, dim3 grid,             \
-                                 cudaStream_t stream) {                                                 \
+  void launch_paged_decode_dtype(const Params& p, const T*, int head_dim, int g, int variant, dim3 grid, \
+                                 cudaStream_t stream, int* occupancy) {                                 \
     auto by_g = [&](auto d_tag) {                                                                       \
       constexpr int kD = decltype(d_tag)::value;                                                        \
       switch (g) {                                                                                      \
-        case 1: return launch_paged_decode<T, kD, 1>(p, grid, stream);                                  \
-        case 2: return launch_paged_decode<T, kD, 2>(p, grid, stream);                                  \
-        case 4: return launch_paged_decode<T, kD, 4>(p, grid, stream);                                  \
-        default: return launch_paged_decode<T, kD, 8>(p, grid, stream);                                 \
+        case 1: return launch_paged_decode<T, kD, 1>(p, variant, grid, stream, occupancy);              \
+        case 2: return launch_paged_decode<T, kD, 2>(p, variant, grid, stream, occupancy);              \
+        case 4: return launch_paged_decode<T, kD, 4>(p, variant, grid, stream, occupancy);              \
+        default: return launch_paged_decode<T, kD, 8>(p, variant, grid, stream, occupancy);             \
       }                                                                                                 \
     };                                                                                                  \
     if (head_dim == 64) {                                                                               \
