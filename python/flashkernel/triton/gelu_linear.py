@@ -97,9 +97,8 @@ _SMALL_M_CONFIGS = [
 
 def _prune(configs, named_args, **kwargs):
     # Only the family that can win for this M: halves the tuning time per shape.
-    small = named_args["M"] <= 64
-    keep = [c for c in configs if (c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 128) == small
-            or (small and c.kwargs["BLOCK_M"] == 64)]
+    family = _SMALL_M_CONFIGS if named_args["M"] <= 64 else _LARGE_M_CONFIGS
+    keep = [c for c in configs if any(c is f for f in family)]
     return keep or configs
 
 
