@@ -31,12 +31,14 @@ std::tuple<at::Tensor, at::Tensor> add_layernorm_cuda(const at::Tensor& x, const
                     x.sizes());
   check_contiguous(x, kOp, "x");
   if (residual.has_value()) {
-    check_cuda(*residual, kOp, "residual");
-    check_same_device(x, *residual, kOp, "x", "residual");
-    check_same_dtype(x, *residual, kOp, "x", "residual");
-    TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), kOp, ": argument 'residual' must have x's shape ", x.sizes(),
-                      ", got ", residual->sizes());
-    check_contiguous(*residual, kOp, "residual");
+    const at::Tensor& r = residual.value();
+    check_cuda(r, kOp, "residual");
+    check_same_device(x, r, kOp, "x", "residual");
+    check_same_dtype(x, r, kOp, "x", "residual");
+    const bool same_shape = r.dim() == x.dim() && r.numel() == x.numel() && r.sizes().equals(x.sizes());
+    TORCH_CHECK_VALUE(same_shape, kOp, ": argument 'residual' must have the shape of 'x' ", x.sizes(), ", got ",
+                      r.sizes());
+    check_contiguous(r, kOp, "residual");
   }
   check_vector(bias, x, "bias");
   check_vector(weight, x, "weight");

@@ -64,7 +64,7 @@ TYPED_TEST_SUITE(AddLayerNormTest, AllTypes);
 
 TYPED_TEST(AddLayerNormTest, MatchesReference) {
   FK_SKIP_WITHOUT_GPU();
-  for (std::int64_t cols : {1, 7, 127, 768, 1000, 4096}) {
+  for (std::int64_t cols : {1, 7, 127, 256, 520, 768, 1000, 1024, 1032, 4096}) {
     for (std::int64_t rows : {1, 3, 37}) check<TypeParam>(rows, cols, true, true, true, false);
   }
   check<TypeParam>(5, 768, false, false, false, false);

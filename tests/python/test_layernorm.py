@@ -42,7 +42,7 @@ def _check(fn, rows, cols, dtype, device, use_r=True, use_b=True, affine=True):
 
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (3, 1000), (2, 4096), (1, 8192)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (3, 1000), (2, 4096), (1, 8192), (4, 256), (2, 520), (3, 1024)])
 def test_add_layernorm_cuda(dtype, rows, cols):
     _check(add_layernorm, rows, cols, dtype, "cuda")
 
@@ -51,23 +51,6 @@ def test_add_layernorm_cuda(dtype, rows, cols):
 def test_add_layernorm_optional_inputs():
     for use_r, use_b, affine in [(False, False, False), (True, False, True), (False, True, False)]:
         _check(add_layernorm, 5, 768, torch.float16, "cuda", use_r, use_b, affine)
-
-
-@gpu
-def test_add_layernorm_errors():
-    x = torch.randn(4, 8, device="cuda", dtype=torch.float16)
-    with pytest.raises(ValueError, match="'x' must be a CUDA tensor"):
-        add_layernorm(x.cpu())
-    with pytest.raises(TypeError, match="'x' and 'residual'"):
-        add_layernorm(x, x.float())
-    with pytest.raises(ValueError, match="'residual'"):
-        add_layernorm(x, x[:2])
-    with pytest.raises(ValueError, match="'weight'"):
-        add_layernorm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))
-    with pytest.raises(ValueError, match="'cols'"):
-        add_layernorm(torch.randn(1, 8193, device="cuda"))
-    with pytest.raises(ValueError, match="'eps'"):
-        add_layernorm(x, eps=0.0)
 
 
 @triton_twin
@@ -83,3 +66,21 @@ def test_add_layernorm_triton_optional_inputs():
     with pytest.raises(ValueError, match="'residual'"):
         x = torch.zeros(2, 8, device=triton_device())
         add_layernorm_triton(x, x[:1])
+
+
+# Last in the file: argument errors.
+@gpu
+def test_add_layernorm_errors():
+    x = torch.randn(4, 8, device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="'x' must be a CUDA tensor"):
+        add_layernorm(x.cpu())
+    with pytest.raises(TypeError, match="'x' and 'residual'"):
+        add_layernorm(x, x.float())
+    with pytest.raises(ValueError, match="'weight'"):
+        add_layernorm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))
+    with pytest.raises(ValueError, match="'cols'"):
+        add_layernorm(torch.randn(1, 8193, device="cuda"))
+    with pytest.raises(ValueError, match="'eps'"):
+        add_layernorm(x, eps=0.0)
+    with pytest.raises(ValueError, match="'residual'"):
+        add_layernorm(x, x[:2])

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
@@ -108,8 +109,14 @@ struct GPT2Engine::Impl {
   std::unique_ptr<KVPageAllocator> pages;
 
   std::map<std::pair<std::int64_t, std::int64_t>, cudaGraphExec_t> graphs;
+  // Decode projections on decode_gemv (default) or cuBLAS (FLASHKERNEL_GPT2_DECODE_GEMM=cublas,
+  // kept as a cross-check of the custom kernel).
+  bool use_decode_gemv = true;
 
-  Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d), device(dev) {}
+  Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d), device(dev) {
+    const char* env = std::getenv("FLASHKERNEL_GPT2_DECODE_GEMM");
+    use_decode_gemv = env == nullptr || std::string(env) != "cublas";
+  }
 
   ~Impl() {
     clear_graphs();
@@ -219,8 +226,14 @@ struct GPT2Engine::Impl {
     add_layernorm(h, nullptr, nullptr, w(L(0, "ln_1.weight")), w(L(0, "ln_1.bias")), x, nullptr, rows, C, eps, dtype,
                   stream);
     for (std::int64_t l = 0; l < cfg.n_layer; ++l) {
-      gemm(x, w(L(l, "attn.c_attn.weight")), qkv, rows, 3 * C, C, false);
-      split_qkv(qkv, w(L(l, "attn.c_attn.bias")), q, k, v, rows, C, dtype, stream);
+      const bool gemv = seq_offsets == nullptr && use_decode_gemv && decode_gemv_supported(rows, 4 * C);
+      if (gemv) {
+        decode_gemv(x, w(L(l, "attn.c_attn.weight")), w(L(l, "attn.c_attn.bias")), nullptr, rows, 3 * C, C, dtype, q,
+                    k, v, C, stream);
+      } else {
+        gemm(x, w(L(l, "attn.c_attn.weight")), qkv, rows, 3 * C, C, false);
+        split_qkv(qkv, w(L(l, "attn.c_attn.bias")), q, k, v, rows, C, dtype, stream);
+      }
       kv_cache_append(kv_pool.ptr, layout, l, slots_dev, rows, k, v, stream);
       if (seq_offsets != nullptr) {
         for (std::size_t s = 0; s + 1 < seq_offsets->size(); ++s) {
@@ -257,14 +270,26 @@ struct GPT2Engine::Impl {
         pa.workspace_bytes = paged_ws.bytes;
         paged_decode_attention(pa, stream);
       }
-      gemm(att, w(L(l, "attn.c_proj.weight")), y, rows, C, C, false);
-      add_layernorm(y, h, w(L(l, "attn.c_proj.bias")), w(L(l, "ln_2.weight")), w(L(l, "ln_2.bias")), x, h, rows, C,
-                    eps, dtype, stream);
+      // The GEMV adds the projection bias itself (rounded once with the product, as HF's Conv1D);
+      // on the cuBLAS path add_layernorm adds it.
+      if (gemv) {
+        decode_gemv(att, w(L(l, "attn.c_proj.weight")), w(L(l, "attn.c_proj.bias")), y, rows, C, C, dtype, nullptr,
+                    nullptr, nullptr, 0, stream);
+      } else {
+        gemm(att, w(L(l, "attn.c_proj.weight")), y, rows, C, C, false);
+      }
+      add_layernorm(y, h, gemv ? nullptr : w(L(l, "attn.c_proj.bias")), w(L(l, "ln_2.weight")), w(L(l, "ln_2.bias")),
+                    x, h, rows, C, eps, dtype, stream);
       gelu_linear(x, w(L(l, "mlp.c_fc.weight")), w(L(l, "mlp.c_fc.bias")), a, rows, 4 * C, C, dtype,
                   GeluApproximation::kTanh, stream);
-      gemm(a, w(L(l, "mlp.c_proj.weight")), y, rows, C, 4 * C, false);
+      if (gemv) {
+        decode_gemv(a, w(L(l, "mlp.c_proj.weight")), w(L(l, "mlp.c_proj.bias")), y, rows, C, 4 * C, dtype, nullptr,
+                    nullptr, nullptr, 0, stream);
+      } else {
+        gemm(a, w(L(l, "mlp.c_proj.weight")), y, rows, C, 4 * C, false);
+      }
       const bool last = l + 1 == cfg.n_layer;
-      add_layernorm(y, h, w(L(l, "mlp.c_proj.bias")), w(last ? "ln_f.weight" : L(l + 1, "ln_1.weight")),
+      add_layernorm(y, h, gemv ? nullptr : w(L(l, "mlp.c_proj.bias")), w(last ? "ln_f.weight" : L(l + 1, "ln_1.weight")),
                     w(last ? "ln_f.bias" : L(l + 1, "ln_1.bias")), x, h, rows, C, eps, dtype, stream);
     }
   }
@@ -456,8 +481,10 @@ void GPT2Engine::load_tensor(const std::string& raw_name, const void* data, DTyp
   const void* src = data;
   if (!on_device) {
     m.staging.ensure(static_cast<std::size_t>(n) * dtype_size(src_dtype));
-    FK_CUDA_CHECK(cudaMemcpy(m.staging.ptr, data, static_cast<std::size_t>(n) * dtype_size(src_dtype),
-                             cudaMemcpyHostToDevice));
+    // Async on the engine's stream: a plain cudaMemcpy from pageable memory may return before its
+    // DMA lands, and the non-blocking stream would not wait for it before the conversion reads.
+    FK_CUDA_CHECK(cudaMemcpyAsync(m.staging.ptr, data, static_cast<std::size_t>(n) * dtype_size(src_dtype),
+                                  cudaMemcpyHostToDevice, m.stream));
     src = m.staging.ptr;
   }
   const std::int64_t rows = shape.size() == 2 ? shape[0] : 1;

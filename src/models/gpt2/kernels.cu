@@ -166,6 +166,8 @@ __global__ void __launch_bounds__(kSelThreads) select_kernel(const float* __rest
   // argmax first: the greedy choice, and the sampling fallback (rounding can leave the target
   // just past the last kept token).
   ArgMax m{-INFINITY, INT_MAX};
+  // Unrolled so ~8 independent loads per thread are in flight (one block reads the whole row).
+#pragma unroll 8
   for (int i = tid; i < vocab; i += kSelThreads) m = better(m, ArgMax{row[i], i});
   m = block_argmax(m, am_scratch);
   int token = m.i == INT_MAX ? 0 : m.i;  // all -inf/NaN: token 0 rather than an out-of-range id

@@ -60,4 +60,12 @@ void gather_rows(const void* src, const std::int32_t* rows, void* dst, std::int6
 void select_tokens(const float* logits, std::int64_t batch, std::int64_t vocab, const SampleParams* params,
                    const DecodeState& state, cudaStream_t stream);
 
+// Decode projections for M <= kDecodeGemvMaxM rows (decode_gemv.cu): out = x w^T + bias, or with
+// split > 0 the [q | k | v] columns written to q, k, v (each [m, split]). k % 8 == 0, 16-byte
+// aligned x and w.
+constexpr std::int64_t kDecodeGemvMaxM = 8;
+bool decode_gemv_supported(std::int64_t m, std::int64_t k);
+void decode_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n,
+                 std::int64_t k, DType dtype, void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream);
+
 }  // namespace flashkernel::models::gpt2_detail
