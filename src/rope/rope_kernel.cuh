@@ -145,13 +145,15 @@ __device__ __forceinline__ void load_table(const TT* p, float* out) {
 __device__ __forceinline__ float rot_first(float a, float b, float c, float s) { return fmaf(a, c, -b * s); }
 __device__ __forceinline__ float rot_second(float a, float b, float c, float s) { return fmaf(b, c, a * s); }
 
-template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+// kHeadUnroll and kMinBlocks are template parameters (defaulted to the tuned values) so a tuning
+// sweep can instantiate alternatives; the library instantiates only the defaults.
+template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV, int kHeadUnroll = head_unroll<kStyle>(),
+          int kMinBlocks = kMinBlocksPerSm>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     rope_kernel(const __grid_constant__ Params p,
                 const __grid_constant__ std::conditional_t<kFused, InvFreq, NoInvFreq> inv) {
   constexpr bool kNeox = kStyle == RopeStyle::kNeox;
   constexpr int kPairs = kNeox ? EV : EV / 2;  // pairs (and cos/sin entries) per rotating unit
-  constexpr int kHeadUnroll = head_unroll<kStyle>();
   const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= p.total_threads) return;
   // unit fastest, then token, then head group: a warp covers consecutive tokens of the same heads,
@@ -298,9 +300,12 @@ bool can_vectorize(const Params& p, RopeStyle style, bool check_tables) {
   return true;
 }
 
-// Chooses units and head groups, then launches one instantiation.
-template <typename T, typename TT, bool kFused, RopeStyle kStyle, int EV, typename Inv>
-void launch_with(Params p, const Inv& inv, bool inplace, cudaStream_t stream) {
+// Waves of threads (at 2048 per SM) to launch before threads start walking several heads each.
+constexpr int kTargetWaves = 4;
+
+// Fills in the unit counts and head groups of p for a launch of units of EV elements.
+template <RopeStyle kStyle, int EV>
+void plan(Params& p, bool inplace, int target_waves) {
   const std::int64_t half = p.rotary_dim / 2;
   p.rot_units = static_cast<int>(kStyle == RopeStyle::kNeox ? half / EV : p.rotary_dim / EV);
   const int copy_units = inplace ? 0 : static_cast<int>(detail::ceil_div(p.head_dim - p.rotary_dim, EV));
@@ -310,10 +315,16 @@ void launch_with(Params p, const Inv& inv, bool inplace, cudaStream_t stream) {
   // Enough threads for about four full waves; beyond that each thread walks more heads (more
   // reuse of its cos/sin registers, fewer index computations). The head groups of one token
   // re-read the same cos/sin row, which is small and stays in L2.
-  const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * 4;
+  const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * target_waves;
   const std::int64_t base_threads = tokens * p.units;
   p.head_groups = static_cast<int>(std::clamp<std::int64_t>(detail::ceil_div(target, base_threads), 1, heads));
   p.total_threads = base_threads * p.head_groups;
+}
+
+// Plans, then launches one instantiation.
+template <typename T, typename TT, bool kFused, RopeStyle kStyle, int EV, typename Inv>
+void launch_with(Params p, const Inv& inv, bool inplace, cudaStream_t stream) {
+  plan<kStyle, EV>(p, inplace, kTargetWaves);
   const std::int64_t blocks = detail::ceil_div(p.total_threads, kThreads);
   rope_kernel<T, TT, kStyle, kFused, EV><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p, inv);
   FK_CHECK_LAUNCH();

@@ -27,7 +27,7 @@ def rope_cache(max_positions: int, rotary_dim: int, base: float = 10000.0, dtype
     if not isinstance(max_positions, int) or max_positions < 0:
         raise ValueError(f"{op}: argument 'max_positions' must be an int >= 0, got {max_positions!r}")
     if not isinstance(rotary_dim, int) or rotary_dim < 2 or rotary_dim % 2:
-        raise ValueError(f"{op}: argument 'rotary_dim' must be an even int >= 2, got {rotary_dim!r}")
+        raise ValueError(f"{op}: argument 'rotary_dim' must be even and >= 2, got {rotary_dim!r}")
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'dtype' has unsupported dtype {dtype}; expected float32, float16 or bfloat16")
     dev = torch.device("cuda") if device is None else torch.device(device)
