@@ -68,19 +68,38 @@ def test_add_layernorm_triton_optional_inputs():
         add_layernorm_triton(x, x[:1])
 
 
-# Last in the file: argument errors.
+# Last in the file: argument errors. They run in a child interpreter: on an H100 (torch 2.11 cu130)
+# a shape-mismatch error raised right after a dtype error has crashed the process (segfault, root
+# cause not found yet); a crash must fail this test, not abort the whole pytest run.
+_ERROR_CASES = r"""
+import torch, flashkernel
+from flashkernel.ops.layernorm import add_layernorm
+x = torch.randn(4, 8, device="cuda", dtype=torch.float16)
+cases = [
+    (ValueError, "'x' must be a CUDA tensor", lambda: add_layernorm(x.cpu())),
+    (TypeError, "'x' and 'residual'", lambda: add_layernorm(x, x.float())),
+    (ValueError, "'weight'", lambda: add_layernorm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))),
+    (ValueError, "'cols'", lambda: add_layernorm(torch.randn(1, 8193, device="cuda"))),
+    (ValueError, "'eps'", lambda: add_layernorm(x, eps=0.0)),
+    (ValueError, "'residual'", lambda: add_layernorm(x, x[:2])),
+]
+for exc, text, fn in cases:
+    try:
+        fn()
+    except exc as e:
+        assert text in str(e), (text, str(e))
+        print("ok:", text, flush=True)
+    else:
+        raise AssertionError("no error for " + text)
+"""
+
+
 @gpu
 def test_add_layernorm_errors():
-    x = torch.randn(4, 8, device="cuda", dtype=torch.float16)
-    with pytest.raises(ValueError, match="'x' must be a CUDA tensor"):
-        add_layernorm(x.cpu())
-    with pytest.raises(TypeError, match="'x' and 'residual'"):
-        add_layernorm(x, x.float())
-    with pytest.raises(ValueError, match="'weight'"):
-        add_layernorm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))
-    with pytest.raises(ValueError, match="'cols'"):
-        add_layernorm(torch.randn(1, 8193, device="cuda"))
-    with pytest.raises(ValueError, match="'eps'"):
-        add_layernorm(x, eps=0.0)
-    with pytest.raises(ValueError, match="'residual'"):
-        add_layernorm(x, x[:2])
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _ERROR_CASES], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
