@@ -52,7 +52,10 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Host
   std::size_t off = 0;
   for (const auto& t : tensors) {
     header += ",\"" + t.name + "\":{\"dtype\":\"F32\",\"shape\":[";
-    for (std::size_t i = 0; i < t.shape.size(); ++i) header += (i ? "," : "") + std::to_string(t.shape[i]);
+    for (std::size_t i = 0; i < t.shape.size(); ++i) {
+      if (i) header += ',';
+      header += std::to_string(t.shape[i]);
+    }
     header += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + t.data.size() * 4) + "]}";
     off += t.data.size() * 4;
   }
