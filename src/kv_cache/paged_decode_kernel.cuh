@@ -3,10 +3,11 @@
 //
 // Grid (num_splits, num_kv_heads * head_chunks, batch); 128 threads. A CTA owns one KV head of one
 // sequence, one token range (split) and up to G query heads of that KV head's GQA group, so each
-// K/V byte is read once for the whole group. Inside the CTA a head_dim row (16-byte vectors) is
-// spread over D/8 lanes; a warp covers 32/(D/8) rows side by side and kUnroll rows per lane per
-// iteration, issuing all K and V loads of an iteration before any math (2 x kUnroll independent
-// 16-byte loads per lane in flight hide HBM latency without shared-memory staging). Scores are
+// K/V byte is read once for the whole group. CUDA-core kernel: inside the CTA a head_dim row
+// (16-byte vectors) is spread over D/8 lanes; a warp covers 32/(D/8) rows side by side and U rows
+// per lane per iteration, issuing all K and V loads of an iteration before any math (2 x U
+// independent 16-byte loads per lane in flight hide HBM latency without shared-memory staging).
+// The tensor-core kernel for larger GQA groups is further down. Scores are
 // reduced across the row's lanes with shuffles; each lane keeps an online-softmax state for its
 // D/8-wide column slice; states merge across row slots (shuffles), warps (shared memory), and
 // splits (the combine kernel, by log-sum-exp).
