@@ -77,5 +77,7 @@ def run(ctx, quick: bool) -> None:
                                flops=2.0 * m * n * k, bytes_moved=nbytes)
                 del sets
                 torch.cuda.empty_cache()
+                # Rows so far, rewritten after every config: an interrupted sweep keeps its results.
+                ctx.write_csv("gelu_linear", [r for r in ctx.rows if r["op"] == "gelu_linear"])
     finally:
         ctx.target_seconds, ctx.min_runs = saved
