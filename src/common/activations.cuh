@@ -16,9 +16,7 @@ __device__ __forceinline__ float gelu_erf(float x) {
 // matters where 1 + tanh is formed (GeLU), and far below a 16-bit output's rounding, where the
 // tanh.approx instruction (~5e-4 relative) would not be. Overflow-safe: exp -> inf gives 1,
 // exp -> 0 gives -1.
-// __fdividef: one reciprocal instead of IEEE division's Newton sequence (epilogues run it per
-// output); it returns 0 for a denominator above 2^126, which is the correct limit here too.
-__device__ __forceinline__ float tanh_accurate(float u) { return 1.0f - __fdividef(2.0f, __expf(2.0f * u) + 1.0f); }
+__device__ __forceinline__ float tanh_accurate(float u) { return 1.0f - 2.0f / (__expf(2.0f * u) + 1.0f); }
 
 // Tanh GeLU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 __device__ __forceinline__ float gelu_tanh(float x) {
