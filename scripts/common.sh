@@ -11,7 +11,24 @@ JOBS=${FLASHKERNEL_JOBS:-$(nproc)}
 
 log() { printf '\n=== %s\n' "$*"; }
 
+# A CXX whose libstdc++ is only a static archive (seen on a GPU image: a standalone GCC in CXX/CC)
+# must not build anything loaded into the Python process next to torch: neither our libraries
+# (CMake switches those itself) nor the modules torch.compile/Triton compile at run time, which
+# use CC/CXX. Point all of them at the system compiler in that case.
+use_shared_libstdcxx_compilers() {
+  local cxx=${CXX:-}
+  [ -n "$cxx" ] || return 0
+  case "$("$cxx" -print-file-name=libstdc++.so 2>/dev/null)" in
+    /*) return 0 ;;
+  esac
+  if [ -x /usr/bin/g++ ] && [ -x /usr/bin/gcc ]; then
+    echo "note: CXX=$cxx has no shared libstdc++; using /usr/bin/gcc and /usr/bin/g++ for this run"
+    export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
+  fi
+}
+
 ensure_dependencies() {
+  use_shared_libstdcxx_compilers
   if ! "$PY" -c "import torch, triton, pytest, numpy, transformers" 2>/dev/null; then
     log "installing Python dependencies (requirements-dev.txt)"
     "$PY" -m pip install -q -r requirements-dev.txt
