@@ -1,9 +1,6 @@
 // Device queries: device_info() for users and benchmarks, and a cached SM count for launchers.
 #include <cuda_runtime_api.h>
 
-#include <array>
-#include <mutex>
-
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
 #include "common/launch.h"
@@ -55,15 +52,8 @@ DeviceInfo device_info(int device) {
 namespace detail {
 
 int current_sm_count() {
-  constexpr int kMaxDevices = 64;
-  static std::array<int, kMaxDevices> cache{};
-  static std::mutex mutex;
-  int device = 0;
-  FK_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device >= kMaxDevices) return attribute(cudaDevAttrMultiProcessorCount, device);
-  if (cache[device] == 0) cache[device] = attribute(cudaDevAttrMultiProcessorCount, device);
-  return cache[device];
+  static PerDeviceCache cache;
+  return cache.get([](int device) { return attribute(cudaDevAttrMultiProcessorCount, device); });
 }
 
 }  // namespace detail

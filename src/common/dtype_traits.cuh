@@ -39,6 +39,16 @@ decltype(auto) dispatch_half_dtype(DType dtype, const char* op, Fn&& fn) {
   throw ArgumentError(op, "dtype", std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
 }
 
+// The inverse of dispatch_dtype: the DType of a CUDA element type (tests and typed launchers).
+template <typename T>
+constexpr DType dtype_of() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>,
+                "dtype_of: unsupported element type");
+  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
+  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
+  return DType::kBFloat16;
+}
+
 __host__ __device__ __forceinline__ float to_float(float x) { return x; }
 __host__ __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __host__ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }

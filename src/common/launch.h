@@ -1,7 +1,13 @@
 // Launch-shape helpers shared by the elementwise / memory-bound kernels.
 #pragma once
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <mutex>
+
+#include "common/cuda_check.h"
 
 namespace flashkernel::detail {
 
@@ -15,7 +21,28 @@ inline unsigned grid_for(std::int64_t work_items, int threads_per_block, int sm_
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(needed, cap)));
 }
 
-// SM count of the current device, cached per device (cudaGetDeviceProperties is slow).
+// A value computed once per device and then reused: device queries (properties, occupancy) are
+// slow and their answers never change. Each call site keeps its own static instance.
+class PerDeviceCache {
+ public:
+  // compute(device) runs the first time the current device asks (and for devices >= 64, always).
+  template <typename Compute>
+  int get(Compute&& compute) {
+    int device = 0;
+    FK_CUDA_CHECK(cudaGetDevice(&device));
+    if (device >= kMaxDevices) return compute(device);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (values_[device] == 0) values_[device] = compute(device);
+    return values_[device];
+  }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  std::array<int, kMaxDevices> values_{};
+  std::mutex mutex_;
+};
+
+// SM count of the current device, cached per device.
 int current_sm_count();
 
 }  // namespace flashkernel::detail

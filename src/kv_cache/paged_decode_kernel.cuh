@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "common/dtype_traits.cuh"
+#include "common/mma_sm80.cuh"
 #include "common/online_softmax.cuh"
 #include "common/vector_io.cuh"
 
@@ -270,17 +271,6 @@ __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t
   }
 }
 
-template <typename T>
-__device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __half>) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<std::uint32_t*>(&h);
-  } else {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<std::uint32_t*>(&h);
-  }
-}
-
 template <typename T, int D, int G>
 __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
   static_assert(G <= 8, "one mma row block holds at most 8 heads");
@@ -396,7 +386,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
         l += pr[h][c];
       }
     }
-    const std::uint32_t pa0 = pack2<T>(pr[0][0], pr[0][1]), pa2 = pack2<T>(pr[1][0], pr[1][1]);
+    const std::uint32_t pa0 = pack_float2<T>(pr[0][0], pr[0][1]), pa2 = pack_float2<T>(pr[1][0], pr[1][1]);
 #pragma unroll
     for (int i = 0; i < kI; ++i) {
       const auto* v0 = reinterpret_cast<const std::uint32_t*>(&vx[0][i]);

@@ -4,8 +4,6 @@
 // fixed order, never with float atomics, so the result is bit-identical run to run.
 #include <cuda_runtime.h>
 
-#include <array>
-#include <mutex>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
@@ -91,18 +89,12 @@ __global__ void __launch_bounds__(kThreads)
 // waits for a second wave that would leave most SMs idle at the end.
 template <typename Kernel>
 int blocks_per_sm(Kernel kernel) {
-  constexpr int kMaxDevices = 64;
-  static std::array<int, kMaxDevices> cache{};
-  static std::mutex mutex;
-  int device = 0;
-  FK_CUDA_CHECK(cudaGetDevice(&device));
-  std::lock_guard<std::mutex> lock(mutex);
-  if (device < kMaxDevices && cache[device] > 0) return cache[device];
-  int blocks = 0;
-  FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
-  blocks = std::max(blocks, 1);
-  if (device < kMaxDevices) cache[device] = blocks;
-  return blocks;
+  static detail::PerDeviceCache cache;
+  return cache.get([&](int) {
+    int blocks = 0;
+    FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
+    return std::max(blocks, 1);
+  });
 }
 
 // The grid for n elements of T: one block for small arrays, else one full wave capped by work.

@@ -19,11 +19,6 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename T>
-constexpr DType dtype_of() {
-  return std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16;
-}
-
 // Max error relative to the output's scale (max |ref|): fp16 < 1e-3 (one fp16 rounding is 4.9e-4),
 // bf16 < 8e-3 (one bf16 rounding is 3.9e-3).
 template <typename T>

@@ -14,11 +14,6 @@ namespace {
 using testing::DeviceBuffer;
 
 template <typename T>
-constexpr DType dtype_of() {
-  return std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16;
-}
-
-template <typename T>
 class KVCacheKernelTest : public ::testing::Test {};
 using HalfTypes = ::testing::Types<__half, __nv_bfloat16>;
 TYPED_TEST_SUITE(KVCacheKernelTest, HalfTypes);

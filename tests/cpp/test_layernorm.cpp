@@ -18,13 +18,6 @@ namespace {
 using testing::DeviceBuffer;
 
 template <typename T>
-constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
-  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
-  return DType::kBFloat16;
-}
-
-template <typename T>
 void check(std::int64_t rows, std::int64_t cols, bool with_residual, bool with_bias, bool affine, bool in_place) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) + " residual=" +

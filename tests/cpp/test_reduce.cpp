@@ -16,13 +16,6 @@ namespace {
 using testing::DeviceBuffer;
 
 template <typename T>
-constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
-  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
-  return DType::kBFloat16;
-}
-
-template <typename T>
 class ReduceTest : public ::testing::Test {};
 using ElementTypes = ::testing::Types<float, __half, __nv_bfloat16>;
 TYPED_TEST_SUITE(ReduceTest, ElementTypes);

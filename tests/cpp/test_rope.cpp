@@ -19,13 +19,6 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename T>
-constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
-  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
-  return DType::kBFloat16;
-}
-
 // One ulp of T at |v| (mantissa bits and smallest normal exponent of T).
 template <typename T>
 double ulp_of(double v) {
