@@ -49,11 +49,20 @@ def max_rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.double() - ref64).abs().max() / denom).item()
 
 
+def interpreter_rounding_slack(dtype: torch.dtype) -> float:
+    """Triton's CPU interpreter converts fp32 to bf16 by truncation, not round-to-nearest (checked:
+    every one of 1024 random values matched truncation, about half differed from torch's rounding),
+    so each bf16 rounding there can cost a whole ulp instead of half of one. Error bounds written
+    against torch's rounding get this factor in the interpreter lane only; the GPU lane keeps 1."""
+    return 2.0 if TRITON_INTERPRET and dtype == torch.bfloat16 else 1.0
+
+
 def assert_within_torch_error(out, ref_hi, torch_lowp, factor=2.0, floor=1e-5, what=""):
     """The tolerance rule for ops PyTorch also computes in low precision (FlashAttention's rule):
     our max abs error against a high-precision reference is at most `factor` times PyTorch's own
     low-precision error against it, plus a small floor. NaN never passes."""
     assert not torch.isnan(out).any(), f"{what}: output has NaN"
+    factor *= interpreter_rounding_slack(out.dtype)
     ours = (out.double() - ref_hi.double()).abs().max().item()
     theirs = (torch_lowp.double() - ref_hi.double()).abs().max().item()
     assert ours <= factor * theirs + floor, f"{what}: max error {ours:.3e} > {factor} x torch's {theirs:.3e} + {floor}"
