@@ -27,13 +27,3 @@ function(flashkernel_filter_ops list_var regex always)
   endforeach()
   set(${list_var} ${kept} PARENT_SCOPE)
 endfunction()
-
-# Shared libraries that get loaded into Python next to torch bind every symbol at load time
-# (-z now): with lazy binding, a library loaded later that exports its own copy of libstdc++
-# (for example one built on the fly by a compiler that links libstdc++ statically) could capture
-# our first call into std:: and crash it. See DEVELOPMENT_LOG.md, "static libstdc++".
-function(flashkernel_bind_now target)
-  if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
-    target_link_options(${target} PRIVATE "LINKER:-z,now")
-  endif()
-endfunction()

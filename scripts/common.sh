@@ -6,6 +6,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
 BUILD=${FLASHKERNEL_BUILD_DIR:-build}
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 ARCHS=${FLASHKERNEL_CUDA_ARCHS:-80;90a}
 JOBS=${FLASHKERNEL_JOBS:-$(nproc)}
 
@@ -53,13 +54,17 @@ ensure_dependencies() {
 
 build_project() {
   log "configuring $BUILD (CUDA archs: $ARCHS)"
+  mkdir -p "$BUILD"
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKERNEL_CUDA_ARCHS="$ARCHS" \
-        -DPython3_EXECUTABLE="$(command -v "$PY")" ${FLASHKERNEL_CMAKE_ARGS:-} >"$BUILD.configure.log" 2>&1 \
-    || { cat "$BUILD.configure.log"; exit 1; }
+        -DPython3_EXECUTABLE="$(command -v "$PY")" ${FLASHKERNEL_CMAKE_ARGS:-} >"$BUILD/configure.log" 2>&1 \
+    || { cat "$BUILD/configure.log"; exit 1; }
+  # What was chosen (compilers, torch) goes into the build log: a GPU-machine log must say it.
+  grep -E "FlashKernel:|The (CXX|CUDA) compiler identification" "$BUILD/configure.log" || true
+  grep -E "^CMAKE_(CXX_COMPILER|CUDA_HOST_COMPILER):" "$BUILD/CMakeCache.txt" || true
   log "building with $JOBS jobs"
   cmake --build "$BUILD" -j "$JOBS"
-  export FLASHKERNEL_LIB_DIR="$ROOT/$BUILD/python/flashkernel"
-  export FLASHKERNEL_BENCH_DIR="$ROOT/$BUILD/bench"
+  export FLASHKERNEL_LIB_DIR="$BUILD/python/flashkernel"
+  export FLASHKERNEL_BENCH_DIR="$BUILD/bench"
   export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 }
 

@@ -16,7 +16,7 @@ cpp_skipped=$(grep -c '\*\*\*Skipped' "$LOGDIR/ctest.log" || true)
 
 log "CMake package: install, then build and run a consumer with find_package(FlashKernel)"
 { cmake --install "$BUILD" --prefix "$BUILD/install" >/dev/null &&
-  cmake -S tests/cmake_consumer -B "$BUILD/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$ROOT/$BUILD/install" >/dev/null &&
+  cmake -S tests/cmake_consumer -B "$BUILD/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$BUILD/install" >/dev/null &&
   cmake --build "$BUILD/consumer" >/dev/null && "$BUILD/consumer/consumer"; } 2>&1 | tee "$LOGDIR/consumer.log" \
   || { echo "CMake package consumer FAILED"; status=1; }
 
