@@ -56,15 +56,7 @@ void expect_accounting(const KVPageAllocator& a) {
   ASSERT_EQ(referenced + std::int64_t(free.size()), a.num_pages());
 }
 
-template <typename Fn>
-void expect_argument_error(Fn&& fn, const std::string& argument) {
-  try {
-    fn();
-    FAIL() << "expected ArgumentError naming '" << argument << "'";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), argument) << e.what();
-  }
-}
+using testing::expect_argument_error;
 
 TEST(KVCacheAllocator, ReserveAllocatesCeilPagesAndFreeReturnsThem) {
   KVPageAllocator a(10, 16, 2);

@@ -23,15 +23,7 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename Fn>
-void expect_argument_error(Fn fn, const std::string& argument) {
-  try {
-    fn();
-    FAIL() << "expected ArgumentError for '" << argument << "'";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), argument) << e.what();
-  }
-}
+using testing::expect_argument_error;
 
 std::filesystem::path temp_dir(const std::string& tag) {
   auto dir = std::filesystem::temp_directory_path() /

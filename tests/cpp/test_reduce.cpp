@@ -138,15 +138,7 @@ TEST(ReduceGpu, BitIdenticalAcrossRuns) {
 }
 
 // Argument validation happens before any CUDA call, so these run without a GPU.
-template <typename Fn>
-void expect_argument_error(Fn&& fn, const std::string& argument) {
-  try {
-    fn();
-    FAIL() << "expected ArgumentError naming '" << argument << "'";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), argument) << e.what();
-  }
-}
+using testing::expect_argument_error;
 
 TEST(ReduceArguments, BadArgumentsAreNamed) {
   float dummy[4] = {};

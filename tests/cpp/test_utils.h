@@ -13,6 +13,7 @@
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
 #include "flashkernel/device_info.h"
+#include "flashkernel/status.h"
 
 namespace flashkernel::testing {
 
@@ -87,6 +88,17 @@ std::int64_t first_mismatch(const std::vector<T>& got, const std::vector<T>& wan
     if (std::isnan(g) || std::isnan(w) || std::abs(g - w) > atol + rtol * std::abs(w)) return std::int64_t(i);
   }
   return -1;
+}
+
+// fn() must throw ArgumentError naming `argument` (and nothing else may escape).
+template <typename Fn>
+void expect_argument_error(Fn&& fn, const std::string& argument) {
+  try {
+    fn();
+    FAIL() << "expected ArgumentError naming '" << argument << "'";
+  } catch (const ArgumentError& e) {
+    EXPECT_EQ(e.argument(), argument) << e.what();
+  }
 }
 
 }  // namespace flashkernel::testing
