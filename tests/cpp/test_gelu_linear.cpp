@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <string>
 
 #include "flashkernel/gelu_linear.h"
@@ -26,26 +27,54 @@ constexpr double scale_tolerance() {
   return std::is_same_v<T, __half> ? 1e-3 : 8e-3;
 }
 
+// One random problem: inputs on the host and the device, and x @ W^T in double computed once (the
+// CPU reference's expensive part), shared by every bias/GeLU variant and kernel mode run on it.
 template <typename T>
-void check_gelu_linear(std::int64_t m, std::int64_t k, std::int64_t n, bool with_bias, GeluApproximation act) {
-  const auto seed = testing::fresh_seed();
-  SCOPED_TRACE("m=" + std::to_string(m) + " k=" + std::to_string(k) + " n=" + std::to_string(n) +
+struct Problem {
+  Problem(std::int64_t m_, std::int64_t k_, std::int64_t n_)
+      : m(m_), k(k_), n(n_), seed(testing::fresh_seed()),
+        // Weights scaled by 1/sqrt(k) keep pre-activations O(1), where GeLU is most curved.
+        x(testing::random_vector<T>(m * k, seed)),
+        w(testing::random_vector<T>(n * k, seed + 1, -2.0f / std::sqrt(float(k)), 2.0f / std::sqrt(float(k)))),
+        b(testing::random_vector<T>(n, seed + 2)),
+        dx(x), dw(w), db(b), pre(reference::matmul_nt(x.data(), w.data(), m, n, k)) {}
+  std::int64_t m, k, n;
+  std::uint64_t seed;
+  std::vector<T> x, w, b;
+  DeviceBuffer<T> dx, dw, db;
+  std::vector<double> pre;
+};
+
+// Runs one bias/GeLU variant on p and compares with the reference, once per kernel mode in `modes`
+// (values of FLASHKERNEL_GELU_LINEAR_KERNEL; nullptr leaves it as it is).
+template <typename T>
+void check_gelu_linear(const Problem<T>& p, bool with_bias, GeluApproximation act,
+                       std::initializer_list<const char*> modes) {
+  SCOPED_TRACE("m=" + std::to_string(p.m) + " k=" + std::to_string(p.k) + " n=" + std::to_string(p.n) +
                " bias=" + std::to_string(with_bias) + " tanh=" + std::to_string(int(act)) +
-               " seed=" + std::to_string(seed));
-  // Weights scaled by 1/sqrt(k) keep pre-activations O(1), where GeLU is most curved.
-  const float ws = 2.0f / std::sqrt(float(k));
-  auto x = testing::random_vector<T>(m * k, seed);
-  auto w = testing::random_vector<T>(n * k, seed + 1, -ws, ws);
-  auto b = testing::random_vector<T>(n, seed + 2);
-  DeviceBuffer<T> dx(x), dw(w), db(b), dout(m * n);
-  dout.poison();
-  gelu_linear(dx.get(), dw.get(), with_bias ? db.get() : nullptr, dout.get(), m, n, k, dtype_of<T>(), act);
-  FK_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<T> want(static_cast<std::size_t>(m * n));
-  reference::gelu_linear(x.data(), w.data(), with_bias ? b.data() : nullptr, want.data(), m, n, k, act);
+               " seed=" + std::to_string(p.seed));
+  std::vector<T> want(static_cast<std::size_t>(p.m * p.n));
+  reference::gelu_epilogue(p.pre, with_bias ? p.b.data() : nullptr, want.data(), p.m, p.n, act);
   double scale = 0;
   for (const T& v : want) scale = std::max(scale, std::abs(double(to_float(v))));
-  EXPECT_EQ(testing::first_mismatch(dout.download(), want, 0.0, scale_tolerance<T>() * scale), -1);
+  for (const char* mode : modes) {
+    if (mode) ::setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", mode, 1);
+    SCOPED_TRACE(std::string("kernel mode ") + (mode ? mode : "as set"));
+    DeviceBuffer<T> dout(p.m * p.n);
+    dout.poison();
+    gelu_linear(p.dx.get(), p.dw.get(), with_bias ? p.db.get() : nullptr, dout.get(), p.m, p.n, p.k, dtype_of<T>(),
+                act);
+    FK_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(testing::first_mismatch(dout.download(), want, 0.0, scale_tolerance<T>() * scale), -1);
+  }
+}
+
+// The three variants every shape runs: both GeLU forms with bias, and one form without bias.
+template <typename T>
+void check_variants(const Problem<T>& p, GeluApproximation form_without_bias,
+                    std::initializer_list<const char*> modes = {nullptr}) {
+  for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) check_gelu_linear(p, true, act, modes);
+  check_gelu_linear(p, false, form_without_bias, modes);
 }
 
 template <typename T>
@@ -60,30 +89,23 @@ TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
   struct Shape { std::int64_t m, k, n; };
   for (Shape s : {Shape{1, 64, 8}, Shape{7, 72, 200}, Shape{16, 264, 24}, Shape{17, 512, 40}, Shape{33, 768, 136},
                   Shape{64, 96, 16}, Shape{5, 520, 131072 / 8}}) {
-    for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) {
-      check_gelu_linear<TypeParam>(s.m, s.k, s.n, true, act);
-    }
-    check_gelu_linear<TypeParam>(s.m, s.k, s.n, false, GeluApproximation::kNone);
+    check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kNone);
   }
 }
 
 TYPED_TEST(GeluLinearTest, TiledPath) {
   FK_SKIP_WITHOUT_GPU();
   struct Shape { std::int64_t m, k, n; };
-  // 65 and 127: one partial tile; k = 8 and 136: K tails inside one 64-column stage; 1100 x 2048
-  // and 2000 x 1544 (a partial N tile): enough 128x128 tiles for the large-tile kernels (wgmma on
-  // Hopper) on GPUs with up to 144 SMs. Every shape runs twice on Hopper: the default kernels and
-  // the portable mma.sync ones (FLASHKERNEL_GELU_LINEAR_KERNEL=sm80).
-  for (const char* mode : {"auto", "sm80"}) {
-    ::setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", mode, 1);
-    SCOPED_TRACE(std::string("kernel mode ") + mode);
-    for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 768, 3072},
-                    Shape{1100, 72, 2048}, Shape{2000, 136, 1544}}) {
-      for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) {
-        check_gelu_linear<TypeParam>(s.m, s.k, s.n, true, act);
-      }
-      check_gelu_linear<TypeParam>(s.m, s.k, s.n, false, GeluApproximation::kTanh);
-    }
+  // 65 and 127: one partial tile; k = 8 and 136: K tails inside one 64-column stage; 513 x 520 x
+  // 1032: 5 x 9 large tiles, so the 64x64-tile kernel on GPUs with more than 45 SMs, with 9 K
+  // stages (its 4-deep cp.async ring wraps twice, and the last stage is an 8-column tail), a 1-row
+  // partial M tile and an 8-column partial N tile; 1100 x 2048 and 2000 x 1544 (a partial N tile):
+  // enough 128x128 tiles for the large-tile kernels (wgmma on Hopper) on GPUs with up to 144 SMs.
+  // Every shape runs twice on Hopper, on the same inputs: the default kernels and the portable
+  // mma.sync ones (FLASHKERNEL_GELU_LINEAR_KERNEL=sm80).
+  for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 520, 1032},
+                  Shape{1100, 72, 2048}, Shape{2000, 136, 1544}}) {
+    check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kTanh, {"auto", "sm80"});
   }
   ::unsetenv("FLASHKERNEL_GELU_LINEAR_KERNEL");
 }
@@ -132,6 +154,27 @@ TEST(ReferenceGeluLinear, ForwardsMatchClosedForms) {
   EXPECT_NEAR(e, 0.5 * (1 + std::erf(1 / std::sqrt(2.0))), 1e-15);
   EXPECT_GT(std::abs(e - t), 1e-5);
   EXPECT_LT(std::abs(e - t), 1e-3);
+}
+
+TEST(ReferenceGeluLinear, MatmulEqualsPlainSums) {
+  // Small integers: every product and sum is exact, so the split accumulation must equal a plain
+  // loop exactly, for every k around its unroll of 4 (and the epilogue must add the bias).
+  for (std::int64_t k : {1, 3, 4, 5, 7, 8, 9}) {
+    const std::int64_t m = 3, n = 2;
+    std::vector<float> x(m * k), w(n * k), bias = {0.5f, -2.f};
+    for (std::int64_t i = 0; i < m * k; ++i) x[i] = float(i % 7) - 3.f;
+    for (std::int64_t i = 0; i < n * k; ++i) w[i] = float(i % 5) - 1.f;
+    const auto pre = reference::matmul_nt(x.data(), w.data(), m, n, k);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double want = 0;
+        for (std::int64_t l = 0; l < k; ++l) want += double(x[i * k + l]) * double(w[j * k + l]);
+        EXPECT_EQ(pre[i * n + j], want) << "k=" << k << " i=" << i << " j=" << j;
+      }
+    std::vector<float> out(m * n);
+    reference::gelu_epilogue(pre, bias.data(), out.data(), m, n, GeluApproximation::kNone);
+    EXPECT_EQ(out[1], float(reference::gelu(pre[1] - 2.0, GeluApproximation::kNone))) << "k=" << k;
+  }
 }
 
 }  // namespace
