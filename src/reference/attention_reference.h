@@ -23,19 +23,33 @@ void flash_attention(const T* q, const T* k, const T* v, const AttentionShape& s
   out.assign(static_cast<std::size_t>(B * Hq * Nq * D), 0.0);
   lse.assign(static_cast<std::size_t>(B * Hq * Nq), -std::numeric_limits<double>::infinity());
   std::vector<double> scores(static_cast<std::size_t>(std::max<std::int64_t>(Nk, 1)));
+  // One KV head's K and V, and one query row, converted to double once (not in the inner loops).
+  std::vector<double> kd(static_cast<std::size_t>(Nk * D)), vd(static_cast<std::size_t>(Nk * D)),
+      qd(static_cast<std::size_t>(D));
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < Hq; ++h) {
       const std::int64_t hk = h / group;
+      if (h % group == 0) {
+        for (std::int64_t j = 0; j < Nk; ++j) {
+          const T* kj = k + b * s.k_stride[0] + hk * s.k_stride[1] + j * s.k_stride[2];
+          const T* vj = v + b * s.v_stride[0] + hk * s.v_stride[1] + j * s.v_stride[2];
+          for (std::int64_t d = 0; d < D; ++d) {
+            kd[j * D + d] = double(to_float(kj[d]));
+            vd[j * D + d] = double(to_float(vj[d]));
+          }
+        }
+      }
       for (std::int64_t i = 0; i < Nq; ++i) {
-        const T* qi = q + b * s.q_stride[0] + h * s.q_stride[1] + i * s.q_stride[2];
         // Bottom-right causal alignment: query i sees keys j <= i + Nk - Nq.
         const std::int64_t last = causal ? std::min(Nk - 1, i + Nk - Nq) : Nk - 1;
         if (last < 0) continue;
+        const T* qi = q + b * s.q_stride[0] + h * s.q_stride[1] + i * s.q_stride[2];
+        for (std::int64_t d = 0; d < D; ++d) qd[d] = double(to_float(qi[d]));
         double mx = -std::numeric_limits<double>::infinity();
         for (std::int64_t j = 0; j <= last; ++j) {
-          const T* kj = k + b * s.k_stride[0] + hk * s.k_stride[1] + j * s.k_stride[2];
+          const double* kj = kd.data() + j * D;
           double dot = 0;
-          for (std::int64_t d = 0; d < D; ++d) dot += double(to_float(qi[d])) * double(to_float(kj[d]));
+          for (std::int64_t d = 0; d < D; ++d) dot += qd[d] * kj[d];
           scores[j] = dot * scale;
           mx = std::max(mx, scores[j]);
         }
@@ -44,8 +58,8 @@ void flash_attention(const T* q, const T* k, const T* v, const AttentionShape& s
         double* o = out.data() + ((b * Hq + h) * Nq + i) * D;
         for (std::int64_t j = 0; j <= last; ++j) {
           const double p = std::exp(scores[j] - mx) / sum;
-          const T* vj = v + b * s.v_stride[0] + hk * s.v_stride[1] + j * s.v_stride[2];
-          for (std::int64_t d = 0; d < D; ++d) o[d] += p * double(to_float(vj[d]));
+          const double* vj = vd.data() + j * D;
+          for (std::int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
         }
         lse[(b * Hq + h) * Nq + i] = mx + std::log(sum);
       }
