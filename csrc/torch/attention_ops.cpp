@@ -1,5 +1,6 @@
 // PyTorch binding of flash_attention: flashkernel::flash_attention(q, k, v, causal, scale,
-// return_lse) -> (out, lse). lse is an empty tensor unless return_lse.
+// return_lse, backend) -> (out, lse). lse is an empty tensor unless return_lse; backend is "auto",
+// "sm80" or "sm90" (AttentionBackend).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
@@ -25,7 +26,8 @@ at::Tensor kernel_ready(const at::Tensor& t) {
 }
 
 std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                        bool causal, std::optional<double> scale, bool return_lse) {
+                                                        bool causal, std::optional<double> scale, bool return_lse,
+                                                        c10::string_view backend) {
   check_cuda(q, kOp, "q");
   check_cuda(k, kOp, "k");
   check_cuda(v, kOp, "v");
@@ -53,6 +55,16 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(double(q.size(3)));
   TORCH_CHECK_VALUE(std::isfinite(sc), kOp, ": argument 'scale' must be finite, got ", sc);
 
+  AttentionBackend which = AttentionBackend::kAuto;
+  if (backend == "sm80") {
+    which = AttentionBackend::kSm80;
+  } else if (backend == "sm90") {
+    which = AttentionBackend::kSm90;
+  } else {
+    TORCH_CHECK_VALUE(backend == "auto", kOp, ": argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got \"",
+                      std::string(backend), "\"");
+  }
+
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor qq = kernel_ready(q), kk = kernel_ready(k), vv = kernel_ready(v);
   at::Tensor out = at::empty(q.sizes(), q.options());
@@ -75,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   call_library([&] {
     flash_attention(qq.data_ptr(), kk.numel() ? kk.data_ptr() : nullptr, vv.numel() ? vv.data_ptr() : nullptr,
                     out.data_ptr(), return_lse ? lse.data_ptr<float>() : nullptr, s, dtype, causal, float(sc),
-                    stream_of(q));
+                    stream_of(q), which);
   });
   return {out, lse};
 }
@@ -84,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("flash_attention(Tensor q, Tensor k, Tensor v, bool causal=False, float? scale=None, "
-        "bool return_lse=False) -> (Tensor, Tensor)");
+        "bool return_lse=False, str backend=\"auto\") -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {

@@ -27,6 +27,12 @@ struct AttentionShape {
   std::int64_t o_stride[3] = {0, 0, 0};
 };
 
+// Which kernel runs. kAuto: the Hopper kernel (TMA + wgmma + warp specialization) on sm_90 GPUs
+// when the library was built with sm_90a and TMA can describe the tensors, the portable one
+// (mma.sync, sm_80 and newer) otherwise. kSm80 / kSm90 force one; kSm90 where it cannot run
+// (another GPU, a build without 90a) is an ArgumentError naming `backend`.
+enum class AttentionBackend : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
+
 // Supported: dtype float16 or bfloat16; head_dim 64 or 128; seq_q, seq_k >= 1 (0 launches
 // nothing); every pointer 16-byte aligned and every stride a multiple of 8 elements (the kernel
 // moves 16-byte chunks). causal: query i sees keys j <= i + seq_k - seq_q (bottom-right
@@ -35,6 +41,6 @@ struct AttentionShape {
 // log-sum-exp of each row's scaled scores. Throws ArgumentError before any launch, CudaError.
 void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse,
                      const AttentionShape& shape, DType dtype, bool causal, float scale,
-                     cudaStream_t stream = nullptr);
+                     cudaStream_t stream = nullptr, AttentionBackend backend = AttentionBackend::kAuto);
 
 }  // namespace flashkernel

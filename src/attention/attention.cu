@@ -1,13 +1,14 @@
-// flash_attention launcher: validates arguments (naming the bad one) and picks a kernel path.
-// Paths are keyed by architecture and head_dim; today every GPU takes the portable sm80 path
-// (mma.sync, runs on sm_80 and newer). A Hopper path slots in by adding a branch to
-// select_path() and a launch function next to sm80's in attention_params.h.
+// flash_attention launcher: validates arguments (naming the bad one) and picks a kernel path by
+// architecture and head_dim: the Hopper path (sm90/, TMA + wgmma) on compute capability 9.x when
+// it applies, the portable path (sm80/, mma.sync, sm_80 and newer) otherwise.
 #include <cmath>
 #include <cstdint>
 #include <string>
 
 #include "attention/attention_params.h"
 #include "common/arg_check.h"
+#include "common/cuda_check.h"
+#include "common/launch.h"
 #include "common/vector_io.cuh"
 #include "flashkernel/attention.h"
 
@@ -24,20 +25,32 @@ void require_strides(const std::int64_t (&stride)[3], const char* name) {
   }
 }
 
-using LaunchFn = void (*)(const attention::Params&, DType, cudaStream_t);
+int current_compute_major() {
+  static detail::PerDeviceCache cache;
+  return cache.get([](int device) {
+    int major = 0;
+    FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major;
+  });
+}
 
-LaunchFn select_path(std::int64_t head_dim) {
-  switch (head_dim) {
-    case 64: return attention::sm80::launch_d64;
-    case 128: return attention::sm80::launch_d128;
-    default: return nullptr;
+void launch(const attention::Params& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
+  const bool d64 = p.shape.head_dim == 64;
+  if (backend != AttentionBackend::kSm80) {
+    const bool hopper = current_compute_major() == 9;
+    detail::require(hopper || backend == AttentionBackend::kAuto, kOp, "backend",
+                    "sm90 needs a compute capability 9.x GPU (H100/H200)");
+    if (hopper && (d64 ? attention::sm90::launch_d64 : attention::sm90::launch_d128)(p, dtype, stream)) return;
+    detail::require(backend == AttentionBackend::kAuto, kOp, "backend",
+                    "the sm90 path cannot run here (a build without sm_90a, or tensors TMA cannot describe)");
   }
+  (d64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
 }
 
 }  // namespace
 
 void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse, const AttentionShape& s,
-                     DType dtype, bool causal, float scale, cudaStream_t stream) {
+                     DType dtype, bool causal, float scale, cudaStream_t stream, AttentionBackend backend) {
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
                   std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
   detail::require(s.head_dim == 64 || s.head_dim == 128, kOp, "head_dim",
@@ -54,6 +67,9 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
   detail::require(s.seq_k >= 0 && s.seq_k < (std::int64_t(1) << 30), kOp, "seq_k",
                   "must be in [0, 2^30), got " + std::to_string(s.seq_k));
   detail::require(std::isfinite(scale), kOp, "scale", "must be finite");
+  detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
+                      backend == AttentionBackend::kSm90,
+                  kOp, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
   if (s.batch == 0 || s.seq_q == 0) return;
   const std::int64_t n = s.batch * s.heads_q * s.seq_q * s.head_dim;
   detail::require_device_pointer(q, n, kOp, "q");
@@ -69,7 +85,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
   require_strides(s.o_stride, "out");
 
   attention::Params p{q, k, v, out, lse, s, causal, scale};
-  select_path(s.head_dim)(p, dtype, stream);
+  launch(p, dtype, backend, stream);
 }
 
 }  // namespace flashkernel

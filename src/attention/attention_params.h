@@ -1,4 +1,4 @@
-// What the attention launcher hands a kernel path (sm80 today, an sm90 path later): raw pointers
+// What the attention launcher hands a kernel path (sm80 or sm90): raw pointers
 // plus the validated shape, all in one struct so every path takes the same arguments.
 #pragma once
 #include <cuda_runtime_api.h>
@@ -25,5 +25,12 @@ namespace sm80 {
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream);
 void launch_d128(const Params& p, DType dtype, cudaStream_t stream);
 }  // namespace sm80
+
+namespace sm90 {
+// The Hopper path (TMA + wgmma, needs an sm_90a build). Returns false, launching nothing, where it
+// does not apply (no sm_90a code, tensors TMA cannot describe); the caller falls back to sm80.
+bool launch_d64(const Params& p, DType dtype, cudaStream_t stream);
+bool launch_d128(const Params& p, DType dtype, cudaStream_t stream);
+}  // namespace sm90
 
 }  // namespace flashkernel::attention

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 
@@ -44,5 +45,36 @@ class PerDeviceCache {
 
 // SM count of the current device, cached per device.
 int current_sm_count();
+
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory (needed above 48 KiB), once per kernel
+// and device. `kernel` is a template argument so that every kernel gets its own flag (kernels
+// sharing a function-pointer type would otherwise share it and skip the opt-in).
+template <auto kernel>
+void ensure_smem_opt_in(int smem_bytes) {
+  // One bit per device ordinal; setting the attribute twice is harmless, so a race only repeats it.
+  static std::atomic<std::uint64_t> configured{0};
+  int device = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  const std::uint64_t bit = device < 64 ? (std::uint64_t(1) << device) : 0;
+  if (bit != 0 && (configured.load(std::memory_order_relaxed) & bit)) return;
+  FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  configured.fetch_or(bit, std::memory_order_relaxed);
+}
+
+// Whether `kernel`'s loaded binary is sm_90 machine code. Kernels using sm_90a instructions
+// (wgmma, setmaxnreg) compile to a trap for other targets; a build without 90a in its
+// architectures only has that (e.g. JIT-compiled from sm_80 PTX), and must not launch them.
+template <auto kernel>
+bool kernel_has_sm90a_code() {
+  static const bool value = [] {
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return attr.binaryVersion == 90;
+  }();
+  return value;
+}
 
 }  // namespace flashkernel::detail

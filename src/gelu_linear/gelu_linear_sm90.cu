@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads, 2) gelu_linear_wgmma_kernel(Problem 
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) {
-      wgmma_m64n128k16<std::is_same_v<T, __nv_bfloat16>>(acc, wgmma_desc_advance(da, kk * 32),
+      wgmma_ss<128, std::is_same_v<T, __nv_bfloat16>>(acc, wgmma_desc_advance(da, kk * 32),
                                                            wgmma_desc_advance(db, kk * 32), true);
     }
     wgmma_commit_group();
@@ -81,27 +81,12 @@ __global__ void __launch_bounds__(kThreads, 2) gelu_linear_wgmma_kernel(Problem 
 #endif
 }
 
-// Whether this kernel's loaded binary is sm_90 code (a build without 90a in its architectures
-// only has the trap above, e.g. JIT-compiled from sm_80 PTX).
-template <typename T>
-bool has_sm90a_code() {
-  static const bool value = [] {
-    cudaFuncAttributes attr{};
-    if (cudaFuncGetAttributes(&attr, gelu_linear_wgmma_kernel<T>) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return attr.binaryVersion == 90;
-  }();
-  return value;
-}
-
 }  // namespace
 
 template <typename T>
 bool launch_wgmma(const Problem& p, cudaStream_t stream) {
-  if (!has_sm90a_code<T>()) return false;
   constexpr auto kernel = gelu_linear_wgmma_kernel<T>;
+  if (!detail::kernel_has_sm90a_code<kernel>()) return false;
   ensure_smem_opt_in<kernel>(kSmemBytes);
   const std::int64_t tiles = std::int64_t((p.m + kBM - 1) / kBM) * ((p.n + kBN - 1) / kBN);
   kernel<<<static_cast<unsigned>(tiles), kThreads, kSmemBytes, stream>>>(p);

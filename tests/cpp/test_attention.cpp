@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "flashkernel/attention.h"
 #include "flashkernel/status.h"
@@ -43,10 +44,30 @@ double tolerance() {
   return 4 * testing::rounding_tolerance<T>();
 }
 
+// The kernel paths this GPU can run: the portable one always, the Hopper one on compute 9.x.
+std::vector<AttentionBackend> backends_to_test() {
+  int device = 0, major = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major == 9) return {AttentionBackend::kSm80, AttentionBackend::kSm90};
+  return {AttentionBackend::kSm80};
+}
+
+const char* backend_name(AttentionBackend b) { return b == AttentionBackend::kSm90 ? "sm90" : "sm80"; }
+
+template <typename T>
+void check_attention_on(const Case& c, AttentionBackend backend);
+
+// Runs the case on every kernel path this GPU has.
 template <typename T>
 void check_attention(const Case& c) {
+  for (AttentionBackend b : backends_to_test()) check_attention_on<T>(c, b);
+}
+
+template <typename T>
+void check_attention_on(const Case& c, AttentionBackend backend) {
   const auto seed = testing::fresh_seed();
-  SCOPED_TRACE(describe(c) + " seed=" + std::to_string(seed));
+  SCOPED_TRACE(describe(c) + " backend=" + backend_name(backend) + " seed=" + std::to_string(seed));
   AttentionShape s;
   s.batch = c.batch, s.heads_q = c.heads_q, s.heads_kv = c.heads_kv, s.seq_q = c.seq_q, s.seq_k = c.seq_k,
   s.head_dim = c.head_dim;
@@ -65,7 +86,8 @@ void check_attention(const Case& c) {
   dlse.poison();
   const double scale = 1.0 / std::sqrt(double(c.head_dim));
   flash_attention(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(), s,
-                  std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, c.causal, float(scale));
+                  std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, c.causal, float(scale), nullptr,
+                  backend);
   FK_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> want, want_lse;
   reference::flash_attention(hq.data(), hk.data(), hv.data(), s, c.causal, scale, want, want_lse);
@@ -124,6 +146,16 @@ TYPED_TEST(AttentionTest, GroupedQueryHeadsAndStrides) {
   }
 }
 
+// Long enough for every stage of the K/V rings to be refilled several times (sm90: 128-key tiles,
+// 2-3 stages), with a causal diagonal that crosses tiles unaligned.
+TYPED_TEST(AttentionTest, ManyKeyTilesThroughThePipeline) {
+  FK_SKIP_WITHOUT_GPU();
+  for (std::int64_t d : {64, 128}) {
+    check_attention<TypeParam>({1, 2, 1, 1000, 1000, d, true, false});
+    check_attention<TypeParam>({1, 1, 1, 333, 1201, d, false, true});
+  }
+}
+
 TEST(AttentionGpu, EmptyQueryIsANoOp) {
   FK_SKIP_WITHOUT_GPU();
   AttentionShape s;
@@ -142,11 +174,12 @@ AttentionShape valid_shape() {
   return s;
 }
 
-std::string argument_of_error(const AttentionShape& s, DType dtype, const void* ptr = nullptr) {
+std::string argument_of_error(const AttentionShape& s, DType dtype, const void* ptr = nullptr,
+                              AttentionBackend backend = AttentionBackend::kAuto) {
   alignas(16) static char dummy[16];
   const void* p = ptr ? ptr : dummy;
   try {
-    flash_attention(p, p, p, const_cast<void*>(p), nullptr, s, dtype, false, 1.f);
+    flash_attention(p, p, p, const_cast<void*>(p), nullptr, s, dtype, false, 1.f, nullptr, backend);
   } catch (const ArgumentError& e) {
     EXPECT_NE(std::string(e.what()).find("flash_attention"), std::string::npos);
     return e.argument();
@@ -170,7 +203,9 @@ TEST(AttentionArguments, EachBadInputNamesItsArgument) {
   EXPECT_EQ(argument_of_error(s, DType::kFloat16), "k");
   alignas(16) static char buf[32];
   EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat16, buf + 2), "q");
+  EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat16, nullptr, static_cast<AttentionBackend>(7)), "backend");
 }
+
 
 TEST(ReferenceAttention, FullyMaskedRowIsZeroWithMinusInfLse) {
   // Nq = 3, Nk = 1, causal: rows 0 and 1 see no key, row 2 sees key 0 (weight 1: out = v[0]).

@@ -1,5 +1,6 @@
 """flash_attention (CUDA op) and its Triton twin against an fp32 reference, with the tolerance
 rule: max abs error at most 2x that of PyTorch's own fp16/bf16 attention math, plus 1e-5."""
+import functools
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 import flashkernel
 import flashkernel.triton
+from flashkernel.triton import attention as triton_attention_module
 from helpers import TRITON_INTERPRET, assert_within_torch_error, gpu, randn, triton_device, triton_twin
 
 DTYPES = [torch.float16, torch.bfloat16]
@@ -61,7 +63,19 @@ def check(fn, q, k, v, causal=False, scale=None, what=""):
     return out, lse
 
 
-cuda_attention = flashkernel.flash_attention
+def _cuda_backends():
+    """The CUDA kernel paths this GPU has: the portable one always, the Hopper one on sm_90."""
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9:
+        return ["sm80", "sm90"]
+    return ["sm80"]
+
+
+@pytest.fixture(params=_cuda_backends())
+def cuda_attention(request):
+    """flashkernel.flash_attention pinned to one kernel path: every CUDA test runs on each."""
+    return functools.partial(flashkernel.flash_attention, backend=request.param)
+
+
 triton_attention = flashkernel.triton.flash_attention
 
 # ------------------------------------------------------------------ CUDA op
@@ -72,7 +86,7 @@ SEED_MATRIX = [(1, 8, 512, 64), (4, 8, 1024, 64), (1, 8, 4096, 64), (8, 12, 2048
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("b,h,n,d", SEED_MATRIX)
-def test_cuda_seed_matrix(b, h, n, d, causal, dtype):
+def test_cuda_seed_matrix(b, h, n, d, causal, dtype, cuda_attention):
     q, k, v = make_qkv(b, h, h, n, n, d, dtype)
     check(cuda_attention, q, k, v, causal, what=f"B={b} H={h} N={n} d={d} causal={causal}")
 
@@ -82,7 +96,7 @@ def test_cuda_seed_matrix(b, h, n, d, causal, dtype):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("n", [1, 17, 127, 129, 1000])
-def test_cuda_odd_lengths(n, d, causal, dtype):
+def test_cuda_odd_lengths(n, d, causal, dtype, cuda_attention):
     q, k, v = make_qkv(2, 3, 3, n, n, d, dtype)
     check(cuda_attention, q, k, v, causal, what=f"N={n} d={d}")
 
@@ -91,7 +105,7 @@ def test_cuda_odd_lengths(n, d, causal, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("nq,nk", [(100, 300), (300, 100), (1, 513), (513, 1), (129, 1000)])
-def test_cuda_unequal_lengths(nq, nk, causal, dtype):
+def test_cuda_unequal_lengths(nq, nk, causal, dtype, cuda_attention):
     q, k, v = make_qkv(2, 4, 2, nq, nk, 128, dtype)
     out, lse = check(cuda_attention, q, k, v, causal, what=f"Nq={nq} Nk={nk}")
     if causal and nq > nk:  # rows i < nq - nk see no key
@@ -103,14 +117,14 @@ def test_cuda_unequal_lengths(nq, nk, causal, dtype):
 @gpu
 @pytest.mark.parametrize("ratio", [1, 4, 8])
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_gqa(ratio, causal):
+def test_cuda_gqa(ratio, causal, cuda_attention):
     q, k, v = make_qkv(2, 8, 8 // ratio, 333, 333, 64, torch.bfloat16)
     check(cuda_attention, q, k, v, causal, what=f"GQA {ratio}")
 
 
 @gpu
 @pytest.mark.parametrize("d", [64, 128])
-def test_cuda_transposed_layout_and_misaligned_views(d):
+def test_cuda_transposed_layout_and_misaligned_views(d, cuda_attention):
     q, k, v = make_qkv(2, 4, 2, 200, 250, d, torch.float16, bnhd=True)
     assert not q.is_contiguous()
     check(cuda_attention, q, k, v, True, what="[B,N,H,d].transpose(1,2)")
@@ -123,7 +137,7 @@ def test_cuda_transposed_layout_and_misaligned_views(d):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_large_magnitude_scores(dtype, causal):
+def test_cuda_large_magnitude_scores(dtype, causal, cuda_attention):
     # q, k ~ N(0, 45^2): scaled scores have a standard deviation of ~2e3 and reach ~1e4.
     q, k, v = make_qkv(1, 4, 4, 300, 300, 64, dtype, scale=45.0)
     s = (q.float() @ k.float().transpose(-1, -2)) / 8
@@ -133,7 +147,7 @@ def test_cuda_large_magnitude_scores(dtype, causal):
 
 
 @gpu
-def test_cuda_custom_scale_and_default_return():
+def test_cuda_custom_scale_and_default_return(cuda_attention):
     q, k, v = make_qkv(1, 2, 2, 77, 77, 64, torch.float16)
     check(cuda_attention, q, k, v, False, scale=0.3, what="scale=0.3")
     check(cuda_attention, q, k, v, True, scale=-0.05, what="negative scale")
@@ -143,7 +157,7 @@ def test_cuda_custom_scale_and_default_return():
 
 @gpu
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_deterministic(causal):
+def test_cuda_deterministic(causal, cuda_attention):
     q, k, v = make_qkv(2, 8, 2, 1000, 1000, 128, torch.bfloat16)
     a, la = cuda_attention(q, k, v, causal=causal, return_lse=True)
     b, lb = cuda_attention(q, k, v, causal=causal, return_lse=True)
@@ -153,7 +167,7 @@ def test_cuda_deterministic(causal):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_matches_triton(dtype, causal):
+def test_cuda_matches_triton(dtype, causal, cuda_attention):
     q, k, v = make_qkv(2, 8, 4, 700, 900, 128, dtype)
     a, la = cuda_attention(q, k, v, causal=causal, return_lse=True)
     b, lb = triton_attention(q, k, v, causal=causal, return_lse=True)
@@ -198,16 +212,29 @@ def bad_inputs(device):
 
 @gpu
 @pytest.mark.parametrize("case", range(len(bad_inputs("cpu"))))
-def test_cuda_bad_inputs_name_the_argument(case):
+def test_cuda_bad_inputs_name_the_argument(case, cuda_attention):
     kwargs, exc, msg = bad_inputs("cuda")[case]
     with pytest.raises(exc, match=msg):
         cuda_attention(**kwargs)
 
 
-def test_cuda_cpu_tensor_names_argument():
+def test_cuda_cpu_tensor_names_argument(cuda_attention):
     q = torch.zeros(1, 1, 4, 64, dtype=torch.float16)
     with pytest.raises(ValueError, match="argument 'q' must be a CUDA tensor"):
         cuda_attention(q, q, q)
+
+
+@gpu
+def test_cuda_backend_argument():
+    q, k, v = make_qkv(1, 2, 1, 65, 65, 64, torch.float16)
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention(q, k, v, backend="sm70")
+    if "sm90" in _cuda_backends():
+        # auto takes the Hopper path on sm_90: bit-identical to forcing it.
+        assert torch.equal(flashkernel.flash_attention(q, k, v), flashkernel.flash_attention(q, k, v, backend="sm90"))
+    else:
+        with pytest.raises(ValueError, match="argument 'backend'"):
+            flashkernel.flash_attention(q, k, v, backend="sm90")
 
 
 # ------------------------------------------------------------------ Triton twin
@@ -268,3 +295,25 @@ def test_triton_bad_inputs_name_the_argument(case):
     kwargs, exc, msg = bad_inputs(triton_device())[case]
     with pytest.raises(exc, match=msg):
         triton_attention(**kwargs)
+
+
+# The suite runs the twin with one fixed configuration per head_dim (FLASHKERNEL_TRITON_AUTOTUNE=0,
+# set by conftest.py); this runs every configuration the autotuner may pick: partial query and key
+# tiles (Nq, Nk = 127, 129 and 129, 127, where causal rows see no key), causal and not, GQA.
+@triton_twin
+@pytest.mark.parametrize("d,dtype", [(64, torch.float16), (128, torch.bfloat16)])
+@pytest.mark.parametrize("config", range(len(triton_attention_module.CONFIGS)),
+                         ids=lambda i: "{BLOCK_M}x{BLOCK_N}".format(**triton_attention_module.CONFIGS[i].kwargs)
+                         + f"-w{triton_attention_module.CONFIGS[i].num_warps}"
+                         + f"-s{triton_attention_module.CONFIGS[i].num_stages}")
+def test_triton_every_config(config, d, dtype):
+    cfg = triton_attention_module.CONFIGS[config]
+
+    def run(q, k, v, causal=False, scale=None, return_lse=False):
+        return triton_attention_module.flash_attention_with_config(q, k, v, cfg, causal=causal, scale=scale,
+                                                                   return_lse=return_lse)
+
+    for nq, nk in [(5, 7), (7, 5)] if TRITON_INTERPRET else [(127, 129), (129, 127)]:
+        q, k, v = make_qkv(2, 4, 2, nq, nk, d, dtype, device=triton_device())
+        for causal in (False, True):
+            check(run, q, k, v, causal, what=f"config {cfg} Nq={nq} Nk={nk} causal={causal}")

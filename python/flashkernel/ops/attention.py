@@ -8,10 +8,11 @@ from flashkernel import _library
 
 _OP = "flashkernel.flash_attention"
 SUPPORTED_HEAD_DIMS = (64, 128)
+BACKENDS = ("auto", "sm80", "sm90")
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None, return_lse: bool = False):
+                    scale: float | None = None, return_lse: bool = False, backend: str = "auto"):
     """Attention forward on the GPU.
 
     q: [B, Hq, Nq, d]; k, v: [B, Hkv, Nk, d] with Hq % Hkv == 0 (GQA/MQA); float16 or bfloat16;
@@ -19,9 +20,10 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     .transpose(1, 2) works without a copy). scale defaults to 1/sqrt(d). causal: query i sees keys
     j <= i + Nk - Nq (bottom-right aligned, SDPA's is_causal when Nq == Nk); a row that sees no key
     gets output 0 and LSE -inf. Returns out, or (out, lse) with lse [B, Hq, Nq] float32 (natural
-    log) when return_lse.
+    log) when return_lse. backend: "auto" (the Hopper TMA + wgmma kernel on sm_90 GPUs, the
+    portable mma.sync kernel elsewhere), "sm80" or "sm90" to force one.
     """
-    out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse)
+    out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse, backend)
     return (out, lse) if return_lse else out
 
 
@@ -56,8 +58,10 @@ def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
 
 
 @_library.register_fake("flashkernel::flash_attention")
-def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False):
+def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, backend="auto"):
     check_arguments(_OP, q, k, v)
+    if backend not in BACKENDS:
+        raise ValueError(f"{_OP}: argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got {backend!r}")
     out = q.new_empty(q.shape)
     lse = q.new_empty((q.shape[0], q.shape[1], q.shape[2]) if return_lse else (0,), dtype=torch.float32)
     return out, lse

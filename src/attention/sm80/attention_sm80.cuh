@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "attention/attention_params.h"
+#include "common/attention_tile.cuh"
 #include "common/cp_async.cuh"
 #include "common/cuda_check.h"
 #include "common/mma_sm80.cuh"
@@ -43,27 +44,6 @@ struct TileConfig {
   static constexpr bool kQInRegisters = kMTiles * (kHeadDim / 16) * 4 <= 32;
   static constexpr int kSmemBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2;
 };
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_min(float x) {
-  x = fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
 
 // Copies `kRows` rows of kHeadDim elements (row r at src + r * row_stride) into a swizzled shared
 // tile; rows at or past `valid_rows` are zero-filled (a NaN there would survive P = 0 as 0 * NaN).
@@ -118,7 +98,6 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   const int n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
   const int warp_row0 = warp * Cfg::kRowsPerWarp;
 
   // ---- prologue: Q and the first kStages-1 key tiles in flight, one commit group per key tile.
@@ -140,22 +119,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     for (int j = 0; j < kDTiles; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mi][j][e] = 0.f;
-  // Row statistics for rows g (index 0) and g+8 (index 1) of each 16-row tile, in the log2 domain
-  // of scaled scores. row_sum is this lane's partial sum; the quad adds them up once at the end.
-  float row_max[MT][2], row_sum[MT][2];
-#pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) row_max[mi][r] = -INFINITY, row_sum[mi][r] = 0.f;
-
-  // |scale| below FLT_MIN (scale 0 included) is raised to FLT_MIN: every scaled score then
-  // rounds to 0 exactly as it would, while a masked +-inf score still gives exp2(-inf) = 0
-  // instead of 0 * inf = NaN.
-  const bool scale_positive = p.scale >= 0.f;
-  const float scale_log2 =
-      copysignf(fmaxf(fabsf(p.scale * 1.4426950408889634f), 1.17549435e-38f), scale_positive ? 1.f : -1.f);
-  const float masked = scale_positive ? -INFINITY : INFINITY;
-  float alpha_buf[MT][2];
+  RowStats<MT> stats;
+  const SoftmaxScale sc(p.scale);
 
   std::uint32_t q_frag[Cfg::kQInRegisters ? MT : 1][Cfg::kQInRegisters ? D / 16 : 1][4];
   if constexpr (Cfg::kQInRegisters) {
@@ -222,69 +187,11 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
       }
     }
 
-    // ---- mask where needed (diagonal and tail tiles only). Scores stay unscaled: the scale is
-    // folded into the exponent's FFMA below. A masked score must lose the max (or min, for a
-    // negative scale) reduction, so it is -inf or +inf by the sign of the scale.
-    const bool need_mask = (n0 + BN > seq_k) || (p.causal && n0 + BN - 1 > m0 + diag);
-    if (need_mask) {
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = m0 + warp_row0 + mi * 16 + g + (e >= 2 ? 8 : 0);
-            const int col = n0 + nt * 8 + 2 * t + (e & 1);
-            if (col >= seq_k || (p.causal && col > row + diag)) acc_s[mi][nt][e] = masked;
-          }
+    // ---- mask where needed (diagonal and tail tiles only), then the online softmax
+    if (tile_needs_mask<BN>(n0, m0, seq_k, p.causal, diag)) {
+      mask_tile(acc_s, m0 + warp_row0, n0, seq_k, p.causal, diag, sc.masked);
     }
-
-    // ---- online softmax
-    bool rescale = false;
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        // The largest scaled score: max of the raw scores for a positive scale, min otherwise.
-        float ext = acc_s[mi][0][2 * r];
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          ext = scale_positive ? fmaxf(ext, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]))
-                               : fminf(ext, fminf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-        }
-        ext = scale_positive ? quad_max(ext) : quad_min(ext);
-        const float mx = fmaxf(row_max[mi][r], ext * scale_log2);
-        // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
-        // exp2(-inf - base) = 0 rather than NaN.
-        const float base = mx == -INFINITY ? 0.f : mx;
-        const float alpha = fast_exp2(row_max[mi][r] - base);
-        rescale |= mx != row_max[mi][r];
-        row_max[mi][r] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt) {
-          const float p0 = fast_exp2(fmaf(acc_s[mi][nt][2 * r], scale_log2, -base));
-          const float p1 = fast_exp2(fmaf(acc_s[mi][nt][2 * r + 1], scale_log2, -base));
-          acc_s[mi][nt][2 * r] = p0;
-          acc_s[mi][nt][2 * r + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[mi][r] = row_sum[mi][r] * alpha + sum;
-        alpha_buf[mi][r] = alpha;
-      }
-    // Once the running max has settled (most tiles of a long row), alpha is exactly 1 for every
-    // row of the warp and the O rescale is skipped (a warp-uniform branch, same result).
-    if (__any_sync(0xffffffffu, rescale)) {
-#pragma unroll
-      for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          acc_o[mi][dt][0] *= alpha_buf[mi][0];
-          acc_o[mi][dt][1] *= alpha_buf[mi][0];
-          acc_o[mi][dt][2] *= alpha_buf[mi][1];
-          acc_o[mi][dt][3] *= alpha_buf[mi][1];
-        }
-    }
+    softmax_update(acc_s, acc_o, stats, sc);
 
     // ---- O += P V
 #pragma unroll
@@ -309,27 +216,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 
   // ---- epilogue: O / l, LSE
   T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1];
-#pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = m0 + warp_row0 + mi * 16 + g + 8 * r;
-      const float l = quad_sum(row_sum[mi][r]);
-      // l == 0 only for a row that sees no key: output 0 and lse -inf by definition.
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      if (row < seq_q) {
-        T* orow = out + std::int64_t(row) * sh.o_stride[2];
-#pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          *reinterpret_cast<std::uint32_t*>(orow + dt * 8 + 2 * t) =
-              pack_float2<T>(acc_o[mi][dt][2 * r] * inv, acc_o[mi][dt][2 * r + 1] * inv);
-        }
-        if (p.lse != nullptr && t == 0) {
-          const float lse = l > 0.f ? (row_max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-          p.lse[(std::int64_t(batch) * sh.heads_q + head) * seq_q + row] = lse;
-        }
-      }
-    }
+  float* lse = p.lse ? p.lse + (std::int64_t(batch) * sh.heads_q + head) * seq_q : nullptr;
+  store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, m0 + warp_row0, seq_q);
 }
 
 template <typename T, typename Cfg>

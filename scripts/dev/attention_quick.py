@@ -1,0 +1,64 @@
+"""Quick timing of the attention kernel paths against SDPA on the standard sweep's shapes
+(B*N = 16384, H*d = 2048): medians of CUDA-event timings, one table. For iterating on a kernel;
+the committed numbers come from `flashkernel bench attention`.
+Usage: python scripts/dev/attention_quick.py [N ...]"""
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import flashkernel
+
+
+def median_ms(fn, reps=30):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def sdpa(backend, causal):
+    def fn(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return fn
+
+
+def main():
+    lengths = [int(a) for a in sys.argv[1:]] or [1024, 4096, 8192]
+    print(torch.cuda.get_device_name())
+    print(f"{'config':>28} " + " ".join(f"{n:>12}" for n in ("sm80", "sm90", "sdpa_flash", "sdpa_cudnn")) + "   (TFLOP/s)")
+    for dtype in (torch.bfloat16, torch.float16):
+        for d in (128, 64):
+            for n in lengths:
+                for causal in (False, True):
+                    b, h = max(1, 16384 // n), 2048 // d
+                    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
+                    flops = 4 * b * h * n * n * d / (2 if causal else 1)
+                    impls = {
+                        "sm80": lambda q, k, v: flashkernel.flash_attention(q, k, v, causal=causal, backend="sm80"),
+                        "sm90": lambda q, k, v: flashkernel.flash_attention(q, k, v, causal=causal, backend="sm90"),
+                        "sdpa_flash": sdpa(SDPBackend.FLASH_ATTENTION, causal),
+                        "sdpa_cudnn": sdpa(SDPBackend.CUDNN_ATTENTION, causal),
+                    }
+                    ref = impls["sdpa_flash"](q, k, v).float()
+                    row = []
+                    for name, fn in impls.items():
+                        err = (fn(q, k, v).float() - ref).abs().max().item()
+                        ms = median_ms(lambda: fn(q, k, v))
+                        row.append(f"{flops / ms / 1e9:7.1f}{'!' if err > 2e-2 else ' '}")
+                    cfg = f"{str(dtype)[6:]} B={b} H={h} N={n} d={d} c={int(causal)}"
+                    print(f"{cfg:>28} " + " ".join(f"{x:>12}" for x in row), flush=True)
+    print("('!' marks a max abs difference from sdpa_flash above 2e-2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+// The Hopper (sm_90a) FlashAttention forward kernel: TMA loads completing on mbarriers, wgmma for
+// both GEMMs, and warp specialization. Included by one .cu per head_dim.
+//
+// A block owns kBlockM = 128 query rows of one (batch, head) and has three warpgroups:
+//   warpgroup 0, the producer: one thread issues the TMA copies - Q once, then K and V tiles of
+//     kBlockN keys into a kStages-deep ring - and gives most of its registers away (setmaxnreg);
+//   warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
+//     S = Q K^T      wgmma, both operands in shared memory (K-major), fp32 accumulators
+//     softmax        the online softmax of attention_tile.cuh (shared with the sm80 kernel)
+//     O += P V       wgmma with P from registers (the S accumulators re-packed to 16 bits) and V
+//                    in shared memory read MN-major (transposed B), no transpose copy
+//   then release the stage to the producer through its `empty` mbarrier.
+// K and V have separate `full` barriers so S = Q K^T starts before V has landed.
+//
+// Shared memory (1024-byte aligned tiles in TMA's 128-byte swizzle, which is wgmma's): Q as
+// kHeadDim / 64 column blocks of [128][64], and per stage K and V as column blocks of
+// [kBlockN][64]. d=128, kBlockN=128, 2 stages: 32 + 2 * 64 = 160 KiB; d=64, 3 stages: 112 KiB.
+// Tails need no code: TMA fills rows past Nq / Nk with zeros, and the mask removes the columns.
+#pragma once
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "attention/attention_params.h"
+#include "common/attention_tile.cuh"
+#include "common/cuda_check.h"
+#include "common/launch.h"
+#include "common/tensor_map.h"
+#include "common/tma_sm90.cuh"
+#include "common/wgmma_sm90.cuh"
+
+namespace flashkernel::attention::sm90 {
+
+template <int kHeadDim_, int kBlockN_, int kStages_>
+struct TileConfig {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 128;  // two consumer warpgroups of 64 rows
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kThreads = 384;
+  static constexpr int kColBlocks = kHeadDim / 64;  // 64-element (128-byte) swizzle column blocks
+  static constexpr int kQElems = kBlockM * kHeadDim;
+  static constexpr int kKVElems = kBlockN * kHeadDim;
+  static constexpr int kTileBytes = (kQElems + 2 * kStages * kKVElems) * 2;
+  static constexpr int kBarriers = 1 + 3 * kStages;
+  static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;  // + alignment slack
+  // Registers per thread after setmaxnreg: 2 x 128 x 240 + 128 x 24 = 64512 of the SM's 65536.
+  static constexpr int kConsumerRegs = 240;
+  static constexpr int kProducerRegs = 24;
+  static_assert(kHeadDim == 64 || kHeadDim == 128, "head_dim 64 or 128");
+  static_assert(kBlockN == 64 || kBlockN == 128, "kBlockN is a wgmma N: 64 or 128");
+};
+
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                          const __grid_constant__ CUtensorMap tm_v, const Params p) {
+#if FK_WGMMA_AVAILABLE
+  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kStages = Cfg::kStages;
+  constexpr int kCB = Cfg::kColBlocks;
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
+
+  extern __shared__ unsigned char smem_raw[];
+  const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023);
+  T* sQ = reinterpret_cast<T*>(base);  // [kCB][BM][64]
+  T* sK = sQ + Cfg::kQElems;           // [kStages][kCB][BN][64]
+  T* sV = sK + kStages * Cfg::kKVElems;
+  std::uint64_t* q_full = reinterpret_cast<std::uint64_t*>(sV + kStages * Cfg::kKVElems);
+  std::uint64_t* k_full = q_full + 1;
+  std::uint64_t* v_full = k_full + kStages;
+  std::uint64_t* kv_empty = v_full + kStages;
+
+  const AttentionShape& sh = p.shape;
+  const int m_block = gridDim.x - 1 - blockIdx.x;  // causal: the blocks with most key tiles first
+  const int head = blockIdx.y, batch = blockIdx.z;
+  const int head_kv = head / int(sh.heads_q / sh.heads_kv);
+  const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
+  const int m0 = m_block * BM;
+  const int diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
+  int n_end = seq_k;
+  if (p.causal) n_end = min(seq_k, m0 + BM + diag);
+  const int n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    mbarrier_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&k_full[s], 1);
+      mbarrier_init(&v_full[s], 1);
+      mbarrier_init(&kv_empty[s], 2 * 128);  // every consumer thread releases the stage
+    }
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---------------- producer
+    warpgroup_reg_dealloc<Cfg::kProducerRegs>();
+    if (threadIdx.x == 0) {
+      prefetch_tensor_map(&tm_q);
+      prefetch_tensor_map(&tm_k);
+      prefetch_tensor_map(&tm_v);
+      mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
+#pragma unroll
+      for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, m0, head, batch);
+      for (int j = 0; j < n_blocks; ++j) {
+        const int s = j % kStages;
+        mbarrier_wait(&kv_empty[s], ((j / kStages) & 1) ^ 1);  // the consumers are done with its last tile
+        mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
+#pragma unroll
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, head_kv, batch);
+        }
+        mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
+#pragma unroll
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, head_kv, batch);
+        }
+      }
+    }
+  } else {
+    // ---------------- consumers
+    warpgroup_reg_alloc<Cfg::kConsumerRegs>();
+    const int cw = warpgroup - 1;                         // 64-row half of the block
+    const int warp_row0 = m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
+    float acc_o[1][D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
+    RowStats<1> stats;
+    const SoftmaxScale sc(p.scale);
+    float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
+
+    mbarrier_wait(q_full, 0);
+    for (int j = 0; j < n_blocks; ++j) {
+      const int s = j % kStages;
+      const std::uint32_t parity = (j / kStages) & 1;
+      const T* sKs = sK + s * Cfg::kKVElems;
+      const T* sVs = sV + s * Cfg::kKVElems;
+
+      // ---- S = Q K^T: D / 16 k-steps, each inside one 64-column block (+32 bytes per step)
+      float acc_s[1][BN / 8][4];
+      float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
+      mbarrier_wait(&k_full[s], parity);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const int c = kk / 4, step_bytes = (kk % 4) * 32;
+        const std::uint64_t da = wgmma_desc_advance(wgmma_desc_sw128(sQ + c * BM * 64 + cw * 64 * 64), step_bytes);
+        const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sKs + c * BN * 64), step_bytes);
+        wgmma_ss<BN, kBf16>(s_flat, da, db, kk > 0);
+      }
+      wgmma_commit_group();
+      wgmma_wait_group<0>();
+
+      // ---- mask (diagonal and tail tiles only) and online softmax
+      const int n0 = j * BN;
+      if (tile_needs_mask<BN>(n0, m0 + cw * 64, seq_k, p.causal, diag)) {
+        mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
+      }
+      softmax_update(acc_s, acc_o, stats, sc);
+
+      // ---- O += P V: BN / 16 k-steps of 16 keys = 2 swizzle row groups (+2048 bytes per step);
+      // V is MN-major, its 64-column blocks BN * 128 bytes apart.
+      std::uint32_t a[BN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
+      mbarrier_wait(&v_full[s], parity);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
+        wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
+      }
+      wgmma_commit_group();
+      wgmma_wait_group<0>();
+      mbarrier_arrive(&kv_empty[s]);
+    }
+
+    T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1];
+    float* lse = p.lse ? p.lse + (std::int64_t(batch) * sh.heads_q + head) * seq_q : nullptr;
+    store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
+  }
+#else
+  __trap();  // never launched: the host checks the kernel was built for sm_90a
+#endif
+}
+
+// Tensor maps of q ([B, Hq, Nq, d]), k and v ([B, Hkv, Nk, d]) with boxes of 64 columns x `rows`.
+inline bool make_qkv_map(CUtensorMap* map, const void* ptr, DType dtype, std::int64_t batch, std::int64_t heads,
+                         std::int64_t seq, std::int64_t head_dim, const std::int64_t (&stride)[3], int rows) {
+  const std::uint64_t dims[4] = {std::uint64_t(head_dim), std::uint64_t(seq), std::uint64_t(heads),
+                                 std::uint64_t(batch)};
+  // The stride of a dimension of size 1 is never followed, but TMA still wants a legal value
+  // there: use the packed one.
+  std::uint64_t strides[3];
+  std::uint64_t packed = std::uint64_t(head_dim) * 2;
+  for (int i = 0; i < 3; ++i) {
+    strides[i] = dims[i + 1] == 1 ? packed : std::uint64_t(stride[2 - i]) * 2;
+    packed = strides[i] * dims[i + 1];
+  }
+  const std::uint32_t box[4] = {64, std::uint32_t(rows), 1, 1};
+  return detail::make_tensor_map_4d(map, ptr, dtype, dims, strides, box);
+}
+
+// Launches the kernel; returns false (launching nothing) when this path does not apply: no sm_90a
+// code in the build, or tensors TMA cannot describe. The caller then takes the portable path.
+template <typename T, typename Cfg>
+bool launch(const Params& p, DType dtype, cudaStream_t stream) {
+  constexpr auto kernel = attention_sm90_kernel<T, Cfg>;
+  if (!detail::kernel_has_sm90a_code<kernel>()) return false;
+  const AttentionShape& s = p.shape;
+  CUtensorMap tm_q, tm_k, tm_v;
+  if (!make_qkv_map(&tm_q, p.q, dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
+      !make_qkv_map(&tm_k, p.k, dtype, s.batch, s.heads_kv, s.seq_k, s.head_dim, s.k_stride, Cfg::kBlockN) ||
+      !make_qkv_map(&tm_v, p.v, dtype, s.batch, s.heads_kv, s.seq_k, s.head_dim, s.v_stride, Cfg::kBlockN)) {
+    return false;
+  }
+  detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
+  const dim3 grid(unsigned((s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM), unsigned(s.heads_q), unsigned(s.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, p);
+  FK_CHECK_LAUNCH();
+  return true;
+}
+
+}  // namespace flashkernel::attention::sm90

@@ -1,0 +1,173 @@
+// The per-tile math shared by the FlashAttention forward kernels (sm80 mma.sync and sm90 wgmma):
+// masking a score tile, the online-softmax update of the running row max/sum with the rescale of
+// the output accumulator, and the epilogue (O / l and the log-sum-exp).
+//
+// Both kernels hold scores and outputs in the same register layout: the mma/wgmma C fragment of
+// 16-row tiles. For a thread with g = lane / 4 and t = lane % 4, element [mi][j][e] of a
+// [kMTiles][N / 8][4] array is (row mi * 16 + g + 8 * (e >= 2), column j * 8 + 2 * t + (e & 1)),
+// rows relative to the warp's first row. A row's statistics live in the 4 lanes of one quad.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "common/mma_sm80.cuh"  // pack_float2
+
+namespace flashkernel::attention {
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_min(float x) {
+  x = fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// The softmax scale in the base-2 domain. |scale| below FLT_MIN (scale 0 included) is raised to
+// FLT_MIN: every scaled score then rounds to 0 exactly as it would, while a masked +-inf score
+// still gives exp2(-inf) = 0 instead of 0 * inf = NaN. A masked score must lose the max (or min,
+// for a negative scale) reduction, so it is -inf or +inf by the sign of the scale.
+struct SoftmaxScale {
+  float scale_log2;
+  float masked;
+  bool positive;
+  __device__ __forceinline__ explicit SoftmaxScale(float scale) {
+    positive = scale >= 0.f;
+    scale_log2 = copysignf(fmaxf(fabsf(scale * 1.4426950408889634f), 1.17549435e-38f), positive ? 1.f : -1.f);
+    masked = positive ? -INFINITY : INFINITY;
+  }
+};
+
+// Running statistics of a thread's rows (g and g + 8 of each 16-row tile) in the log2 domain of
+// scaled scores. row_sum is this lane's partial sum; the quad adds them up in the epilogue.
+template <int kMTiles>
+struct RowStats {
+  float max[kMTiles][2];
+  float sum[kMTiles][2];
+  __device__ __forceinline__ RowStats() {
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) max[mi][r] = -INFINITY, sum[mi][r] = 0.f;
+  }
+};
+
+// Whether the key tile [col0, col0 + kBlockN) needs per-element masking for query rows
+// [row0, row0 + rows): the Nk tail, or (causal) keys past a row's diagonal row + diag.
+template <int kBlockN>
+__device__ __forceinline__ bool tile_needs_mask(int col0, int row0, int seq_k, bool causal, int diag) {
+  return (col0 + kBlockN > seq_k) || (causal && col0 + kBlockN - 1 > row0 + diag);
+}
+
+// Replaces masked scores: columns at or past seq_k and (causal) columns past row + diag, where
+// row = row0 + [the element's row in the fragment] and col = col0 + [its column].
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ void mask_tile(float (&s)[kMTiles][kNTiles][4], int row0, int col0, int seq_k, bool causal,
+                                          int diag, float masked) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + mi * 16 + g + (e >= 2 ? 8 : 0);
+        const int col = col0 + nt * 8 + 2 * t + (e & 1);
+        if (col >= seq_k || (causal && col > row + diag)) s[mi][nt][e] = masked;
+      }
+}
+
+// Online softmax over one tile of raw (unscaled) scores: updates the row max and sum, turns s
+// into P = exp2(s * scale_log2 - max) in place and rescales the output accumulator o by
+// exp2(old max - new max). Scores stay unscaled until the exponent's single FFMA.
+template <int kMTiles, int kNTiles, int kDTiles>
+__device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], float (&o)[kMTiles][kDTiles][4],
+                                               RowStats<kMTiles>& st, const SoftmaxScale& sc) {
+  float alpha[kMTiles][2];
+  bool rescale = false;
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      // The largest scaled score: max of the raw scores for a positive scale, min otherwise.
+      float ext = s[mi][0][2 * r];
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        ext = sc.positive ? fmaxf(ext, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]))
+                          : fminf(ext, fminf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+      }
+      ext = sc.positive ? quad_max(ext) : quad_min(ext);
+      const float mx = fmaxf(st.max[mi][r], ext * sc.scale_log2);
+      // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
+      // exp2(-inf - base) = 0 rather than NaN.
+      const float base = mx == -INFINITY ? 0.f : mx;
+      alpha[mi][r] = fast_exp2(st.max[mi][r] - base);
+      rescale |= mx != st.max[mi][r];
+      st.max[mi][r] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        const float p0 = fast_exp2(fmaf(s[mi][nt][2 * r], sc.scale_log2, -base));
+        const float p1 = fast_exp2(fmaf(s[mi][nt][2 * r + 1], sc.scale_log2, -base));
+        s[mi][nt][2 * r] = p0;
+        s[mi][nt][2 * r + 1] = p1;
+        sum += p0 + p1;
+      }
+      st.sum[mi][r] = st.sum[mi][r] * alpha[mi][r] + sum;
+    }
+  // Once the running max has settled (most tiles of a long row), alpha is exactly 1 for every
+  // row of the warp and the O rescale is skipped (a warp-uniform branch, same result).
+  if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        o[mi][dt][0] *= alpha[mi][0];
+        o[mi][dt][1] *= alpha[mi][0];
+        o[mi][dt][2] *= alpha[mi][1];
+        o[mi][dt][3] *= alpha[mi][1];
+      }
+  }
+}
+
+// Epilogue: writes O / l for the thread's rows (row0 = the warp's first row in the sequence) and,
+// when lse is not null, the natural-log log-sum-exp. A row with l == 0 saw no key: output 0 and
+// lse -inf by definition. Rows at or past seq_q are not written.
+template <typename T, int kMTiles, int kDTiles>
+__device__ __forceinline__ void store_output(const float (&o)[kMTiles][kDTiles][4], const RowStats<kMTiles>& st,
+                                             T* out, std::int64_t row_stride, float* lse, int row0, int seq_q) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + mi * 16 + g + 8 * r;
+      const float l = quad_sum(st.sum[mi][r]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      if (row < seq_q) {
+        T* orow = out + std::int64_t(row) * row_stride;
+#pragma unroll
+        for (int dt = 0; dt < kDTiles; ++dt) {
+          *reinterpret_cast<std::uint32_t*>(orow + dt * 8 + 2 * t) =
+              pack_float2<T>(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv);
+        }
+        if (lse != nullptr && t == 0) {
+          lse[row] = l > 0.f ? (st.max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+        }
+      }
+    }
+}
+
+}  // namespace flashkernel::attention

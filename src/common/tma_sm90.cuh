@@ -1,0 +1,125 @@
+// Hopper (sm_90) asynchronous-copy and synchronization primitives: mbarriers with transaction
+// counts, TMA bulk tensor copies that complete on them, named barriers, and warpgroup register
+// reallocation. Each wraps one PTX instruction; the comment names its PTX ISA section.
+//
+// The pattern they serve (a producer/consumer pipeline in one thread block):
+//   producer: wait `empty[s]`, arrive_expect_tx(`full[s]`, bytes), issue TMA loads into stage s
+//   consumer: wait `full[s]` (the copies have landed), compute, arrive on `empty[s]`
+// A barrier's phase flips each time its arrivals (and expected bytes) complete; waiters name the
+// parity of the phase they wait for, so a ring of stages needs no counters shared between roles.
+//
+// The TMA and mbarrier instructions exist on plain sm_90; setmaxnreg needs sm_90a (guarded by
+// FK_WGMMA_AVAILABLE from wgmma_sm90.cuh, like the wgmma wrappers).
+#pragma once
+#include <cuda.h>  // CUtensorMap
+
+#include <cstdint>
+
+#include "common/wgmma_sm90.cuh"
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+#define FK_TMA_AVAILABLE 1
+#else
+#define FK_TMA_AVAILABLE 0
+#endif
+
+namespace flashkernel {
+
+__device__ __forceinline__ std::uint32_t smem_address(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// "mbarrier.init": a barrier whose phase completes after `arrivals` arrive operations (and the
+// transaction bytes announced by arrive_expect_tx).
+__device__ __forceinline__ void mbarrier_init(std::uint64_t* bar, std::uint32_t arrivals) {
+#if FK_TMA_AVAILABLE
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(arrivals) : "memory");
+#endif
+}
+
+// "fence.mbarrier_init": makes initialized barriers visible to the async proxy (TMA) before use.
+// Follow with __syncthreads() so the other threads see them too.
+__device__ __forceinline__ void fence_mbarrier_init() {
+#if FK_TMA_AVAILABLE
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// "mbarrier.arrive.expect_tx": one arrival that also announces `bytes` the TMA will deliver.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
+#if FK_TMA_AVAILABLE
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)), "r"(bytes)
+               : "memory");
+#endif
+}
+
+// "mbarrier.arrive": one arrival (release semantics: this thread's prior shared-memory reads and
+// writes happen before the phase completes).
+__device__ __forceinline__ void mbarrier_arrive(std::uint64_t* bar) {
+#if FK_TMA_AVAILABLE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
+#endif
+}
+
+// "mbarrier.try_wait.parity" in a loop: returns once the phase with parity `parity` completed.
+// A fresh barrier is in phase 0, so waiting for parity 1 returns at once (the "previous" phase):
+// producers start waiting on their empty barriers with parity 1.
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity) {
+#if FK_TMA_AVAILABLE
+  asm volatile(
+      "{\n.reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_address(bar)),
+      "r"(parity)
+      : "memory");
+#endif
+}
+
+// "cp.async.bulk.tensor" (tile mode, 4-D): copies the box at coordinates (c0 innermost .. c3) of
+// the tensor map into shared memory at `dst` and completes `bytes` on `bar`. Out-of-bounds parts
+// of the box are filled with zeros (and still counted in the transaction bytes).
+__device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, std::uint64_t* bar, int c0, int c1,
+                                            int c2, int c3) {
+#if FK_TMA_AVAILABLE
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_address(bar))
+      : "memory");
+#endif
+}
+
+// "prefetch.tensormap": pulls a __grid_constant__ tensor map into the descriptor cache early.
+__device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
+#if FK_TMA_AVAILABLE
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<std::uint64_t>(map)) : "memory");
+#endif
+}
+
+// "bar.sync" / "bar.arrive" on a named barrier (ids 1..15; 0 is __syncthreads): `threads` (a
+// multiple of 32) threads take part. arrive does not wait: the producer side of a hand-off.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// "setmaxnreg": moves registers between warpgroups of a block (sm_90a). A producer warpgroup
+// that only issues copies gives registers up; the math warpgroups take them. The kernel needs a
+// register cap at entry (__launch_bounds__(threads, 1)) and each role in one branch.
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_dealloc() {
+#if FK_WGMMA_AVAILABLE
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_alloc() {
+#if FK_WGMMA_AVAILABLE
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+
+}  // namespace flashkernel
