@@ -9,7 +9,8 @@
 //     softmax        the online softmax of attention_tile.cuh (shared with the sm80 kernel)
 //     O += P V       wgmma with P from registers (the S accumulators re-packed to 16 bits) and V
 //                    in shared memory read MN-major (transposed B), no transpose copy
-//   then release the stage to the producer through its `empty` mbarrier.
+//   then release the stage to the producer through its `empty` mbarrier. Optionally (kOverlap-
+//   Softmax) the tiles are software pipelined: tile j's softmax overlaps tile j-1's P V.
 // K and V have separate `full` barriers so S = Q K^T starts before V has landed.
 //
 // Shared memory (1024-byte aligned tiles in TMA's 128-byte swizzle, which is wgmma's): Q as
@@ -34,8 +35,11 @@
 
 namespace flashkernel::attention::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kStages_>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlapSoftmax_>
 struct TileConfig {
+  // Whether tile j's softmax overlaps tile j-1's P V (the software-pipelined loop). Measured on
+  // H100: +8-12% at d=64, -7 to -11% at d=128 (DEVELOPMENT_LOG.md), so it is chosen per head_dim.
+  static constexpr bool kOverlapSoftmax = kOverlapSoftmax_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // two consumer warpgroups of 64 rows
   static constexpr int kBlockN = kBlockN_;
@@ -136,18 +140,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const SoftmaxScale sc(p.scale);
     float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
 
-    mbarrier_wait(q_full, 0);
-    for (int j = 0; j < n_blocks; ++j) {
-      const int s = j % kStages;
-      const std::uint32_t parity = (j / kStages) & 1;
-      const T* sKs = sK + s * Cfg::kKVElems;
-      const T* sVs = sV + s * Cfg::kKVElems;
-
-      // ---- S = Q K^T: D / 16 k-steps, each inside one 64-column block (+32 bytes per step)
-      float acc_s[1][BN / 8][4];
-      float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
-      mbarrier_wait(&k_full[s], parity);
-      wgmma_fence();
+    // S = Q K_j^T: D / 16 k-steps, each inside one 64-column block of Q and K (+32 bytes a step).
+    auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
         const int c = kk / 4, step_bytes = (kk % 4) * 32;
@@ -156,30 +150,86 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         wgmma_ss<BN, kBf16>(s_flat, da, db, kk > 0);
       }
       wgmma_commit_group();
-      wgmma_wait_group<0>();
-
-      // ---- mask (diagonal and tail tiles only) and online softmax
-      const int n0 = j * BN;
-      if (tile_needs_mask<BN>(n0, m0 + cw * 64, seq_k, p.causal, diag)) {
-        mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
-      }
-      softmax_update(acc_s, acc_o, stats, sc);
-
-      // ---- O += P V: BN / 16 k-steps of 16 keys = 2 swizzle row groups (+2048 bytes per step);
-      // V is MN-major, its 64-column blocks BN * 128 bytes apart.
-      std::uint32_t a[BN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
-      mbarrier_wait(&v_full[s], parity);
-      wgmma_fence();
+    };
+    // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V is
+    // read MN-major, its 64-column blocks BN * 128 bytes apart.
+    auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
         wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
       }
       wgmma_commit_group();
+    };
+    // Mask (diagonal and tail tiles only) and online softmax of key tile j.
+    auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
+      const int n0 = j * BN;
+      if (tile_needs_mask<BN>(n0, m0 + cw * 64, seq_k, p.causal, diag)) {
+        mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
+      }
+      return softmax_tile(acc_s, stats, sc, alpha);
+    };
+
+    float acc_s[1][BN / 8][4];
+    float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
+    std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
+    float alpha[1][2];
+    auto pack_p = [&] {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
+    };
+    auto stage_of = [](int j) { return j % kStages; };
+    auto parity_of = [](int j) { return std::uint32_t((j / kStages) & 1); };
+    mbarrier_wait(q_full, 0);
+    if constexpr (!Cfg::kOverlapSoftmax) {
+      // One key tile at a time: S_j, softmax_j, P_j V_j, release the stage.
+      for (int j = 0; j < n_blocks; ++j) {
+        const int s = stage_of(j);
+        mbarrier_wait(&k_full[s], parity_of(j));
+        wgmma_fence();
+        issue_qk(s_flat, sK + s * Cfg::kKVElems);
+        wgmma_wait_group<0>();
+        if (softmax(acc_s, j, alpha)) rescale_output(acc_o, alpha);
+        pack_p();
+        mbarrier_wait(&v_full[s], parity_of(j));
+        wgmma_fence();
+        issue_pv(a, sV + s * Cfg::kKVElems);
+        wgmma_wait_group<0>();
+        mbarrier_arrive(&kv_empty[s]);
+      }
+    } else if (n_blocks > 0) {
+      // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
+      // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
+      //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
+      //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
+      //              j-1; rescale O by alpha_j; pack P_j
+      //   epilogue:  P_last V_last
+      mbarrier_wait(&k_full[0], 0);
+      wgmma_fence();
+      issue_qk(s_flat, sK);
       wgmma_wait_group<0>();
-      mbarrier_arrive(&kv_empty[s]);
+      softmax(acc_s, 0, alpha);
+      pack_p();
+      for (int j = 1; j < n_blocks; ++j) {
+        const int s = stage_of(j), prev = stage_of(j - 1);
+        mbarrier_wait(&k_full[s], parity_of(j));
+        wgmma_fence();
+        issue_qk(s_flat, sK + s * Cfg::kKVElems);
+        mbarrier_wait(&v_full[prev], parity_of(j - 1));
+        issue_pv(a, sV + prev * Cfg::kKVElems);
+        wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
+        const bool rescale = softmax(acc_s, j, alpha);
+        wgmma_wait_group<0>();
+        mbarrier_arrive(&kv_empty[prev]);
+        if (rescale) rescale_output(acc_o, alpha);
+        pack_p();
+      }
+      const int last = stage_of(n_blocks - 1);
+      mbarrier_wait(&v_full[last], parity_of(n_blocks - 1));
+      wgmma_fence();
+      issue_pv(a, sV + last * Cfg::kKVElems);
+      wgmma_wait_group<0>();
+      mbarrier_arrive(&kv_empty[last]);
     }
 
     T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1];
