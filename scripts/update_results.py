@@ -20,7 +20,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SUMMARY = {
     "vector_add": ("flashkernel_cuda", "device_copy", r"MB=(256|1024)$"),
     "reduce": ("flashkernel_cuda", "torch_eager", r"^n=(1000000|100000000|1000000000) |^rows="),
-    "attention": ("flashkernel_cuda", "sdpa_flash", r"^B=\d+ H=\d+ N=(4096|16384) d=(64|128) "),
+    "attention": ("flashkernel_cuda", "sdpa_cudnn", r"^B=\d+ H=\d+ N=(1024|4096|16384) d=(64|128) "),
     "gelu_linear": ("flashkernel_cuda", "cublaslt_epilogue", r"."),
     "rope": ("flashkernel_cuda", "torch_compile", r"^B=8 "),
     "layernorm": ("flashkernel", "torch_compile", r"."),

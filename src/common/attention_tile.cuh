@@ -89,13 +89,14 @@ __device__ __forceinline__ void mask_tile(float (&s)[kMTiles][kNTiles][4], int r
       }
 }
 
-// Online softmax over one tile of raw (unscaled) scores: updates the row max and sum, turns s
-// into P = exp2(s * scale_log2 - max) in place and rescales the output accumulator o by
-// exp2(old max - new max). Scores stay unscaled until the exponent's single FFMA.
-template <int kMTiles, int kNTiles, int kDTiles>
-__device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], float (&o)[kMTiles][kDTiles][4],
-                                               RowStats<kMTiles>& st, const SoftmaxScale& sc) {
-  float alpha[kMTiles][2];
+// Online softmax over one tile of raw (unscaled) scores: updates the row max and sum and turns s
+// into P = exp2(s * scale_log2 - max) in place. alpha receives each row's factor exp2(old max -
+// new max) for the output accumulator; the return value says whether any row of the warp moved
+// its max (otherwise every alpha is exactly 1 and the rescale can be skipped: once the running
+// max has settled, most tiles of a long row). Scores stay unscaled until the exponent's FFMA.
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ bool softmax_tile(float (&s)[kMTiles][kNTiles][4], RowStats<kMTiles>& st,
+                                             const SoftmaxScale& sc, float (&alpha)[kMTiles][2]) {
   bool rescale = false;
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi)
@@ -127,19 +128,29 @@ __device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], 
       }
       st.sum[mi][r] = st.sum[mi][r] * alpha[mi][r] + sum;
     }
-  // Once the running max has settled (most tiles of a long row), alpha is exactly 1 for every
-  // row of the warp and the O rescale is skipped (a warp-uniform branch, same result).
-  if (__any_sync(0xffffffffu, rescale)) {
+  return __any_sync(0xffffffffu, rescale);
+}
+
+// o *= alpha, row by row.
+template <int kMTiles, int kDTiles>
+__device__ __forceinline__ void rescale_output(float (&o)[kMTiles][kDTiles][4], const float (&alpha)[kMTiles][2]) {
 #pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi)
+  for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
-      for (int dt = 0; dt < kDTiles; ++dt) {
-        o[mi][dt][0] *= alpha[mi][0];
-        o[mi][dt][1] *= alpha[mi][0];
-        o[mi][dt][2] *= alpha[mi][1];
-        o[mi][dt][3] *= alpha[mi][1];
-      }
-  }
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      o[mi][dt][0] *= alpha[mi][0];
+      o[mi][dt][1] *= alpha[mi][0];
+      o[mi][dt][2] *= alpha[mi][1];
+      o[mi][dt][3] *= alpha[mi][1];
+    }
+}
+
+// softmax_tile followed at once by the rescale of the output accumulator.
+template <int kMTiles, int kNTiles, int kDTiles>
+__device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], float (&o)[kMTiles][kDTiles][4],
+                                               RowStats<kMTiles>& st, const SoftmaxScale& sc) {
+  float alpha[kMTiles][2];
+  if (softmax_tile(s, st, sc, alpha)) rescale_output(o, alpha);
 }
 
 // Epilogue: writes O / l for the thread's rows (row0 = the warp's first row in the sequence) and,
