@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import flashkernel
 import flashkernel.triton
+from flashkernel.triton.gelu_linear import LARGE_M_CONFIGS, SMALL_M_CONFIGS, gelu_linear_with_config
 from helpers import TRITON_INTERPRET, gpu, max_rel_error, randn, triton_device, triton_twin
 
 DTYPES = [torch.float16, torch.bfloat16]
@@ -207,3 +208,29 @@ def test_triton_gelu_linear_bad_inputs(case):
     args, kwargs, exc, msg = bad_input_cases(triton_device())[case]
     with pytest.raises(exc, match=msg):
         flashkernel.triton.gelu_linear(*args, **kwargs)
+
+
+# The suite runs the twin with one fixed configuration per M family (FLASHKERNEL_TRITON_AUTOTUNE=0,
+# set by conftest.py); this runs every configuration the autotuner may pick, on a shape with a
+# partial tile of every block size (M = 65, K = 200, N = 136) and at decode size (M = 7).
+CONFIGS = LARGE_M_CONFIGS + SMALL_M_CONFIGS
+
+
+def config_id(i):
+    c = CONFIGS[i]
+    family = "large" if i < len(LARGE_M_CONFIGS) else "small"
+    return f"{family}-{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']}x{c.kwargs['BLOCK_K']}-w{c.num_warps}-s{c.num_stages}"
+
+
+@triton_twin
+@pytest.mark.parametrize("dtype", TRITON_DTYPES)
+@pytest.mark.parametrize("config", range(len(CONFIGS)), ids=config_id)
+def test_triton_gelu_linear_every_config(config, dtype):
+    cfg = CONFIGS[config]
+    # fp16 with bias and tanh, bf16 without bias and erf: both epilogues for every configuration.
+    with_bias, approximate = (True, "tanh") if dtype == torch.float16 else (False, "none")
+    for m in (65, 7):
+        x, w, b = make_inputs((m,), 200, 136, dtype, with_bias, device=triton_device())
+        out = gelu_linear_with_config(x, w, b, cfg, approximate=approximate)
+        assert out.shape == (m, 136) and out.dtype == dtype
+        check(out, reference(x, w, b, approximate), dtype, f"config {cfg} m={m}")

@@ -4,7 +4,9 @@ One program owns BLOCK_M query rows of one (batch, head) and streams key/value t
 through an online softmax (running max and sum in fp32, exp2 with the scale folded in). Key tiles
 that need no mask (fully below the causal diagonal and inside Nk) run a mask-free loop; only the
 diagonal and tail tiles pay for the per-element mask. Autotuned over block sizes, warps and
-stages on the GPU; under TRITON_INTERPRET=1 one small configuration runs on the CPU.
+stages on the GPU (with FLASHKERNEL_TRITON_AUTOTUNE=0: one fixed configuration per head_dim, see
+_autotune.py); under TRITON_INTERPRET=1 one small configuration runs on the CPU.
+`flash_attention_with_config` runs one given configuration of CONFIGS (how the tests cover each).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import triton
 import triton.language as tl
 
 from flashkernel.ops.attention import check_arguments
+from flashkernel.triton._autotune import autotune_enabled
 
 _OP = "flashkernel.triton.flash_attention"
 _LOG2E = 1.4426950408889634
@@ -135,7 +138,7 @@ def _attn_fwd(Q, K, V, O, LSE, stride_qb, stride_qh, stride_qm, stride_kb, strid
         tl.store(LSE + pid_bh.to(tl.int64) * n_q + offs_m, lse, mask=offs_m < n_q)
 
 
-_CONFIGS = [
+CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
@@ -143,7 +146,9 @@ _CONFIGS = [
 ]
 # Tuned once per (head_dim, causal, dtype, size bucket), not per exact length: each tuning compiles
 # every configuration, and the best tile barely moves between lengths of the same bucket.
-_attn_fwd_tuned = triton.autotune(configs=_CONFIGS, key=["N_BUCKET", "HEAD_DIM", "CAUSAL", "RETURN_LSE"])(_attn_fwd)
+_attn_fwd_tuned = triton.autotune(configs=CONFIGS, key=["N_BUCKET", "HEAD_DIM", "CAUSAL", "RETURN_LSE"])(_attn_fwd)
+# Without autotuning (FLASHKERNEL_TRITON_AUTOTUNE=0): one configuration per head_dim.
+FIXED_CONFIGS = {64: CONFIGS[0], 128: CONFIGS[2]}
 
 
 def _interpreting() -> bool:
@@ -153,6 +158,17 @@ def _interpreting() -> bool:
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                     scale: float | None = None, return_lse: bool = False):
     """Same contract as flashkernel.flash_attention (see there)."""
+    return _forward(q, k, v, causal, scale, return_lse, None)
+
+
+def flash_attention_with_config(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: triton.Config, *,
+                                causal: bool = False, scale: float | None = None, return_lse: bool = False):
+    """flash_attention with the given configuration (one of CONFIGS) instead of the autotuner's
+    choice. Under TRITON_INTERPRET=1 its block sizes run on the interpreter's path."""
+    return _forward(q, k, v, causal, scale, return_lse, config)
+
+
+def _forward(q, k, v, causal, scale, return_lse, config):
     check_arguments(_OP, q, k, v)
     devices = {q.device, k.device, v.device}
     if len(devices) != 1:
@@ -170,14 +186,21 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
         args = (q, k, v, out, lse if return_lse else out, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
                 k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
                 out.stride(2), heads_q, heads_q // heads_kv, n_q, n_k, sc * _LOG2E, 0 if n_k < 2048 else 1)
+        flags = dict(HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse))
         if _interpreting():
-            grid = (triton.cdiv(n_q, 16), batch * heads_q)
-            _attn_fwd[grid](*args, HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse), BLOCK_M=16,
-                            BLOCK_N=16, INTERPRET=True,
-                            STATIC_TILES=triton.cdiv(n_k, 16))
-        else:
+            # Only the block sizes matter on the CPU; the interpreter's path walks every key tile.
+            blocks = {"BLOCK_M": 16, "BLOCK_N": 16} if config is None else \
+                {"BLOCK_M": config.kwargs["BLOCK_M"], "BLOCK_N": config.kwargs["BLOCK_N"]}
+            grid = (triton.cdiv(n_q, blocks["BLOCK_M"]), batch * heads_q)
+            _attn_fwd[grid](*args, **flags, **blocks, INTERPRET=True,
+                            STATIC_TILES=triton.cdiv(n_k, blocks["BLOCK_N"]))
+        elif config is None and autotune_enabled():
             def grid(meta):
                 return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)
 
-            _attn_fwd_tuned[grid](*args, HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse))
+            _attn_fwd_tuned[grid](*args, **flags)
+        else:
+            meta = (config or FIXED_CONFIGS[d]).all_kwargs()
+            grid = (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)
+            _attn_fwd[grid](*args, **flags, **meta)
     return (out, lse) if return_lse else out

@@ -1,5 +1,9 @@
 """Triton twin of gelu_linear: GeLU(x @ weight^T + bias), the epilogue fused into an autotuned
-tiled matmul (tl.dot; Triton lowers it to wgmma on Hopper, mma.sync on Ampere)."""
+tiled matmul (tl.dot; Triton lowers it to wgmma on Hopper, mma.sync on Ampere).
+
+With FLASHKERNEL_TRITON_AUTOTUNE=0 (see _autotune.py) one fixed configuration per M family (small M
+<= 64, large M) runs instead of the autotuner; `gelu_linear_with_config` runs one given
+configuration of LARGE_M_CONFIGS / SMALL_M_CONFIGS (how the tests cover each)."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +12,7 @@ import triton.language as tl
 import triton.testing
 
 from flashkernel.ops.gelu_linear import check_args
+from flashkernel.triton._autotune import autotune_enabled
 
 _OP = "flashkernel.triton.gelu_linear"
 
@@ -80,14 +85,14 @@ def _config(bm, bn, bk, stages, warps):
 
 
 # Large-M tiles (compute-bound) and skinny tiles for decode-sized M (weight streaming).
-_LARGE_M_CONFIGS = [
+LARGE_M_CONFIGS = [
     _config(128, 256, 64, 3, 8),
     _config(128, 128, 64, 4, 8),
     _config(128, 128, 64, 4, 4),
     _config(64, 128, 64, 4, 4),
     _config(64, 64, 64, 4, 4),
 ]
-_SMALL_M_CONFIGS = [
+SMALL_M_CONFIGS = [
     _config(16, 64, 128, 4, 4),
     _config(16, 32, 256, 3, 4),
     _config(32, 64, 128, 4, 4),
@@ -95,9 +100,12 @@ _SMALL_M_CONFIGS = [
 ]
 
 
+_SMALL_M_MAX = 64  # M up to this uses the small-M family
+
+
 def _prune(configs, named_args, **kwargs):
     # Only the family that can win for this M: halves the tuning time per shape.
-    family = _SMALL_M_CONFIGS if named_args["M"] <= 64 else _LARGE_M_CONFIGS
+    family = SMALL_M_CONFIGS if named_args["M"] <= _SMALL_M_MAX else LARGE_M_CONFIGS
     keep = [c for c in configs if any(c is f for f in family)]
     return keep or configs
 
@@ -109,7 +117,7 @@ def _bucket_m(m: int) -> int:
 
 
 _tuned_kernel = triton.autotune(
-    configs=_LARGE_M_CONFIGS + _SMALL_M_CONFIGS,
+    configs=LARGE_M_CONFIGS + SMALL_M_CONFIGS,
     key=["M_BUCKET", "N", "K", "HAS_BIAS", "APPROX_TANH"],
     prune_configs_by={"early_config_prune": _prune},
     # Short tuning runs (default is 25 + 100 ms per config): shapes are tuned once per process.
@@ -117,14 +125,29 @@ _tuned_kernel = triton.autotune(
                                                                     quantiles=quantiles),
 )(_gelu_linear_kernel)
 
+# Without autotuning (FLASHKERNEL_TRITON_AUTOTUNE=0): one configuration per M family.
+FIXED_SMALL_M_CONFIG = SMALL_M_CONFIGS[0]
+FIXED_LARGE_M_CONFIG = LARGE_M_CONFIGS[1]
+
 # Under TRITON_INTERPRET=1 (CPU) tuning would run every config through the interpreter: one small
 # fixed config instead.
-_INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4, "INTERPRET_LOOP": True}
+_INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
 
 
 def gelu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                 approximate: str = "none") -> torch.Tensor:
     """Same signature and semantics as flashkernel.gelu_linear."""
+    return _forward(x, weight, bias, approximate, None)
+
+
+def gelu_linear_with_config(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, config: triton.Config,
+                            *, approximate: str = "none") -> torch.Tensor:
+    """gelu_linear with the given configuration (one of LARGE_M_CONFIGS / SMALL_M_CONFIGS, any M)
+    instead of the autotuner's choice. Under TRITON_INTERPRET=1 its block sizes run on the CPU."""
+    return _forward(x, weight, bias, approximate, config)
+
+
+def _forward(x, weight, bias, approximate, config):
     check_args(_OP, x, weight, bias, approximate)
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if t is not None and not t.is_contiguous():
@@ -140,10 +163,16 @@ def gelu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     b = bias if bias is not None else weight  # any pointer; never read without HAS_BIAS
     flags = dict(HAS_BIAS=bias is not None, APPROX_TANH=approximate == "tanh")
     if x.device.type == "cpu":  # only reachable under the interpreter
-        grid = (triton.cdiv(m, _INTERPRET_CONFIG["BLOCK_M"]) * triton.cdiv(n, _INTERPRET_CONFIG["BLOCK_N"]),)
-        _gelu_linear_kernel[grid](x, weight, b, out, m, n, k, _bucket_m(m), **flags, **_INTERPRET_CONFIG)
-    else:
+        meta = dict(_INTERPRET_CONFIG if config is None else config.kwargs, INTERPRET_LOOP=True)
+    elif config is None and autotune_enabled():
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
         _tuned_kernel[grid](x, weight, b, out, m, n, k, _bucket_m(m), **flags)
+        return out
+    else:
+        if config is None:
+            config = FIXED_SMALL_M_CONFIG if m <= _SMALL_M_MAX else FIXED_LARGE_M_CONFIG
+        meta = config.all_kwargs()
+    grid = (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+    _gelu_linear_kernel[grid](x, weight, b, out, m, n, k, _bucket_m(m), **flags, **meta)
     return out
