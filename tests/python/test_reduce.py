@@ -259,7 +259,6 @@ def test_triton_matches_reference(op, dtype, shape):
 
 
 @triton_twin
-@pytest.mark.skipif(not TRITON_INTERPRET, reason="the GPU lane runs the full matrix in test_triton_matrix_gpu")
 @pytest.mark.parametrize("op", ["sum", "max"])
 def test_triton_misaligned_and_nan(op):
     dev = triton_device()

@@ -54,10 +54,12 @@ def positions_bn(positions, batch, seq):
 
 
 def rotate(x, cos, sin, rotary_dim, style):
-    """float64 rotation of x [B, H, N, d] with cos/sin [B, N, r/2]; returns (out, |a c| + |b s|)."""
-    x = x.detach().cpu().double()
-    c = cos.double()[:, None]
-    s = sin.double()[:, None]
+    """float64 rotation of x [B, H, N, d] with cos/sin [B, N, r/2]; returns (out, |a c| + |b s|).
+    Computed on x's device: each op rounds once in float64 there as on the CPU (the same values),
+    and the large GPU shapes take no seconds of CPU time."""
+    x = x.detach().double()
+    c = cos.double().to(x.device)[:, None]
+    s = sin.double().to(x.device)[:, None]
     half = rotary_dim // 2
     out = x.clone()
     mag = torch.zeros_like(x)
@@ -80,7 +82,7 @@ def reference(x, positions, rotary_dim, style, base=10000.0, table=None):
         th = angles(pos, rotary_dim, base).double()
         cos, sin = th.cos(), th.sin()
     else:
-        cos, sin = (t.detach()[pos.to(t.device)].cpu().double() for t in table)
+        cos, sin = (t.detach()[pos.to(t.device)].double() for t in table)
     return rotate(x, cos, sin, rotary_dim, style)
 
 
@@ -92,7 +94,8 @@ def ulp(v, dtype):
 
 
 def assert_rope_close(out, ref, mag, what, ulps=1):
-    out64 = out.detach().cpu().double()
+    out64 = out.detach().double()
+    ref, mag = ref.to(out64.device), mag.to(out64.device)
     assert not torch.isnan(out64).any(), f"{what}: output has NaN"
     ref_r = ref.to(out.dtype).double()
     tol = ulps * ulp(torch.maximum(ref_r.abs(), out64.abs()), out.dtype) + 4 * torch.finfo(torch.float32).eps * mag
