@@ -3,6 +3,10 @@
 # ones included), runs compute-sanitizer memcheck over the C++ GPU tests and racecheck/synccheck
 # over the shared-memory kernels, and prints a summary table. Fails if anything fails, if any GPU
 # test was skipped, or if a sanitizer reports an error.   Usage: scripts/gpu_check.sh [LOGDIR]
+#
+# Order: build, then the plain C++ test run; then three independent lanes at once: the sanitizer
+# chain (memcheck, racecheck, synccheck) and the Triton-interpreter lane (CPU only) in the
+# background, the Python GPU lane in the foreground. Each step's wall time is in the summary.
 LOGDIR_ARG=${1:-gpu-check-logs}
 export FLASHKERNEL_BUILD_DIR=${FLASHKERNEL_BUILD_DIR:-build-gpucheck}
 source "$(dirname "$0")/common.sh"
@@ -15,69 +19,123 @@ CC=$("$PY" -c "import torch; print(''.join(map(str, torch.cuda.get_device_capabi
 export FLASHKERNEL_CUDA_ARCHS=${FLASHKERNEL_CUDA_ARCHS:-$([ "$CC" = 90 ] && echo 90a || echo "$CC")}
 ARCHS=$FLASHKERNEL_CUDA_ARCHS
 rm -rf "$BUILD"
-declare -a NAMES RESULTS DETAILS
-record() { NAMES+=("$1"); RESULTS+=("$2"); DETAILS+=("$3"); }
+rm -f "$LOGDIR"/*.result
+
+# A step's outcome goes to $LOGDIR/<id>.result as "RESULT<tab>details (Ns)": steps that run in the
+# background cannot set this shell's variables. The summary reads the files in STEPS order.
+declare -a STEPS=()
+step() { STEPS+=("$1|$2"); }  # id, name shown in the summary
+step build "build"
+step gtest "C++ tests"
+step memcheck "memcheck"
+step racecheck "racecheck"
+step synccheck "synccheck"
+step pytest-gpu "pytest (GPU)"
+step pytest-interp "pytest (Triton interpreter)"
+finish() {  # id, PASS/FAIL, details, start time (seconds)
+  printf '%s\t%s (%ss)\n' "$2" "$3" "$(( $(date +%s) - $4 ))" >"$LOGDIR/$1.result"
+}
+pass_if() { [ "$1" -eq 0 ] && echo PASS || echo FAIL; }  # exit status -> PASS/FAIL
 
 ensure_dependencies
 t0=$(date +%s)
-if build_project >"$LOGDIR/build.log" 2>&1; then record build PASS "archs=$ARCHS, $(( $(date +%s) - t0 ))s"
-else tail -40 "$LOGDIR/build.log"; record build FAIL "see build.log"; fi
+if build_project >"$LOGDIR/build.log" 2>&1; then finish build PASS "archs=$ARCHS" "$t0"
+else tail -40 "$LOGDIR/build.log"; finish build FAIL "see build.log" "$t0"; fi
 
 TESTS="$BUILD/tests/cpp/flashkernel_tests"
-if [ -x "$TESTS" ]; then
-  "$TESTS" --gtest_output=xml:"$LOGDIR/gtest.xml" >"$LOGDIR/gtest.log" 2>&1; rc=$?
-  read -r total failed skipped < <("$PY" - "$LOGDIR/gtest.xml" <<'PYEOF'
-import sys, xml.etree.ElementTree as ET
-r = ET.parse(sys.argv[1]).getroot()
-print(r.get("tests"), int(r.get("failures", 0)) + int(r.get("errors", 0)), r.get("skipped", r.get("disabled", 0)))
-PYEOF
-)
-  res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
-  record "C++ tests" $res "$total tests, $failed failed, $skipped skipped"
 
+# compute-sanitizer over the C++ tests, one tool after the other (they share the GPU with the
+# Python lane, not with each other).
+sanitizer_chain() {
+  local t0 rc
   # memcheck: every GPU test (the argument tests do no CUDA work, harmless to include).
+  t0=$(date +%s)
   timeout 900 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 "$TESTS" \
       --gtest_filter="${FK_MEMCHECK_FILTER:-*}" >"$LOGDIR/memcheck.log" 2>&1; rc=$?
-  record "memcheck" "$([ $rc -eq 0 ] && echo PASS || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck.log" | tail -1)"
-  # racecheck/synccheck: kernels with shared memory, on their small test cases.
-  # (racecheck is 10-100x slower than a plain run: one small case per shared-memory kernel).
-  RACE_FILTER=${FK_RACECHECK_FILTER:-AttentionTest/*.UnequalLengthsCausalBottomRight:GeluLinearTest/*.TiledPath:GeluLinearTest/*.SmallMStreamingPath:ReduceTest/*.RowsMatchReferenceForEveryRowLength:KVCacheKernelTest/*.DecodeMatchesReference:RopeTest/*.TableMatchesReference}
+  finish memcheck "$(pass_if $rc)" "$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck.log" | tail -1)" "$t0"
+  # racecheck/synccheck: kernels with shared memory, on their small test cases (racecheck is
+  # 10-100x slower than a plain run). One typed instance where both run one kernel template with
+  # the dtype as its only difference (gelu_linear: /0 = fp16; paged decode: /0 = fp16); both where
+  # the code differs by dtype: reduce and rope (fp32 takes other vector widths: /0 = fp32,
+  # /1 = fp16) and attention (kernel paths still changing).
+  local filter=${FK_RACECHECK_FILTER:-AttentionTest/*.UnequalLengthsCausalBottomRight:GeluLinearTest/0.TiledPath:GeluLinearTest/0.SmallMStreamingPath:ReduceTest/0.RowsMatchReferenceForEveryRowLength:ReduceTest/1.RowsMatchReferenceForEveryRowLength:KVCacheKernelTest/0.DecodeMatchesReference:RopeTest/0.TableMatchesReference:RopeTest/1.TableMatchesReference}
+  local tool
   for tool in racecheck synccheck; do
-    timeout 900 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 20 "$TESTS" --gtest_filter="$RACE_FILTER" \
-        >"$LOGDIR/$tool.log" 2>&1; rc=$?
-    record "$tool" "$([ $rc -eq 0 ] && echo PASS || echo FAIL)" "filter $RACE_FILTER; $(grep -E 'ERROR SUMMARY|HAZARD' "$LOGDIR/$tool.log" | tail -1)"
+    t0=$(date +%s)
+    timeout 900 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 20 "$TESTS" \
+        --gtest_filter="$filter" >"$LOGDIR/$tool.log" 2>&1; rc=$?
+    finish $tool "$(pass_if $rc)" "filter $filter; $(grep -E 'ERROR SUMMARY|HAZARD' "$LOGDIR/$tool.log" | tail -1)" "$t0"
   done
-else
-  record "C++ tests" FAIL "not built"
-fi
+}
 
-pytest_lane() {  # name, then pytest args
+# One pytest lane: name, then pytest arguments. Prints "rc total failed skipped".
+pytest_lane() {
   local name=$1; shift
-  "$PY" -m pytest -q -rs --junitxml="$LOGDIR/pytest-$name.xml" "$@" >"$LOGDIR/pytest-$name.log" 2>&1; local rc=$?
+  "$PY" -m pytest -q -rs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
+      --junitxml="$LOGDIR/pytest-$name.xml" "$@" >"$LOGDIR/pytest-$name.log" 2>&1; local rc=$?
   read -r total failed skipped < <("$PY" - "$LOGDIR/pytest-$name.xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
 t = f = s = 0
-for suite in ET.parse(sys.argv[1]).getroot().iter("testsuite"):
+try:
+    suites = list(ET.parse(sys.argv[1]).getroot().iter("testsuite"))
+except (OSError, ET.ParseError):  # no report (the run crashed): counted as a failure below
+    suites = []
+for suite in suites:
     t += int(suite.get("tests", 0)); f += int(suite.get("failures", 0)) + int(suite.get("errors", 0)); s += int(suite.get("skipped", 0))
 print(t, f, s)
 PYEOF
 )
   echo "$rc $total $failed $skipped"
 }
+
+interpreter_lane() {
+  local t0 rc total failed skipped
+  t0=$(date +%s)
+  read -r rc total failed skipped < <(TRITON_INTERPRET=1 pytest_lane interp -m triton $PYTEST_PATHS)
+  finish pytest-interp "$(pass_if "$rc")" \
+      "$total tests, $failed failed, $skipped skipped (non-Triton tests deselected)" "$t0"
+}
+
+declare -a BACKGROUND=()
+if [ -x "$TESTS" ]; then
+  t0=$(date +%s)
+  "$TESTS" --gtest_output=xml:"$LOGDIR/gtest.xml" >"$LOGDIR/gtest.log" 2>&1; rc=$?
+  read -r total failed skipped < <("$PY" - "$LOGDIR/gtest.xml" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+# GTEST_SKIP counts only per suite; disabled tests count as skipped too.
+skipped = sum(int(s.get("skipped", 0)) for s in r.iter("testsuite")) + int(r.get("disabled", 0))
+print(r.get("tests"), int(r.get("failures", 0)) + int(r.get("errors", 0)), skipped)
+PYEOF
+)
+  res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
+  finish gtest $res "$total tests, $failed failed, $skipped skipped" "$t0"
+  sanitizer_chain & BACKGROUND+=($!)
+else
+  finish gtest FAIL "not built" "$(date +%s)"
+  for id in memcheck racecheck synccheck; do finish $id FAIL "not run: no test binary" "$(date +%s)"; done
+fi
+
+interpreter_lane & BACKGROUND+=($!)
+
+t0=$(date +%s)
 read -r rc total failed skipped < <(pytest_lane gpu $PYTEST_PATHS)
 res=PASS; { [ "$rc" -ne 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
-record "pytest (GPU)" $res "$total tests, $failed failed, $skipped skipped"
-read -r rc total failed skipped < <(TRITON_INTERPRET=1 pytest_lane interp -m triton $PYTEST_PATHS)
-record "pytest (Triton interpreter)" "$([ "$rc" -eq 0 ] && echo PASS || echo FAIL)" "$total tests, $failed failed, $skipped skipped (non-Triton tests deselected)"
+finish pytest-gpu $res "$total tests, $failed failed, $skipped skipped" "$t0"
+
+wait "${BACKGROUND[@]}"
 
 echo
 echo "GPU check on $("$PY" -c 'import torch; print(torch.cuda.get_device_name())') in $(( $(date +%s) - START ))s; logs in $LOGDIR"
 printf '%-30s %-6s %s\n' step result details
 printf '%-30s %-6s %s\n' ---- ------ -------
 fail=0
-for i in "${!NAMES[@]}"; do
-  printf '%-30s %-6s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${DETAILS[$i]}"
-  [ "${RESULTS[$i]}" = PASS ] || fail=1
+for entry in "${STEPS[@]}"; do
+  id=${entry%%|*} name=${entry#*|}
+  if [ -f "$LOGDIR/$id.result" ]; then IFS=$'\t' read -r res details <"$LOGDIR/$id.result"
+  else res=FAIL details="no result (the step did not finish)"; fi
+  printf '%-30s %-6s %s\n' "$name" "$res" "$details"
+  [ "$res" = PASS ] || fail=1
 done
 [ $fail -eq 0 ] && echo "GPU CHECK PASSED" || echo "GPU CHECK FAILED"
 exit $fail
