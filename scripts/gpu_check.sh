@@ -64,7 +64,7 @@ sanitizer_chain() {
     t0=$(date +%s)
     timeout 900 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 20 "$TESTS" \
         --gtest_filter="$filter" >"$LOGDIR/$tool.log" 2>&1; rc=$?
-    finish $tool "$(pass_if $rc)" "filter $filter; $(grep -E 'ERROR SUMMARY|HAZARD' "$LOGDIR/$tool.log" | tail -1)" "$t0"
+    finish $tool "$(pass_if $rc)" "filter $filter; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|HAZARD' "$LOGDIR/$tool.log" | tail -1)" "$t0"
   done
 }
 
