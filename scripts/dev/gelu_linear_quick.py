@@ -1,0 +1,74 @@
+"""Quick timing of gelu_linear against cuBLASLt's fused GELU_BIAS epilogue
+(torch._addmm_activation) and a plain F.linear at the large-M goal shapes: medians of CUDA-event
+timings, one table. For iterating on the Hopper kernel; the committed numbers come from
+`flashkernel bench gelu_linear`.
+Usage: python scripts/dev/gelu_linear_quick.py"""
+import os
+
+import torch
+import torch.nn.functional as F
+
+import flashkernel
+
+SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384)]  # (M, K, N)
+
+
+def median_ms(fn, reps=30):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def with_kernel(choice, fn):
+    """Runs fn with FLASHKERNEL_GELU_LINEAR_KERNEL=choice (read by the library at every call)."""
+    def run():
+        old = os.environ.get("FLASHKERNEL_GELU_LINEAR_KERNEL")
+        os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"] = choice
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"]
+            else:
+                os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"] = old
+    return run
+
+
+def main():
+    print(torch.cuda.get_device_name())
+    names = ("fk", "fk_sm80", "cublaslt", "linear")
+    print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
+    for dtype in (torch.bfloat16, torch.float16):
+        for m, k, n in SHAPES:
+            torch.manual_seed(0)
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
+            b = torch.randn(n, device="cuda", dtype=dtype)
+            fk = lambda: flashkernel.gelu_linear(x, w, b, approximate="tanh")
+            impls = {
+                "fk": fk,
+                "fk_sm80": with_kernel("sm80", fk),
+                "cublaslt": lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True),
+                "linear": lambda: F.linear(x, w, b),
+            }
+            ref = impls["cublaslt"]().float()
+            err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk", "fk_sm80")}
+            flops = 2 * m * n * k
+            tf = {name: flops / median_ms(fn) / 1e9 for name, fn in impls.items()}
+            label = f"({m},{k},{n}) {str(dtype).split('.')[-1]}"
+            print(f"{label:>30} " + " ".join(f"{tf[nm]:9.1f}" for nm in names)
+                  + f"  {tf['fk'] / tf['cublaslt']:.3f}  max|fk-cublaslt| "
+                  + " ".join(f"{nm}={e:.3g}" for nm, e in err.items()))
+
+
+if __name__ == "__main__":
+    main()
