@@ -15,7 +15,7 @@
 //
 // Shared memory (1024-byte aligned tiles in TMA's 128-byte swizzle, which is wgmma's): Q as
 // kHeadDim / 64 column blocks of [128][64], and per stage K and V as column blocks of
-// [kBlockN][64]. d=128, kBlockN=128, 2 stages: 32 + 2 * 64 = 160 KiB; d=64, 3 stages: 112 KiB.
+// [kBlockN][64]. d=128, kBlockN=128, 3 stages: 32 + 3 * 64 = 224 KiB; d=64, 3 stages: 112 KiB.
 // Tails need no code: TMA fills rows past Nq / Nk with zeros, and the mask removes the columns.
 #pragma once
 #include <cuda.h>
