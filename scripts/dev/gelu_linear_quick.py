@@ -9,23 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import flashkernel
+from quick_timing import median_ms  # scripts/dev/quick_timing.py (same folder)
 
 SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384)]  # (M, K, N)
-
-
-def median_ms(fn, reps=30):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
 
 
 def with_kernel(choice, fn):
