@@ -156,6 +156,15 @@ TYPED_TEST(AttentionTest, ManyKeyTilesThroughThePipeline) {
   }
 }
 
+// More (query block, head, batch) work tiles than any GPU has SMs: the persistent sm90 kernel's
+// blocks each run several tiles, carrying the K/V ring and the Q barriers from one to the next
+// (tiles with and without visible keys mixed in by the causal Nq > Nk case).
+TYPED_TEST(AttentionTest, MoreWorkTilesThanSms) {
+  FK_SKIP_WITHOUT_GPU();
+  check_attention<TypeParam>({2, 40, 8, 130, 200, 64, true, false});
+  check_attention<TypeParam>({3, 24, 24, 300, 170, 128, true, true});
+}
+
 TEST(AttentionGpu, EmptyQueryIsANoOp) {
   FK_SKIP_WITHOUT_GPU();
   AttentionShape s;

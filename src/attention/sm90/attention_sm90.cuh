@@ -1,7 +1,10 @@
 // The Hopper (sm_90a) FlashAttention forward kernel: TMA loads completing on mbarriers, wgmma for
 // both GEMMs, and warp specialization. Included by one .cu per head_dim.
 //
-// A block owns kBlockM = 128 query rows of one (batch, head) and has three warpgroups:
+// A work tile is kBlockM = 128 query rows of one (batch, head). Non-causal launches are persistent
+// (one block per SM loops over tiles; a Q `empty` barrier lets the next tile's loads start while
+// this one's output is written); causal launches run one tile per block. A block has three
+// warpgroups:
 //   warpgroup 0, the producer: one thread issues the TMA copies - Q once, then K and V tiles of
 //     kBlockN keys into a kStages-deep ring - and gives most of its registers away (setmaxnreg);
 //   warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
@@ -22,6 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -49,7 +53,7 @@ struct TileConfig {
   static constexpr int kQElems = kBlockM * kHeadDim;
   static constexpr int kKVElems = kBlockN * kHeadDim;
   static constexpr int kTileBytes = (kQElems + 2 * kStages * kKVElems) * 2;
-  static constexpr int kBarriers = 1 + 3 * kStages;
+  static constexpr int kBarriers = 2 + 3 * kStages;
   static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;  // + alignment slack
   // Registers per thread after setmaxnreg: 2 x 128 x 240 + 128 x 24 = 64512 of the SM's 65536.
   static constexpr int kConsumerRegs = 240;
@@ -74,24 +78,44 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   T* sK = sQ + Cfg::kQElems;           // [kStages][kCB][BN][64]
   T* sV = sK + kStages * Cfg::kKVElems;
   std::uint64_t* q_full = reinterpret_cast<std::uint64_t*>(sV + kStages * Cfg::kKVElems);
-  std::uint64_t* k_full = q_full + 1;
+  std::uint64_t* q_empty = q_full + 1;
+  std::uint64_t* k_full = q_full + 2;
   std::uint64_t* v_full = k_full + kStages;
   std::uint64_t* kv_empty = v_full + kStages;
 
+  // A block runs work tiles blockIdx.x, blockIdx.x + gridDim.x, ... (persistent when the grid is
+  // smaller than the tile count; see launch()). Tile t covers
+  // query block t % n_mblocks of (batch, head) pair t / n_mblocks, the query blocks of a pair
+  // counted from the last: blocks resident together share a pair's K/V in L2, and the causal
+  // blocks with the most key tiles come first. Both roles walk the same tile sequence, and the
+  // K/V ring's slots and phases continue from one tile to the next.
   const AttentionShape& sh = p.shape;
-  const int m_block = gridDim.x - 1 - blockIdx.x;  // causal: the blocks with most key tiles first
-  const int head = blockIdx.y, batch = blockIdx.z;
-  const int head_kv = head / int(sh.heads_q / sh.heads_kv);
   const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
-  const int m0 = m_block * BM;
   const int diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
-  int n_end = seq_k;
-  if (p.causal) n_end = min(seq_k, m0 + BM + diag);
-  const int n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+  const int n_mblocks = (seq_q + BM - 1) / BM;
+  const std::int64_t n_tiles = std::int64_t(n_mblocks) * sh.heads_q * sh.batch;
+  struct WorkTile {
+    int m0, head, head_kv, batch, n_blocks;
+  };
+  auto work_tile = [&](std::int64_t t) {
+    WorkTile w;
+    const std::int64_t pair = t / n_mblocks;
+    w.m0 = (n_mblocks - 1 - int(t % n_mblocks)) * BM;
+    w.head = int(pair % sh.heads_q);
+    w.batch = int(pair / sh.heads_q);
+    w.head_kv = w.head / int(sh.heads_q / sh.heads_kv);
+    const int n_end = p.causal ? min(seq_k, w.m0 + BM + diag) : seq_k;
+    w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+    return w;
+  };
+  // K/V tile number g of this block (counted over all its work tiles): ring slot and phase parity.
+  auto stage_of = [](int g) { return g % kStages; };
+  auto parity_of = [](int g) { return std::uint32_t((g / kStages) & 1); };
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
+    mbarrier_init(q_empty, 2 * 128);  // every consumer thread is done reading Q
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&k_full[s], 1);
       mbarrier_init(&v_full[s], 1);
@@ -108,133 +132,151 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       prefetch_tensor_map(&tm_q);
       prefetch_tensor_map(&tm_k);
       prefetch_tensor_map(&tm_v);
-      mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
+      int g = 0;  // K/V tiles issued so far
+      int it = 0;
+      for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+        const WorkTile w = work_tile(t);
+        mbarrier_wait(q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
+        mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
 #pragma unroll
-      for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, m0, head, batch);
-      for (int j = 0; j < n_blocks; ++j) {
-        const int s = j % kStages;
-        mbarrier_wait(&kv_empty[s], ((j / kStages) & 1) ^ 1);  // the consumers are done with its last tile
-        mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
+        for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, w.m0, w.head, w.batch);
+        for (int j = 0; j < w.n_blocks; ++j, ++g) {
+          const int s = stage_of(g);
+          mbarrier_wait(&kv_empty[s], parity_of(g) ^ 1);  // the consumers are done with its last tile
+          mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
 #pragma unroll
-        for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, head_kv, batch);
-        }
-        mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
+          for (int c = 0; c < kCB; ++c) {
+            tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, w.head_kv, w.batch);
+          }
+          mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
 #pragma unroll
-        for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, head_kv, batch);
+          for (int c = 0; c < kCB; ++c) {
+            tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, w.head_kv, w.batch);
+          }
         }
       }
     }
   } else {
     // ---------------- consumers
     warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    const int cw = warpgroup - 1;                         // 64-row half of the block
-    const int warp_row0 = m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
-    float acc_o[1][D / 8][4];
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
-    RowStats<1> stats;
+    const int cw = warpgroup - 1;  // 64-row half of the block
     const SoftmaxScale sc(p.scale);
-    float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
+    int g0 = 0;  // K/V tiles consumed before the current work tile
+    int it = 0;
+    for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+      const WorkTile w = work_tile(t);
+      const int n_blocks = w.n_blocks;
+      const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
+      float acc_o[1][D / 8][4];
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
+      RowStats<1> stats;
+      float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
 
-    // S = Q K_j^T: D / 16 k-steps, each inside one 64-column block of Q and K (+32 bytes a step).
-    auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
+      // S = Q K_j^T: D / 16 k-steps, each inside one 64-column block of Q and K (+32 bytes a step).
+      auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const int c = kk / 4, step_bytes = (kk % 4) * 32;
-        const std::uint64_t da = wgmma_desc_advance(wgmma_desc_sw128(sQ + c * BM * 64 + cw * 64 * 64), step_bytes);
-        const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sKs + c * BN * 64), step_bytes);
-        wgmma_ss<BN, kBf16>(s_flat, da, db, kk > 0);
-      }
-      wgmma_commit_group();
-    };
-    // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V is
-    // read MN-major, its 64-column blocks BN * 128 bytes apart.
-    auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
+        for (int kk = 0; kk < D / 16; ++kk) {
+          const int c = kk / 4, step_bytes = (kk % 4) * 32;
+          const std::uint64_t da = wgmma_desc_advance(wgmma_desc_sw128(sQ + c * BM * 64 + cw * 64 * 64), step_bytes);
+          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sKs + c * BN * 64), step_bytes);
+          wgmma_ss<BN, kBf16>(s_flat, da, db, kk > 0);
+        }
+        wgmma_commit_group();
+      };
+      // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
+      // is read MN-major, its 64-column blocks BN * 128 bytes apart.
+      auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
-        const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
-        wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
-      }
-      wgmma_commit_group();
-    };
-    // Mask (diagonal and tail tiles only) and online softmax of key tile j.
-    auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
-      const int n0 = j * BN;
-      if (tile_needs_mask<BN>(n0, m0 + cw * 64, seq_k, p.causal, diag)) {
-        mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
-      }
-      return softmax_tile(acc_s, stats, sc, alpha);
-    };
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
+          wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
+        }
+        wgmma_commit_group();
+      };
+      // Mask (diagonal and tail tiles only) and online softmax of key tile j.
+      auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
+        const int n0 = j * BN;
+        if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
+          mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
+        }
+        return softmax_tile(acc_s, stats, sc, alpha);
+      };
 
-    float acc_s[1][BN / 8][4];
-    float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
-    std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
-    float alpha[1][2];
-    auto pack_p = [&] {
+      float acc_s[1][BN / 8][4];
+      float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
+      std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
+      float alpha[1][2];
+      auto pack_p = [&] {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
-    };
-    auto stage_of = [](int j) { return j % kStages; };
-    auto parity_of = [](int j) { return std::uint32_t((j / kStages) & 1); };
-    mbarrier_wait(q_full, 0);
-    if constexpr (!Cfg::kOverlapSoftmax) {
-      // One key tile at a time: S_j, softmax_j, P_j V_j, release the stage.
-      for (int j = 0; j < n_blocks; ++j) {
-        const int s = stage_of(j);
-        mbarrier_wait(&k_full[s], parity_of(j));
+        for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
+      };
+      auto sK_of = [&](int j) { return sK + stage_of(g0 + j) * Cfg::kKVElems; };
+      auto sV_of = [&](int j) { return sV + stage_of(g0 + j) * Cfg::kKVElems; };
+      auto k_full_of = [&](int j) { return &k_full[stage_of(g0 + j)]; };
+      auto v_full_of = [&](int j) { return &v_full[stage_of(g0 + j)]; };
+      auto kv_empty_of = [&](int j) { return &kv_empty[stage_of(g0 + j)]; };
+      auto parity = [&](int j) { return parity_of(g0 + j); };
+
+      mbarrier_wait(q_full, it & 1);
+      if constexpr (!Cfg::kOverlapSoftmax) {
+        // One key tile at a time: S_j, softmax_j, P_j V_j, release the stage.
+        for (int j = 0; j < n_blocks; ++j) {
+          mbarrier_wait(k_full_of(j), parity(j));
+          wgmma_fence();
+          issue_qk(s_flat, sK_of(j));
+          wgmma_wait_group<0>();
+          if (softmax(acc_s, j, alpha)) rescale_output(acc_o, alpha);
+          pack_p();
+          mbarrier_wait(v_full_of(j), parity(j));
+          wgmma_fence();
+          issue_pv(a, sV_of(j));
+          wgmma_wait_group<0>();
+          mbarrier_arrive(kv_empty_of(j));
+        }
+      } else if (n_blocks > 0) {
+        // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
+        // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
+        //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
+        //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
+        //              j-1; rescale O by alpha_j; pack P_j
+        //   epilogue:  P_last V_last
+        mbarrier_wait(k_full_of(0), parity(0));
         wgmma_fence();
-        issue_qk(s_flat, sK + s * Cfg::kKVElems);
+        issue_qk(s_flat, sK_of(0));
         wgmma_wait_group<0>();
-        if (softmax(acc_s, j, alpha)) rescale_output(acc_o, alpha);
+        softmax(acc_s, 0, alpha);
         pack_p();
-        mbarrier_wait(&v_full[s], parity_of(j));
+        for (int j = 1; j < n_blocks; ++j) {
+          mbarrier_wait(k_full_of(j), parity(j));
+          wgmma_fence();
+          issue_qk(s_flat, sK_of(j));
+          mbarrier_wait(v_full_of(j - 1), parity(j - 1));
+          issue_pv(a, sV_of(j - 1));
+          wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
+          const bool rescale = softmax(acc_s, j, alpha);
+          wgmma_wait_group<0>();
+          mbarrier_arrive(kv_empty_of(j - 1));
+          if (rescale) rescale_output(acc_o, alpha);
+          pack_p();
+        }
+        mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
         wgmma_fence();
-        issue_pv(a, sV + s * Cfg::kKVElems);
+        issue_pv(a, sV_of(n_blocks - 1));
         wgmma_wait_group<0>();
-        mbarrier_arrive(&kv_empty[s]);
+        mbarrier_arrive(kv_empty_of(n_blocks - 1));
       }
-    } else if (n_blocks > 0) {
-      // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
-      // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
-      //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
-      //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
-      //              j-1; rescale O by alpha_j; pack P_j
-      //   epilogue:  P_last V_last
-      mbarrier_wait(&k_full[0], 0);
-      wgmma_fence();
-      issue_qk(s_flat, sK);
-      wgmma_wait_group<0>();
-      softmax(acc_s, 0, alpha);
-      pack_p();
-      for (int j = 1; j < n_blocks; ++j) {
-        const int s = stage_of(j), prev = stage_of(j - 1);
-        mbarrier_wait(&k_full[s], parity_of(j));
-        wgmma_fence();
-        issue_qk(s_flat, sK + s * Cfg::kKVElems);
-        mbarrier_wait(&v_full[prev], parity_of(j - 1));
-        issue_pv(a, sV + prev * Cfg::kKVElems);
-        wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
-        const bool rescale = softmax(acc_s, j, alpha);
-        wgmma_wait_group<0>();
-        mbarrier_arrive(&kv_empty[prev]);
-        if (rescale) rescale_output(acc_o, alpha);
-        pack_p();
-      }
-      const int last = stage_of(n_blocks - 1);
-      mbarrier_wait(&v_full[last], parity_of(n_blocks - 1));
-      wgmma_fence();
-      issue_pv(a, sV + last * Cfg::kKVElems);
-      wgmma_wait_group<0>();
-      mbarrier_arrive(&kv_empty[last]);
+      // Every wgmma reading Q has completed: the producer may load the next tile's Q while this
+      // warpgroup writes its output.
+      mbarrier_arrive(q_empty);
+      g0 += n_blocks;
+
+      T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
+      float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
+      store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
     }
-
-    T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1];
-    float* lse = p.lse ? p.lse + (std::int64_t(batch) * sh.heads_q + head) * seq_q : nullptr;
-    store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
   }
 #else
   __trap();  // never launched: the host checks the kernel was built for sm_90a
@@ -272,8 +314,15 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
     return false;
   }
   detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
-  const dim3 grid(unsigned((s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM), unsigned(s.heads_q), unsigned(s.batch));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, p);
+  // Non-causal: a persistent grid, one block per SM (shared memory allows one), each looping over
+  // work tiles, so the next tile's Q and K/V loads overlap this tile's epilogue (measured +3-12%
+  // on H100, most at N = 1024). Causal tiles differ in cost by up to Nk / 128 times; a static
+  // round-robin over them balanced worse than the hardware's own block scheduling (d=128 N=4096
+  // causal: -10%), so there every block runs one tile, heaviest first.
+  const std::int64_t tiles = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
+  const std::int64_t cap = p.causal ? std::int64_t(0x7fffffff) : std::int64_t(detail::current_sm_count());
+  const unsigned blocks = unsigned(std::min(tiles, cap));
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, p);
   FK_CHECK_LAUNCH();
   return true;
 }
