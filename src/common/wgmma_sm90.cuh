@@ -1,6 +1,7 @@
-// Hopper (sm_90a) warpgroup tensor-core primitives: `wgmma.mma_async` with both operands in shared
-// memory, the shared-memory matrix descriptors it reads them through, and the fences that order it
-// against ordinary (generic-proxy) shared-memory writes such as cp.async.
+// Hopper (sm_90a) warpgroup tensor-core primitives: `wgmma.mma_async` with A in shared memory or
+// in registers and B in shared memory (K- or MN-major), the shared-memory matrix descriptors it
+// reads them through, and the fences that order it against ordinary (generic-proxy) shared-memory
+// writes such as cp.async.
 //
 // Only compiled into sm_90a code: every function body is guarded by FK_WGMMA_AVAILABLE (other
 // targets get a trap, and a host must not launch a kernel using these there; see
