@@ -15,8 +15,11 @@ inline float rope_inv_freq(std::int64_t i, std::int64_t rotary_dim, double base)
 }
 
 // x: [batch, heads, seq, head_dim] contiguous; positions: batch * seq values (row-major).
-// Writes out (same layout) and mag = |a cos| + |b sin| per element (0 for pass-through dims),
-// the scale of the fp32 arithmetic error a kernel may add.
+// Writes out (same layout) and mag per element (0 for pass-through dims): the sum of the absolute
+// values of the two products that make up that output, i.e. |a cos| + |b sin| for a' = a cos - b sin
+// and |b cos| + |a sin| for b' = b cos + a sin. This is the scale of the fp32 arithmetic error a
+// kernel may add to that output (each product carries the relative error of its cos/sin and of its
+// rounding); using a's magnitude for b' underestimates it whenever |a sin| >> |a cos| + |b sin|.
 template <typename T>
 void rope(const std::vector<T>& x, std::vector<T>& out, std::vector<double>& mag, std::int64_t batch,
           std::int64_t heads, std::int64_t seq, std::int64_t head_dim, std::int64_t rotary_dim,
@@ -37,7 +40,8 @@ void rope(const std::vector<T>& x, std::vector<T>& out, std::vector<double>& mag
           const double a = to_float(x[ia]), bb = to_float(x[ib]);
           out[ia] = from_float<T>(static_cast<float>(a * c - bb * s));
           out[ib] = from_float<T>(static_cast<float>(bb * c + a * s));
-          mag[ia] = mag[ib] = std::abs(a * c) + std::abs(bb * s);
+          mag[ia] = std::abs(a * c) + std::abs(bb * s);
+          mag[ib] = std::abs(bb * c) + std::abs(a * s);
         }
       }
 }

@@ -29,7 +29,22 @@ double ulp_of(double v) {
   return std::ldexp(1.0, std::max(e - 1, kMinExp) - kMant);
 }
 
-// 1 ulp of T plus the fp32 arithmetic bound (4 fp32 eps of |a cos| + |b sin|).
+// Tolerance: ulp_T(max(|got|, |want|)) + 4 * eps32 * mag, mag = the output's own |p1| + |p2|
+// (|a cos| + |b sin| for a' = a cos - b sin, |b cos| + |a sin| for b' = b cos + a sin; see the
+// reference). Derivation, for b' (a' is symmetric), u = eps32 / 2 the fp32 unit roundoff:
+//   * the kernel computes r = fmaf(b, c~, fl(a * s~)) from the same fp32 angle as the reference,
+//     with c~, s~ from sincosf (or a float table built with it): CUDA documents <= 2 ulp, i.e.
+//     relative error <= 2 eps32;
+//   * |r - exact| <= 2 eps32 |b cos| + (2 eps32 + u) |a sin| + u |r| <= 3 eps32 * mag, using
+//     |r| ~ |b cos + a sin| <= mag (the final fp32 rounding of the fma is u |r| <= ulp32(r) / 2);
+//   * the reference rounds the double result to fp32 (<= eps32/2 * mag) and then to T
+//     (<= ulp_T(want) / 2); the kernel rounds r to T (<= ulp_T(got) / 2, nothing extra for float).
+// Sum: ulp_T(max) + 3.5 eps32 * mag; 4 eps32 leaves room for the double reference's own error.
+// Real defects stay visible: a wrong sign/pair/angle is O(|x|) off, and even an angle off by one
+// fp32 ulp (e.g. computed in double) is ~1e-4 |x| at positions ~2^17, far above ~5e-7 |x|.
+// (Using |a cos| + |b sin| for b' too underestimated its bound and failed correct fp32 results:
+// seed 3298644455, pos 49084, pair 26: cos = -0.0050, sin = 0.99999, a = 0.0625, b = 0.0061 gave
+// mag 0.0064 instead of 0.0626, a 6.8e-9 tolerance for a 7.45e-9 (2 ulp) legitimate difference.)
 template <typename T>
 std::int64_t first_rope_mismatch(const std::vector<T>& got, const std::vector<T>& want, const std::vector<double>& mag) {
   const double eps32 = std::numeric_limits<float>::epsilon();
