@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import flashkernel
 from quick_timing import median_ms  # scripts/dev/quick_timing.py (same folder)
 
-SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384)]  # (M, K, N)
+SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384), (2048, 3072, 3072), (2048, 768, 3072)]  # (M, K, N)
 
 
 def with_kernel(choice, fn):
@@ -31,7 +31,7 @@ def with_kernel(choice, fn):
 
 def main():
     print(torch.cuda.get_device_name())
-    names = ("fk", "fk_sm80", "cublaslt", "linear")
+    names = ("fk", "fk_cp_async", "fk_sm80", "cublaslt", "linear")
     print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
     for dtype in (torch.bfloat16, torch.float16):
         for m, k, n in SHAPES:
@@ -42,12 +42,13 @@ def main():
             fk = lambda: flashkernel.gelu_linear(x, w, b, approximate="tanh")
             impls = {
                 "fk": fk,
+                "fk_cp_async": with_kernel("sm90_cp_async", fk),
                 "fk_sm80": with_kernel("sm80", fk),
                 "cublaslt": lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True),
                 "linear": lambda: F.linear(x, w, b),
             }
             ref = impls["cublaslt"]().float()
-            err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk", "fk_sm80")}
+            err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk", "fk_cp_async", "fk_sm80")}
             flops = 2 * m * n * k
             tf = {name: flops / median_ms(fn) / 1e9 for name, fn in impls.items()}
             label = f"({m},{k},{n}) {str(dtype).split('.')[-1]}"

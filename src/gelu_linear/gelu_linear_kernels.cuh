@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/activations.cuh"
 #include "common/cp_async.cuh"
@@ -35,21 +36,35 @@ struct Problem {
   GeluApproximation act;
 };
 
-__device__ __forceinline__ float apply_gelu(float v, GeluApproximation act) {
-  return act == GeluApproximation::kTanh ? gelu_tanh(v) : gelu_erf(v);
+template <GeluApproximation kAct>
+__device__ __forceinline__ float apply_gelu(float v) {
+  if constexpr (kAct == GeluApproximation::kTanh) return gelu_tanh(v);
+  else return gelu_erf(v);
+}
+
+// Runs epilogue(form) with form an std::integral_constant of the runtime GeLU form: the branch is
+// taken once per tile, and each element's code is the one form's straight line (a per-element
+// branch over both inlined forms doubled the epilogue's code and stalled it on instruction fetch).
+template <typename F>
+__device__ __forceinline__ void with_gelu_form(GeluApproximation act, F&& epilogue) {
+  if (act == GeluApproximation::kTanh) {
+    epilogue(std::integral_constant<GeluApproximation, GeluApproximation::kTanh>{});
+  } else {
+    epilogue(std::integral_constant<GeluApproximation, GeluApproximation::kNone>{});
+  }
 }
 
 // Bias, GeLU and a 4-byte store of two adjacent outputs (cols col, col+1 of `row`).
-template <typename T>
+template <GeluApproximation kAct, typename T>
 __device__ __forceinline__ void store_pair(T* out, const T* bias, int row, int col, int m, int n, float v0,
-                                           float v1, GeluApproximation act) {
+                                           float v1) {
   if (row >= m || col >= n) return;  // n % 8 == 0 and col even: col < n implies col + 1 < n
   if (bias != nullptr) {
     v0 += to_float(bias[col]);
     v1 += to_float(bias[col + 1]);
   }
   *reinterpret_cast<std::uint32_t*>(out + std::int64_t(row) * n + col) =
-      pack_float2<T>(apply_gelu(v0, act), apply_gelu(v1, act));
+      pack_float2<T>(apply_gelu<kAct>(v0), apply_gelu<kAct>(v1));
 }
 
 // Grouped raster: kGroupM consecutive M-tiles sweep the N-tiles together, so the W panel a group
@@ -208,16 +223,18 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);
+  with_gelu_form(p.act, [&](auto form) {
 #pragma unroll
-  for (int i = 0; i < MI; ++i) {
-    const int row = m0 + wm * Cfg::WM + i * 16 + lane / 4;
+    for (int i = 0; i < MI; ++i) {
+      const int row = m0 + wm * Cfg::WM + i * 16 + lane / 4;
 #pragma unroll
-    for (int j = 0; j < NI; ++j) {
-      const int col = n0 + wn * Cfg::WN + j * 8 + (lane % 4) * 2;
-      store_pair(out, bias, row, col, m, n, acc[i][j][0], acc[i][j][1], p.act);
-      store_pair(out, bias, row + 8, col, m, n, acc[i][j][2], acc[i][j][3], p.act);
+      for (int j = 0; j < NI; ++j) {
+        const int col = n0 + wn * Cfg::WN + j * 8 + (lane % 4) * 2;
+        store_pair<decltype(form)::value>(out, bias, row, col, m, n, acc[i][j][0], acc[i][j][1]);
+        store_pair<decltype(form)::value>(out, bias, row + 8, col, m, n, acc[i][j][2], acc[i][j][3]);
+      }
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------- small_m
@@ -352,17 +369,19 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);
-  for (int i = tid; i < rows_x * (ROWS_W / 2); i += THREADS) {
-    const int row = i / (ROWS_W / 2), col = (i % (ROWS_W / 2)) * 2;
-    float v0 = 0.f, v1 = 0.f;
+  with_gelu_form(p.act, [&](auto form) {
+    for (int i = tid; i < rows_x * (ROWS_W / 2); i += THREADS) {
+      const int row = i / (ROWS_W / 2), col = (i % (ROWS_W / 2)) * 2;
+      float v0 = 0.f, v1 = 0.f;
 #pragma unroll
-    for (int wi = 0; wi < Cfg::WARPS; ++wi) {
-      const float* src = red + (wi * ROWS_X + row) * ROWS_W + col;
-      v0 += src[0];
-      v1 += src[1];
+      for (int wi = 0; wi < Cfg::WARPS; ++wi) {
+        const float* src = red + (wi * ROWS_X + row) * ROWS_W + col;
+        v0 += src[0];
+        v1 += src[1];
+      }
+      store_pair<decltype(form)::value>(out, bias, row, n0 + col, m, n, v0, v1);
     }
-    store_pair(out, bias, row, n0 + col, m, n, v0, v1, p.act);
-  }
+  });
 }
 
 // Launchers (one translation unit each instantiates its share of the templates).
@@ -373,5 +392,9 @@ void launch_small_m(const Problem& p, cudaStream_t stream);
 // Hopper wgmma kernel (gelu_linear_sm90.cu); false when this build has no sm_90a code for it.
 template <typename T>
 bool launch_wgmma(const Problem& p, cudaStream_t stream);
+// Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu); false when this build has
+// no sm_90a code for it or TMA cannot describe x or W.
+template <typename T>
+bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream);
 
 }  // namespace flashkernel::gelu_linear_detail

@@ -70,12 +70,14 @@ __global__ void __launch_bounds__(kThreads, 2) gelu_linear_wgmma_kernel(Problem 
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);
   const int row = m0 + wg * 64 + warp_in_wg * 16 + lane / 4;
+  with_gelu_form(p.act, [&](auto form) {
 #pragma unroll
-  for (int j = 0; j < kBN / 8; ++j) {
-    const int col = n0 + j * 8 + (lane % 4) * 2;
-    store_pair(out, bias, row, col, m, n, acc[4 * j], acc[4 * j + 1], p.act);
-    store_pair(out, bias, row + 8, col, m, n, acc[4 * j + 2], acc[4 * j + 3], p.act);
-  }
+    for (int j = 0; j < kBN / 8; ++j) {
+      const int col = n0 + j * 8 + (lane % 4) * 2;
+      store_pair<decltype(form)::value>(out, bias, row, col, m, n, acc[4 * j], acc[4 * j + 1]);
+      store_pair<decltype(form)::value>(out, bias, row + 8, col, m, n, acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  });
 #else
   __trap();  // never launched: the host checks the kernel was built for sm_90a
 #endif
