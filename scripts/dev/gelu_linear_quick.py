@@ -31,8 +31,9 @@ def with_kernel(choice, fn):
 
 def main():
     print(torch.cuda.get_device_name())
-    names = ("fk", "fk_cp_async", "fk_sm80", "cublaslt", "linear")
-    print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
+    variants = ("sm90_wide", "sm90_narrow", "sm90_pingpong", "sm80")
+    names = ("fk",) + variants + ("cublaslt", "linear")
+    print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n[-9:]:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
     for dtype in (torch.bfloat16, torch.float16):
         for m, k, n in SHAPES:
             torch.manual_seed(0)
@@ -42,13 +43,12 @@ def main():
             fk = lambda: flashkernel.gelu_linear(x, w, b, approximate="tanh")
             impls = {
                 "fk": fk,
-                "fk_cp_async": with_kernel("sm90_cp_async", fk),
-                "fk_sm80": with_kernel("sm80", fk),
+                **{v: with_kernel(v, fk) for v in variants},
                 "cublaslt": lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True),
                 "linear": lambda: F.linear(x, w, b),
             }
             ref = impls["cublaslt"]().float()
-            err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk", "fk_cp_async", "fk_sm80")}
+            err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk",) + variants}
             flops = 2 * m * n * k
             tf = {name: flops / median_ms(fn) / 1e9 for name, fn in impls.items()}
             label = f"({m},{k},{n}) {str(dtype).split('.')[-1]}"

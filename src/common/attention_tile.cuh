@@ -10,15 +10,10 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common/mma_sm80.cuh"  // pack_float2
+#include "common/activations.cuh"  // fast_exp2
+#include "common/mma_sm80.cuh"     // pack_float2
 
 namespace flashkernel::attention {
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));

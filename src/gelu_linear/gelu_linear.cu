@@ -47,8 +47,8 @@ int current_cc_major() {
 
 // FLASHKERNEL_GELU_LINEAR_KERNEL picks a large-M kernel on Hopper: "sm80" keeps the mma.sync
 // kernels (how the tests cover the portable path on an H100, and how the benchmark compares the
-// two), "sm90_cp_async" the cp.async wgmma kernel; unset or anything else, the warp-specialized
-// TMA kernel.
+// two), "sm90_wide" | "sm90_narrow" | "sm90_pingpong" one variant of the warp-specialized TMA
+// kernel (gelu_linear_sm90_ws.cu); unset or anything else, the automatic choice.
 bool kernel_choice_is(const char* name) {
   const char* v = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL");
   return v != nullptr && std::strcmp(v, name) == 0;
@@ -93,10 +93,7 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       // Large tiles when they alone give every SM at least one CTA; otherwise 4x as many small ones.
       const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
       if (large_tiles >= sm_count) {
-        if (current_cc_major() == 9 && !kernel_choice_is("sm80")) {
-          if (!kernel_choice_is("sm90_cp_async") && launch_wgmma_ws<T>(p, sm_count, stream)) return;
-          if (launch_wgmma<T>(p, stream)) return;
-        }
+        if (current_cc_major() == 9 && !kernel_choice_is("sm80") && launch_wgmma_ws<T>(p, sm_count, stream)) return;
         launch_tiled<T, TiledLarge>(p, stream);
       } else {
         launch_tiled<T, TiledSmall>(p, stream);

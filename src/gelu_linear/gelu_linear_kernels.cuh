@@ -54,17 +54,23 @@ __device__ __forceinline__ void with_gelu_form(GeluApproximation act, F&& epilog
   }
 }
 
-// Bias, GeLU and a 4-byte store of two adjacent outputs (cols col, col+1 of `row`).
+// GeLU and a 4-byte store of two adjacent outputs (cols col, col+1 of `row`), bias already added.
+template <GeluApproximation kAct, typename T>
+__device__ __forceinline__ void store_gelu_pair(T* out, int row, int col, int m, int n, float v0, float v1) {
+  if (row >= m || col >= n) return;  // n % 8 == 0 and col even: col < n implies col + 1 < n
+  *reinterpret_cast<std::uint32_t*>(out + std::int64_t(row) * n + col) =
+      pack_float2<T>(apply_gelu<kAct>(v0), apply_gelu<kAct>(v1));
+}
+
+// Bias (read from global memory), GeLU and the store of two adjacent outputs.
 template <GeluApproximation kAct, typename T>
 __device__ __forceinline__ void store_pair(T* out, const T* bias, int row, int col, int m, int n, float v0,
                                            float v1) {
-  if (row >= m || col >= n) return;  // n % 8 == 0 and col even: col < n implies col + 1 < n
-  if (bias != nullptr) {
+  if (bias != nullptr && col < n) {
     v0 += to_float(bias[col]);
     v1 += to_float(bias[col + 1]);
   }
-  *reinterpret_cast<std::uint32_t*>(out + std::int64_t(row) * n + col) =
-      pack_float2<T>(apply_gelu<kAct>(v0), apply_gelu<kAct>(v1));
+  store_gelu_pair<kAct>(out, row, col, m, n, v0, v1);
 }
 
 // Grouped raster: kGroupM consecutive M-tiles sweep the N-tiles together, so the W panel a group
@@ -389,9 +395,6 @@ template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
 template <typename T, typename Cfg>
 void launch_small_m(const Problem& p, cudaStream_t stream);
-// Hopper wgmma kernel (gelu_linear_sm90.cu); false when this build has no sm_90a code for it.
-template <typename T>
-bool launch_wgmma(const Problem& p, cudaStream_t stream);
 // Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu); false when this build has
 // no sm_90a code for it or TMA cannot describe x or W.
 template <typename T>

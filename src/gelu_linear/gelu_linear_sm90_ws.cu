@@ -1,23 +1,35 @@
 // gelu_linear on Hopper, warp-specialized and persistent: the attention kernel's pipeline
 // (common/tma_sm90.cuh) applied to a GEMM. One block per SM loops over output tiles
-// (grouped_tile_origin order, tile blockIdx.x, + gridDim.x, ...). Three warpgroups:
+// (grouped_tile_origin order: tiles blockIdx.x, + gridDim.x, ...). Three warpgroups:
 //   warpgroup 0, the producer: one thread issues TMA copies of the x tile [128][64] and the W tile
 //     [kBlockN][64] of each 64-deep k-step into a kStages-deep ring (one `full` mbarrier per stage
-//     carries the bytes) and gives most of its registers away (setmaxnreg);
-//   warpgroups 1 and 2, the consumers: 64 rows x kBlockN columns each. Per k-step: wait `full`,
-//     issue the step's wgmmas (both operands in shared memory), commit, then wait only for the
-//     *previous* step's batch (wgmma.wait_group 1) and release that stage on its `empty` mbarrier,
-//     so one batch is always queued behind the running one - no __syncthreads, no full drain.
-// The epilogue (bias + GeLU on the fp32 accumulators, 4-byte stores) is not overlapped with this
-// block's math, but the producer keeps filling the ring with the next tile's stages meanwhile.
-// Tails need no code: TMA fills rows and columns past M, N, K with zeros; stores are bounds-checked.
+//     carries the bytes), tile after tile, and gives most of its registers away (setmaxnreg);
+//   warpgroups 1 and 2, the consumers. Per k-step: wait `full`, issue the step's wgmmas (both
+//     operands in shared memory), commit, then wait only for the *previous* step's batch
+//     (wgmma.wait_group 1) and release that stage on its `empty` mbarrier, so one batch is always
+//     queued behind the running one - no __syncthreads, no full drain.
+// Two ways to split the work between the consumers (kPingPong):
+//   cooperative: both take every tile, 64 rows x kBlockN each. The epilogue (bias + GeLU on the fp32
+//     accumulators, then stores) leaves the tensor cores idle; only the producer keeps working.
+//   ping-pong: each takes every other tile, all 128 rows (kBlockN = 128), so one consumer's math
+//     runs while the other does its epilogue: the epilogue is hidden when it is shorter than a
+//     tile's math (small K). The mainloops take turns (named barriers kOrderBarrier + cw: a
+//     consumer starts tile i's wgmmas only after the other issued tile i-1's): the ring's k-steps
+//     are then consumed in order, which the mbarrier parities require - a consumer waiting on a
+//     stage two phases ahead would see the parity of an old phase and read stale data.
+// The bias of a consumer's tile is staged in shared memory as fp32 at the tile's start (its loads
+// complete under the math) instead of being loaded from global memory per output pair in the
+// epilogue, where those loads were the top stall. Tails need no code: TMA fills rows and columns
+// past M, N, K with zeros; stores are bounds-checked.
 //
 // Shared memory: kBlockN = 256, 4 stages of (128 + 256) x 64 x 2 B = 192 KiB; kBlockN = 128,
-// 6 stages of 32 KiB = 192 KiB. Registers: 2 x 128 x 240 + 128 x 24 = 64512 of 65536; a consumer
-// holds kBlockN / 2 fp32 accumulators.
+// 6 stages of 32 KiB = 192 KiB; + 2 KiB of bias. Registers: 2 x 128 x 240 + 128 x 24 = 64512 of
+// 65536; a consumer holds 128 (kBlockN 256 or ping-pong) or 64 fp32 accumulators.
 #include <cuda.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "common/tensor_map.h"
@@ -29,18 +41,29 @@
 namespace flashkernel::gelu_linear_detail {
 namespace {
 
-template <int kBlockN_, int kStages_>
+template <int kBlockN_, int kStages_, bool kPingPong_>
 struct WsConfig {
   static constexpr int kBlockM = 128, kBlockN = kBlockN_, kBlockK = 64, kStages = kStages_;
+  static constexpr bool kPingPong = kPingPong_;
   static constexpr int kThreads = 384;
-  static constexpr int kHalves = kBlockN / 128;  // m64n128 accumulators per consumer thread
+  // A consumer's share of a tile: kRows rows as kMHalves m64 slices, times kNHalves n128 slices.
+  static constexpr int kMHalves = kPingPong ? 2 : 1;
+  static constexpr int kNHalves = kBlockN / 128;
+  static constexpr int kConsumersPerTile = kPingPong ? 1 : 2;
   static constexpr std::uint32_t kStageBytes = (kBlockM + kBlockN) * kBlockK * 2;
-  static constexpr int kSmemBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;  // + alignment slack
+  static constexpr int kBiasBytes = 2 * kBlockN * 4;  // one fp32 row per consumer
+  static constexpr int kSmemBytes = kStages * kStageBytes + kBiasBytes + 2 * kStages * 8 + 1024;  // + align slack
   static constexpr int kConsumerRegs = 240, kProducerRegs = 24;
   static_assert(kBlockN == 128 || kBlockN == 256, "kBlockN: one or two m64n128 wgmmas per k16");
+  static_assert(kMHalves * kNHalves <= 2, "at most 128 accumulators per consumer thread");
 };
-using WsWide = WsConfig<256, 4>;
-using WsNarrow = WsConfig<128, 6>;
+using WsWide = WsConfig<256, 4, false>;
+using WsNarrow = WsConfig<128, 6, false>;
+using WsPingPong = WsConfig<128, 6, true>;
+
+// Named barrier ids (0 is __syncthreads): per consumer, the bias-staging barrier of its 128
+// threads, and (ping-pong) the turn barrier the other consumer arrives on when its mainloop is issued.
+constexpr int kBiasBarrier = 1, kOrderBarrier = 3;
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
@@ -48,7 +71,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                           const Problem p) {
 #if FK_WGMMA_AVAILABLE
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, BK = Cfg::kBlockK, kStages = Cfg::kStages;
-  constexpr int kHalves = Cfg::kHalves;
+  constexpr int kMH = Cfg::kMHalves, kNH = Cfg::kNHalves;
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
 
   extern __shared__ unsigned char smem_raw[];
@@ -56,7 +79,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023);
   T* sA = reinterpret_cast<T*>(base);  // [kStages][BM][BK]
   T* sB = sA + kStages * BM * BK;      // [kStages][BN][BK]
-  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(sB + kStages * BN * BK);
+  // Derived from smem_raw by pointer arithmetic (not through the integer `base`), so the compiler
+  // still knows it is shared memory and reads it with LDS instead of generic loads.
+  float* s_bias = reinterpret_cast<float*>(smem_raw + (base - reinterpret_cast<std::uintptr_t>(smem_raw)) +
+                                           kStages * (BM + BN) * BK * 2);  // [2 consumers][BN]
+  std::uint64_t* full = reinterpret_cast<std::uint64_t*>(s_bias + 2 * BN);
   std::uint64_t* empty = full + kStages;
 
   const int m = p.m, n = p.n;
@@ -70,7 +97,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], 1);
-      mbarrier_init(&empty[s], 2 * 128);  // every consumer thread releases the stage
+      mbarrier_init(&empty[s], Cfg::kConsumersPerTile * 128);  // every thread that read it releases it
     }
     fence_mbarrier_init();
   }
@@ -98,51 +125,88 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else {
     // ---------------- consumers
     warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    const int cw = warpgroup - 1;  // 64-row half of the tile
-    const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
+    const int cw = warpgroup - 1;
+    const int tid = threadIdx.x % 128, lane = tid % 32, warp = tid / 32;
+    const int row_base = Cfg::kPingPong ? 0 : cw * 64;  // first tile row of this consumer's share
     T* out = static_cast<T*>(p.out);
     const T* bias = static_cast<const T*>(p.bias);
-    int g = 0;
-    for (int t = blockIdx.x; t < n_tiles; t += gridDim.x) {
+    float* my_bias = s_bias + cw * BN;
+    // Ping-pong: this consumer takes every other tile of the block's sequence (the i-th tile's
+    // k-steps are ring steps i * k_steps ...).
+    const int first = Cfg::kPingPong ? cw : 0, stride = Cfg::kPingPong ? 2 : 1;
+    int i = first;
+    for (int t = blockIdx.x + first * gridDim.x; t < n_tiles; t += stride * gridDim.x, i += stride) {
       int m0, n0;
       grouped_tile_origin<BM, BN>(m, n, t, m0, n0);
-      float acc[kHalves][64];
-#pragma unroll
-      for (int h = 0; h < kHalves; ++h)
-#pragma unroll
-        for (int i = 0; i < 64; ++i) acc[h][i] = 0.f;
+      // Stage this tile's bias (fp32, zero past N or without bias); the previous epilogue's reads
+      // of my_bias are complete once every thread of this warpgroup reaches the barrier.
+      named_barrier_sync(kBiasBarrier + cw, 128);
+      for (int c = tid; c < BN; c += 128) {
+        my_bias[c] = (bias != nullptr && n0 + c < n) ? to_float(bias[n0 + c]) : 0.f;
+      }
 
+      float acc[kMH * kNH][64];
+#pragma unroll
+      for (int a = 0; a < kMH * kNH; ++a)
+#pragma unroll
+        for (int e = 0; e < 64; ++e) acc[a][e] = 0.f;
+
+      // Ping-pong: wait for the other consumer to have issued tile i-1's math (tile 0 goes first).
+      if (Cfg::kPingPong && i > 0) named_barrier_sync(kOrderBarrier + cw, 256);
+      int g = i * k_steps;
       for (int ks = 0; ks < k_steps; ++ks, ++g) {
         const int s = stage_of(g);
         mbarrier_wait(&full[s], parity_of(g));
-        const std::uint64_t da = wgmma_desc_sw128(sA + s * BM * BK + cw * 64 * BK);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {  // 16 elements = +32 bytes inside the 128-byte row
 #pragma unroll
-          for (int h = 0; h < kHalves; ++h) {
-            const std::uint64_t db = wgmma_desc_sw128(sB + s * BN * BK + h * 128 * BK);
-            wgmma_ss<128, kBf16>(acc[h], wgmma_desc_advance(da, kk * 32), wgmma_desc_advance(db, kk * 32), true);
+          for (int mh = 0; mh < kMH; ++mh) {
+            const std::uint64_t da = wgmma_desc_sw128(sA + s * BM * BK + (row_base + mh * 64) * BK);
+#pragma unroll
+            for (int nh = 0; nh < kNH; ++nh) {
+              const std::uint64_t db = wgmma_desc_sw128(sB + s * BN * BK + nh * 128 * BK);
+              wgmma_ss<128, kBf16>(acc[mh * kNH + nh], wgmma_desc_advance(da, kk * 32),
+                                   wgmma_desc_advance(db, kk * 32), true);
+            }
           }
         }
         wgmma_commit_group();
         wgmma_wait_group<1>();  // the previous step's batch is done: its stage can be refilled
         if (ks > 0) mbarrier_arrive(&empty[stage_of(g - 1)]);
       }
+      // Ping-pong: the other consumer's turn (if it has a tile i+1); its wgmmas queue behind ours.
+      if (Cfg::kPingPong && t + gridDim.x < n_tiles) named_barrier_arrive(kOrderBarrier + (1 - cw), 256);
       wgmma_wait_group<0>();
       mbarrier_arrive(&empty[stage_of(g - 1)]);
+      named_barrier_sync(kBiasBarrier + cw, 128);  // my_bias is written
 
       // Epilogue: accumulator d[4j + 0..1] is (row 16w + l/4, cols 8j + 2(l%4) + 0..1), d[4j + 2..3]
-      // the same columns 8 rows down (wgmma_sm90.cuh).
-      const int row = m0 + cw * 64 + warp * 16 + lane / 4;
+      // the same columns 8 rows down (wgmma_sm90.cuh). Per output row one base pointer, so each
+      // store's address is that pointer plus a constant; the bounds checks predicate the stores
+      // only (a branch around each pair's math cost more than the math).
+      const int col_in_tile = (lane % 4) * 2;
+      const int cols_left = n - n0 - col_in_tile;  // this thread's columns c with c < cols_left exist
       with_gelu_form(p.act, [&](auto form) {
 #pragma unroll
-        for (int h = 0; h < kHalves; ++h) {
+        for (int mh = 0; mh < kMH; ++mh) {
 #pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            const int col = n0 + h * 128 + j * 8 + (lane % 4) * 2;
-            store_pair<decltype(form)::value>(out, bias, row, col, m, n, acc[h][4 * j], acc[h][4 * j + 1]);
-            store_pair<decltype(form)::value>(out, bias, row + 8, col, m, n, acc[h][4 * j + 2], acc[h][4 * j + 3]);
+          for (int r8 = 0; r8 < 2; ++r8) {
+            const int row = m0 + row_base + mh * 64 + warp * 16 + lane / 4 + r8 * 8;
+            const bool row_ok = row < m;
+            T* out_row = out + std::int64_t(row_ok ? row : 0) * n + n0 + col_in_tile;
+#pragma unroll
+            for (int nh = 0; nh < kNH; ++nh) {
+#pragma unroll
+              for (int j = 0; j < 16; ++j) {
+                const int c = nh * 128 + j * 8;
+                const float2 b = *reinterpret_cast<const float2*>(my_bias + c + col_in_tile);
+                const float* d = &acc[mh * kNH + nh][4 * j + 2 * r8];
+                const std::uint32_t packed = pack_float2<T>(apply_gelu<decltype(form)::value>(d[0] + b.x),
+                                                            apply_gelu<decltype(form)::value>(d[1] + b.y));
+                if (row_ok && c < cols_left) *reinterpret_cast<std::uint32_t*>(out_row + c) = packed;
+              }
+            }
           }
         }
       });
@@ -190,9 +254,19 @@ double wave_efficiency(std::int64_t tiles, int sm_count) {
 
 template <typename T>
 bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream) {
-  // 128x256 tiles read 25% fewer operand bytes per flop than 128x128 ones; take the narrow tile
-  // only where the wide one leaves much of the last wave idle (e.g. N = 768: 3 column tiles).
+  // FLASHKERNEL_GELU_LINEAR_KERNEL=sm90_wide|sm90_narrow|sm90_pingpong forces one variant (how the
+  // tests cover each and the benchmark compares them).
+  if (const char* forced = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL")) {
+    if (std::strcmp(forced, "sm90_wide") == 0) return launch_ws_with<T, WsWide>(p, sm_count, stream);
+    if (std::strcmp(forced, "sm90_narrow") == 0) return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
+    if (std::strcmp(forced, "sm90_pingpong") == 0) return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
+  }
+  // Small K (<= 16 k-steps): a tile's math is short next to its epilogue, which ping-pong hides
+  // (measured best at K = 768 on H100). Otherwise 128x256 tiles, which read 25% fewer operand
+  // bytes per flop than 128x128 ones, unless they leave much of the last wave idle (N = 768: 3
+  // column tiles); then 128x128 cooperative tiles.
   const std::int64_t tiles_m = detail::ceil_div(p.m, 128);
+  if (detail::ceil_div(p.k, 64) <= 16) return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
   const double wide = wave_efficiency(tiles_m * detail::ceil_div(p.n, 256), sm_count);
   const double narrow = wave_efficiency(tiles_m * detail::ceil_div(p.n, 128), sm_count);
   if (narrow > wide + 0.1) return launch_ws_with<T, WsNarrow>(p, sm_count, stream);

@@ -109,6 +109,21 @@ def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype, monkeyp
 
 
 @gpu
+@pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_narrow", "sm90_pingpong"])
+@pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776)])
+def test_gelu_linear_each_hopper_kernel(mkn, kernel, monkeypatch):
+    # Each variant of the large-M Hopper kernel on the same checks (on other GPUs the modes fall
+    # back to the default kernels, which the test then checks again).
+    monkeypatch.setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", kernel)
+    m, k, n = mkn
+    for dtype in DTYPES:
+        x, w, b = make_inputs((m,), k, n, dtype)
+        for approximate in ("none", "tanh"):
+            check(flashkernel.gelu_linear(x, w, b, approximate=approximate), reference(x, w, b, approximate), dtype,
+                  f"{kernel} m={m} k={k} n={n} {approximate}")
+
+
+@gpu
 def test_gelu_linear_empty_rows():
     x, w, b = make_inputs((0,), 64, 16, torch.float16)
     assert flashkernel.gelu_linear(x, w, b).shape == (0, 16)
