@@ -153,7 +153,7 @@ def test_patch_mode_matches_hf(hf_and_engine):
 
 @gpu
 def test_sampling_reproducible_for_a_seed(hf_and_engine):
-    _, engine, _, seed = hf_and_engine
+    _, engine, dtype, seed = hf_and_engine
     rows = _prompts([8, 20], seed + 3)
     kw = dict(do_sample=True, temperature=0.8, top_k=40, top_p=0.95)
     a = engine.generate(rows, 32, seed=seed, **kw)
@@ -161,12 +161,18 @@ def test_sampling_reproducible_for_a_seed(hf_and_engine):
     assert engine.generate(rows, 32, seed=seed + 1, **kw) != a
     # top_k=1 sampling is greedy whatever the seed.
     assert engine.generate(rows, 32, do_sample=True, top_k=1, seed=seed) == engine.generate(rows, 32)
-    # Sampled tokens stay inside the top-k set of the teacher-forced logits.
+    # Sampled tokens stay inside the top-k set of the teacher-forced logits, up to the rounding
+    # between the two forward paths (decode with the paged cache vs one prefill): the sampler saw
+    # the decode path's logits, so a token tied with the 5th within MARGIN_TOL may rank 6th here.
     out = engine.generate([rows[0]], 8, do_sample=True, top_k=5, seed=seed)[0]
-    logits = engine.logits([out[:-1]])
+    logits = engine.logits([out[:-1]]).float()
     for i, tok in enumerate(out[len(rows[0]):]):
-        top5 = torch.topk(logits[len(rows[0]) - 1 + i], 5).indices.tolist()
-        assert tok in top5, f"step {i}: sampled {tok} outside the top-5 {top5}"
+        row = logits[len(rows[0]) - 1 + i]
+        top5 = torch.topk(row, 5)
+        fifth = top5.values[-1].item()
+        assert row[tok].item() >= fifth - MARGIN_TOL[dtype], (
+            f"step {i}: sampled {tok} (logit {row[tok].item():.4f}) outside the top-5 "
+            f"{top5.indices.tolist()} (5th logit {fifth:.4f}, tolerance {MARGIN_TOL[dtype]})")
 
 
 @gpu
