@@ -31,7 +31,7 @@ def with_kernel(choice, fn):
 
 def main():
     print(torch.cuda.get_device_name())
-    variants = ("sm90_wide", "sm90_narrow", "sm90_pingpong", "sm80")
+    variants = ("sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong")
     names = ("fk",) + variants + ("cublaslt", "linear")
     print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n[-9:]:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
     for dtype in (torch.bfloat16, torch.float16):

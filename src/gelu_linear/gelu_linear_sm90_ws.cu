@@ -22,9 +22,10 @@
 // epilogue, where those loads were the top stall. Tails need no code: TMA fills rows and columns
 // past M, N, K with zeros; stores are bounds-checked.
 //
-// Shared memory: kBlockN = 256, 4 stages of (128 + 256) x 64 x 2 B = 192 KiB; kBlockN = 128,
-// 6 stages of 32 KiB = 192 KiB; + 2 KiB of bias. Registers: 2 x 128 x 240 + 128 x 24 = 64512 of
-// 65536; a consumer holds 128 (kBlockN 256 or ping-pong) or 64 fp32 accumulators.
+// Shared memory: kBlockN = 256, 4 stages of (128 + 256) x 64 x 2 B = 192 KiB; 192, 5 stages of
+// 40 KiB = 200 KiB; 128, 6 stages of 32 KiB = 192 KiB; + up to 2 KiB of bias. Registers:
+// 2 x 128 x 240 + 128 x 24 = 64512 of 65536; a consumer holds 128 (kBlockN 256 or ping-pong),
+// 96 or 64 fp32 accumulators.
 #include <cuda.h>
 
 #include <algorithm>
@@ -46,18 +47,21 @@ struct WsConfig {
   static constexpr int kBlockM = 128, kBlockN = kBlockN_, kBlockK = 64, kStages = kStages_;
   static constexpr bool kPingPong = kPingPong_;
   static constexpr int kThreads = 384;
-  // A consumer's share of a tile: kRows rows as kMHalves m64 slices, times kNHalves n128 slices.
+  // A consumer's share of a tile: kMHalves m64 slices times kNHalves slices of kChunkN columns
+  // (the wgmma's N: one m64n192 for 192-column tiles, m64n128 otherwise).
+  static constexpr int kChunkN = kBlockN == 192 ? 192 : 128;
   static constexpr int kMHalves = kPingPong ? 2 : 1;
-  static constexpr int kNHalves = kBlockN / 128;
+  static constexpr int kNHalves = kBlockN / kChunkN;
   static constexpr int kConsumersPerTile = kPingPong ? 1 : 2;
   static constexpr std::uint32_t kStageBytes = (kBlockM + kBlockN) * kBlockK * 2;
   static constexpr int kBiasBytes = 2 * kBlockN * 4;  // one fp32 row per consumer
   static constexpr int kSmemBytes = kStages * kStageBytes + kBiasBytes + 2 * kStages * 8 + 1024;  // + align slack
   static constexpr int kConsumerRegs = 240, kProducerRegs = 24;
-  static_assert(kBlockN == 128 || kBlockN == 256, "kBlockN: one or two m64n128 wgmmas per k16");
-  static_assert(kMHalves * kNHalves <= 2, "at most 128 accumulators per consumer thread");
+  static_assert(kBlockN == 128 || kBlockN == 192 || kBlockN == 256, "kBlockN: 128, 192 or 256");
+  static_assert(kMHalves * kBlockN <= 256, "at most 128 accumulators per consumer thread");
 };
 using WsWide = WsConfig<256, 4, false>;
+using WsMid = WsConfig<192, 5, false>;
 using WsNarrow = WsConfig<128, 6, false>;
 using WsPingPong = WsConfig<128, 6, true>;
 
@@ -71,7 +75,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                           const Problem p) {
 #if FK_WGMMA_AVAILABLE
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, BK = Cfg::kBlockK, kStages = Cfg::kStages;
-  constexpr int kMH = Cfg::kMHalves, kNH = Cfg::kNHalves;
+  constexpr int kMH = Cfg::kMHalves, kNH = Cfg::kNHalves, kCN = Cfg::kChunkN;
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
 
   extern __shared__ unsigned char smem_raw[];
@@ -145,11 +149,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         my_bias[c] = (bias != nullptr && n0 + c < n) ? to_float(bias[n0 + c]) : 0.f;
       }
 
-      float acc[kMH * kNH][64];
+      float acc[kMH * kNH][kCN / 2];
 #pragma unroll
       for (int a = 0; a < kMH * kNH; ++a)
 #pragma unroll
-        for (int e = 0; e < 64; ++e) acc[a][e] = 0.f;
+        for (int e = 0; e < kCN / 2; ++e) acc[a][e] = 0.f;
 
       // Ping-pong: wait for the other consumer to have issued tile i-1's math (tile 0 goes first).
       if (Cfg::kPingPong && i > 0) named_barrier_sync(kOrderBarrier + cw, 256);
@@ -165,8 +169,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             const std::uint64_t da = wgmma_desc_sw128(sA + s * BM * BK + (row_base + mh * 64) * BK);
 #pragma unroll
             for (int nh = 0; nh < kNH; ++nh) {
-              const std::uint64_t db = wgmma_desc_sw128(sB + s * BN * BK + nh * 128 * BK);
-              wgmma_ss<128, kBf16>(acc[mh * kNH + nh], wgmma_desc_advance(da, kk * 32),
+              const std::uint64_t db = wgmma_desc_sw128(sB + s * BN * BK + nh * kCN * BK);
+              wgmma_ss<kCN, kBf16>(acc[mh * kNH + nh], wgmma_desc_advance(da, kk * 32),
                                    wgmma_desc_advance(db, kk * 32), true);
             }
           }
@@ -198,8 +202,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int nh = 0; nh < kNH; ++nh) {
 #pragma unroll
-              for (int j = 0; j < 16; ++j) {
-                const int c = nh * 128 + j * 8;
+              for (int j = 0; j < kCN / 8; ++j) {
+                const int c = nh * kCN + j * 8;
                 const float2 b = *reinterpret_cast<const float2*>(my_bias + c + col_in_tile);
                 const float* d = &acc[mh * kNH + nh][4 * j + 2 * r8];
                 const std::uint32_t packed = pack_float2<T>(apply_gelu<decltype(form)::value>(d[0] + b.x),
@@ -254,23 +258,29 @@ double wave_efficiency(std::int64_t tiles, int sm_count) {
 
 template <typename T>
 bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream) {
-  // FLASHKERNEL_GELU_LINEAR_KERNEL=sm90_wide|sm90_narrow|sm90_pingpong forces one variant (how the
+  // FLASHKERNEL_GELU_LINEAR_KERNEL=sm90_wide|sm90_mid|sm90_narrow|sm90_pingpong forces one variant (how the
   // tests cover each and the benchmark compares them).
   if (const char* forced = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL")) {
     if (std::strcmp(forced, "sm90_wide") == 0) return launch_ws_with<T, WsWide>(p, sm_count, stream);
+    if (std::strcmp(forced, "sm90_mid") == 0) return launch_ws_with<T, WsMid>(p, sm_count, stream);
     if (std::strcmp(forced, "sm90_narrow") == 0) return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
     if (std::strcmp(forced, "sm90_pingpong") == 0) return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
   }
   // Small K (<= 16 k-steps): a tile's math is short next to its epilogue, which ping-pong hides
-  // (measured best at K = 768 on H100). Otherwise 128x256 tiles, which read 25% fewer operand
-  // bytes per flop than 128x128 ones, unless they leave much of the last wave idle (N = 768: 3
-  // column tiles); then 128x128 cooperative tiles.
-  const std::int64_t tiles_m = detail::ceil_div(p.m, 128);
+  // (measured best at K = 768 on H100). Otherwise the widest tile whose last wave is about as full
+  // as the best one's: wider tiles read fewer operand bytes per flop (128x256: 11.7 KiB per
+  // MFLOP, 128x192: 12.5, 128x128: 15.6), and operand traffic from L2 is what limits these
+  // kernels (e.g. N = 768: 3 column tiles of 256 leave a quarter of the last wave idle, 4 of 192
+  // fill it).
   if (detail::ceil_div(p.k, 64) <= 16) return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
+  const std::int64_t tiles_m = detail::ceil_div(p.m, 128);
   const double wide = wave_efficiency(tiles_m * detail::ceil_div(p.n, 256), sm_count);
+  const double mid = wave_efficiency(tiles_m * detail::ceil_div(p.n, 192), sm_count);
   const double narrow = wave_efficiency(tiles_m * detail::ceil_div(p.n, 128), sm_count);
-  if (narrow > wide + 0.1) return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
-  return launch_ws_with<T, WsWide>(p, sm_count, stream);
+  const double best = std::max({wide, mid, narrow});
+  if (wide >= best - 0.05) return launch_ws_with<T, WsWide>(p, sm_count, stream);
+  if (mid >= best - 0.05) return launch_ws_with<T, WsMid>(p, sm_count, stream);
+  return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
 }
 
 template bool launch_wgmma_ws<__half>(const Problem&, int, cudaStream_t);

@@ -109,7 +109,7 @@ def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype, monkeyp
 
 
 @gpu
-@pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_narrow", "sm90_pingpong"])
+@pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"])
 @pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776)])
 def test_gelu_linear_each_hopper_kernel(mkn, kernel, monkeypatch):
     # Each variant of the large-M Hopper kernel on the same checks (on other GPUs the modes fall
