@@ -2,7 +2,9 @@
 (torch._addmm_activation) and a plain F.linear at the large-M goal shapes: medians of CUDA-event
 timings, one table. For iterating on the Hopper kernel; the committed numbers come from
 `flashkernel bench gelu_linear`.
-Usage: python scripts/dev/gelu_linear_quick.py"""
+Usage: python scripts/dev/gelu_linear_quick.py [MxKxN ...]  (shapes given: compares the automatic
+choice with the sm80 kernels only)"""
+import sys
 import os
 
 import torch
@@ -31,11 +33,12 @@ def with_kernel(choice, fn):
 
 def main():
     print(torch.cuda.get_device_name())
-    variants = ("sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong")
-    names = ("fk",) + variants + ("cublaslt", "linear")
+    shapes = [tuple(int(v) for v in a.split("x")) for a in sys.argv[1:]] or SHAPES
+    variants = ("sm80",) if sys.argv[1:] else ("sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong")
+    names = ("fk",) + variants + ("cublaslt", "linear", "eager")
     print(f"{'shape (M,K,N) dtype':>30} " + " ".join(f"{n[-9:]:>9}" for n in names) + "  (TFLOP/s)  fk/cublaslt")
     for dtype in (torch.bfloat16, torch.float16):
-        for m, k, n in SHAPES:
+        for m, k, n in shapes:
             torch.manual_seed(0)
             x = torch.randn(m, k, device="cuda", dtype=dtype)
             w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
@@ -46,6 +49,7 @@ def main():
                 **{v: with_kernel(v, fk) for v in variants},
                 "cublaslt": lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True),
                 "linear": lambda: F.linear(x, w, b),
+                "eager": lambda: F.gelu(F.linear(x, w, b), approximate="tanh"),
             }
             ref = impls["cublaslt"]().float()
             err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk",) + variants}

@@ -91,9 +91,12 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       launch_small_m_for<T, 4>(p, sm_count, stream);
     } else {
       // Large tiles when they alone give every SM at least one CTA; otherwise 4x as many small ones.
+      // On Hopper the wgmma kernel already wins with half the SMs busy: its 128x128 tile runs
+      // at >2x the rate of a 64x64 mma.sync tile per SM.
       const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
+      const bool hopper = current_cc_major() == 9 && !kernel_choice_is("sm80");
+      if (hopper && 2 * large_tiles >= sm_count && launch_wgmma_ws<T>(p, sm_count, stream)) return;
       if (large_tiles >= sm_count) {
-        if (current_cc_major() == 9 && !kernel_choice_is("sm80") && launch_wgmma_ws<T>(p, sm_count, stream)) return;
         launch_tiled<T, TiledLarge>(p, stream);
       } else {
         launch_tiled<T, TiledSmall>(p, stream);

@@ -101,15 +101,18 @@ TYPED_TEST(GeluLinearTest, TiledPath) {
   // stages (its 4-deep cp.async ring wraps twice, and the last stage is an 8-column tail), a 1-row
   // partial M tile and an 8-column partial N tile; 1100 x 2048 and 2000 x 1544 (a partial N tile):
   // enough 128x128 tiles for the large-tile kernels (wgmma on Hopper) on GPUs with up to 144 SMs.
-  // 1537 x 840 x 3080: 13 x 25 tiles of 128x128 (13 x 17 of 128x192, 13 x 13 of 128x256), so the persistent Hopper
-  // kernels run up to 3 tiles per block (the ring's phases carry over tiles; ping-pong consumers
-  // alternate), with 14 k-steps, more than two trips round the 6-stage ring (a consumer running
-  // ahead would read stale stages), the last an 8-column tail.
+  // 1537 x 840 x 3080: 13 x 25 tiles of 128x128 (13 x 17 of 128x192, 13 x 13 of 128x256), so
+  // the persistent Hopper kernels run up to 3 tiles per block (the ring's phases carry over tiles;
+  // ping-pong consumers alternate), with 14 k-steps, more than two trips round the 6-stage ring (a consumer running
+  // ahead would read stale stages), the last an 8-column tail. 257 x 1096 x 4104: 3 x 33 tiles of
+  // 128x128, fewer than the SMs of an H100 but over half (the Hopper kernel takes it), a 1-row
+  // last M tile, K = 1096 (18 k-steps, past ping-pong's bound: the cooperative variants).
   // Every shape runs once per kernel on Hopper, on the same inputs: the default choice, the
   // portable mma.sync kernels (FLASHKERNEL_GELU_LINEAR_KERNEL=sm80) and each variant of the
   // warp-specialized Hopper kernel (elsewhere those modes run the default kernels).
   for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 520, 1032},
-                  Shape{1100, 72, 2048}, Shape{2000, 136, 1544}, Shape{1537, 840, 3080}}) {
+                  Shape{1100, 72, 2048}, Shape{2000, 136, 1544}, Shape{1537, 840, 3080},
+                  Shape{257, 1096, 4104}}) {
     check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kTanh,
                    {"auto", "sm80", "sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"});
   }
