@@ -110,10 +110,11 @@ def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype, monkeyp
 
 @gpu
 @pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"])
-@pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776)])
+@pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776), (2048, 8, 3072)])
 def test_gelu_linear_each_hopper_kernel(mkn, kernel, monkeypatch):
     # Each variant of the large-M Hopper kernel on the same checks (on other GPUs the modes fall
-    # back to the default kernels, which the test then checks again).
+    # back to the default kernels, which the test then checks again). K = 8: one k-step whose
+    # 56 columns past K the TMA copies fill with zeros.
     monkeypatch.setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", kernel)
     m, k, n = mkn
     for dtype in DTYPES:
