@@ -25,19 +25,10 @@ void require_strides(const std::int64_t (&stride)[3], const char* name) {
   }
 }
 
-int current_compute_major() {
-  static detail::PerDeviceCache cache;
-  return cache.get([](int device) {
-    int major = 0;
-    FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major;
-  });
-}
-
 void launch(const attention::Params& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
   const bool d64 = p.shape.head_dim == 64;
   if (backend != AttentionBackend::kSm80) {
-    const bool hopper = current_compute_major() == 9;
+    const bool hopper = detail::current_compute_major() == 9;
     detail::require(hopper || backend == AttentionBackend::kAuto, kOp, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");
     if (hopper && (d64 ? attention::sm90::launch_d64 : attention::sm90::launch_d128)(p, dtype, stream)) return;

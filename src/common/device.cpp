@@ -56,5 +56,10 @@ int current_sm_count() {
   return cache.get([](int device) { return attribute(cudaDevAttrMultiProcessorCount, device); });
 }
 
+int current_compute_major() {
+  static PerDeviceCache cache;
+  return cache.get([](int device) { return attribute(cudaDevAttrComputeCapabilityMajor, device); });
+}
+
 }  // namespace detail
 }  // namespace flashkernel

@@ -46,6 +46,9 @@ class PerDeviceCache {
 // SM count of the current device, cached per device.
 int current_sm_count();
 
+// Compute capability major of the current device (9 = Hopper), cached per device.
+int current_compute_major();
+
 // Opts `kernel` in to `smem_bytes` of dynamic shared memory (needed above 48 KiB), once per kernel
 // and device. `kernel` is a template argument so that every kernel gets its own flag (kernels
 // sharing a function-pointer type would otherwise share it and skip the opt-in).

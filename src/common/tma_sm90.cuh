@@ -45,6 +45,14 @@ __device__ __forceinline__ void fence_mbarrier_init() {
 #endif
 }
 
+// Position of the g-th use of a kStages-deep ring of stages (counted over a block's whole life,
+// across work tiles): its slot, and the parity of the phase its barriers complete for that use.
+template <int kStages>
+struct RingStep {
+  __device__ __forceinline__ static int slot(int g) { return g % kStages; }
+  __device__ __forceinline__ static std::uint32_t parity(int g) { return std::uint32_t((g / kStages) & 1); }
+};
+
 // "mbarrier.arrive.expect_tx": one arrival that also announces `bytes` the TMA will deliver.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
 #if FK_TMA_AVAILABLE

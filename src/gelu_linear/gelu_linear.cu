@@ -31,24 +31,10 @@ void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
   }
 }
 
-// Compute capability major of the current device, cached per device.
-int current_cc_major() {
-  static int cache[64] = {};
-  int device = 0;
-  FK_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= 64) {
-    int major = 0;
-    FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major;
-  }
-  if (cache[device] == 0) FK_CUDA_CHECK(cudaDeviceGetAttribute(&cache[device], cudaDevAttrComputeCapabilityMajor, device));
-  return cache[device];
-}
-
 // FLASHKERNEL_GELU_LINEAR_KERNEL picks a large-M kernel on Hopper: "sm80" keeps the mma.sync
 // kernels (how the tests cover the portable path on an H100, and how the benchmark compares the
-// two), "sm90_wide" | "sm90_narrow" | "sm90_pingpong" one variant of the warp-specialized TMA
-// kernel (gelu_linear_sm90_ws.cu); unset or anything else, the automatic choice.
+// two), "sm90_wide" | "sm90_mid" | "sm90_narrow" | "sm90_pingpong" one variant of the
+// warp-specialized TMA kernel (gelu_linear_sm90_ws.cu); unset or anything else, the automatic choice.
 bool kernel_choice_is(const char* name) {
   const char* v = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL");
   return v != nullptr && std::strcmp(v, name) == 0;
@@ -94,7 +80,7 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       // On Hopper the wgmma kernel already wins with half the SMs busy: its 128x128 tile runs
       // at >2x the rate of a 64x64 mma.sync tile per SM.
       const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
-      const bool hopper = current_cc_major() == 9 && !kernel_choice_is("sm80");
+      const bool hopper = detail::current_compute_major() == 9 && !kernel_choice_is("sm80");
       if (hopper && 2 * large_tiles >= sm_count && launch_wgmma_ws<T>(p, sm_count, stream)) return;
       if (large_tiles >= sm_count) {
         launch_tiled<T, TiledLarge>(p, stream);

@@ -93,9 +93,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int m = p.m, n = p.n;
   const int n_tiles = ((m + BM - 1) / BM) * ((n + BN - 1) / BN);
   const int k_steps = (p.k + BK - 1) / BK;
-  // k-step number g of this block, counted over all its tiles: ring slot and phase parity.
-  auto stage_of = [](int g) { return g % kStages; };
-  auto parity_of = [](int g) { return std::uint32_t((g / kStages) & 1); };
+  // k-step number g of this block, counted over all its tiles, sits in ring slot Ring::slot(g).
+  using Ring = RingStep<kStages>;
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -118,8 +117,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         int m0, n0;
         grouped_tile_origin<BM, BN>(m, n, t, m0, n0);
         for (int ks = 0; ks < k_steps; ++ks, ++g) {
-          const int s = stage_of(g);
-          mbarrier_wait(&empty[s], parity_of(g) ^ 1);  // the consumers are done with its last step
+          const int s = Ring::slot(g);
+          mbarrier_wait(&empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last step
           mbarrier_arrive_expect_tx(&full[s], Cfg::kStageBytes);
           tma_load_4d(sA + s * BM * BK, &tm_x, &full[s], ks * BK, m0, 0, 0);
           tma_load_4d(sB + s * BN * BK, &tm_w, &full[s], ks * BK, n0, 0, 0);
@@ -159,8 +158,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (Cfg::kPingPong && i > 0) named_barrier_sync(kOrderBarrier + cw, 256);
       int g = i * k_steps;
       for (int ks = 0; ks < k_steps; ++ks, ++g) {
-        const int s = stage_of(g);
-        mbarrier_wait(&full[s], parity_of(g));
+        const int s = Ring::slot(g);
+        mbarrier_wait(&full[s], Ring::parity(g));
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) {  // 16 elements = +32 bytes inside the 128-byte row
@@ -177,12 +176,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         wgmma_commit_group();
         wgmma_wait_group<1>();  // the previous step's batch is done: its stage can be refilled
-        if (ks > 0) mbarrier_arrive(&empty[stage_of(g - 1)]);
+        if (ks > 0) mbarrier_arrive(&empty[Ring::slot(g - 1)]);
       }
       // Ping-pong: the other consumer's turn (if it has a tile i+1); its wgmmas queue behind ours.
       if (Cfg::kPingPong && t + gridDim.x < n_tiles) named_barrier_arrive(kOrderBarrier + (1 - cw), 256);
       wgmma_wait_group<0>();
-      mbarrier_arrive(&empty[stage_of(g - 1)]);
+      mbarrier_arrive(&empty[Ring::slot(g - 1)]);
       named_barrier_sync(kBiasBarrier + cw, 128);  // my_bias is written
 
       // Epilogue: accumulator d[4j + 0..1] is (row 16w + l/4, cols 8j + 2(l%4) + 0..1), d[4j + 2..3]

@@ -108,9 +108,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
     return w;
   };
-  // K/V tile number g of this block (counted over all its work tiles): ring slot and phase parity.
-  auto stage_of = [](int g) { return g % kStages; };
-  auto parity_of = [](int g) { return std::uint32_t((g / kStages) & 1); };
+  // K/V tile number g of this block, counted over all its work tiles, sits in ring slot Ring::slot(g).
+  using Ring = RingStep<kStages>;
 
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) {
@@ -141,8 +140,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
         for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, w.m0, w.head, w.batch);
         for (int j = 0; j < w.n_blocks; ++j, ++g) {
-          const int s = stage_of(g);
-          mbarrier_wait(&kv_empty[s], parity_of(g) ^ 1);  // the consumers are done with its last tile
+          const int s = Ring::slot(g);
+          mbarrier_wait(&kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
           mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
 #pragma unroll
           for (int c = 0; c < kCB; ++c) {
@@ -213,12 +212,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
       };
-      auto sK_of = [&](int j) { return sK + stage_of(g0 + j) * Cfg::kKVElems; };
-      auto sV_of = [&](int j) { return sV + stage_of(g0 + j) * Cfg::kKVElems; };
-      auto k_full_of = [&](int j) { return &k_full[stage_of(g0 + j)]; };
-      auto v_full_of = [&](int j) { return &v_full[stage_of(g0 + j)]; };
-      auto kv_empty_of = [&](int j) { return &kv_empty[stage_of(g0 + j)]; };
-      auto parity = [&](int j) { return parity_of(g0 + j); };
+      auto sK_of = [&](int j) { return sK + Ring::slot(g0 + j) * Cfg::kKVElems; };
+      auto sV_of = [&](int j) { return sV + Ring::slot(g0 + j) * Cfg::kKVElems; };
+      auto k_full_of = [&](int j) { return &k_full[Ring::slot(g0 + j)]; };
+      auto v_full_of = [&](int j) { return &v_full[Ring::slot(g0 + j)]; };
+      auto kv_empty_of = [&](int j) { return &kv_empty[Ring::slot(g0 + j)]; };
+      auto parity = [&](int j) { return Ring::parity(g0 + j); };
 
       mbarrier_wait(q_full, it & 1);
       if constexpr (!Cfg::kOverlapSoftmax) {
