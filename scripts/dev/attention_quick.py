@@ -1,7 +1,7 @@
 """Quick timing of the attention kernel paths against SDPA on the standard sweep's shapes
 (B*N = 16384, H*d = 2048): medians of CUDA-event timings, one table. For iterating on a kernel;
 the committed numbers come from `flashkernel bench attention`.
-Usage: python scripts/dev/attention_quick.py [N ...]"""
+Usage: python scripts/dev/attention_quick.py [N ...] [--impls sm90,sdpa_cudnn] [--d 128]"""
 import sys
 
 import torch
@@ -20,11 +20,22 @@ def sdpa(backend, causal):
 
 
 def main():
-    lengths = [int(a) for a in sys.argv[1:]] or [1024, 4096, 8192]
+    args = sys.argv[1:]
+    only, dims = None, (128, 64)
+    if "--impls" in args:
+        i = args.index("--impls")
+        only = args[i + 1].split(",")
+        del args[i:i + 2]
+    if "--d" in args:
+        i = args.index("--d")
+        dims = (int(args[i + 1]),)
+        del args[i:i + 2]
+    lengths = [int(a) for a in args] or [1024, 4096, 8192]
+    names = [n for n in ("sm80", "sm90", "sdpa_flash", "sdpa_cudnn") if only is None or n in only]
     print(torch.cuda.get_device_name())
-    print(f"{'config':>28} " + " ".join(f"{n:>12}" for n in ("sm80", "sm90", "sdpa_flash", "sdpa_cudnn")) + "   (TFLOP/s)")
+    print(f"{'config':>28} " + " ".join(f"{n:>12}" for n in names) + "   (TFLOP/s)")
     for dtype in (torch.bfloat16, torch.float16):
-        for d in (128, 64):
+        for d in dims:
             for n in lengths:
                 for causal in (False, True):
                     b, h = max(1, 16384 // n), 2048 // d
@@ -38,7 +49,8 @@ def main():
                     }
                     ref = impls["sdpa_flash"](q, k, v).float()
                     row = []
-                    for name, fn in impls.items():
+                    for name in names:
+                        fn = impls[name]
                         err = (fn(q, k, v).float() - ref).abs().max().item()
                         ms = median_ms(lambda: fn(q, k, v))
                         row.append(f"{flops / ms / 1e9:7.1f}{'!' if err > 2e-2 else ' '}")

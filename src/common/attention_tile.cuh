@@ -89,9 +89,13 @@ __device__ __forceinline__ void mask_tile(float (&s)[kMTiles][kNTiles][4], int r
 // new max) for the output accumulator; the return value says whether any row of the warp moved
 // its max (otherwise every alpha is exactly 1 and the rescale can be skipped: once the running
 // max has settled, most tiles of a long row). Scores stay unscaled until the exponent's FFMA.
-template <int kMTiles, int kNTiles>
+// kPositiveScale: the caller guarantees sc.positive (the sm90 kernel negates S in the wgmma
+// instead), which drops the run-time choice between a max and a min reduction: half the
+// reduction instructions, which the compiler otherwise emits for both signs under predicates.
+template <bool kPositiveScale = false, int kMTiles, int kNTiles>
 __device__ __forceinline__ bool softmax_tile(float (&s)[kMTiles][kNTiles][4], RowStats<kMTiles>& st,
                                              const SoftmaxScale& sc, float (&alpha)[kMTiles][2]) {
+  const bool positive = kPositiveScale || sc.positive;
   bool rescale = false;
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi)
@@ -101,10 +105,10 @@ __device__ __forceinline__ bool softmax_tile(float (&s)[kMTiles][kNTiles][4], Ro
       float ext = s[mi][0][2 * r];
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
-        ext = sc.positive ? fmaxf(ext, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]))
-                          : fminf(ext, fminf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+        ext = positive ? fmaxf(ext, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]))
+                       : fminf(ext, fminf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
       }
-      ext = sc.positive ? quad_max(ext) : quad_min(ext);
+      ext = positive ? quad_max(ext) : quad_min(ext);
       const float mx = fmaxf(st.max[mi][r], ext * sc.scale_log2);
       // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
       // exp2(-inf - base) = 0 rather than NaN.
@@ -148,32 +152,42 @@ __device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], 
   if (softmax_tile(s, st, sc, alpha)) rescale_output(o, alpha);
 }
 
-// Epilogue: writes O / l for the thread's rows (row0 = the warp's first row in the sequence) and,
-// when lse is not null, the natural-log log-sum-exp. A row with l == 0 saw no key: output 0 and
-// lse -inf by definition. Rows at or past seq_q are not written.
-template <typename T, int kMTiles, int kDTiles>
-__device__ __forceinline__ void store_output(const float (&o)[kMTiles][kDTiles][4], const RowStats<kMTiles>& st,
-                                             T* out, std::int64_t row_stride, float* lse, int row0, int seq_q) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+// Epilogue: O / l for each of the thread's rows, packed to 16 bits and handed to
+// store(r, dt, packed): r is the row within the warp's kMTiles * 16 rows, packed the outputs of
+// columns dt * 8 + 2t and + 1. When lse is not null, also writes the natural-log log-sum-exp of
+// the rows below seq_q (row0 = the warp's first row in the sequence). A row with l == 0 saw no
+// key: output 0 and lse -inf by definition.
+template <typename T, int kMTiles, int kDTiles, typename Store>
+__device__ __forceinline__ void finish_output(const float (&o)[kMTiles][kDTiles][4], const RowStats<kMTiles>& st,
+                                              float* lse, int row0, int seq_q, Store&& store) {
+  const int t = threadIdx.x % 4;
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int row = row0 + mi * 16 + g + 8 * r;
+      const int local_row = mi * 16 + (threadIdx.x % 32) / 4 + 8 * r;
       const float l = quad_sum(st.sum[mi][r]);
       const float inv = l > 0.f ? 1.f / l : 0.f;
-      if (row < seq_q) {
-        T* orow = out + std::int64_t(row) * row_stride;
 #pragma unroll
-        for (int dt = 0; dt < kDTiles; ++dt) {
-          *reinterpret_cast<std::uint32_t*>(orow + dt * 8 + 2 * t) =
-              pack_float2<T>(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv);
-        }
-        if (lse != nullptr && t == 0) {
-          lse[row] = l > 0.f ? (st.max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-        }
+      for (int dt = 0; dt < kDTiles; ++dt) {
+        store(local_row, dt, pack_float2<T>(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv));
+      }
+      if (lse != nullptr && t == 0 && row0 + local_row < seq_q) {
+        lse[row0 + local_row] = l > 0.f ? (st.max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
       }
     }
+}
+
+// finish_output straight to global memory: out rows row_stride elements apart, rows at or past
+// seq_q not written.
+template <typename T, int kMTiles, int kDTiles>
+__device__ __forceinline__ void store_output(const float (&o)[kMTiles][kDTiles][4], const RowStats<kMTiles>& st,
+                                             T* out, std::int64_t row_stride, float* lse, int row0, int seq_q) {
+  const int t = threadIdx.x % 4;
+  finish_output<T>(o, st, lse, row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
+    const int row = row0 + local_row;
+    if (row < seq_q) *reinterpret_cast<std::uint32_t*>(out + std::int64_t(row) * row_stride + dt * 8 + 2 * t) = packed;
+  });
 }
 
 }  // namespace flashkernel::attention

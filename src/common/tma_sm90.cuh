@@ -98,6 +98,36 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, s
 #endif
 }
 
+// "cp.async.bulk.tensor" (tile mode, 4-D, shared -> global, bulk-group completion): writes the
+// box at `src` to coordinates (c0 innermost .. c3) of the tensor map; the parts of the box outside
+// the tensor are not written. Make the box's shared-memory writes visible to the async proxy first
+// (fence_proxy_async_shared), then tma_store_commit() and tma_store_wait_read() before `src` is
+// written again.
+__device__ __forceinline__ void tma_store_4d(const CUtensorMap* map, const void* src, int c0, int c1, int c2, int c3) {
+#if FK_TMA_AVAILABLE
+  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(smem_address(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+#endif
+}
+
+// "cp.async.bulk.commit_group": closes the group of this thread's bulk stores issued so far.
+__device__ __forceinline__ void tma_store_commit() {
+#if FK_TMA_AVAILABLE
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// "cp.async.bulk.wait_group.read 0": returns once every committed bulk store of this thread has
+// finished reading its shared-memory source (the global writes may still be in flight; they are
+// visible to later kernels).
+__device__ __forceinline__ void tma_store_wait_read() {
+#if FK_TMA_AVAILABLE
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+
 // "prefetch.tensormap": pulls a __grid_constant__ tensor map into the descriptor cache early.
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
 #if FK_TMA_AVAILABLE

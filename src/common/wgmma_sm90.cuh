@@ -91,43 +91,44 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
 // registers: this warp's 16 rows as the m16n8k16 A fragment (pack_rows_to_a builds it from an
 // accumulator, which is how P = softmax(S) feeds P V without shared memory). B is in shared memory,
 // K-major (rows of K, like a weight W[n][k]) or, with kTransB, MN-major (rows of N, like V[key][d]
-// in P V). N is 64 or 128 (wgmma_ss also 192); the 16-bit type is fp16 or bf16 (IsBf16). Issue
+// in P V). N is 64 or 128 (wgmma_ss also 192); the 16-bit type is fp16 or bf16 (IsBf16).
+// kNegateA (wgmma_ss) sets the instruction's imm-scale-a to -1: d = -A * B + d. Issue
 // between wgmma_fence() and wgmma_commit_group().
-template <int N, bool IsBf16, bool kTransB = false>
+template <int N, bool IsBf16, bool kTransB = false, bool kNegateA = false>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], std::uint64_t desc_a, std::uint64_t desc_b,
                                          bool accumulate) {
   static_assert(N == 64 || N == 128 || N == 192, "wgmma_ss: N must be 64, 128 or 192");
 #if FK_WGMMA_AVAILABLE
   if constexpr (N == 64 && !IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FK_WGMMA_D32_REGS ", %32, %33, p, 1, 1, 0, %35;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FK_WGMMA_D32_REGS ", %32, %33, p, %36, 1, 0, %35;\n}\n"
                  : FK_WGMMA_D32_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   } else if constexpr (N == 64 && IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FK_WGMMA_D32_REGS ", %32, %33, p, 1, 1, 0, %35;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FK_WGMMA_D32_REGS ", %32, %33, p, %36, 1, 0, %35;\n}\n"
                  : FK_WGMMA_D32_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   } else if constexpr (N == 128 && !IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FK_WGMMA_D64_REGS ", %64, %65, p, 1, 1, 0, %67;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FK_WGMMA_D64_REGS ", %64, %65, p, %68, 1, 0, %67;\n}\n"
                  : FK_WGMMA_D64_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   } else if constexpr (N == 128 && IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FK_WGMMA_D64_REGS ", %64, %65, p, 1, 1, 0, %67;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " FK_WGMMA_D64_REGS ", %64, %65, p, %68, 1, 0, %67;\n}\n"
                  : FK_WGMMA_D64_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   } else if constexpr (N == 192 && !IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.f16.f16 " FK_WGMMA_D96_REGS ", %96, %97, p, 1, 1, 0, %99;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.f16.f16 " FK_WGMMA_D96_REGS ", %96, %97, p, %100, 1, 0, %99;\n}\n"
                  : FK_WGMMA_D96_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   } else if constexpr (N == 192 && IsBf16) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 " FK_WGMMA_D96_REGS ", %96, %97, p, 1, 1, 0, %99;\n}\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 " FK_WGMMA_D96_REGS ", %96, %97, p, %100, 1, 0, %99;\n}\n"
                  : FK_WGMMA_D96_OPS(d)
-                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)));
+                 : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)), "n"(int(kTransB)), "n"(kNegateA ? -1 : 1));
   }
 #else
   __trap();

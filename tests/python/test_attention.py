@@ -147,12 +147,20 @@ def test_cuda_large_magnitude_scores(dtype, causal, cuda_attention):
 
 
 @gpu
-def test_cuda_custom_scale_and_default_return(cuda_attention):
-    q, k, v = make_qkv(1, 2, 2, 77, 77, 64, torch.float16)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_custom_scale_and_default_return(d, dtype, cuda_attention):
+    q, k, v = make_qkv(1, 2, 2, 77, 77, d, dtype)
     check(cuda_attention, q, k, v, False, scale=0.3, what="scale=0.3")
     check(cuda_attention, q, k, v, True, scale=-0.05, what="negative scale")
+    check(cuda_attention, q, k, v, False, scale=0.0, what="zero scale")
     out = cuda_attention(q, k, v)
     assert isinstance(out, torch.Tensor) and out.shape == q.shape
+    # A negative scale over several key tiles, so the running max moves and O is rescaled (the
+    # Hopper kernel negates S inside the wgmma and runs the softmax with |scale|).
+    q, k, v = make_qkv(1, 2, 1, 130, 333, d, dtype)
+    for causal in (False, True):
+        check(cuda_attention, q, k, v, causal, scale=-0.4, what=f"negative scale, 3 key tiles, causal={causal}")
 
 
 @gpu

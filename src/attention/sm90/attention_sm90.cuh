@@ -3,8 +3,8 @@
 //
 // A work tile is kBlockM = 128 query rows of one (batch, head). Non-causal launches are persistent
 // (one block per SM loops over tiles; a Q `empty` barrier lets the next tile's loads start while
-// this one's output is written); causal launches run one tile per block. A block has three
-// warpgroups:
+// this one's output is written); causal launches run one tile per block, longest first. A block
+// has three warpgroups:
 //   warpgroup 0, the producer: one thread issues the TMA copies - Q once, then K and V tiles of
 //     kBlockN keys into a kStages-deep ring - and gives most of its registers away (setmaxnreg);
 //   warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
@@ -12,8 +12,10 @@
 //     softmax        the online softmax of attention_tile.cuh (shared with the sm80 kernel)
 //     O += P V       wgmma with P from registers (the S accumulators re-packed to 16 bits) and V
 //                    in shared memory read MN-major (transposed B), no transpose copy
-//   then release the stage to the producer through its `empty` mbarrier. Optionally (kOverlap-
-//   Softmax) the tiles are software pipelined: tile j's softmax overlaps tile j-1's P V.
+//   then release the stage to the producer through its `empty` mbarrier. The key tiles are
+//   software pipelined: tile j's softmax overlaps tile j-1's P V on the tensor cores.
+//   The epilogue writes O straight from the accumulators or (kStageOutput) stages it (16-bit) in
+//   the last key tile's V buffer and writes it with TMA stores.
 // K and V have separate `full` barriers so S = Q K^T starts before V has landed.
 //
 // Shared memory (1024-byte aligned tiles in TMA's 128-byte swizzle, which is wgmma's): Q as
@@ -32,6 +34,7 @@
 #include "attention/attention_params.h"
 #include "common/attention_tile.cuh"
 #include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
 #include "common/launch.h"
 #include "common/tensor_map.h"
 #include "common/tma_sm90.cuh"
@@ -39,11 +42,12 @@
 
 namespace flashkernel::attention::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kOverlapSoftmax_>
+template <int kHeadDim_, int kBlockN_, int kStages_, bool kStageOutput_>
 struct TileConfig {
-  // Whether tile j's softmax overlaps tile j-1's P V (the software-pipelined loop). Measured on
-  // H100: +8-12% at d=64, -7 to -11% at d=128 (DEVELOPMENT_LOG.md), so it is chosen per head_dim.
-  static constexpr bool kOverlapSoftmax = kOverlapSoftmax_;
+  // Whether O goes out through shared memory and TMA stores (else 4-byte stores straight from the
+  // accumulators). Measured on H100: +4-8% at d=128, -8 to -12% at d=64 (where a tile has half
+  // the math to hide the staging's two block-wide barriers behind), so it is chosen per head_dim.
+  static constexpr bool kStageOutput = kStageOutput_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 128;  // two consumer warpgroups of 64 rows
   static constexpr int kBlockN = kBlockN_;
@@ -55,17 +59,37 @@ struct TileConfig {
   static constexpr int kTileBytes = (kQElems + 2 * kStages * kKVElems) * 2;
   static constexpr int kBarriers = 2 + 3 * kStages;
   static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;  // + alignment slack
-  // Registers per thread after setmaxnreg: 2 x 128 x 240 + 128 x 24 = 64512 of the SM's 65536.
-  static constexpr int kConsumerRegs = 240;
-  static constexpr int kProducerRegs = 24;
+  // Registers per thread after setmaxnreg. The three warpgroups can only trade the registers
+  // the launch gave the block, 384 x 168 (the __launch_bounds__ cap) = 64512, so the counts must
+  // add up to that exactly: 2 x 128 x 232 + 128 x 40 = 64512 (a sum above it never completes the
+  // consumers' setmaxnreg.inc: a hang). The producer spills at 24.
+  static constexpr int kConsumerRegs = 232;
+  static constexpr int kProducerRegs = 40;
+  static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == kThreads * 168, "registers of the block");
   static_assert(kHeadDim == 64 || kHeadDim == 128, "head_dim 64 or 128");
   static_assert(kBlockN == 64 || kBlockN == 128, "kBlockN is a wgmma N: 64 or 128");
 };
 
+// S (+)= (kNegate ? -1 : 1) * Q K^T for one consumer warpgroup: D / 16 k-steps, each inside one
+// 64-column block of Q and K (+32 bytes a step). sQw is the warpgroup's 64 rows of Q's first
+// column block; column blocks are kBlockM (Q) and kBlockN (K) rows of 128 bytes apart.
+template <int D, int kBlockM, int kBlockN, bool kBf16, bool kNegate, typename T>
+__device__ __forceinline__ void issue_qk_tile(float (&s_flat)[kBlockN / 2], const T* sQw, const T* sKs) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int c = kk / 4, step_bytes = (kk % 4) * 32;
+    const std::uint64_t da = wgmma_desc_advance(wgmma_desc_sw128(sQw + c * kBlockM * 64), step_bytes);
+    const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sKs + c * kBlockN * 64), step_bytes);
+    wgmma_ss<kBlockN, kBf16, /*kTransB=*/false, kNegate>(s_flat, da, db, kk > 0);
+  }
+  wgmma_commit_group();
+}
+
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
-                          const __grid_constant__ CUtensorMap tm_v, const Params p) {
+                          const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
+                          const Params p) {
 #if FK_WGMMA_AVAILABLE
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kStages = Cfg::kStages;
   constexpr int kCB = Cfg::kColBlocks;
@@ -84,11 +108,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   std::uint64_t* kv_empty = v_full + kStages;
 
   // A block runs work tiles blockIdx.x, blockIdx.x + gridDim.x, ... (persistent when the grid is
-  // smaller than the tile count; see launch()). Tile t covers
-  // query block t % n_mblocks of (batch, head) pair t / n_mblocks, the query blocks of a pair
-  // counted from the last: blocks resident together share a pair's K/V in L2, and the causal
-  // blocks with the most key tiles come first. Both roles walk the same tile sequence, and the
-  // K/V ring's slots and phases continue from one tile to the next.
+  // smaller than the tile count; see launch()). Tile t covers query block t % n_mblocks of
+  // (batch, head) pair t / n_mblocks, the query blocks of a pair counted from the last: blocks
+  // running together share a pair's K/V in L2, and the causal tiles with the most key tiles start
+  // first. Both roles walk the same tile sequence, and the K/V ring's slots and phases continue
+  // from one tile to the next.
   const AttentionShape& sh = p.shape;
   const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
   const int diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
@@ -131,6 +155,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       prefetch_tensor_map(&tm_q);
       prefetch_tensor_map(&tm_k);
       prefetch_tensor_map(&tm_v);
+      if constexpr (Cfg::kStageOutput) prefetch_tensor_map(&tm_o);
       int g = 0;  // K/V tiles issued so far
       int it = 0;
       for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
@@ -159,7 +184,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // ---------------- consumers
     warpgroup_reg_alloc<Cfg::kConsumerRegs>();
     const int cw = warpgroup - 1;  // 64-row half of the block
-    const SoftmaxScale sc(p.scale);
+    // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
+    // softmax always sees a positive scale (softmax_tile<true>: one max reduction, not max or min).
+    const bool negate_scores = p.scale < 0.f;
+    const SoftmaxScale sc(fabsf(p.scale));
     int g0 = 0;  // K/V tiles consumed before the current work tile
     int it = 0;
     for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
@@ -174,16 +202,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       RowStats<1> stats;
       float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
 
-      // S = Q K_j^T: D / 16 k-steps, each inside one 64-column block of Q and K (+32 bytes a step).
       auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const int c = kk / 4, step_bytes = (kk % 4) * 32;
-          const std::uint64_t da = wgmma_desc_advance(wgmma_desc_sw128(sQ + c * BM * 64 + cw * 64 * 64), step_bytes);
-          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sKs + c * BN * 64), step_bytes);
-          wgmma_ss<BN, kBf16>(s_flat, da, db, kk > 0);
+        const T* sQw = sQ + cw * 64 * 64;
+        if (negate_scores) {
+          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/true>(s_flat, sQw, sKs);
+        } else {
+          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/false>(s_flat, sQw, sKs);
         }
-        wgmma_commit_group();
       };
       // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
       // is read MN-major, its 64-column blocks BN * 128 bytes apart.
@@ -201,7 +226,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
           mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
         }
-        return softmax_tile(acc_s, stats, sc, alpha);
+        return softmax_tile</*kPositiveScale=*/true>(acc_s, stats, sc, alpha);
       };
 
       float acc_s[1][BN / 8][4];
@@ -220,22 +245,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       auto parity = [&](int j) { return Ring::parity(g0 + j); };
 
       mbarrier_wait(q_full, it & 1);
-      if constexpr (!Cfg::kOverlapSoftmax) {
-        // One key tile at a time: S_j, softmax_j, P_j V_j, release the stage.
-        for (int j = 0; j < n_blocks; ++j) {
-          mbarrier_wait(k_full_of(j), parity(j));
-          wgmma_fence();
-          issue_qk(s_flat, sK_of(j));
-          wgmma_wait_group<0>();
-          if (softmax(acc_s, j, alpha)) rescale_output(acc_o, alpha);
-          pack_p();
-          mbarrier_wait(v_full_of(j), parity(j));
-          wgmma_fence();
-          issue_pv(a, sV_of(j));
-          wgmma_wait_group<0>();
-          mbarrier_arrive(kv_empty_of(j));
-        }
-      } else if (n_blocks > 0) {
+
+      // With kStageOutput, the last key tile's stage is released after the epilogue, which stages
+      // O in its V buffer.
+      const bool via_smem = Cfg::kStageOutput && n_blocks > 0;
+      auto release = [&](int j) {
+        if (!via_smem || j != n_blocks - 1) mbarrier_arrive(kv_empty_of(j));
+      };
+      if (n_blocks > 0) {
         // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
         // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
         //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
@@ -257,7 +274,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
           const bool rescale = softmax(acc_s, j, alpha);
           wgmma_wait_group<0>();
-          mbarrier_arrive(kv_empty_of(j - 1));
+          release(j - 1);
           if (rescale) rescale_output(acc_o, alpha);
           pack_p();
         }
@@ -265,16 +282,46 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         wgmma_fence();
         issue_pv(a, sV_of(n_blocks - 1));
         wgmma_wait_group<0>();
+        release(n_blocks - 1);
+      }
+      // Every wgmma reading Q has completed: the producer may load the next tile's Q (and its
+      // first K/V tiles, in the other stages) while this warpgroup writes its output.
+      mbarrier_arrive(q_empty);
+
+      float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
+      if (!via_smem) {
+        // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
+        // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
+        T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
+        store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
+      } else {
+        // O goes out through shared memory and one TMA store per 64-column block, in the last
+        // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
+        // warpgroups are done with that V, each writes its 64 rows in the 128-byte swizzle (bank-
+        // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
+        // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
+        // store has read it.
+        static_assert(BN == BM, "O is staged in a V buffer");
+        T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
+        named_barrier_sync(1, 2 * 128);
+        const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
+        finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
+          const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
+          unsigned char* block = reinterpret_cast<unsigned char*>(sO + (dt / 8) * BM * 64);
+          *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
+        });
+        fence_proxy_async_shared();
+        named_barrier_sync(2 + cw, 128);
+        if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
+#pragma unroll
+          for (int c = 0; c < kCB; ++c) tma_store_4d(&tm_o, sO + c * BM * 64, c * 64, w.m0 + cw * 64, w.head, w.batch);
+          tma_store_commit();
+          tma_store_wait_read();
+        }
+        named_barrier_sync(2 + cw, 128);
         mbarrier_arrive(kv_empty_of(n_blocks - 1));
       }
-      // Every wgmma reading Q has completed: the producer may load the next tile's Q while this
-      // warpgroup writes its output.
-      mbarrier_arrive(q_empty);
       g0 += n_blocks;
-
-      T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
-      float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
-      store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
     }
   }
 #else
@@ -306,24 +353,39 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   constexpr auto kernel = attention_sm90_kernel<T, Cfg>;
   if (!detail::kernel_has_sm90a_code<kernel>()) return false;
   const AttentionShape& s = p.shape;
-  CUtensorMap tm_q, tm_k, tm_v;
+  CUtensorMap tm_q, tm_k, tm_v, tm_o{};  // tm_o: only with kStageOutput
   if (!make_qkv_map(&tm_q, p.q, dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
       !make_qkv_map(&tm_k, p.k, dtype, s.batch, s.heads_kv, s.seq_k, s.head_dim, s.k_stride, Cfg::kBlockN) ||
-      !make_qkv_map(&tm_v, p.v, dtype, s.batch, s.heads_kv, s.seq_k, s.head_dim, s.v_stride, Cfg::kBlockN)) {
+      !make_qkv_map(&tm_v, p.v, dtype, s.batch, s.heads_kv, s.seq_k, s.head_dim, s.v_stride, Cfg::kBlockN) ||
+      (Cfg::kStageOutput &&
+       !make_qkv_map(&tm_o, p.out, dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, s.o_stride, 64))) {
     return false;
   }
   detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
   // Non-causal: a persistent grid, one block per SM (shared memory allows one), each looping over
   // work tiles, so the next tile's Q and K/V loads overlap this tile's epilogue (measured +0-18%
-  // on H100, most at N = 1024). Causal tiles differ in cost by up to Nk / 128 times; a static
-  // round-robin over them balanced worse than the hardware's own block scheduling (d=128 N=4096
-  // causal: 0.86x -> 0.77x of cuDNN), so there every block runs one tile, heaviest first.
+  // on H100, most at N = 1024). Causal tiles differ in cost by up to Nk / 128 times; the
+  // hardware's block scheduler, handed them longest first within each (batch, head), balanced them
+  // better than a static round-robin (d=128 N=4096: 0.86x -> 0.77x of cuDNN) and than a dynamic
+  // persistent scheduler (blocks claiming tiles from an atomic counter: 3-8% slower, see
+  // DEVELOPMENT_LOG.md), so there every block runs one tile.
   const std::int64_t tiles = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
   const std::int64_t cap = p.causal ? std::int64_t(0x7fffffff) : std::int64_t(detail::current_sm_count());
   const unsigned blocks = unsigned(std::min(tiles, cap));
-  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, p);
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p);
   FK_CHECK_LAUNCH();
   return true;
+}
+
+// The launcher of one head_dim.
+template <int kHeadDim, int kStages, bool kStageOutput>
+bool launch_head_dim(const Params& p, DType dtype, cudaStream_t stream) {
+  bool launched = false;
+  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launched = launch<T, TileConfig<kHeadDim, 128, kStages, kStageOutput>>(p, dtype, stream);
+  });
+  return launched;
 }
 
 }  // namespace flashkernel::attention::sm90
