@@ -89,7 +89,7 @@ template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                           const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
-                          const Params p) {
+                          const Params p, const bool zigzag) {
 #if FK_WGMMA_AVAILABLE
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kStages = Cfg::kStages;
   constexpr int kCB = Cfg::kColBlocks;
@@ -107,24 +107,32 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   std::uint64_t* v_full = k_full + kStages;
   std::uint64_t* kv_empty = v_full + kStages;
 
-  // A block runs work tiles blockIdx.x, blockIdx.x + gridDim.x, ... (persistent when the grid is
-  // smaller than the tile count; see launch()). Tile t covers query block t % n_mblocks of
-  // (batch, head) pair t / n_mblocks, the query blocks of a pair counted from the last: blocks
-  // running together share a pair's K/V in L2, and the causal tiles with the most key tiles start
-  // first. Both roles walk the same tile sequence, and the K/V ring's slots and phases continue
-  // from one tile to the next.
+  // Work items are (batch, head) pairs' query blocks, counted from the last, the pairs one after
+  // another: blocks running together share a pair's K/V in L2. A block runs items blockIdx.x,
+  // blockIdx.x + gridDim.x, ... (persistent when the grid is smaller than the item count; see
+  // launch()). An item is one query block, or with `zigzag` (causal) two: query blocks i and
+  // n_mblocks - 1 - i of one pair, the longest and the shortest left, whose key tiles add up to
+  // the same count for every item, so a static round-robin over items is balanced. (With an odd
+  // n_mblocks the middle block is an item of its own.) Both roles walk the same tile sequence, and
+  // the K/V ring's slots and phases continue from one tile to the next.
   const AttentionShape& sh = p.shape;
   const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
   const int diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
   const int n_mblocks = (seq_q + BM - 1) / BM;
-  const std::int64_t n_tiles = std::int64_t(n_mblocks) * sh.heads_q * sh.batch;
+  const int items_per_pair = zigzag ? (n_mblocks + 1) / 2 : n_mblocks;
+  const std::int64_t n_items = std::int64_t(items_per_pair) * sh.heads_q * sh.batch;
+  const int tiles_per_item = zigzag ? 2 : 1;
   struct WorkTile {
     int m0, head, head_kv, batch, n_blocks;
+    bool valid;
   };
-  auto work_tile = [&](std::int64_t t) {
+  auto work_tile = [&](std::int64_t item, int half) {
     WorkTile w;
-    const std::int64_t pair = t / n_mblocks;
-    w.m0 = (n_mblocks - 1 - int(t % n_mblocks)) * BM;
+    const std::int64_t pair = item / items_per_pair;
+    const int i = int(item % items_per_pair);
+    const int mblock = half == 0 ? n_mblocks - 1 - i : i;
+    w.valid = half == 0 || mblock != n_mblocks - 1 - i;  // the middle block of an odd count: once
+    w.m0 = mblock * BM;
     w.head = int(pair % sh.heads_q);
     w.batch = int(pair / sh.heads_q);
     w.head_kv = w.head / int(sh.heads_q / sh.heads_kv);
@@ -156,29 +164,32 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       prefetch_tensor_map(&tm_k);
       prefetch_tensor_map(&tm_v);
       if constexpr (Cfg::kStageOutput) prefetch_tensor_map(&tm_o);
-      int g = 0;  // K/V tiles issued so far
-      int it = 0;
-      for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
-        const WorkTile w = work_tile(t);
-        mbarrier_wait(q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
-        mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
+      int g = 0;   // K/V tiles issued so far
+      int it = 0;  // work tiles so far
+      for (std::int64_t item = blockIdx.x; item < n_items; item += gridDim.x)
+        for (int half = 0; half < tiles_per_item; ++half) {
+          const WorkTile w = work_tile(item, half);
+          if (!w.valid) continue;
+          mbarrier_wait(q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
+          mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
 #pragma unroll
-        for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, w.m0, w.head, w.batch);
-        for (int j = 0; j < w.n_blocks; ++j, ++g) {
-          const int s = Ring::slot(g);
-          mbarrier_wait(&kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
-          mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
+          for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, w.m0, w.head, w.batch);
+          for (int j = 0; j < w.n_blocks; ++j, ++g) {
+            const int s = Ring::slot(g);
+            mbarrier_wait(&kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
+            mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
 #pragma unroll
-          for (int c = 0; c < kCB; ++c) {
-            tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, w.head_kv, w.batch);
+            for (int c = 0; c < kCB; ++c) {
+              tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, w.head_kv, w.batch);
+            }
+            mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
+#pragma unroll
+            for (int c = 0; c < kCB; ++c) {
+              tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, w.head_kv, w.batch);
+            }
           }
-          mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
-#pragma unroll
-          for (int c = 0; c < kCB; ++c) {
-            tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, w.head_kv, w.batch);
-          }
+          ++it;
         }
-      }
     }
   } else {
     // ---------------- consumers
@@ -189,140 +200,144 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const bool negate_scores = p.scale < 0.f;
     const SoftmaxScale sc(fabsf(p.scale));
     int g0 = 0;  // K/V tiles consumed before the current work tile
-    int it = 0;
-    for (std::int64_t t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
-      const WorkTile w = work_tile(t);
-      const int n_blocks = w.n_blocks;
-      const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
-      float acc_o[1][D / 8][4];
+    int it = 0;  // work tiles so far
+    for (std::int64_t item = blockIdx.x; item < n_items; item += gridDim.x)
+      for (int half = 0; half < tiles_per_item; ++half) {
+        const WorkTile w = work_tile(item, half);
+        if (!w.valid) continue;
+        const int n_blocks = w.n_blocks;
+        const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
+        float acc_o[1][D / 8][4];
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j)
+        for (int j = 0; j < D / 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
-      RowStats<1> stats;
-      float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
+          for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
+        RowStats<1> stats;
+        float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
 
-      auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
-        const T* sQw = sQ + cw * 64 * 64;
-        if (negate_scores) {
-          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/true>(s_flat, sQw, sKs);
-        } else {
-          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/false>(s_flat, sQw, sKs);
-        }
-      };
-      // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
-      // is read MN-major, its 64-column blocks BN * 128 bytes apart.
-      auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
+        auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
+          const T* sQw = sQ + cw * 64 * 64;
+          if (negate_scores) {
+            issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/true>(s_flat, sQw, sKs);
+          } else {
+            issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/false>(s_flat, sQw, sKs);
+          }
+        };
+        // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
+        // is read MN-major, its 64-column blocks BN * 128 bytes apart.
+        auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
-          wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
-        }
-        wgmma_commit_group();
-      };
-      // Mask (diagonal and tail tiles only) and online softmax of key tile j.
-      auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
-        const int n0 = j * BN;
-        if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
-          mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
-        }
-        return softmax_tile</*kPositiveScale=*/true>(acc_s, stats, sc, alpha);
-      };
+          for (int kk = 0; kk < BN / 16; ++kk) {
+            const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
+            wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
+          }
+          wgmma_commit_group();
+        };
+        // Mask (diagonal and tail tiles only) and online softmax of key tile j.
+        auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
+          const int n0 = j * BN;
+          if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
+            mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
+          }
+          return softmax_tile</*kPositiveScale=*/true>(acc_s, stats, sc, alpha);
+        };
 
-      float acc_s[1][BN / 8][4];
-      float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
-      std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
-      float alpha[1][2];
-      auto pack_p = [&] {
+        float acc_s[1][BN / 8][4];
+        float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
+        std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
+        float alpha[1][2];
+        auto pack_p = [&] {
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
-      };
-      auto sK_of = [&](int j) { return sK + Ring::slot(g0 + j) * Cfg::kKVElems; };
-      auto sV_of = [&](int j) { return sV + Ring::slot(g0 + j) * Cfg::kKVElems; };
-      auto k_full_of = [&](int j) { return &k_full[Ring::slot(g0 + j)]; };
-      auto v_full_of = [&](int j) { return &v_full[Ring::slot(g0 + j)]; };
-      auto kv_empty_of = [&](int j) { return &kv_empty[Ring::slot(g0 + j)]; };
-      auto parity = [&](int j) { return Ring::parity(g0 + j); };
+          for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
+        };
+        auto sK_of = [&](int j) { return sK + Ring::slot(g0 + j) * Cfg::kKVElems; };
+        auto sV_of = [&](int j) { return sV + Ring::slot(g0 + j) * Cfg::kKVElems; };
+        auto k_full_of = [&](int j) { return &k_full[Ring::slot(g0 + j)]; };
+        auto v_full_of = [&](int j) { return &v_full[Ring::slot(g0 + j)]; };
+        auto kv_empty_of = [&](int j) { return &kv_empty[Ring::slot(g0 + j)]; };
+        auto parity = [&](int j) { return Ring::parity(g0 + j); };
 
-      mbarrier_wait(q_full, it & 1);
+        mbarrier_wait(q_full, it & 1);
 
-      // With kStageOutput, the last key tile's stage is released after the epilogue, which stages
-      // O in its V buffer.
-      const bool via_smem = Cfg::kStageOutput && n_blocks > 0;
-      auto release = [&](int j) {
-        if (!via_smem || j != n_blocks - 1) mbarrier_arrive(kv_empty_of(j));
-      };
-      if (n_blocks > 0) {
-        // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
-        // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
-        //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
-        //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
-        //              j-1; rescale O by alpha_j; pack P_j
-        //   epilogue:  P_last V_last
-        mbarrier_wait(k_full_of(0), parity(0));
-        wgmma_fence();
-        issue_qk(s_flat, sK_of(0));
-        wgmma_wait_group<0>();
-        softmax(acc_s, 0, alpha);
-        pack_p();
-        for (int j = 1; j < n_blocks; ++j) {
-          mbarrier_wait(k_full_of(j), parity(j));
+        // With kStageOutput, the last key tile's stage is released after the epilogue, which stages
+        // O in its V buffer.
+        const bool via_smem = Cfg::kStageOutput && n_blocks > 0;
+        auto release = [&](int j) {
+          if (!via_smem || j != n_blocks - 1) mbarrier_arrive(kv_empty_of(j));
+        };
+        if (n_blocks > 0) {
+          // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
+          // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
+          //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
+          //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
+          //              j-1; rescale O by alpha_j; pack P_j
+          //   epilogue:  P_last V_last
+          mbarrier_wait(k_full_of(0), parity(0));
           wgmma_fence();
-          issue_qk(s_flat, sK_of(j));
-          mbarrier_wait(v_full_of(j - 1), parity(j - 1));
-          issue_pv(a, sV_of(j - 1));
-          wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
-          const bool rescale = softmax(acc_s, j, alpha);
+          issue_qk(s_flat, sK_of(0));
           wgmma_wait_group<0>();
-          release(j - 1);
-          if (rescale) rescale_output(acc_o, alpha);
+          softmax(acc_s, 0, alpha);
           pack_p();
+          for (int j = 1; j < n_blocks; ++j) {
+            mbarrier_wait(k_full_of(j), parity(j));
+            wgmma_fence();
+            issue_qk(s_flat, sK_of(j));
+            mbarrier_wait(v_full_of(j - 1), parity(j - 1));
+            issue_pv(a, sV_of(j - 1));
+            wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
+            const bool rescale = softmax(acc_s, j, alpha);
+            wgmma_wait_group<0>();
+            release(j - 1);
+            if (rescale) rescale_output(acc_o, alpha);
+            pack_p();
+          }
+          mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
+          wgmma_fence();
+          issue_pv(a, sV_of(n_blocks - 1));
+          wgmma_wait_group<0>();
+          release(n_blocks - 1);
         }
-        mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
-        wgmma_fence();
-        issue_pv(a, sV_of(n_blocks - 1));
-        wgmma_wait_group<0>();
-        release(n_blocks - 1);
-      }
-      // Every wgmma reading Q has completed: the producer may load the next tile's Q (and its
-      // first K/V tiles, in the other stages) while this warpgroup writes its output.
-      mbarrier_arrive(q_empty);
+        // Every wgmma reading Q has completed: the producer may load the next tile's Q (and its
+        // first K/V tiles, in the other stages) while this warpgroup writes its output.
+        mbarrier_arrive(q_empty);
 
-      float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
-      if (!via_smem) {
-        // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
-        // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
-        T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
-        store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
-      } else {
-        // O goes out through shared memory and one TMA store per 64-column block, in the last
-        // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
-        // warpgroups are done with that V, each writes its 64 rows in the 128-byte swizzle (bank-
-        // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
-        // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
-        // store has read it.
-        static_assert(BN == BM, "O is staged in a V buffer");
-        T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
-        named_barrier_sync(1, 2 * 128);
-        const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
-        finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
-          const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
-          unsigned char* block = reinterpret_cast<unsigned char*>(sO + (dt / 8) * BM * 64);
-          *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
-        });
-        fence_proxy_async_shared();
-        named_barrier_sync(2 + cw, 128);
-        if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
+        float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
+        if (!via_smem) {
+          // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
+          // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
+          T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
+          store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
+        } else {
+          // O goes out through shared memory and one TMA store per 64-column block, in the last
+          // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
+          // warpgroups are done with that V, each writes its 64 rows in the 128-byte swizzle (bank-
+          // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
+          // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
+          // store has read it.
+          static_assert(BN == BM, "O is staged in a V buffer");
+          T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
+          named_barrier_sync(1, 2 * 128);
+          const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
+          finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
+            const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
+            unsigned char* block = reinterpret_cast<unsigned char*>(sO + (dt / 8) * BM * 64);
+            *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
+          });
+          fence_proxy_async_shared();
+          named_barrier_sync(2 + cw, 128);
+          if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
 #pragma unroll
-          for (int c = 0; c < kCB; ++c) tma_store_4d(&tm_o, sO + c * BM * 64, c * 64, w.m0 + cw * 64, w.head, w.batch);
-          tma_store_commit();
-          tma_store_wait_read();
+            for (int c = 0; c < kCB; ++c)
+              tma_store_4d(&tm_o, sO + c * BM * 64, c * 64, w.m0 + cw * 64, w.head, w.batch);
+            tma_store_commit();
+            tma_store_wait_read();
+          }
+          named_barrier_sync(2 + cw, 128);
+          mbarrier_arrive(kv_empty_of(n_blocks - 1));
         }
-        named_barrier_sync(2 + cw, 128);
-        mbarrier_arrive(kv_empty_of(n_blocks - 1));
+        g0 += n_blocks;
+        ++it;
       }
-      g0 += n_blocks;
-    }
   }
 #else
   __trap();  // never launched: the host checks the kernel was built for sm_90a
@@ -362,17 +377,19 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
     return false;
   }
   detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
-  // Non-causal: a persistent grid, one block per SM (shared memory allows one), each looping over
-  // work tiles, so the next tile's Q and K/V loads overlap this tile's epilogue (measured +0-18%
-  // on H100, most at N = 1024). Causal tiles differ in cost by up to Nk / 128 times; the
-  // hardware's block scheduler, handed them longest first within each (batch, head), balanced them
-  // better than a static round-robin (d=128 N=4096: 0.86x -> 0.77x of cuDNN) and than a dynamic
-  // persistent scheduler (blocks claiming tiles from an atomic counter: 3-8% slower, see
-  // DEVELOPMENT_LOG.md), so there every block runs one tile.
-  const std::int64_t tiles = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
-  const std::int64_t cap = p.causal ? std::int64_t(0x7fffffff) : std::int64_t(detail::current_sm_count());
-  const unsigned blocks = unsigned(std::min(tiles, cap));
-  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p);
+  // A persistent grid, one block per SM (shared memory allows one), each looping over work items,
+  // so the next tile's Q and K/V loads overlap this tile's epilogue (measured +0-18% on H100 for
+  // non-causal, most at N = 1024). Causal tiles differ in cost by up to Nk / 128 times, so causal
+  // items pair a long tile with a short one (zigzag, see the kernel) to make them equal: a static
+  // round-robin over single causal tiles was less balanced than the hardware's block scheduler
+  // (d=128 N=4096: 0.86x -> 0.77x of cuDNN), and so was a dynamic atomic-counter scheduler
+  // (DEVELOPMENT_LOG.md, v9). The zigzag items measured +6-17% over one causal tile per block at
+  // N = 4096-8192 and +14-28% at N = 1024.
+  const bool zigzag = p.causal;
+  const std::int64_t n_mblocks = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM;
+  const std::int64_t items = (zigzag ? (n_mblocks + 1) / 2 : n_mblocks) * s.heads_q * s.batch;
+  const unsigned blocks = unsigned(std::min<std::int64_t>(items, detail::current_sm_count()));
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p, zigzag);
   FK_CHECK_LAUNCH();
   return true;
 }
