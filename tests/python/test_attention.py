@@ -115,6 +115,17 @@ def test_cuda_unequal_lengths(nq, nk, causal, dtype, cuda_attention):
 
 
 @gpu
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("nq,nk", [(640, 640), (600, 700), (700, 600)])
+def test_cuda_causal_many_tiles_odd_block_count(nq, nk, d, cuda_attention):
+    # 5 or 6 query blocks of 128 per (batch, head) and more work than SMs: the Hopper kernel's
+    # persistent causal schedule pairs query blocks i and n-1-i, leaves an odd middle block on its
+    # own, and carries its K/V ring across many work tiles per block.
+    q, k, v = make_qkv(4, 24, 8, nq, nk, d, torch.bfloat16)
+    check(cuda_attention, q, k, v, True, what=f"causal Nq={nq} Nk={nk} d={d}")
+
+
+@gpu
 @pytest.mark.parametrize("ratio", [1, 4, 8])
 @pytest.mark.parametrize("causal", [False, True])
 def test_cuda_gqa(ratio, causal, cuda_attention):
