@@ -1,10 +1,10 @@
 // The Hopper (sm_90a) FlashAttention forward kernel: TMA loads completing on mbarriers, wgmma for
 // both GEMMs, and warp specialization. Included by one .cu per head_dim.
 //
-// A work tile is kBlockM = 128 query rows of one (batch, head). Non-causal launches are persistent
-// (one block per SM loops over tiles; a Q `empty` barrier lets the next tile's loads start while
-// this one's output is written); causal launches run one tile per block, longest first. A block
-// has three warpgroups:
+// A work tile is kBlockM = 128 query rows of one (batch, head). Launches are persistent (one block
+// per SM loops over work items; a Q `empty` barrier lets the next tile's loads start while this
+// one's output is written); a causal item pairs a long and a short tile so all items cost the
+// same. A block has three warpgroups:
 //   warpgroup 0, the producer: one thread issues the TMA copies - Q once, then K and V tiles of
 //     kBlockN keys into a kStages-deep ring - and gives most of its registers away (setmaxnreg);
 //   warpgroups 1 and 2, the consumers: 64 query rows each. Per key tile:
