@@ -336,3 +336,15 @@ def test_triton_every_config(config, d, dtype):
         q, k, v = make_qkv(2, 4, 2, nq, nk, d, dtype, device=triton_device())
         for causal in (False, True):
             check(run, q, k, v, causal, what=f"config {cfg} Nq={nq} Nk={nk} causal={causal}")
+
+
+# With autotuning on (as in `flashkernel bench`), the first call of a tuning key goes through
+# Triton's autotuner and later calls launch the chosen configuration directly (TunedLauncher): both
+# must give the reference's answer, and the same bits (the same configuration ran).
+@gpu
+def test_triton_autotuned_launches(monkeypatch):
+    monkeypatch.setenv("FLASHKERNEL_TRITON_AUTOTUNE", "1")
+    q, k, v = make_qkv(1, 4, 2, 333, 333, 64, torch.float16)
+    first, _ = check(triton_attention, q, k, v, True, what="autotuned, first call")
+    again, _ = check(triton_attention, q, k, v, True, what="autotuned, chosen configuration")
+    assert torch.equal(first, again)

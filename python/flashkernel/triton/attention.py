@@ -10,6 +10,7 @@ _autotune.py); under TRITON_INTERPRET=1 one small configuration runs on the CPU.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -18,7 +19,7 @@ import triton
 import triton.language as tl
 
 from flashkernel.ops.attention import check_arguments
-from flashkernel.triton._autotune import autotune_enabled
+from flashkernel.triton._autotune import TunedLauncher, autotune_enabled
 
 _OP = "flashkernel.triton.flash_attention"
 _LOG2E = 1.4426950408889634
@@ -73,7 +74,7 @@ def _attn_tiles(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, 
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
               stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om, heads_q, group, n_q, n_k,
-              qk_scale, N_BUCKET, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, RETURN_LSE: tl.constexpr,
+              qk_scale, SHAPE_BUCKET, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, RETURN_LSE: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr = False,
               STATIC_TILES: tl.constexpr = 0):
     # Reversed so causal programs with the most key tiles start first.
@@ -144,11 +145,27 @@ CONFIGS = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
 ]
-# Tuned once per (head_dim, causal, dtype, size bucket), not per exact length: each tuning compiles
-# every configuration, and the best tile barely moves between lengths of the same bucket.
-_attn_fwd_tuned = triton.autotune(configs=CONFIGS, key=["N_BUCKET", "HEAD_DIM", "CAUSAL", "RETURN_LSE"])(_attn_fwd)
+# Tuned once per (head_dim, causal, dtype, shape bucket), not per exact shape: each tuning compiles
+# every configuration, and the best tile barely moves within a bucket (see _shape_bucket).
+_attn_fwd_tuned = triton.autotune(configs=CONFIGS, key=["SHAPE_BUCKET", "HEAD_DIM", "CAUSAL", "RETURN_LSE"])(_attn_fwd)
+_launch_tuned = TunedLauncher(_attn_fwd_tuned)
 # Without autotuning (FLASHKERNEL_TRITON_AUTOTUNE=0): one configuration per head_dim.
 FIXED_CONFIGS = {64: CONFIGS[0], 128: CONFIGS[2]}
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _shape_bucket(device: torch.device, batch: int, heads_q: int, n_q: int, n_k: int) -> int:
+    """The autotuning bucket of a shape: short or long keys (< 2048 or not), and whether the grid
+    of 128-row tiles fills the GPU 4 times over. A small grid (B=1, H=8, N=4096: 256 tiles on 132
+    SMs) wants 64-row tiles that a large one does not, so the two must not share a tuning."""
+    if device.type != "cuda":
+        return 0
+    small_grid = batch * heads_q * triton.cdiv(n_q, 128) < 4 * _sm_count(device.index)
+    return (0 if n_k < 2048 else 1) + (2 if small_grid else 0)
 
 
 def _interpreting() -> bool:
@@ -181,11 +198,12 @@ def _forward(q, k, v, causal, scale, return_lse, config):
     batch, heads_q, n_q, d = q.shape
     heads_kv, n_k = k.shape[1], k.shape[2]
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse = torch.empty((batch, heads_q, n_q) if return_lse else (0,), dtype=torch.float32, device=q.device)
+    lse = torch.empty((batch, heads_q, n_q), dtype=torch.float32, device=q.device) if return_lse else None
     if out.numel() > 0:
         args = (q, k, v, out, lse if return_lse else out, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
                 k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                out.stride(2), heads_q, heads_q // heads_kv, n_q, n_k, sc * _LOG2E, 0 if n_k < 2048 else 1)
+                out.stride(2), heads_q, heads_q // heads_kv, n_q, n_k, sc * _LOG2E,
+                _shape_bucket(q.device, batch, heads_q, n_q, n_k))
         flags = dict(HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse))
         if _interpreting():
             # Only the block sizes matter on the CPU; the interpreter's path walks every key tile.
@@ -198,7 +216,8 @@ def _forward(q, k, v, causal, scale, return_lse, config):
             def grid(meta):
                 return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)
 
-            _attn_fwd_tuned[grid](*args, **flags)
+            _launch_tuned((q.device.index, q.dtype, args[-1], d, bool(causal), bool(return_lse)), grid, *args,
+                          **flags)
         else:
             meta = (config or FIXED_CONFIGS[d]).all_kwargs()
             grid = (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)

@@ -12,7 +12,7 @@ import triton.language as tl
 import triton.testing
 
 from flashkernel.ops.gelu_linear import check_args
-from flashkernel.triton._autotune import autotune_enabled
+from flashkernel.triton._autotune import TunedLauncher, autotune_enabled
 
 _OP = "flashkernel.triton.gelu_linear"
 
@@ -125,6 +125,8 @@ _tuned_kernel = triton.autotune(
                                                                     quantiles=quantiles),
 )(_gelu_linear_kernel)
 
+_launch_tuned = TunedLauncher(_tuned_kernel)
+
 # Without autotuning (FLASHKERNEL_TRITON_AUTOTUNE=0): one configuration per M family.
 FIXED_SMALL_M_CONFIG = SMALL_M_CONFIGS[0]
 FIXED_LARGE_M_CONFIG = LARGE_M_CONFIGS[1]
@@ -167,7 +169,8 @@ def _forward(x, weight, bias, approximate, config):
     elif config is None and autotune_enabled():
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-        _tuned_kernel[grid](x, weight, b, out, m, n, k, _bucket_m(m), **flags)
+        key = (x.device.index, x.dtype, _bucket_m(m), n, k, flags["HAS_BIAS"], flags["APPROX_TANH"])
+        _launch_tuned(key, grid, x, weight, b, out, m, n, k, _bucket_m(m), **flags)
         return out
     else:
         if config is None:
