@@ -20,29 +20,21 @@ __device__ __forceinline__ float quad_max(float x) {
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
-__device__ __forceinline__ float quad_min(float x) {
-  x = fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// The softmax scale in the base-2 domain. |scale| below FLT_MIN (scale 0 included) is raised to
-// FLT_MIN: every scaled score then rounds to 0 exactly as it would, while a masked +-inf score
-// still gives exp2(-inf) = 0 instead of 0 * inf = NaN. A masked score must lose the max (or min,
-// for a negative scale) reduction, so it is -inf or +inf by the sign of the scale.
+// The softmax scale in the base-2 domain, for a scale >= 0: the kernels fold a negative scale's
+// sign into the scores themselves (sm90: the S wgmma negates Q; sm80: Q is negated in shared
+// memory), so the softmax needs only a row max, never a min. A scale below FLT_MIN (0 included) is
+// raised to FLT_MIN: every scaled score then rounds to 0 exactly as it would, while a masked -inf
+// score still gives exp2(-inf) = 0 instead of 0 * inf = NaN.
 struct SoftmaxScale {
   float scale_log2;
-  float masked;
-  bool positive;
-  __device__ __forceinline__ explicit SoftmaxScale(float scale) {
-    positive = scale >= 0.f;
-    scale_log2 = copysignf(fmaxf(fabsf(scale * 1.4426950408889634f), 1.17549435e-38f), positive ? 1.f : -1.f);
-    masked = positive ? -INFINITY : INFINITY;
-  }
+  static constexpr float masked = -INFINITY;  // what a masked score becomes: it loses the max
+  __device__ __forceinline__ explicit SoftmaxScale(float abs_scale)
+      : scale_log2(fmaxf(abs_scale * 1.4426950408889634f, 1.17549435e-38f)) {}
 };
 
 // Running statistics of a thread's rows (g and g + 8 of each 16-row tile) in the log2 domain of
@@ -89,27 +81,18 @@ __device__ __forceinline__ void mask_tile(float (&s)[kMTiles][kNTiles][4], int r
 // new max) for the output accumulator; the return value says whether any row of the warp moved
 // its max (otherwise every alpha is exactly 1 and the rescale can be skipped: once the running
 // max has settled, most tiles of a long row). Scores stay unscaled until the exponent's FFMA.
-// kPositiveScale: the caller guarantees sc.positive (the sm90 kernel negates S in the wgmma
-// instead), which drops the run-time choice between a max and a min reduction: half the
-// reduction instructions, which the compiler otherwise emits for both signs under predicates.
-template <bool kPositiveScale = false, int kMTiles, int kNTiles>
+template <int kMTiles, int kNTiles>
 __device__ __forceinline__ bool softmax_tile(float (&s)[kMTiles][kNTiles][4], RowStats<kMTiles>& st,
                                              const SoftmaxScale& sc, float (&alpha)[kMTiles][2]) {
-  const bool positive = kPositiveScale || sc.positive;
   bool rescale = false;
 #pragma unroll
   for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      // The largest scaled score: max of the raw scores for a positive scale, min otherwise.
-      float ext = s[mi][0][2 * r];
+      float mx_raw = s[mi][0][2 * r];
 #pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-        ext = positive ? fmaxf(ext, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]))
-                       : fminf(ext, fminf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
-      }
-      ext = positive ? quad_max(ext) : quad_min(ext);
-      const float mx = fmaxf(st.max[mi][r], ext * sc.scale_log2);
+      for (int nt = 0; nt < kNTiles; ++nt) mx_raw = fmaxf(mx_raw, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+      const float mx = fmaxf(st.max[mi][r], quad_max(mx_raw) * sc.scale_log2);
       // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
       // exp2(-inf - base) = 0 rather than NaN.
       const float base = mx == -INFINITY ? 0.f : mx;
@@ -142,14 +125,6 @@ __device__ __forceinline__ void rescale_output(float (&o)[kMTiles][kDTiles][4], 
       o[mi][dt][2] *= alpha[mi][1];
       o[mi][dt][3] *= alpha[mi][1];
     }
-}
-
-// softmax_tile followed at once by the rescale of the output accumulator.
-template <int kMTiles, int kNTiles, int kDTiles>
-__device__ __forceinline__ void softmax_update(float (&s)[kMTiles][kNTiles][4], float (&o)[kMTiles][kDTiles][4],
-                                               RowStats<kMTiles>& st, const SoftmaxScale& sc) {
-  float alpha[kMTiles][2];
-  if (softmax_tile(s, st, sc, alpha)) rescale_output(o, alpha);
 }
 
 // Epilogue: O / l for each of the thread's rows, packed to 16 bits and handed to

@@ -14,10 +14,12 @@ __device__ __forceinline__ std::uint32_t smem_u32(const void* smem_ptr) {
 // 16 bytes global -> shared, cached in L2 only (.cg: tiles are reused from shared memory, not L1).
 // When `valid` is false nothing is read and the 16 destination bytes are zero-filled, which is how
 // tails (rows past the end of a tensor) become zeros without a branch around the copy.
-__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid = true) {
+__device__ __forceinline__ void cp_async_16(std::uint32_t smem_dst, const void* gmem_src, bool valid = true) {
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem_dst)), "l"(gmem_src),
-               "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid = true) {
+  cp_async_16(smem_u32(smem_dst), gmem_src, valid);
 }
 
 // Closes the group of copies issued since the last commit.

@@ -42,18 +42,24 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t 
 
 // Four 8x8 16-bit matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i,
 // and every lane receives (row lane/4, cols 2*(lane%4)..+1) of matrix i in r[i].
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem_row) {
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t smem_addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(smem_row)));
+               : "r"(smem_addr));
+}
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem_row) {
+  ldmatrix_x4(r, smem_u32(smem_row));
 }
 
 // Same, transposed: lane receives (rows 2*(lane%4)..+1, col lane/4) of matrix i. Loads a B operand
 // stored n-contiguous (row-major [k][n]) in the "col" layout mma expects.
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem_row) {
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t smem_addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(smem_row)));
+               : "r"(smem_addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem_row) {
+  ldmatrix_x4_trans(r, smem_u32(smem_row));
 }
 
 // Two fp32 values -> one u32 holding two T (lo in the low half), round to nearest.
@@ -88,6 +94,24 @@ struct SwizzledTile {
   __device__ __forceinline__ static int offset(int row, int col) {
     return row * kRowElems + (((col >> 3) ^ (row & 7)) << 3);
   }
+};
+
+// The in-row byte offsets of one lane's ldmatrix reads along a SwizzledTile row, precomputed once
+// per kernel. A lane reading rows r (r % 8 fixed: tile rows start at multiples of 8) at chunk
+// 2 * kk + c of k-step kk (c = 0 or 1, fixed per lane) finds it at byte 16 * ((2kk + c) ^ (r % 8)).
+// Only bits 0-2 of the chunk are swizzled, so with kk = 4 * hi + lo that is
+//   16 * ((2 lo + c) ^ (r % 8)) + 128 * hi,
+// four per-lane values plus a constant the compiler folds into the ldmatrix's immediate offset.
+// Computing the XOR per read instead cost ~6 integer instructions per ldmatrix: next to the
+// mma.sync they feed, that made an attention tile issue-bound (DEVELOPMENT_LOG.md).
+struct SwizzledChunkOffsets {
+  std::uint32_t lo[4];
+  __device__ __forceinline__ SwizzledChunkOffsets(int row_mod8, int c) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) lo[j] = std::uint32_t(((2 * j + c) ^ row_mod8) * 16);
+  }
+  // Byte offset of k-step kk (chunks 2kk + c) within the row.
+  __device__ __forceinline__ std::uint32_t operator()(int kk) const { return lo[kk % 4] + 128u * (kk / 4); }
 };
 
 }  // namespace flashkernel

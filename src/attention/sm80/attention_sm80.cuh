@@ -45,24 +45,55 @@ struct TileConfig {
   static constexpr int kSmemBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2;
 };
 
-// Copies `kRows` rows of kHeadDim elements (row r at src + r * row_stride) into a swizzled shared
-// tile; rows at or past `valid_rows` are zero-filled (a NaN there would survive P = 0 as 0 * NaN).
+// Copies tiles of `kRows` rows of kHeadDim elements (row r at src + r * row_stride) into swizzled
+// shared memory with cp.async. kThreads is a multiple of the 16-byte chunks per row, so each thread
+// always copies the same chunk column, of rows row0, row0 + kRowsPerPass, ...: its shared offsets
+// are one precomputed value plus constants, and its global address advances by one add per row.
 template <typename T, int kRows, int kHeadDim, int kThreads>
-__device__ __forceinline__ void load_tile(T* smem, const T* src, std::int64_t row_stride, int valid_rows) {
-  using Swz = SwizzledTile<kHeadDim>;
-  constexpr int kChunks = kHeadDim / 8;
-  constexpr int kTotal = kRows * kChunks;
-  static_assert(kTotal % kThreads == 0, "every thread copies the same number of chunks");
-#pragma unroll
-  for (int i = threadIdx.x; i < kTotal; i += kThreads) {
-    const int row = i / kChunks;
-    const int col = (i % kChunks) * 8;
-    const bool valid = row < valid_rows;
-    // An out-of-range row still needs a legal address; nothing is read from it (src size 0).
-    const T* g = valid ? src + row * row_stride + col : src;
-    cp_async_16(smem + Swz::offset(row, col), g, valid);
+struct TileCopy {
+  static constexpr int kChunks = kHeadDim / 8;
+  static constexpr int kRowsPerPass = kThreads / kChunks;
+  static constexpr int kPasses = kRows / kRowsPerPass;
+  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0 && kRowsPerPass % 8 == 0,
+                "every thread copies one chunk column, and its rows share the swizzle (row % 8)");
+  int row0;                // the thread's first row
+  int col;                 // its chunk column, in elements
+  std::uint32_t smem_off;  // byte offset of (row0, col) in the swizzled tile
+
+  __device__ __forceinline__ TileCopy() {
+    row0 = threadIdx.x / kChunks;
+    col = (threadIdx.x % kChunks) * 8;
+    smem_off = std::uint32_t(SwizzledTile<kHeadDim>::offset(row0, col) * sizeof(T));
   }
-}
+
+  // kCheckRows: rows at or past `valid_rows` are zero-filled (a NaN there would survive P = 0 as
+  // 0 * NaN); only a tile that crosses the end of the sequence needs the check.
+  template <bool kCheckRows>
+  __device__ __forceinline__ void copy(std::uint32_t smem_tile, const T* src, std::int64_t row_stride,
+                                       int valid_rows = kRows) const {
+    const T* g = src + row0 * row_stride + col;
+    const std::int64_t step = kRowsPerPass * row_stride;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i, g += step) {
+      const bool valid = !kCheckRows || row0 + i * kRowsPerPass < valid_rows;
+      // An out-of-range row still needs a legal address; nothing is read from it (src size 0).
+      cp_async_16(smem_tile + smem_off + i * kRowsPerPass * kHeadDim * sizeof(T), valid ? g : src, valid);
+    }
+  }
+
+  // Flips the sign of every element this thread copied (the sign bit of each 16-bit value), once
+  // its copies have landed.
+  __device__ __forceinline__ void negate_own(T* smem_tile) const {
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      auto* chunk = reinterpret_cast<uint4*>(reinterpret_cast<unsigned char*>(smem_tile) + smem_off +
+                                             i * kRowsPerPass * kHeadDim * sizeof(T));
+      uint4 x = *chunk;
+      x.x ^= 0x80008000u, x.y ^= 0x80008000u, x.z ^= 0x80008000u, x.w ^= 0x80008000u;
+      *chunk = x;
+    }
+  }
+};
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Params p) {
@@ -70,12 +101,16 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   constexpr int MT = Cfg::kMTiles;
   constexpr int kNTiles = BN / 8;   // 8-column C fragments of S per 16-row tile
   constexpr int kDTiles = D / 8;    // 8-column C fragments of O per 16-row tile
-  using Swz = SwizzledTile<D>;
+  constexpr int kRowBytes = D * int(sizeof(T));
+  constexpr int kStageBytes = BN * kRowBytes;
+  using QCopy = TileCopy<T, BM, D, Cfg::kThreads>;
+  using KVCopy = TileCopy<T, BN, D, Cfg::kThreads>;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + BM * D;
-  T* sV = sK + kStages * BN * D;
+  const std::uint32_t sQ_addr = smem_u32(sQ);
+  const std::uint32_t sK_addr = sQ_addr + BM * kRowBytes;
+  const std::uint32_t sV_addr = sK_addr + kStages * kStageBytes;
 
   const AttentionShape& sh = p.shape;
   // Reversed so the causal blocks with the most key tiles start first (less tail imbalance).
@@ -100,16 +135,38 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_row0 = warp * Cfg::kRowsPerWarp;
 
+  // Key tile jn into ring stage jn % kStages; only the tile crossing seq_k checks its rows.
+  const KVCopy kv_copy;
+  auto load_kv = [&](int jn) {
+    const int st = jn % kStages;
+    const int rows = seq_k - jn * BN;
+    const T* kt = k + std::int64_t(jn) * BN * sh.k_stride[2];
+    const T* vt = v + std::int64_t(jn) * BN * sh.v_stride[2];
+    if (rows >= BN) {
+      kv_copy.template copy<false>(sK_addr + st * kStageBytes, kt, sh.k_stride[2]);
+      kv_copy.template copy<false>(sV_addr + st * kStageBytes, vt, sh.v_stride[2]);
+    } else {
+      kv_copy.template copy<true>(sK_addr + st * kStageBytes, kt, sh.k_stride[2], rows);
+      kv_copy.template copy<true>(sV_addr + st * kStageBytes, vt, sh.v_stride[2], rows);
+    }
+  };
+
   // ---- prologue: Q and the first kStages-1 key tiles in flight, one commit group per key tile.
-  load_tile<T, BM, D, Cfg::kThreads>(sQ, q, sh.q_stride[2], seq_q - m0);
+  const QCopy q_copy;
+  q_copy.template copy<true>(sQ_addr, q, sh.q_stride[2], seq_q - m0);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_blocks) {
-      const int rows = seq_k - s * BN;
-      load_tile<T, BN, D, Cfg::kThreads>(sK + s * BN * D, k + std::int64_t(s) * BN * sh.k_stride[2], sh.k_stride[2], rows);
-      load_tile<T, BN, D, Cfg::kThreads>(sV + s * BN * D, v + std::int64_t(s) * BN * sh.v_stride[2], sh.v_stride[2], rows);
-    }
+    if (s < n_blocks) load_kv(s);
     cp_async_commit();
+  }
+  // A negative scale: softmax(scale * S) = softmax(|scale| * (-Q) K^T). Negating this block's Q
+  // once lets the softmax always take a row max; with the sign chosen per tile at run time, the
+  // compiler emitted both the max and the min reductions. Each thread flips what it copied; the
+  // barrier before the first read publishes it.
+  const bool negate_q = p.scale < 0.f;
+  if (negate_q) {
+    cp_async_wait<kStages - 2>();  // the first group (Q with key tile 0) has landed
+    q_copy.negate_own(sQ);
   }
 
   float acc_o[MT][kDTiles][4];
@@ -120,7 +177,15 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc_o[mi][j][e] = 0.f;
   RowStats<MT> stats;
-  const SoftmaxScale sc(p.scale);
+  const SoftmaxScale sc(fabsf(p.scale));
+
+  // This lane's ldmatrix rows (see the fragment layouts in common/mma_sm80.cuh): Q (A operand)
+  // and V^T read rows lane % 16 at chunk bit lane / 16, K (B operand) rows (lane / 16) * 8 +
+  // lane % 8 at chunk bit (lane / 8) % 2. Each row start is a multiple of 8 plus lane % 8.
+  const SwizzledChunkOffsets qv_cols(lane % 8, lane / 16), k_cols(lane % 8, (lane / 8) % 2);
+  const std::uint32_t q_rows = sQ_addr + (warp_row0 + lane % 16) * kRowBytes;
+  const std::uint32_t k_rows = ((lane / 16) * 8 + lane % 8) * kRowBytes;
+  const std::uint32_t v_rows = (lane % 16) * kRowBytes;
 
   std::uint32_t q_frag[Cfg::kQInRegisters ? MT : 1][Cfg::kQInRegisters ? D / 16 : 1][4];
   if constexpr (Cfg::kQInRegisters) {
@@ -129,29 +194,21 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(q_frag[mi][kk], sQ + Swz::offset(warp_row0 + mi * 16 + (lane % 16), kk * 16 + (lane / 16) * 8));
+      for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(q_frag[mi][kk], q_rows + mi * 16 * kRowBytes + qv_cols(kk));
   }
 
   for (int j = 0; j < n_blocks; ++j) {
     // Refill the stage read in iteration j-1 with key tile j+kStages-1; the barrier makes sure
     // every warp has finished reading it.
     __syncthreads();
-    {
-      const int jn = j + kStages - 1;
-      if (jn < n_blocks) {
-        const int st = jn % kStages;
-        const int rows = seq_k - jn * BN;
-        load_tile<T, BN, D, Cfg::kThreads>(sK + st * BN * D, k + std::int64_t(jn) * BN * sh.k_stride[2], sh.k_stride[2], rows);
-        load_tile<T, BN, D, Cfg::kThreads>(sV + st * BN * D, v + std::int64_t(jn) * BN * sh.v_stride[2], sh.v_stride[2], rows);
-      }
-      cp_async_commit();  // an empty group keeps the wait count below uniform
-    }
+    if (j + kStages - 1 < n_blocks) load_kv(j + kStages - 1);
+    cp_async_commit();             // an empty group keeps the wait count below uniform
     cp_async_wait<kStages - 1>();  // key tile j (and Q) have landed for this thread...
     __syncthreads();               // ...and for every thread
 
-    const T* sKs = sK + (j % kStages) * BN * D;
-    const T* sVs = sV + (j % kStages) * BN * D;
+    const std::uint32_t stage = (j % kStages) * kStageBytes;
+    const std::uint32_t sK_rows = sK_addr + stage + k_rows;
+    const std::uint32_t sV_rows = sV_addr + stage + v_rows;
     const int n0 = j * BN;
 
     // ---- S = Q K^T
@@ -171,13 +228,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
           for (int e = 0; e < 4; ++e) a[mi][e] = q_frag[mi][kk][e];
         } else {
-          ldmatrix_x4(a[mi], sQ + Swz::offset(warp_row0 + mi * 16 + (lane % 16), kk * 16 + (lane / 16) * 8));
+          ldmatrix_x4(a[mi], q_rows + mi * 16 * kRowBytes + qv_cols(kk));
         }
       }
 #pragma unroll
       for (int nb = 0; nb < BN / 16; ++nb) {
         std::uint32_t b[4];
-        ldmatrix_x4(b, sKs + Swz::offset(nb * 16 + (lane / 16) * 8 + (lane % 8), kk * 16 + ((lane / 8) % 2) * 8));
+        ldmatrix_x4(b, sK_rows + nb * 16 * kRowBytes + k_cols(kk));
         const std::uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {
@@ -191,7 +248,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     if (tile_needs_mask<BN>(n0, m0, seq_k, p.causal, diag)) {
       mask_tile(acc_s, m0 + warp_row0, n0, seq_k, p.causal, diag, sc.masked);
     }
-    softmax_update(acc_s, acc_o, stats, sc);
+    float alpha[MT][2];
+    if (softmax_tile(acc_s, stats, sc, alpha)) rescale_output(acc_o, alpha);
 
     // ---- O += P V
 #pragma unroll
@@ -202,7 +260,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 #pragma unroll
       for (int dn = 0; dn < D / 16; ++dn) {
         std::uint32_t b[4];
-        ldmatrix_x4_trans(b, sVs + Swz::offset(kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8, dn * 16 + (lane / 16) * 8));
+        ldmatrix_x4_trans(b, sV_rows + kk * 16 * kRowBytes + qv_cols(dn));
         const std::uint32_t b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) {

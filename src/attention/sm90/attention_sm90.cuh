@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     warpgroup_reg_alloc<Cfg::kConsumerRegs>();
     const int cw = warpgroup - 1;  // 64-row half of the block
     // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
-    // softmax always sees a positive scale (softmax_tile<true>: one max reduction, not max or min).
+    // softmax always sees a positive scale (one max reduction per row, not a max or a min).
     const bool negate_scores = p.scale < 0.f;
     const SoftmaxScale sc(fabsf(p.scale));
     int g0 = 0;  // K/V tiles consumed before the current work tile
@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
             mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
           }
-          return softmax_tile</*kPositiveScale=*/true>(acc_s, stats, sc, alpha);
+          return softmax_tile(acc_s, stats, sc, alpha);
         };
 
         float acc_s[1][BN / 8][4];
