@@ -39,9 +39,6 @@ struct TileConfig {
   static constexpr int kMTiles = kRowsPerWarp / 16;
   static_assert(kRowsPerWarp % 16 == 0, "each warp owns whole 16-row mma tiles");
   static_assert(kBlockN % 16 == 0 && kHeadDim % 64 == 0, "tile shapes are multiples of the mma/swizzle sizes");
-  // Q fragments of all k-steps stay in registers when they are few (d=64); at d=128 they would
-  // cost 64 registers per thread, so they are re-read from shared memory each key tile instead.
-  static constexpr bool kQInRegisters = kMTiles * (kHeadDim / 16) * 4 <= 32;
   static constexpr int kSmemBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2;
 };
 
@@ -187,16 +184,6 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   const std::uint32_t k_rows = ((lane / 16) * 8 + lane % 8) * kRowBytes;
   const std::uint32_t v_rows = (lane % 16) * kRowBytes;
 
-  std::uint32_t q_frag[Cfg::kQInRegisters ? MT : 1][Cfg::kQInRegisters ? D / 16 : 1][4];
-  if constexpr (Cfg::kQInRegisters) {
-    cp_async_wait<kStages - 2>();  // the first group (Q with key tile 0) has landed
-    __syncthreads();
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(q_frag[mi][kk], q_rows + mi * 16 * kRowBytes + qv_cols(kk));
-  }
-
   for (int j = 0; j < n_blocks; ++j) {
     // Refill the stage read in iteration j-1 with key tile j+kStages-1; the barrier makes sure
     // every warp has finished reading it.
@@ -211,7 +198,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     const std::uint32_t sV_rows = sV_addr + stage + v_rows;
     const int n0 = j * BN;
 
-    // ---- S = Q K^T
+    // ---- S = Q K^T (Q fragments re-read from shared memory: kept in registers they would cost
+    // 32 (d=64) or 64 (d=128) registers per thread, which the 128-key tiles at d=64 need for S)
     float acc_s[MT][kNTiles][4];
 #pragma unroll
     for (int mi = 0; mi < MT; ++mi)
@@ -223,14 +211,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     for (int kk = 0; kk < D / 16; ++kk) {
       std::uint32_t a[MT][4];
 #pragma unroll
-      for (int mi = 0; mi < MT; ++mi) {
-        if constexpr (Cfg::kQInRegisters) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) a[mi][e] = q_frag[mi][kk][e];
-        } else {
-          ldmatrix_x4(a[mi], q_rows + mi * 16 * kRowBytes + qv_cols(kk));
-        }
-      }
+      for (int mi = 0; mi < MT; ++mi) ldmatrix_x4(a[mi], q_rows + mi * 16 * kRowBytes + qv_cols(kk));
 #pragma unroll
       for (int nb = 0; nb < BN / 16; ++nb) {
         std::uint32_t b[4];

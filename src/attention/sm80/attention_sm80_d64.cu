@@ -1,13 +1,16 @@
 // head_dim 64 instantiations of the sm80 kernel.
-// Tiles: 128 query rows x 64 keys, 4 warps (32 rows = 2 mma tiles each), 3-stage K/V ring.
-// Shared memory: Q 16 KiB + 3 x (K 8 KiB + V 8 KiB) = 64 KiB -> 3 blocks per SM on H100/A100.
-// Registers per thread: O 64 + S 64 + Q fragments 32 fp32/u32 values, well under 255.
+// Tiles: 128 query rows x 128 keys, 4 warps (32 rows = 2 mma tiles each), 2-stage K/V ring.
+// Shared memory: Q 16 KiB + 2 x (K 16 KiB + V 16 KiB) = 80 KiB -> 2 blocks per SM on H100 and
+// A100 (164 KiB), 1 on Ada (100 KiB). 128-key tiles halve the per-key cost of the barriers, the row
+// max reductions and the rescale check against 64-key tiles: +6-9% on H100 (DEVELOPMENT_LOG.md);
+// a 3-stage ring (112 KiB) measured the same on H100 and would not fit Ada.
+// Registers per thread: S 128 + O 64 fp32 accumulators (255 used, no spill).
 #include "attention/sm80/attention_sm80.cuh"
 #include "common/dtype_traits.cuh"
 
 namespace flashkernel::attention::sm80 {
 
-using ConfigD64 = TileConfig<64, 128, 64, 4, 3>;
+using ConfigD64 = TileConfig<64, 128, 128, 4, 2>;
 
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream) {
   dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
