@@ -8,10 +8,13 @@
 // softmax statistics of a row live in the 4 lanes of one quad and never cross warps:
 //   S = Q K^T       (mma, fp32 accumulators in registers)
 //   online softmax  (running max m and sum l per row in fp32, exp2 with scale*log2(e) folded
-//                    into one FFMA per score; the O rescale is skipped while no row max moves)
+//                    into one FFMA per score, a negative scale's sign folded into Q)
 //   O += P V        (P re-packed from the S accumulators to 16-bit A fragments, no shared memory)
 // Masks are applied only on the key tiles that need them (the causal diagonal and the Nk tail);
-// causal blocks stop at their diagonal and are launched heaviest first.
+// causal blocks stop at their diagonal and are launched heaviest first. On Hopper the kernel is
+// issue- and latency-bound, not memory-bound (2 warps per scheduler at 255 registers), so its
+// addressing is precomputed per thread: shared offsets of ldmatrix reads and cp.async copies are
+// one register plus constants.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -230,7 +233,12 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
       mask_tile(acc_s, m0 + warp_row0, n0, seq_k, p.causal, diag, sc.masked);
     }
     float alpha[MT][2];
-    if (softmax_tile(acc_s, stats, sc, alpha)) rescale_output(acc_o, alpha);
+    // The rescale runs every tile, even where no row max moved (alpha = 1 exactly): skipping it
+    // took a warp vote and a branch, which split the tile's code in two blocks that ptxas could
+    // not interleave; unconditional, the multiplies fill the mma latency: +7-12% at d=64, even at
+    // d=128 (DEVELOPMENT_LOG.md).
+    softmax_tile(acc_s, stats, sc, alpha);
+    rescale_output(acc_o, alpha);
 
     // ---- O += P V
 #pragma unroll
