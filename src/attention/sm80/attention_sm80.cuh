@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     float alpha[MT][2];
     // The rescale runs every tile, even where no row max moved (alpha = 1 exactly): skipping it
     // took a warp vote and a branch, which split the tile's code in two blocks that ptxas could
-    // not interleave; unconditional, the multiplies fill the mma latency: +7-12% at d=64, even at
+    // not interleave; unconditional, the multiplies fill the mma latency: +6-12% at d=64, even at
     // d=128 (DEVELOPMENT_LOG.md).
     softmax_tile(acc_s, stats, sc, alpha);
     rescale_output(acc_o, alpha);
