@@ -200,10 +200,10 @@ def _forward(q, k, v, causal, scale, return_lse, config):
     out = torch.empty_like(q, memory_format=torch.contiguous_format)  # half the host time of torch.empty here
     lse = torch.empty((batch, heads_q, n_q), dtype=torch.float32, device=q.device) if return_lse else None
     if out.numel() > 0:
+        bucket = _shape_bucket(q.device, batch, heads_q, n_q, n_k)
         args = (q, k, v, out, lse if return_lse else out, q.stride(0), q.stride(1), q.stride(2), k.stride(0),
                 k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-                out.stride(2), heads_q, heads_q // heads_kv, n_q, n_k, sc * _LOG2E,
-                _shape_bucket(q.device, batch, heads_q, n_q, n_k))
+                out.stride(2), heads_q, heads_q // heads_kv, n_q, n_k, sc * _LOG2E, bucket)
         flags = dict(HEAD_DIM=d, CAUSAL=bool(causal), RETURN_LSE=bool(return_lse))
         if _interpreting():
             # Only the block sizes matter on the CPU; the interpreter's path walks every key tile.
@@ -216,8 +216,7 @@ def _forward(q, k, v, causal, scale, return_lse, config):
             def grid(meta):
                 return (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)
 
-            _launch_tuned((q.device.index, q.dtype, args[-1], d, bool(causal), bool(return_lse)), grid, *args,
-                          **flags)
+            _launch_tuned((q.device.index, q.dtype, bucket, d, bool(causal), bool(return_lse)), grid, *args, **flags)
         else:
             meta = (config or FIXED_CONFIGS[d]).all_kwargs()
             grid = (triton.cdiv(n_q, meta["BLOCK_M"]), batch * heads_q)

@@ -169,8 +169,9 @@ def _forward(x, weight, bias, approximate, config):
     elif config is None and autotune_enabled():
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-        key = (x.device.index, x.dtype, _bucket_m(m), n, k, flags["HAS_BIAS"], flags["APPROX_TANH"])
-        _launch_tuned(key, grid, x, weight, b, out, m, n, k, _bucket_m(m), **flags)
+        m_bucket = _bucket_m(m)
+        key = (x.device.index, x.dtype, m_bucket, n, k, flags["HAS_BIAS"], flags["APPROX_TANH"])
+        _launch_tuned(key, grid, x, weight, b, out, m, n, k, m_bucket, **flags)
         return out
     else:
         if config is None:
