@@ -13,15 +13,20 @@ def _bench(args) -> int:
     import torch
 
     from flashkernel.bench import BENCHMARKS
-    from flashkernel.bench.harness import REPO_ROOT, BenchContext, print_table
+    from flashkernel.bench.harness import REPO_ROOT, BenchContext, CommitUnknownError, git_commit, print_table
 
-    if not torch.cuda.is_available():
-        print("flashkernel bench: no CUDA device visible; benchmarks need a GPU.", file=sys.stderr)
-        return 2
     names = args.ops or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"flashkernel bench: unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    try:  # before any GPU work: a results file must name the commit that produced it
+        git_commit()
+    except CommitUnknownError as e:
+        print(f"flashkernel bench: {e}", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available():
+        print("flashkernel bench: no CUDA device visible; benchmarks need a GPU.", file=sys.stderr)
         return 2
     from flashkernel.triton import _autotune
 

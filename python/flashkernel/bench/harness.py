@@ -23,9 +23,17 @@ import torch
 
 COLUMNS = ["op", "impl", "dtype", "config", "median_ms", "tflops", "gbps", "gpu", "torch", "commit",
            "p10_ms", "p90_ms", "runs"]
+# A tree exported for a machine without git (scripts/export_tree.sh) carries the commit it was
+# exported from in this file, at its root.
+COMMIT_FILE = ".flashkernel-commit"
 REPO_ROOT = Path(__file__).resolve().parents[3]
-if not (REPO_ROOT / ".git").exists():  # installed package: results go under the working directory
-    REPO_ROOT = Path.cwd()
+if not ((REPO_ROOT / ".git").exists() or (REPO_ROOT / COMMIT_FILE).exists()):
+    REPO_ROOT = Path.cwd()  # installed package: results go under the working directory
+_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}(-dirty)?$")
+
+
+class CommitUnknownError(RuntimeError):
+    """The benchmarked code cannot be named by a commit, so its results would not be traceable."""
 
 
 def gpu_slug(name: str) -> str:
@@ -33,19 +41,41 @@ def gpu_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def git_commit() -> str:
-    """The commit benchmarked: FLASHKERNEL_COMMIT when set (a copy of the tree without .git, as on
-    a remote GPU machine), else git's HEAD (+"-dirty" with uncommitted changes)."""
-    if os.environ.get("FLASHKERNEL_COMMIT"):
-        return os.environ["FLASHKERNEL_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def git_commit(root: Path | None = None) -> str:
+    """The commit benchmarked, which every results row carries. In order: FLASHKERNEL_COMMIT;
+    git's HEAD of the checkout (+"-dirty" with uncommitted changes to tracked files); the commit
+    file of an exported tree. Raises CommitUnknownError when none of them names a commit: a
+    results file must say which code produced it."""
+    root = REPO_ROOT if root is None else root
+    env = os.environ.get("FLASHKERNEL_COMMIT", "").strip()
+    if env:
+        if not _COMMIT_RE.match(env):
+            raise CommitUnknownError(f"FLASHKERNEL_COMMIT={env!r} is not a commit id (7-40 hex digits, "
+                                     "optionally followed by -dirty)")
+        return env
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                                  text=True, timeout=10)
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise CommitUnknownError(f"cannot run git in {root} to name the benchmarked commit ({e}); "
+                                     "set FLASHKERNEL_COMMIT") from e
+        if head.returncode != 0 or dirty.returncode != 0:
+            raise CommitUnknownError(f"git could not name the commit of {root}: "
+                                     f"{(head.stderr or dirty.stderr).strip()}; set FLASHKERNEL_COMMIT")
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    commit_file = root / COMMIT_FILE
+    if commit_file.exists():
+        text = commit_file.read_text().strip()
+        if not _COMMIT_RE.match(text):
+            raise CommitUnknownError(f"{commit_file} does not hold a commit id (found {text[:60]!r})")
+        return text
+    raise CommitUnknownError(
+        f"cannot tell which commit is being benchmarked: {root} has no .git and no {COMMIT_FILE} file. "
+        "Set FLASHKERNEL_COMMIT=<sha> (the commit this tree was copied from), or copy the tree with "
+        "scripts/export_tree.sh, which writes the commit file.")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
