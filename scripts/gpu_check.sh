@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # GPU check: from a clean build folder, builds for this GPU, runs every test (C++ and Python, GPU
-# ones included), runs compute-sanitizer memcheck over the C++ GPU tests and racecheck/synccheck
-# over the shared-memory kernels, and prints a summary table. Fails if anything fails, if any GPU
-# test was skipped, or if a sanitizer reports an error.   Usage: scripts/gpu_check.sh [LOGDIR]
+# ones included), runs compute-sanitizer memcheck and initcheck over the C++ GPU tests,
+# racecheck/synccheck over the shared-memory kernels, and memcheck over a representative subset of
+# the Python tests (each op through its torch op, the GPT-2 engine, PagedKVCache), and prints a
+# summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
+# error.   Usage: scripts/gpu_check.sh [LOGDIR]
 #
-# Order: build, then the plain C++ test run; then three independent lanes at once: the sanitizer
-# chain (memcheck, racecheck, synccheck) and the Triton-interpreter lane (CPU only) in the
-# background, the Python GPU lane in the foreground. Each step's wall time is in the summary.
+# Order: build, then the plain C++ test run; then four independent lanes at once: the C++
+# sanitizer chain (memcheck, initcheck, racecheck, synccheck), the Python memcheck lane and the
+# Triton-interpreter lane (CPU only) in the background, the Python GPU lane in the foreground. Each
+# step's wall time is in the summary.
 LOGDIR_ARG=${1:-gpu-check-logs}
 export FLASHKERNEL_BUILD_DIR=${FLASHKERNEL_BUILD_DIR:-build-gpucheck}
 source "$(dirname "$0")/common.sh"
@@ -28,10 +31,12 @@ step() { STEPS+=("$1|$2"); }  # id, name shown in the summary
 step build "build"
 step gtest "C++ tests"
 step memcheck "memcheck"
+step initcheck "initcheck"
 step racecheck "racecheck"
 step synccheck "synccheck"
 step pytest-gpu "pytest (GPU)"
 step pytest-interp "pytest (Triton interpreter)"
+step memcheck-py "memcheck (Python subset)"
 finish() {  # id, PASS/FAIL, details, start time (seconds)
   printf '%s\t%s (%ss)\n' "$2" "$3" "$(( $(date +%s) - $4 ))" >"$LOGDIR/$1.result"
 }
@@ -53,12 +58,19 @@ sanitizer_chain() {
   timeout 900 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 "$TESTS" \
       --gtest_filter="${FK_MEMCHECK_FILTER:-*}" >"$LOGDIR/memcheck.log" 2>&1; rc=$?
   finish memcheck "$(pass_if $rc)" "$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck.log" | tail -1)" "$t0"
+  # initcheck: reads of device memory nothing wrote (e.g. a kernel reading unwritten cache slots
+  # or padding), over every GPU test.
+  t0=$(date +%s)
+  timeout 900 compute-sanitizer --tool initcheck --error-exitcode 9 --print-limit 20 "$TESTS" \
+      --gtest_filter="${FK_INITCHECK_FILTER:-*}" >"$LOGDIR/initcheck.log" 2>&1; rc=$?
+  finish initcheck "$(pass_if $rc)" "$(grep -E 'ERROR SUMMARY' "$LOGDIR/initcheck.log" | tail -1)" "$t0"
   # racecheck/synccheck: kernels with shared memory, on their small test cases (racecheck is
   # 10-100x slower than a plain run). One typed instance where both run one kernel template with
   # the dtype as its only difference (gelu_linear: /0 = fp16; paged decode: /0 = fp16); both where
   # the code differs by dtype: reduce and rope (fp32 takes other vector widths: /0 = fp32,
-  # /1 = fp16) and attention (kernel paths still changing).
-  local filter=${FK_RACECHECK_FILTER:-AttentionTest/*.UnequalLengthsCausalBottomRight:GeluLinearTest/0.TiledPath:GeluLinearTest/0.SmallMStreamingPath:ReduceTest/0.RowsMatchReferenceForEveryRowLength:ReduceTest/1.RowsMatchReferenceForEveryRowLength:KVCacheKernelTest/0.DecodeMatchesReference:RopeTest/0.TableMatchesReference:RopeTest/1.TableMatchesReference}
+  # /1 = fp16) and attention (kernel paths still changing). Also the block reductions of
+  # add_layernorm, the full reduction and the GPT-2 engine's token selection (sampling).
+  local filter=${FK_RACECHECK_FILTER:-AttentionTest/*.UnequalLengthsCausalBottomRight:GeluLinearTest/0.TiledPath:GeluLinearTest/0.SmallMStreamingPath:ReduceTest/0.RowsMatchReferenceForEveryRowLength:ReduceTest/1.RowsMatchReferenceForEveryRowLength:ReduceTest/0.FullMatchesReferenceOnOddSizes:ReduceTest/1.FullMatchesReferenceOnOddSizes:KVCacheKernelTest/0.DecodeMatchesReference:RopeTest/0.TableMatchesReference:RopeTest/1.TableMatchesReference:AddLayerNormTest/*.MatchesReference:ModelsGpt2Engine.SamplingSeededAndTopK1IsGreedy}
   local tool
   for tool in racecheck synccheck; do
     t0=$(date +%s)
@@ -71,7 +83,8 @@ sanitizer_chain() {
 # One pytest lane: name, then pytest arguments. Prints "rc total failed skipped".
 pytest_lane() {
   local name=$1; shift
-  "$PY" -m pytest -q -rs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
+  # shellcheck disable=SC2086  # LANE_PREFIX (a sanitizer command line) is split on purpose
+  ${LANE_PREFIX:-} "$PY" -m pytest -q -rs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
       --junitxml="$LOGDIR/pytest-$name.xml" "$@" >"$LOGDIR/pytest-$name.log" 2>&1; local rc=$?
   read -r total failed skipped < <("$PY" - "$LOGDIR/pytest-$name.xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
@@ -96,6 +109,29 @@ interpreter_lane() {
       "$total tests, $failed failed, $skipped skipped (non-Triton tests deselected)" "$t0"
 }
 
+# memcheck over the Python paths: each op through its torch op, the engine and PagedKVCache, on a
+# small representative subset (memcheck slows every launch). PyTorch's caching allocator would
+# hide an overrun inside a cached block, so it is switched off for this lane.
+PY_MEMCHECK_TESTS=${FK_PY_MEMCHECK_TESTS:-"tests/python/test_models_gpt2.py tests/python/test_kv_cache.py
+  tests/python/test_attention.py::test_cuda_odd_lengths tests/python/test_attention.py::test_cuda_gqa
+  tests/python/test_gelu_linear.py::test_gelu_linear_around_the_small_m_switch
+  tests/python/test_gelu_linear.py::test_gelu_linear_3d_input_and_default_erf
+  tests/python/test_rope.py::test_rope_writes_every_element tests/python/test_rope.py::test_rope_strided_layouts
+  tests/python/test_rope.py::test_rope_inplace_equals_out_of_place tests/python/test_layernorm.py::test_add_layernorm_cuda
+  tests/python/test_reduce.py::test_full_odd_sizes tests/python/test_reduce.py::test_misaligned_views
+  tests/python/test_vector_add.py::test_vector_add_multidim_and_misaligned"}
+python_memcheck_lane() {
+  local t0 rc total failed skipped san
+  t0=$(date +%s)
+  # shellcheck disable=SC2086  # the test list is split into arguments on purpose
+  read -r rc total failed skipped < <(PYTORCH_NO_CUDA_MEMORY_CACHING=1 LANE_PREFIX="compute-sanitizer --tool memcheck \
+      --error-exitcode 9 --print-limit 20 --log-file $LOGDIR/memcheck-py.sanitizer.log" \
+      pytest_lane memcheck-py -m "not triton" -k "not long_context" $PY_MEMCHECK_TESTS)
+  san=$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck-py.sanitizer.log" | tail -1)
+  res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ]; } && res=FAIL
+  finish memcheck-py $res "$total tests, $failed failed; ${san:-no sanitizer summary}" "$t0"
+}
+
 declare -a BACKGROUND=()
 if [ -x "$TESTS" ]; then
   t0=$(date +%s)
@@ -113,10 +149,11 @@ PYEOF
   sanitizer_chain & BACKGROUND+=($!)
 else
   finish gtest FAIL "not built" "$(date +%s)"
-  for id in memcheck racecheck synccheck; do finish $id FAIL "not run: no test binary" "$(date +%s)"; done
+  for id in memcheck initcheck racecheck synccheck; do finish $id FAIL "not run: no test binary" "$(date +%s)"; done
 fi
 
 interpreter_lane & BACKGROUND+=($!)
+python_memcheck_lane & BACKGROUND+=($!)
 
 t0=$(date +%s)
 read -r rc total failed skipped < <(pytest_lane gpu $PYTEST_PATHS)
