@@ -11,6 +11,7 @@ import csv
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def git_commit(root: Path | None = None) -> str:
             raise CommitUnknownError(f"FLASHKERNEL_COMMIT={env!r} is not a commit id (7-40 hex digits, "
                                      "optionally followed by -dirty)")
         return env
-    if (root / ".git").exists():
+    if (root / ".git").exists() and shutil.which("git"):
         try:
             head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                   text=True, timeout=10)
@@ -73,7 +74,8 @@ def git_commit(root: Path | None = None) -> str:
             raise CommitUnknownError(f"{commit_file} does not hold a commit id (found {text[:60]!r})")
         return text
     raise CommitUnknownError(
-        f"cannot tell which commit is being benchmarked: {root} has no .git and no {COMMIT_FILE} file. "
+        f"cannot tell which commit is being benchmarked: {root} has no .git (or no git to read it) and no "
+        f"{COMMIT_FILE} file. "
         "Set FLASHKERNEL_COMMIT=<sha> (the commit this tree was copied from), or copy the tree with "
         "scripts/export_tree.sh, which writes the commit file.")
 
