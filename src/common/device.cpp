@@ -1,6 +1,8 @@
 // Device queries: device_info() for users and benchmarks, and a cached SM count for launchers.
 #include <cuda_runtime_api.h>
 
+#include <string>
+
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
 #include "common/launch.h"
@@ -59,6 +61,20 @@ int current_sm_count() {
 int current_compute_major() {
   static PerDeviceCache cache;
   return cache.get([](int device) { return attribute(cudaDevAttrComputeCapabilityMajor, device); });
+}
+
+int current_smem_optin_bytes() {
+  static PerDeviceCache cache;
+  return cache.get([](int device) { return attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device); });
+}
+
+void require_smem_within_device_limit(int smem_bytes) {
+  const int limit = current_smem_optin_bytes();
+  if (smem_bytes > limit) {
+    throw Error("flashkernel: a kernel configuration needs " + std::to_string(smem_bytes) +
+                " bytes of shared memory per block, but this GPU allows at most " + std::to_string(limit) +
+                " (cudaDevAttrMaxSharedMemoryPerBlockOptin)");
+  }
 }
 
 }  // namespace detail

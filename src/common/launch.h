@@ -49,9 +49,20 @@ int current_sm_count();
 // Compute capability major of the current device (9 = Hopper), cached per device.
 int current_compute_major();
 
+// Shared memory one block of the current device may opt in to
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin), cached per device. Kernel configurations are chosen
+// against it, never against a card's name.
+int current_smem_optin_bytes();
+
+// Throws flashkernel::Error when `smem_bytes` exceeds the current device's opt-in limit: a clear
+// message instead of a rejected launch. Launchers pick configurations that fit, so this firing
+// means a configuration table lacks an entry for this device.
+void require_smem_within_device_limit(int smem_bytes);
+
 // Opts `kernel` in to `smem_bytes` of dynamic shared memory (needed above 48 KiB), once per kernel
-// and device. `kernel` is a template argument so that every kernel gets its own flag (kernels
-// sharing a function-pointer type would otherwise share it and skip the opt-in).
+// and device, after checking the device allows that much. `kernel` is a template argument so that
+// every kernel gets its own flag (kernels sharing a function-pointer type would otherwise share it
+// and skip the opt-in).
 template <auto kernel>
 void ensure_smem_opt_in(int smem_bytes) {
   // One bit per device ordinal; setting the attribute twice is harmless, so a race only repeats it.
@@ -60,6 +71,7 @@ void ensure_smem_opt_in(int smem_bytes) {
   FK_CUDA_CHECK(cudaGetDevice(&device));
   const std::uint64_t bit = device < 64 ? (std::uint64_t(1) << device) : 0;
   if (bit != 0 && (configured.load(std::memory_order_relaxed) & bit)) return;
+  require_smem_within_device_limit(smem_bytes);
   FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
   configured.fetch_or(bit, std::memory_order_relaxed);
 }

@@ -24,6 +24,7 @@
 #include "common/dtype_traits.cuh"
 #include "common/mma_sm80.cuh"
 #include "flashkernel/gelu_linear.h"
+#include "gelu_linear/gelu_linear_config.h"
 
 namespace flashkernel::gelu_linear_detail {
 
@@ -137,23 +138,6 @@ struct TileLoader {
 };
 
 // ------------------------------------------------------------------------------------------ tiled
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_BLOCKS_>
-struct TiledConfig {
-  static constexpr int BM = BM_, BN = BN_, BK = 64;
-  static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
-  static constexpr int THREADS = WARPS_M * WARPS_N * 32;
-  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
-  static constexpr int MI = WM / 16, NI = WN / 8;
-  static constexpr int SMEM_BYTES = STAGES * (BM + BN) * BK * 2;
-  static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tile must be a multiple of 16x16");
-  static_assert((BM * 8) % THREADS == 0 && (BN * 8) % THREADS == 0, "tile chunks must split evenly over threads");
-};
-
-// 128x128 tiles, 8 warps of 64x32, 3 stages (96 KiB): two CTAs per SM. Large M.
-using TiledLarge = TiledConfig<128, 128, 2, 4, 3, 2>;
-// 64x64 tiles, 4 warps of 32x32, 4 stages (64 KiB): 4x the CTAs where large tiles leave SMs idle.
-using TiledSmall = TiledConfig<64, 64, 2, 2, 4, 3>;
-
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_tiled_kernel(Problem p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
@@ -244,21 +228,6 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 }
 
 // ---------------------------------------------------------------------------------------- small_m
-template <int MT_, int NT_>
-struct SmallMConfig {
-  static constexpr int MT = MT_;  // 16-row m tiles: M <= 16 * MT
-  static constexpr int NT = NT_;  // 8-column n tiles per CTA
-  static constexpr int BK = 256, THREADS = 128, WARPS = 4, WARP_K = BK / WARPS;
-  static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
-  static constexpr int STAGE_BYTES = (ROWS_X + ROWS_W) * BK * 2;
-  // As deep a ring as ~110 KiB allows (two CTAs per SM still fit): the bytes in flight per SM are
-  // what sets the streaming bandwidth.
-  static constexpr int STAGES = (110 * 1024 / STAGE_BYTES) > 6 ? 6 : (110 * 1024 / STAGE_BYTES);
-  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
-  static_assert(STAGES >= 2, "small_m: ring too shallow");
-  static_assert(WARPS * ROWS_X * ROWS_W * 4 <= SMEM_BYTES, "small_m: reduction buffer must fit the ring");
-};
-
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
   constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
@@ -393,8 +362,10 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 // Launchers (one translation unit each instantiates its share of the templates).
 template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
-template <typename T, typename Cfg>
-void launch_small_m(const Problem& p, cudaStream_t stream);
+// The (MT, NT) tile of the small-M kernel, with the ring depth that fits `smem_optin_bytes`
+// (small_m_uses_deep_ring).
+template <typename T, int MT, int NT>
+void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 // Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu); false when this build has
 // no sm_90a code for it or TMA cannot describe x or W.
 template <typename T>

@@ -42,28 +42,7 @@
 namespace flashkernel::gelu_linear_detail {
 namespace {
 
-template <int kBlockN_, int kStages_, bool kPingPong_>
-struct WsConfig {
-  static constexpr int kBlockM = 128, kBlockN = kBlockN_, kBlockK = 64, kStages = kStages_;
-  static constexpr bool kPingPong = kPingPong_;
-  static constexpr int kThreads = 384;
-  // A consumer's share of a tile: kMHalves m64 slices times kNHalves slices of kChunkN columns
-  // (the wgmma's N: one m64n192 for 192-column tiles, m64n128 otherwise).
-  static constexpr int kChunkN = kBlockN == 192 ? 192 : 128;
-  static constexpr int kMHalves = kPingPong ? 2 : 1;
-  static constexpr int kNHalves = kBlockN / kChunkN;
-  static constexpr int kConsumersPerTile = kPingPong ? 1 : 2;
-  static constexpr std::uint32_t kStageBytes = (kBlockM + kBlockN) * kBlockK * 2;
-  static constexpr int kBiasBytes = 2 * kBlockN * 4;  // one fp32 row per consumer
-  static constexpr int kSmemBytes = kStages * kStageBytes + kBiasBytes + 2 * kStages * 8 + 1024;  // + align slack
-  static constexpr int kConsumerRegs = 240, kProducerRegs = 24;
-  static_assert(kBlockN == 128 || kBlockN == 192 || kBlockN == 256, "kBlockN: 128, 192 or 256");
-  static_assert(kMHalves * kBlockN <= 256, "at most 128 accumulators per consumer thread");
-};
-using WsWide = WsConfig<256, 4, false>;
-using WsMid = WsConfig<192, 5, false>;
-using WsNarrow = WsConfig<128, 6, false>;
-using WsPingPong = WsConfig<128, 6, true>;
+// Configurations (WsWide, WsMid, WsNarrow, WsPingPong): gelu_linear_config.h.
 
 // Named barrier ids (0 is __syncthreads): per consumer, the bias-staging barrier of its 128
 // threads, and (ping-pong) the turn barrier the other consumer arrives on when its mainloop is issued.
@@ -234,6 +213,8 @@ template <typename T, typename Cfg>
 bool launch_ws_with(const Problem& p, int sm_count, cudaStream_t stream) {
   constexpr auto kernel = gelu_linear_ws_kernel<T, Cfg>;
   if (!detail::kernel_has_sm90a_code<kernel>()) return false;
+  // A device with less shared memory per block than sm_90's takes the mma.sync kernels instead.
+  if (Cfg::kSmemBytes > detail::current_smem_optin_bytes()) return false;
   CUtensorMap tm_x, tm_w;
   if (!make_matrix_map(&tm_x, p.x, dtype_of<T>(), p.m, p.k, Cfg::kBlockM) ||
       !make_matrix_map(&tm_w, p.w, dtype_of<T>(), p.n, p.k, Cfg::kBlockN)) {

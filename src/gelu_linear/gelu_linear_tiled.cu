@@ -8,7 +8,7 @@ template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream) {
   constexpr auto kernel = gelu_linear_tiled_kernel<T, Cfg>;
   ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
-  const std::int64_t tiles = std::int64_t((p.m + Cfg::BM - 1) / Cfg::BM) * ((p.n + Cfg::BN - 1) / Cfg::BN);
+  const std::int64_t tiles = detail::ceil_div(p.m, Cfg::BM) * detail::ceil_div(p.n, Cfg::BN);
   kernel<<<static_cast<unsigned>(tiles), Cfg::THREADS, Cfg::SMEM_BYTES, stream>>>(p);
   FK_CHECK_LAUNCH();
 }

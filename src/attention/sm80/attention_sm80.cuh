@@ -23,27 +23,16 @@
 #include <cstdint>
 
 #include "attention/attention_params.h"
+#include "attention/sm80/attention_sm80_config.h"
 #include "common/attention_tile.cuh"
 #include "common/cp_async.cuh"
 #include "common/cuda_check.h"
+#include "common/launch.h"
 #include "common/mma_sm80.cuh"
 
 namespace flashkernel::attention::sm80 {
 
-template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_>
-struct TileConfig {
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = kBlockM_;
-  static constexpr int kBlockN = kBlockN_;
-  static constexpr int kWarps = kWarps_;
-  static constexpr int kStages = kStages_;
-  static constexpr int kThreads = kWarps * 32;
-  static constexpr int kRowsPerWarp = kBlockM / kWarps;
-  static constexpr int kMTiles = kRowsPerWarp / 16;
-  static_assert(kRowsPerWarp % 16 == 0, "each warp owns whole 16-row mma tiles");
-  static_assert(kBlockN % 16 == 0 && kHeadDim % 64 == 0, "tile shapes are multiples of the mma/swizzle sizes");
-  static constexpr int kSmemBytes = (kBlockM + 2 * kStages * kBlockN) * kHeadDim * 2;
-};
+// TileConfig and the configurations of each head_dim: attention_sm80_config.h.
 
 // Copies tiles of `kRows` rows of kHeadDim elements (row r at src + r * row_stride) into swizzled
 // shared memory with cp.async. kThreads is a multiple of the 16-byte chunks per row, so each thread
@@ -270,12 +259,9 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 template <typename T, typename Cfg>
 void launch(const Params& p, cudaStream_t stream) {
   constexpr int kSmem = Cfg::kSmemBytes;
-  auto kernel = attention_fwd_kernel<T, Cfg>;
-  // Above 48 KiB a kernel must opt in to dynamic shared memory (once per kernel and device is
-  // enough, but the call is cheap next to a launch).
-  if constexpr (kSmem > 48 * 1024) {
-    FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  }
+  constexpr auto kernel = attention_fwd_kernel<T, Cfg>;
+  // Above 48 KiB a kernel must opt in to dynamic shared memory.
+  if constexpr (kSmem > detail::kDefaultSmemBytes) detail::ensure_smem_opt_in<kernel>(kSmem);
   const dim3 grid(unsigned((p.shape.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM), unsigned(p.shape.heads_q),
                   unsigned(p.shape.batch));
   kernel<<<grid, Cfg::kThreads, kSmem, stream>>>(p);

@@ -9,7 +9,7 @@
 
 namespace flashkernel::attention::sm80 {
 
-using ConfigD128 = TileConfig<128, 128, 64, 4, 2>;
+// ConfigD128: attention_sm80_config.h.
 
 void launch_d128(const Params& p, DType dtype, cudaStream_t stream) {
   dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {

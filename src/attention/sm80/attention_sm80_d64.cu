@@ -10,7 +10,7 @@
 
 namespace flashkernel::attention::sm80 {
 
-using ConfigD64 = TileConfig<64, 128, 128, 4, 2>;
+// ConfigD64: attention_sm80_config.h.
 
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream) {
   dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {

@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "attention/attention_params.h"
+#include "attention/sm90/attention_sm90_config.h"
 #include "common/attention_tile.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
@@ -42,33 +43,7 @@
 
 namespace flashkernel::attention::sm90 {
 
-template <int kHeadDim_, int kBlockN_, int kStages_, bool kStageOutput_>
-struct TileConfig {
-  // Whether O goes out through shared memory and TMA stores (else 4-byte stores straight from the
-  // accumulators). Measured on H100: +4-8% at d=128, -8 to -12% at d=64 (where a tile has half
-  // the math to hide the staging's two block-wide barriers behind), so it is chosen per head_dim.
-  static constexpr bool kStageOutput = kStageOutput_;
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;  // two consumer warpgroups of 64 rows
-  static constexpr int kBlockN = kBlockN_;
-  static constexpr int kStages = kStages_;
-  static constexpr int kThreads = 384;
-  static constexpr int kColBlocks = kHeadDim / 64;  // 64-element (128-byte) swizzle column blocks
-  static constexpr int kQElems = kBlockM * kHeadDim;
-  static constexpr int kKVElems = kBlockN * kHeadDim;
-  static constexpr int kTileBytes = (kQElems + 2 * kStages * kKVElems) * 2;
-  static constexpr int kBarriers = 2 + 3 * kStages;
-  static constexpr int kSmemBytes = kTileBytes + kBarriers * 8 + 1024;  // + alignment slack
-  // Registers per thread after setmaxnreg. The three warpgroups can only trade the registers
-  // the launch gave the block, 384 x 168 (the __launch_bounds__ cap) = 64512, so the counts must
-  // add up to that exactly: 2 x 128 x 232 + 128 x 40 = 64512 (a sum above it never completes the
-  // consumers' setmaxnreg.inc: a hang). The producer spills at 24.
-  static constexpr int kConsumerRegs = 232;
-  static constexpr int kProducerRegs = 40;
-  static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == kThreads * 168, "registers of the block");
-  static_assert(kHeadDim == 64 || kHeadDim == 128, "head_dim 64 or 128");
-  static_assert(kBlockN == 64 || kBlockN == 128, "kBlockN is a wgmma N: 64 or 128");
-};
+// TileConfig and the configurations of each head_dim: attention_sm90_config.h.
 
 // S (+)= (kNegate ? -1 : 1) * Q K^T for one consumer warpgroup: D / 16 k-steps, each inside one
 // 64-column block of Q and K (+32 bytes a step). sQw is the warpgroup's 64 rows of Q's first
@@ -367,6 +342,8 @@ template <typename T, typename Cfg>
 bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   constexpr auto kernel = attention_sm90_kernel<T, Cfg>;
   if (!detail::kernel_has_sm90a_code<kernel>()) return false;
+  // A device with less shared memory per block than sm_90's takes the portable path instead.
+  if (Cfg::kSmemBytes > detail::current_smem_optin_bytes()) return false;
   const AttentionShape& s = p.shape;
   CUtensorMap tm_q, tm_k, tm_v, tm_o{};  // tm_o: only with kStageOutput
   if (!make_qkv_map(&tm_q, p.q, dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
@@ -394,13 +371,13 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
-// The launcher of one head_dim.
-template <int kHeadDim, int kStages, bool kStageOutput>
+// The launcher of one head_dim's configuration.
+template <typename Cfg>
 bool launch_head_dim(const Params& p, DType dtype, cudaStream_t stream) {
   bool launched = false;
   dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launched = launch<T, TileConfig<kHeadDim, 128, kStages, kStageOutput>>(p, dtype, stream);
+    launched = launch<T, Cfg>(p, dtype, stream);
   });
   return launched;
 }

@@ -8,6 +8,6 @@
 
 namespace flashkernel::attention::sm90 {
 
-bool launch_d128(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<128, 3, /*kStageOutput=*/true>(p, dtype, stream); }
+bool launch_d128(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD128>(p, dtype, stream); }
 
 }  // namespace flashkernel::attention::sm90

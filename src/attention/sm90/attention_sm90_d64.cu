@@ -8,6 +8,6 @@
 
 namespace flashkernel::attention::sm90 {
 
-bool launch_d64(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<64, 3, /*kStageOutput=*/false>(p, dtype, stream); }
+bool launch_d64(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD64>(p, dtype, stream); }
 
 }  // namespace flashkernel::attention::sm90
