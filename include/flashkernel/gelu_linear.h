@@ -21,8 +21,8 @@ enum class GeluApproximation : int {
 // bias:   [n] or nullptr
 // out:    [m, n] row-major; must not overlap the inputs
 // dtype:  float16 or bfloat16 (all four tensors); accumulation is fp32.
-// m >= 0 (0 launches nothing); n and k positive multiples of 8 (16-byte rows); x, weight and out
-// 16-byte aligned. M <= 64 takes a weight-streaming path (decode), larger M a tiled tensor-core
+// m >= 0 (0 launches nothing); n and k positive multiples of 8 (16-byte rows); m, n, k at most
+// 2^31 - 256; x, weight and out 16-byte aligned, bias 2-byte aligned. M <= 64 takes a weight-streaming path (decode), larger M a tiled tensor-core
 // GEMM. Throws ArgumentError naming the argument / CudaError.
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, GeluApproximation approximate = GeluApproximation::kNone,

@@ -70,6 +70,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
   detail::require(is_aligned(q) && is_aligned(out) && (s.seq_k == 0 || (is_aligned(k) && is_aligned(v))), kOp,
                   !is_aligned(q) ? "q" : !is_aligned(out) ? "out" : !is_aligned(k) ? "k" : "v",
                   "must be 16-byte aligned");
+  detail::require_element_aligned(lse, sizeof(float), kOp, "lse");
   require_strides(s.q_stride, "q");
   require_strides(s.k_stride, "k");
   require_strides(s.v_stride, "v");

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
@@ -22,12 +23,13 @@ constexpr std::int64_t kSmallMMax = 64;
 
 template <typename T, int MT>
 void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
+  const int smem_optin = detail::current_smem_optin_bytes();
   // Four n tiles per CTA cut the re-reads of x (one per CTA, from L2) by 4x, worth it once there
   // are still >= 2 CTAs per SM; with fewer columns every CTA is needed to keep HBM busy.
   if (p.n / 32 >= 2 * sm_count) {
-    launch_small_m<T, SmallMConfig<MT, 4>>(p, stream);
+    launch_small_m<T, MT, 4>(p, smem_optin, stream);
   } else {
-    launch_small_m<T, SmallMConfig<MT, 1>>(p, stream);
+    launch_small_m<T, MT, 1>(p, smem_optin, stream);
   }
 }
 
@@ -50,8 +52,16 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
                   "(out_features) must be a positive multiple of 8 (16-byte rows), got " + std::to_string(n));
   detail::require(k > 0 && k % 8 == 0, kOp, "k",
                   "(in_features) must be a positive multiple of 8 (16-byte rows), got " + std::to_string(k));
-  detail::require(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX, kOp, "m",
-                  "and n, k must each be below 2^31");
+  // The kernels' tile arithmetic is 32-bit (m + BM - 1 and the like): above kMaxExtent it would
+  // wrap and the launch would silently compute nothing.
+  for (const auto& [value, name] : {std::pair{m, "m"}, std::pair{n, "n"}, std::pair{k, "k"}}) {
+    detail::require(value <= kMaxExtent, kOp, name,
+                    "must be at most " + std::to_string(kMaxExtent) + " (2^31 - 256), got " + std::to_string(value));
+  }
+  // One CTA (or persistent work item) per output tile, the smallest being 64 x 64: the count must
+  // stay a valid 32-bit grid size.
+  detail::require(detail::ceil_div(m, 64) * detail::ceil_div(n, 64) <= INT_MAX, kOp, "m",
+                  "times n is too large: more than 2^31 - 1 output tiles of 64 x 64");
   detail::require(approximate == GeluApproximation::kNone || approximate == GeluApproximation::kTanh, kOp,
                   "approximate", "must be kNone or kTanh");
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
@@ -63,6 +73,7 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
   detail::require(is_aligned(weight), kOp, "weight", "must be 16-byte aligned");
   detail::require(m == 0 || is_aligned(x), kOp, "x", "must be 16-byte aligned");
   detail::require(m == 0 || is_aligned(out), kOp, "out", "must be 16-byte aligned");
+  detail::require(bias == nullptr || is_aligned(bias, 2), kOp, "bias", "must be aligned to its 2-byte elements");
   if (m == 0) return;
 
   const Problem p{x, weight, bias, out, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), approximate};

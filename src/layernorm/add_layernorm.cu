@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <type_traits>
 
 #include "common/arg_check.h"
@@ -15,15 +16,14 @@
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
 #include "flashkernel/layernorm.h"
+#include "layernorm/add_layernorm_config.h"
 
 namespace flashkernel {
 namespace {
 
 constexpr const char* kOp = "add_layernorm";
-constexpr int kThreads = 256;
-// The fp32 row copy lives in dynamic shared memory; with the static reduction scratch the total
-// must stay under the 48 KiB a launch gets without an opt-in, so rows are capped at 32 KiB.
-constexpr std::int64_t kMaxCols = 8192;
+using layernorm_detail::kMaxCols;
+using layernorm_detail::kThreads;
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(kThreads)
                          int cols, float eps) {
   extern __shared__ float srow[];
   __shared__ float scratch[kThreads / kWarpSize + 1];
+  static_assert(sizeof(scratch) == layernorm_detail::kStaticSmemBytes, "add_layernorm_config.h's budget");
   const std::int64_t base = std::int64_t(blockIdx.x) * cols;
   float sum = 0.f;
   for (int c = threadIdx.x; c < cols; c += kThreads) {
@@ -152,7 +153,12 @@ void add_layernorm(const void* x, const void* residual, const void* bias, const 
   detail::require(x != nullptr, kOp, "x", "must be a non-null device pointer");
   detail::require(out != nullptr, kOp, "out", "must be a non-null device pointer");
   detail::require(out != x && out != residual, kOp, "out", "must not alias x or residual");
-  const std::size_t smem = static_cast<std::size_t>(cols) * sizeof(float);
+  const std::size_t elem = dtype_size(dtype);
+  for (const auto& [ptr, name] : {std::pair<const void*, const char*>{x, "x"}, {residual, "residual"}, {bias, "bias"},
+                                  {gamma, "gamma"}, {beta, "beta"}, {out, "out"}, {residual_out, "residual_out"}}) {
+    detail::require_element_aligned(ptr, elem, kOp, name);
+  }
+  const std::size_t smem = layernorm_detail::row_kernel_dynamic_smem_bytes(cols);
   const bool warp_rows = dtype != DType::kFloat32 && cols % 8 == 0 && cols <= kWarpRowMaxCols && aligned16(x) &&
                          aligned16(residual) && aligned16(bias) && aligned16(gamma) && aligned16(beta) &&
                          aligned16(out) && aligned16(residual_out);

@@ -137,6 +137,9 @@ void reduce_full(const void* x, void* out, std::int64_t n, DType dtype, ReduceOp
   detail::require_device_pointer(x, n, kOp, "x");
   detail::require(out != nullptr, kOp, "out", "must be a non-null device pointer");
   detail::require(is_aligned(x, dtype_size(dtype)), kOp, "x", "must be aligned to its element size");
+  detail::require(is_aligned(out, dtype_size(dtype)), kOp, "out", "must be aligned to its element size");
+  // The completion counter (an atomic unsigned) and the fp32 partials.
+  detail::require(is_aligned(workspace, 4), kOp, "workspace", "must be 4-byte aligned");
   detail::require(op != ReduceOp::kMax || n > 0, kOp, "n",
                   "is 0: the max of an empty array is undefined (max has no identity element)");
   reduce_detail::dispatch_reduce_op(op, kOp, [](auto) {});  // rejects an unknown op before any CUDA call

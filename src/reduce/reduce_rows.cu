@@ -94,6 +94,7 @@ void reduce_rows(const void* x, void* out, std::int64_t rows, std::int64_t cols,
   detail::require_device_pointer(x, rows * cols, kOp, "x");
   detail::require_device_pointer(out, rows, kOp, "out");
   detail::require(is_aligned(x, dtype_size(dtype)), kOp, "x", "must be aligned to its element size");
+  detail::require(is_aligned(out, dtype_size(dtype)), kOp, "out", "must be aligned to its element size");
   detail::require(op != ReduceOp::kMax || cols > 0 || rows == 0, kOp, "cols",
                   "is 0: the max of an empty row is undefined (max has no identity element)");
   reduce_detail::dispatch_reduce_op(op, kOp, [](auto) {});  // rejects an unknown op before any CUDA call

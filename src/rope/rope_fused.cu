@@ -32,7 +32,7 @@ void rope_fused(const RopeTensor& q, const RopeTensor& k, const RopeShape& shape
                 double base, RopeStyle style, DType dtype, cudaStream_t stream) {
   constexpr const char* kOp = "rope_fused";
   check_base(kOp, base);
-  if (!rope_detail::check_common(kOp, q, k, shape, style)) return;
+  if (!rope_detail::check_common(kOp, q, k, shape, style, positions, dtype)) return;
   rope_detail::Params p = rope_detail::make_params(q, k, shape, positions);
   const rope_detail::InvFreq inv = rope_detail::inv_freq(base, shape.rotary_dim);
   const bool inplace = q.in == q.out && k.in == k.out;
@@ -55,6 +55,8 @@ void rope_cache(void* cos, void* sin, std::int64_t max_positions, std::int64_t r
   const std::int64_t total = max_positions * half;
   detail::require_device_pointer(cos, total, kOp, "cos");
   detail::require_device_pointer(sin, total, kOp, "sin");
+  detail::require_element_aligned(cos, dtype_size(dtype), kOp, "cos");
+  detail::require_element_aligned(sin, dtype_size(dtype), kOp, "sin");
   if (total == 0) return;
   const rope_detail::InvFreq inv = rope_detail::inv_freq(base, rotary_dim);
   constexpr int kThreads = 256;

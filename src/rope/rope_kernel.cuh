@@ -343,9 +343,10 @@ void launch(const Params& p, const Inv& inv, RopeStyle style, bool inplace, cuda
   }
 }
 
-// Validation shared by both variants; returns false when there is nothing to do.
+// Validation shared by both variants (shapes, pointers, alignment, q/k overlap); returns false
+// when there is nothing to do.
 bool check_common(const char* op, const RopeTensor& q, const RopeTensor& k, const RopeShape& shape,
-                  RopeStyle style);
+                  RopeStyle style, const RopePositions& positions, DType dtype);
 
 // inv_freq[i] = float(base ** (-2i / rotary_dim)), computed in double and rounded once.
 InvFreq inv_freq(double base, std::int64_t rotary_dim);

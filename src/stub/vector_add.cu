@@ -73,6 +73,9 @@ void vector_add(const void* a, const void* b, void* out, std::int64_t n, DType d
   detail::require_device_pointer(a, n, kOp, "a");
   detail::require_device_pointer(b, n, kOp, "b");
   detail::require_device_pointer(out, n, kOp, "out");
+  detail::require_element_aligned(a, dtype_size(dtype), kOp, "a");
+  detail::require_element_aligned(b, dtype_size(dtype), kOp, "b");
+  detail::require_element_aligned(out, dtype_size(dtype), kOp, "out");
   if (n == 0) return;
   dispatch_dtype(dtype, kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;

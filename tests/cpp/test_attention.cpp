@@ -215,6 +215,17 @@ TEST(AttentionArguments, EachBadInputNamesItsArgument) {
   EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat16, nullptr, static_cast<AttentionBackend>(7)), "backend");
 }
 
+// lse is written as fp32 scalars: a pointer off 4-byte alignment would fault on the device.
+TEST(AttentionArguments, MisalignedLseNamesIt) {
+  alignas(16) static char buf[64];
+  try {
+    flash_attention(buf, buf, buf, buf, reinterpret_cast<float*>(buf + 2), valid_shape(), DType::kFloat16, false, 1.f);
+    ADD_FAILURE() << "expected ArgumentError naming lse";
+  } catch (const ArgumentError& e) {
+    EXPECT_EQ(e.argument(), "lse");
+  }
+}
+
 
 TEST(ReferenceAttention, FullyMaskedRowIsZeroWithMinusInfLse) {
   // Nq = 3, Nk = 1, causal: rows 0 and 1 see no key, row 2 sees key 0 (weight 1: out = v[0]).

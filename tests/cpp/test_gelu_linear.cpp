@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -151,6 +152,26 @@ TEST(GeluLinearArguments, BadShapesNameTheArgument) {
   EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, nullptr, 1, 8, 8, DType::kFloat16); }), "out");
   EXPECT_EQ(argument_of([&] { gelu_linear(buf + 1, buf, nullptr, buf, 1, 8, 8, DType::kFloat16); }), "x");
   EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf + 4, nullptr, buf, 1, 8, 8, DType::kFloat16); }), "weight");
+}
+
+// The kernels' tile arithmetic is 32-bit: an m near 2^31 (accepted while it was <= INT_MAX) made
+// m + BM - 1 wrap, and the launch silently computed nothing. Such extents, and grids of more than
+// 2^31 - 1 tiles, are rejected before any CUDA call.
+TEST(GeluLinearArguments, ExtentsNear2To31AreRejected) {
+  alignas(16) static __half buf[64];
+  const std::int64_t near_int_max = std::int64_t(INT_MAX) - 7;  // a multiple of 8, as n and k must be
+  EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, buf, near_int_max, 8, 8, DType::kFloat16); }), "m");
+  EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, buf, 100, near_int_max, 8, DType::kFloat16); }), "n");
+  EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, buf, 100, 8, near_int_max, DType::kFloat16); }), "k");
+  const std::int64_t big = std::int64_t(1) << 30;
+  EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, buf, big, big, 8, DType::kFloat16); }), "m");
+}
+
+// The bias is read one 2-byte element at a time: an odd address would fault on the device.
+TEST(GeluLinearArguments, MisalignedBiasIsRejected) {
+  alignas(16) static __half buf[64];
+  const void* odd = reinterpret_cast<const char*>(buf) + 1;
+  EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, odd, buf, 1, 8, 8, DType::kFloat16); }), "bias");
 }
 
 TEST(ReferenceGeluLinear, ForwardsMatchClosedForms) {

@@ -87,6 +87,18 @@ TEST(AddLayerNormArgs, Errors) {
   expect_arg([&] { call(1, 8, 1e-5f, nullptr, &dummy); }, "x");
   expect_arg([&] { call(1, 8, 1e-5f, &dummy, nullptr); }, "out");
   expect_arg([&] { call(1, 8, 1e-5f, &dummy, &dummy); }, "out");
+  // Elements are read and written one by one (fp32) or as 16-byte vectors: a pointer off its
+  // element alignment would fault on the device, so it is rejected up front.
+  alignas(16) static float buf[64];
+  const auto off = [&](int bytes) { return reinterpret_cast<char*>(buf) + bytes; };
+  expect_arg([&] { call(1, 8, 1e-5f, off(2), buf + 32); }, "x");
+  expect_arg([&] { call(1, 8, 1e-5f, buf, off(130)); }, "out");
+  expect_arg([&] {
+    add_layernorm(buf, off(66), nullptr, nullptr, nullptr, buf + 32, nullptr, 1, 8, 1e-5f, DType::kFloat32);
+  }, "residual");
+  expect_arg([&] {
+    add_layernorm(buf, nullptr, nullptr, off(1), nullptr, buf + 32, nullptr, 1, 8, 1e-5f, DType::kFloat16);
+  }, "gamma");
   // rows == 0 launches nothing, even with null pointers.
   EXPECT_NO_THROW(call(0, 8, 1e-5f, nullptr, nullptr));
 }

@@ -156,6 +156,13 @@ TEST(ReduceArguments, BadArgumentsAreNamed) {
   expect_argument_error([&] { reduce_rows(dummy, dummy, 2, 0, DType::kFloat32, ReduceOp::kMax); }, "cols");
   expect_argument_error([&] { reduce_rows(nullptr, dummy, 2, 2, DType::kFloat16, ReduceOp::kSum); }, "x");
   expect_argument_error([&] { reduce_rows(dummy, nullptr, 2, 2, DType::kFloat16, ReduceOp::kSum); }, "out");
+  // out is written as one element of the dtype, the workspace holds an atomic counter and fp32
+  // partials: off their alignment they would fault on the device.
+  char* bytes = reinterpret_cast<char*>(dummy);
+  expect_argument_error([&] { reduce_full(dummy, bytes + 2, 4, DType::kFloat32, ReduceOp::kSum, nullptr, 0); }, "out");
+  expect_argument_error([&] { reduce_full(dummy, dummy, 4, DType::kFloat32, ReduceOp::kSum, bytes + 1, 8); },
+                        "workspace");
+  expect_argument_error([&] { reduce_rows(dummy, bytes + 1, 2, 2, DType::kFloat16, ReduceOp::kSum); }, "out");
 }
 
 TEST(ReduceGpuArguments, TooSmallWorkspaceNamesIt) {

@@ -8,7 +8,9 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <vector>
 
+#include "common/memory_overlap.h"
 #include "flashkernel/rope.h"
 #include "flashkernel/status.h"
 #include "reference/rope_reference.h"
@@ -201,32 +203,131 @@ std::string argument_of(const std::function<void()>& fn) {
 
 TEST(RopeArguments, NameTheArgument) {
   float dummy[4] = {};
-  RopeTensor t{dummy, dummy, 1, 64, 64, 64, 64, 64, 64};
+  // q and k must not share memory (in place they would be rotated twice): separate buffers as large
+  // as the shapes below describe (only their addresses are looked at).
+  std::vector<float> q_buf(1024), k_buf(1024);
+  RopeTensor t{q_buf.data(), q_buf.data(), 1, 64, 64, 64, 64, 64, 64};
+  RopeTensor tk{k_buf.data(), k_buf.data(), 1, 64, 64, 64, 64, 64, 64};
   RopePositions none{};
-  EXPECT_EQ(argument_of([&] { rope_fused(t, t, RopeShape{1, 1, 64, 7}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
+  EXPECT_EQ(argument_of([&] { rope_fused(t, tk, RopeShape{1, 1, 64, 7}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
             "rotary_dim");
-  EXPECT_EQ(argument_of([&] { rope_fused(t, t, RopeShape{1, 1, 64, 66}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
+  EXPECT_EQ(argument_of([&] { rope_fused(t, tk, RopeShape{1, 1, 64, 66}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
             "rotary_dim");
-  EXPECT_EQ(argument_of([&] { rope_fused(t, t, RopeShape{1, 1, 64, 64}, none, -1.0, RopeStyle::kNeox, DType::kFloat32); }),
+  EXPECT_EQ(argument_of([&] { rope_fused(t, tk, RopeShape{1, 1, 64, 64}, none, -1.0, RopeStyle::kNeox, DType::kFloat32); }),
             "base");
-  EXPECT_EQ(argument_of([&] { rope_fused(t, t, RopeShape{1, 1, 64, 64}, none, 1e4, RopeStyle(7), DType::kFloat32); }),
+  EXPECT_EQ(argument_of([&] { rope_fused(t, tk, RopeShape{1, 1, 64, 64}, none, 1e4, RopeStyle(7), DType::kFloat32); }),
             "style");
   RopeTensor null_q = t;
   null_q.in = nullptr;
-  EXPECT_EQ(argument_of([&] { rope_fused(null_q, t, RopeShape{1, 1, 64, 64}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
+  EXPECT_EQ(argument_of([&] { rope_fused(null_q, tk, RopeShape{1, 1, 64, 64}, none, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
             "q");
   EXPECT_EQ(argument_of([&] {
-              rope(t, t, RopeShape{1, 8, 64, 64}, none, dummy, dummy, 4, DType::kFloat32, RopeStyle::kNeox,
+              rope(t, tk, RopeShape{1, 8, 64, 64}, none, dummy, dummy, 4, DType::kFloat32, RopeStyle::kNeox,
                    DType::kFloat32);
             }),
             "cos");  // seq 8 > 4 table rows
   EXPECT_EQ(argument_of([&] {
-              rope(t, t, RopeShape{1, 1, 64, 64}, none, dummy, dummy, 4, DType::kBFloat16, RopeStyle::kNeox,
+              rope(t, tk, RopeShape{1, 1, 64, 64}, none, dummy, dummy, 4, DType::kBFloat16, RopeStyle::kNeox,
                    DType::kFloat16);
             }),
             "cos");  // table dtype neither float32 nor q's
   EXPECT_EQ(argument_of([&] { rope_cache(dummy, dummy, 4, 5, 1e4, DType::kFloat32); }), "rotary_dim");
   EXPECT_EQ(argument_of([&] { rope_cache(dummy, dummy, -1, 8, 1e4, DType::kFloat32); }), "max_positions");
+}
+
+// q's and k's heads are rotated by different threads of one launch. Identical q and k in place
+// (accepted before) rotated every element twice, racing; an output overlapping the other tensor, or
+// partially overlapping its own input, races the same way. All are rejected, naming the tensor.
+TEST(RopeArguments, OverlappingQAndKAreRejected) {
+  std::vector<float> buf(8192);
+  float* p = buf.data();
+  const RopeShape s{1, 4, 64, 64};
+  const RopePositions none{};
+  // [1, 2 heads, 4 tokens, 64] contiguous: strides 512 (batch), 256 (head), 64 (token).
+  const RopeTensor q{p, p, 2, 512, 256, 64, 512, 256, 64};
+  auto fused = [&](const RopeTensor& qq, const RopeTensor& kk) {
+    return argument_of([&] { rope_fused(qq, kk, s, none, 1e4, RopeStyle::kNeox, DType::kFloat32); });
+  };
+  EXPECT_EQ(fused(q, q), "k");  // identical, in place
+  RopeTensor k = q;
+  k.in = k.out = p + 256;  // k's first head is q's second
+  EXPECT_EQ(fused(q, k), "k");
+  RopeTensor k_onto_q = q;
+  k_onto_q.in = p + 4096;
+  k_onto_q.out = p + 64;  // k written over q's input rows
+  EXPECT_EQ(fused(q, k_onto_q), "k");
+  RopeTensor q_shifted = q;
+  q_shifted.out = p + 64;  // out of place, one token off its own input
+  RopeTensor k_apart = q;
+  k_apart.in = k_apart.out = p + 4096;
+  EXPECT_EQ(fused(q_shifted, k_apart), "q");
+  // (Layouts that must pass - fused qkv head slices, identical inputs with separate outputs - get
+  // past validation and launch, so they are covered by MemoryOverlap below and the GPU tests.)
+}
+
+TEST(RopeArguments, MisalignedPointersAreRejected) {
+  std::vector<float> buf(4096);
+  float* p = buf.data();
+  char* bytes = reinterpret_cast<char*>(p);
+  const RopeShape s{1, 1, 64, 64};
+  const RopePositions none{};
+  const RopeTensor q{p, p, 1, 64, 64, 64, 64, 64, 64};
+  const RopeTensor k{p + 1024, p + 1024, 1, 64, 64, 64, 64, 64, 64};
+  RopeTensor q_odd = q;
+  q_odd.in = q_odd.out = bytes + 2;
+  EXPECT_EQ(argument_of([&] { rope_fused(q_odd, k, s, none, 1e4, RopeStyle::kGptj, DType::kFloat32); }), "q");
+  RopeTensor k_odd = k;
+  k_odd.out = bytes + 8192 + 1;  // out of place, off 2-byte alignment for fp16
+  EXPECT_EQ(argument_of([&] { rope_fused(q, k_odd, s, none, 1e4, RopeStyle::kNeox, DType::kFloat16); }), "k");
+  const RopePositions odd_positions{bytes + 12 * 1024 + 4, /*is_int64=*/true, false};
+  EXPECT_EQ(argument_of([&] { rope_fused(q, k, s, odd_positions, 1e4, RopeStyle::kNeox, DType::kFloat32); }),
+            "positions");
+  float* table = p + 2048;
+  EXPECT_EQ(argument_of([&] {
+              rope(q, k, s, none, reinterpret_cast<char*>(table) + 2, table, 4, DType::kFloat32, RopeStyle::kNeox,
+                   DType::kFloat32);
+            }),
+            "cos");
+  EXPECT_EQ(argument_of([&] { rope_cache(table, bytes + 1, 4, 8, 1e4, DType::kFloat16); }), "sin");
+}
+
+// The overlap test behind those checks, on layouts that must pass: q and k as head slices of one
+// fused qkv buffer ([B, N, Hq + 2 Hkv, d] seen as [B, H, N, d]) share no byte.
+TEST(MemoryOverlap, HeadSlicesOfFusedQkvAreDisjoint) {
+  using detail::may_overlap;
+  using detail::StridedBytes;
+  const std::int64_t B = 2, N = 5, Hq = 4, Hkv = 2, D = 64, e = 2, row = (Hq + 2 * Hkv) * D * e;
+  const std::uintptr_t base = 1 << 20;
+  auto view = [&](std::uintptr_t at, std::int64_t heads) {
+    return StridedBytes{at, D * e, {B, heads, N}, {N * row, D * e, row}};
+  };
+  const StridedBytes q = view(base, Hq), k = view(base + Hq * D * e, Hkv), v = view(base + (Hq + Hkv) * D * e, Hkv);
+  EXPECT_FALSE(may_overlap(q, k));
+  EXPECT_FALSE(may_overlap(k, q));
+  EXPECT_FALSE(may_overlap(k, v));
+  EXPECT_FALSE(may_overlap(q, v));
+  EXPECT_TRUE(may_overlap(q, q));
+  EXPECT_TRUE(may_overlap(q, view(base + (Hq - 1) * D * e, Hkv)));   // k starting at q's last head
+  EXPECT_TRUE(may_overlap(q, view(base + D * e / 2, 1)));            // half a head off
+  EXPECT_TRUE(may_overlap(q, view(base + N * row + 3 * D * e, 1)));  // q's last head of batch 1
+  EXPECT_FALSE(may_overlap(q, view(base + B * N * row, Hq)));        // right after the buffer
+  EXPECT_FALSE(may_overlap(q, StridedBytes{base, D * e, {B, 0, N}, {N * row, D * e, row}}));  // empty
+}
+
+TEST(MemoryOverlap, SeparateAndReversedViews) {
+  using detail::may_overlap;
+  using detail::StridedBytes;
+  // Contiguous [4, 8] rows of 16 bytes; the same rows walked backwards are the same bytes.
+  const StridedBytes fwd{4096, 16, {4, 8}, {128, 16}};
+  const StridedBytes rev{4096 + 3 * 128, 16, {4, 8}, {-128, 16}};
+  EXPECT_TRUE(may_overlap(fwd, rev));
+  EXPECT_FALSE(may_overlap(fwd, StridedBytes{4096 + 512, 16, {4, 8}, {128, 16}}));
+  // Even rows of one buffer against odd rows: interleaved, disjoint.
+  const StridedBytes even{8192, 16, {4}, {32}}, odd{8192 + 16, 16, {4}, {32}};
+  EXPECT_FALSE(may_overlap(even, odd));
+  EXPECT_TRUE(may_overlap(even, StridedBytes{8192 + 8, 16, {4}, {32}}));
+  // Different strides whose ranges intersect: not provably disjoint.
+  EXPECT_TRUE(may_overlap(even, StridedBytes{8192 + 16, 16, {2}, {64}}));
 }
 
 TEST(ReferenceRope, RotatesAPairByItsAngle) {
