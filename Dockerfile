@@ -8,8 +8,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/flashkernel
-COPY requirements-dev.txt .
-RUN pip install --no-cache-dir -r requirements-dev.txt
+COPY requirements-dev.txt requirements-lock.txt ./
+RUN pip install --no-cache-dir -r requirements-dev.txt -c requirements-lock.txt
 COPY . .
 RUN FLASHKERNEL_CUDA_ARCHS="80;90a" pip install --no-cache-dir --no-build-isolation .
 CMD ["flashkernel", "info"]

@@ -18,6 +18,8 @@ list(GET _fk_torch_out 0 _fk_torch_dir)
 list(GET _fk_torch_out 1 _fk_torch_abi)
 list(GET _fk_torch_out 2 _fk_torch_version)
 message(STATUS "FlashKernel: building PyTorch ops against torch ${_fk_torch_version} at ${_fk_torch_dir}")
+# The exact torch.__version__ the op library is compiled against (recorded next to it, see CMakeLists.txt).
+set(FLASHKERNEL_TORCH_VERSION "${_fk_torch_version}")
 add_library(flashkernel_torch INTERFACE)
 target_include_directories(flashkernel_torch SYSTEM INTERFACE
   ${_fk_torch_dir}/include ${_fk_torch_dir}/include/torch/csrc/api/include)

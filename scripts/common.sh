@@ -31,12 +31,13 @@ use_shared_libstdcxx_compilers() {
 ensure_dependencies() {
   use_shared_libstdcxx_compilers
   if ! "$PY" -c "import torch, triton, pytest, numpy, transformers" 2>/dev/null; then
-    log "installing Python dependencies (requirements-dev.txt)"
-    "$PY" -m pip install -q -r requirements-dev.txt
+    # requirements-lock.txt pins every version (the direct dependencies and what they pull in).
+    log "installing Python dependencies (requirements-dev.txt, versions from requirements-lock.txt)"
+    "$PY" -m pip install -q -r requirements-dev.txt -c requirements-lock.txt
   fi
   if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
     log "installing cmake/ninja"
-    "$PY" -m pip install -q cmake ninja
+    "$PY" -m pip install -q cmake ninja -c requirements-lock.txt
   fi
   if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH=/usr/local/cuda/bin:$PATH

@@ -6,13 +6,51 @@ copy is found through FLASHKERNEL_LIB_DIR (scripts/test.sh sets it) or ./build/p
 from __future__ import annotations
 
 import glob
+import json
 import os
 from pathlib import Path
 
 import torch
 
 _LIB_NAME = "_flashkernel_ops"
+# Written by CMake next to the op library: {"torch": "<torch.__version__ it was compiled against>"}.
+_BUILD_INFO = "_build_info.json"
 _loaded_from: str | None = None
+
+
+class TorchVersionMismatchError(ImportError):
+    """The op library was compiled against another torch than the one installed."""
+
+
+def built_torch_version(library: str | os.PathLike) -> str:
+    """The torch version the op library at `library` was compiled against (from the build record
+    next to it); ImportError when there is no readable record."""
+    info = Path(library).with_name(_BUILD_INFO)
+    try:
+        version = json.loads(info.read_text())["torch"]
+    except FileNotFoundError:
+        raise ImportError(
+            f"flashkernel: {info} is missing, so the torch version {library} was compiled against is "
+            "unknown; rebuild flashkernel (a build records it next to the library)."
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ImportError(f"flashkernel: cannot read the torch version from {info}: {e}") from None
+    if not isinstance(version, str) or not version:
+        raise ImportError(f"flashkernel: {info} records no torch version")
+    return version
+
+
+def check_torch_version(library: str | os.PathLike) -> None:
+    """Raise TorchVersionMismatchError unless the installed torch is exactly the one the op library
+    was compiled against: torch's C++ ABI differs between releases (and CUDA variants), and a
+    mismatch shows up as undefined symbols at load time or as crashes later."""
+    built = built_torch_version(library)
+    if built != torch.__version__:
+        raise TorchVersionMismatchError(
+            f"flashkernel: the op library {library} was built against torch {built}, but torch "
+            f"{torch.__version__} is installed. Install torch=={built.split('+')[0]} (the {built} build), "
+            "or rebuild flashkernel against the installed torch: pip install --no-build-isolation ."
+        )
 
 
 def _candidates() -> list[Path]:
@@ -39,6 +77,7 @@ def load() -> str:
                 "package with `pip install --no-build-isolation .`, or build with CMake and set "
                 "FLASHKERNEL_LIB_DIR to <build>/python/flashkernel."
             )
+        check_torch_version(candidates[0])  # before loading: a mismatched library may not even load
         torch.ops.load_library(str(candidates[0]))
         _loaded_from = str(candidates[0])
     return _loaded_from
