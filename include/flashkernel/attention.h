@@ -37,7 +37,7 @@ enum class AttentionBackend : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 // nothing); every pointer 16-byte aligned and every stride a multiple of 8 elements (the kernel
 // moves 16-byte chunks). causal: query i sees keys j <= i + seq_k - seq_q (bottom-right
 // alignment; a row that sees no key gets out = 0 and lse = -inf). scale multiplies QK^T.
-// lse (optional, may be null): fp32 [batch, heads_q, seq_q] contiguous, the natural-log
+// lse (optional, may be null): fp32 [batch, heads_q, seq_q] contiguous, 4-byte aligned, the natural-log
 // log-sum-exp of each row's scaled scores. Throws ArgumentError before any launch, CudaError.
 void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse,
                      const AttentionShape& shape, DType dtype, bool causal, float scale,

@@ -16,7 +16,8 @@ namespace flashkernel {
 
 // x, residual, residual_out, out: [rows, cols] row-major (row stride cols); bias, gamma, beta:
 // [cols] (gamma/beta may be null: 1 and 0). dtype float32, float16 or bfloat16 for all of them.
-// rows >= 0 (0 launches nothing), 1 <= cols <= 8192; eps > 0. out must not overlap the inputs.
+// rows >= 0 (0 launches nothing), 1 <= cols <= 8192; eps > 0; every pointer aligned to its element
+// size. out must not overlap the inputs.
 // Throws ArgumentError naming the argument / CudaError.
 void add_layernorm(const void* x, const void* residual, const void* bias, const void* gamma, const void* beta, void* out,
                    void* residual_out, std::int64_t rows, std::int64_t cols, float eps, DType dtype,

@@ -23,8 +23,8 @@ std::size_t reduce_workspace_bytes(std::int64_t n);
 
 // out[0] = op(x[0], ..., x[n-1]). x: contiguous device array of n elements of `dtype`, any
 // element alignment (16-byte vector loads after a scalar head); n may exceed 2^31. out: one
-// element of `dtype` on the device. workspace: at least reduce_workspace_bytes(n) bytes of
-// device memory (may be null when that is 0). n == 0: sum writes 0; max throws ArgumentError.
+// element of `dtype` on the device, aligned to it. workspace: at least reduce_workspace_bytes(n)
+// bytes of 4-byte aligned device memory (may be null when that is 0). n == 0: sum writes 0; max throws ArgumentError.
 // One kernel launch (plus a 4-byte memset when the workspace is used). Throws ArgumentError /
 // CudaError.
 void reduce_full(const void* x, void* out, std::int64_t n, DType dtype, ReduceOp op, void* workspace,

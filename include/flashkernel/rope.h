@@ -24,7 +24,11 @@ constexpr std::int64_t kRopeMaxRotaryDim = 512;
 
 // One of q / k: a [batch, heads, seq, head_dim] view with a contiguous last dimension and any
 // other strides (in elements), so [batch, seq, heads, head_dim] storage works through its view.
-// `out` may equal `in` (in place); then only the rotary dimensions are written.
+// `out` may equal `in` (in place); then only the rotary dimensions are written. Every pointer is
+// aligned to its element size. q and k are rotated by different threads of one launch, so an
+// output must not overlap the other tensor (nor, out of place, partially overlap its own input):
+// the same tensor as q and k in place is an ArgumentError, head slices of one fused qkv buffer are
+// fine, and identical inputs with separate outputs are fine.
 struct RopeTensor {
   const void* in = nullptr;
   void* out = nullptr;

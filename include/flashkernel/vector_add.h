@@ -10,8 +10,8 @@
 namespace flashkernel {
 
 // a, b, out: contiguous device arrays of n elements of `dtype` (out may alias a or b).
-// n may be 0 (nothing is launched). Any alignment is accepted; 16-byte aligned arrays take the
-// vectorized path. Throws ArgumentError / CudaError.
+// n may be 0 (nothing is launched). Any element-aligned address is accepted (a pointer off its
+// element size is an ArgumentError); 16-byte aligned arrays take the vectorized path. Throws ArgumentError / CudaError.
 void vector_add(const void* a, const void* b, void* out, std::int64_t n, DType dtype,
                 cudaStream_t stream = nullptr);
 

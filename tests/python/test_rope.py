@@ -347,6 +347,29 @@ def test_rope_torch_compile_and_opcheck():
 
 
 # ------------------------------------------------------------------ CUDA: errors
+@gpu
+def test_rope_in_place_on_overlapping_q_and_k_is_rejected():
+    """q's and k's heads are rotated by different threads: the same tensor as q and k in place
+    (rotated twice, racing) or k overlapping q is an error naming k, and nothing is written.
+    Identical inputs rotated out of place only share reads and still work."""
+    B, H, N, D = 2, 4, 8, 64
+    q, _ = make_qk(B, H, 1, N, D, torch.float16, "cuda")
+    before = q.clone()
+    with pytest.raises(ValueError, match="argument 'k' shares memory with q"):
+        flashkernel.rope_fused(q, q, inplace=True)
+    buf = randn((B, N, H + 1, D), torch.float16)
+    q_view, k_view = buf[:, :, :H].transpose(1, 2), buf[:, :, H - 1:].transpose(1, 2)  # one head shared
+    buf_before = buf.clone()
+    with pytest.raises(ValueError, match="argument 'k' shares memory with q"):
+        flashkernel.rope_fused(q_view, k_view, inplace=True)
+    torch.testing.assert_close(q, before, rtol=0, atol=0)
+    torch.testing.assert_close(buf, buf_before, rtol=0, atol=0)
+    out_q, out_k = flashkernel.rope_fused(q, q)
+    torch.testing.assert_close(out_q, out_k, rtol=0, atol=0)
+    ref, mag = reference(q, None, D, "neox")
+    assert_rope_close(out_q, ref, mag, "identical inputs out of place")
+
+
 def test_rope_cpu_tensor_names_argument():
     q = torch.ones(1, 1, 2, 8)
     with pytest.raises(ValueError, match="argument 'q' must be a CUDA tensor"):
