@@ -60,6 +60,10 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
   void load_tensor(const std::string& name, const at::Tensor& t) {
     TORCH_CHECK_VALUE(t.defined(), kOp, ": tensor '", name, "' is undefined");
     const DType src = to_dtype(t, kOp, name.c_str());
+    TORCH_CHECK_VALUE(!t.is_cuda() || t.device().index() == engine->device(), kOp, ": tensor '", name, "' is on ",
+                      t.device(), " but the engine is on cuda:", engine->device(), " (move it there or to the CPU)");
+    TORCH_CHECK_VALUE(t.is_cuda() || t.is_cpu(), kOp, ": tensor '", name, "' must be a CPU or CUDA tensor, got one on ",
+                      t.device());
     const at::Tensor c = t.contiguous();
     if (c.is_cuda()) c10::cuda::getCurrentCUDAStream(c.device().index()).synchronize();  // engine uses its own stream
     const std::vector<std::int64_t> shape(c.sizes().begin(), c.sizes().end());
@@ -86,6 +90,8 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     const auto p = to_prompts(prompts);
     int64_t total = 0;
     for (const auto& row : p) total += static_cast<int64_t>(row.size());
+    TORCH_CHECK_VALUE(device == engine->device(), kOp, ": argument 'device' is ", device,
+                      " but the engine is on cuda:", engine->device());
     const at::Device dev(at::kCUDA, static_cast<c10::DeviceIndex>(device));
     at::Tensor logits = at::empty({total, engine->config().vocab_size}, at::TensorOptions().dtype(at::kFloat).device(dev));
     const cudaStream_t s = c10::cuda::getCurrentCUDAStream(dev.index()).stream();

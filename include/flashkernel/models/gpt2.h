@@ -79,9 +79,22 @@ struct GenerationStats {
   std::int64_t graph_captures = 0;  // captures this call made (0 when a cached graph was reused)
 };
 
+// Threading: one engine may be shared by several threads. Each method holds a per-engine lock for
+// its whole duration (buffers, the KV page allocator, the CUDA stream and graph capture are shared
+// by all calls), so concurrent calls run one after another: a second generate() waits until the
+// first has returned. Waiting is safe with graph capture, which uses thread-local capture mode on
+// the engine's own stream. Different engines run concurrently. config(), dtype() and device() never
+// change and take no lock.
+//
+// Errors: every method validates its arguments first (ArgumentError naming the argument). After any
+// error, out-of-memory included (CudaError), the engine stays valid: buffers are grown by dropping
+// everything derived from the old one first, so the next call works or raises, and never touches
+// freed memory. Each method makes the engine's device current while it runs and restores the
+// caller's current device before it returns.
 class GPT2Engine {
  public:
-  // Uninitialized weights (call load_* or init_random). dtype: float16 or bfloat16.
+  // Uninitialized weights (call load_* or init_random). dtype: float16 or bfloat16. device: a CUDA
+  // device ordinal, or -1 for the current device.
   GPT2Engine(const GPT2Config& config, DType dtype, int device = -1);
   ~GPT2Engine();
   GPT2Engine(const GPT2Engine&) = delete;
@@ -95,8 +108,10 @@ class GPT2Engine {
 
   // One tensor in HuggingFace GPT2LMHeadModel naming ("transformer.h.3.attn.c_attn.weight",
   // "h.3.attn.c_attn.weight" and "lm_head.weight" (tied, ignored) are accepted). `data` is host or
-  // device memory (on_device) of src_dtype (float32/float16/bfloat16), row-major with `shape`; Conv1D
-  // weights ([in, out]) are transposed on the GPU. Throws ArgumentError naming the tensor.
+  // device memory (on_device: allocated on the engine's device, or managed) of src_dtype
+  // (float32/float16/bfloat16), row-major with `shape`; Conv1D weights ([in, out]) are transposed on
+  // the GPU. Device memory is read on the engine's stream: work that writes it must be finished.
+  // Throws ArgumentError naming the tensor.
   void load_tensor(const std::string& name, const void* data, DType src_dtype, const std::vector<std::int64_t>& shape,
                    bool on_device);
   // Every tensor of the model, HF names (without the "transformer." prefix) -> expected shape.
@@ -105,7 +120,9 @@ class GPT2Engine {
   void check_loaded() const;
 
   // Teacher-forced logits: one forward pass over each prompt from position 0; writes fp32
-  // [sum of prompt lengths, vocab] (prompts concatenated) to device memory `logits`.
+  // [sum of prompt lengths, vocab] (prompts concatenated) to device memory `logits`. Ordered after
+  // the work already queued on `stream` (nullptr: the legacy default stream); the logits are
+  // complete when it returns.
   void forward_logits(const std::vector<std::vector<std::int32_t>>& prompts, float* logits, cudaStream_t stream = nullptr);
 
   // Generates max_new_tokens tokens per prompt (prompts may differ in length). Each row of the
@@ -116,6 +133,7 @@ class GPT2Engine {
 
   const GPT2Config& config() const { return config_; }
   DType dtype() const { return dtype_; }
+  int device() const;  // the CUDA device ordinal the engine lives on
   std::size_t weight_bytes() const;
   std::size_t device_bytes() const;  // weights + KV pool + workspaces currently allocated
 

@@ -7,6 +7,11 @@
 
 Prefill runs all prompts' tokens in one pass; each decode step is one CUDA-graph replay (captured
 once per batch shape) that ends with the next-token choice on the GPU.
+
+Threads: an engine may be shared between threads. Its C++ methods run without the GIL and hold a
+per-engine lock, so concurrent calls on one engine run one after another (a second `generate`
+waits for the first); separate engines run concurrently. After an error, out of memory included,
+the engine stays usable.
 """
 from __future__ import annotations
 
@@ -179,6 +184,10 @@ class GPT2Engine:
             raise TypeError(f"{_OP}: argument 'max_new_tokens' must be an int, got {type(max_new_tokens).__name__}")
         if max_new_tokens < 1:
             raise ValueError(f"{_OP}: argument 'max_new_tokens' must be >= 1, got {max_new_tokens}")
+        # Checked here too so that values beyond int64 get this message, not a conversion error.
+        if max_new_tokens > self.config["n_positions"]:
+            raise ValueError(f"{_OP}: argument 'max_new_tokens' is {max_new_tokens}, more than n_positions = "
+                             f"{self.config['n_positions']}")
         if do_sample:
             if not temperature > 0:
                 raise ValueError(f"{_OP}: argument 'temperature' must be > 0, got {temperature}")

@@ -5,14 +5,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
+#include "common/device_allocation.h"
 #include "common/launch.h"
 #include "flashkernel/attention.h"
+#include "flashkernel/device_info.h"
 #include "flashkernel/gelu_linear.h"
 #include "flashkernel/kv_cache.h"
 #include "flashkernel/layernorm.h"
@@ -46,28 +50,41 @@ cudaDataType_t cuda_type(DType d) {
   return d == DType::kFloat16 ? CUDA_R_16F : (d == DType::kBFloat16 ? CUDA_R_16BF : CUDA_R_32F);
 }
 
-// Device allocation owned by the engine (freed in the destructor / on growth).
-struct DeviceMem {
-  void* ptr = nullptr;
-  std::size_t bytes = 0;
-  void ensure(std::size_t n) {
-    if (n <= bytes) return;
-    release();
-    FK_CUDA_CHECK(cudaMalloc(&ptr, n));
-    bytes = n;
+// Makes the engine's device current for one public call and gives the caller's back afterwards:
+// cudaSetDevice is per thread, and a caller (PyTorch) working on another GPU must not find its
+// current device changed by the engine.
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device) {
+    FK_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) FK_CUDA_CHECK(cudaSetDevice(device));
   }
-  void release() {
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    bytes = 0;
-  }
-  template <typename T>
-  T* as(std::size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(ptr) + byte_offset);
-  }
+  ~ScopedDevice() { detail::discard_cuda_error(cudaSetDevice(previous_)); }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+
+ private:
+  int previous_ = 0;
 };
 
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// load_tensor(on_device=true) launches a kernel that reads `data`: it must be memory this device
+// can read, i.e. allocated on it (or managed). A pointer on another GPU would need peer access, a
+// host pointer would fault (or, on systems that let the GPU read pageable memory, only be slow).
+void check_device_pointer(const void* data, int device, const std::string& name) {
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, data);
+  detail::discard_cuda_error(err);  // "not a CUDA pointer" is an answer here, not a failure
+  const bool ok = err == cudaSuccess && (attr.type == cudaMemoryTypeManaged ||
+                                         (attr.type == cudaMemoryTypeDevice && attr.device == device));
+  if (ok) return;
+  std::string got = "host memory";
+  if (err == cudaSuccess && attr.type == cudaMemoryTypeDevice) got = "memory of device " + std::to_string(attr.device);
+  detail::require(false, kOp, name.c_str(),
+                  "is passed as device memory (on_device) but is " + got + "; the engine is on device " +
+                      std::to_string(device));
+}
 
 }  // namespace
 
@@ -85,7 +102,10 @@ struct GPT2Engine::Impl {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
-  DeviceMem weights, blas_ws, acts, kv_pool, paged_ws, state, staging;
+  detail::DeviceAllocation weights, blas_ws, acts, kv_pool, paged_ws, state, staging;
+  // Held by every public method of GPT2Engine (but device()/config()/dtype(), which never change):
+  // buffers, the page allocator, the stream and graph capture are shared by all calls.
+  mutable std::mutex mutex;
   std::map<std::string, TensorSlot> slots;
   std::size_t elem = 2;
 
@@ -121,13 +141,46 @@ struct GPT2Engine::Impl {
   ~Impl() {
     clear_graphs();
     if (blas) cublasDestroy(blas);
-    if (stream) cudaStreamDestroy(stream);
-    for (DeviceMem* m : {&weights, &blas_ws, &acts, &kv_pool, &paged_ws, &state, &staging}) m->release();
+    if (stream) detail::discard_cuda_error(cudaStreamDestroy(stream));
+    // The DeviceAllocation members free themselves.
   }
 
   void clear_graphs() {
-    for (auto& [key, g] : graphs) cudaGraphExecDestroy(g);
+    for (auto& [key, g] : graphs) detail::discard_cuda_error(cudaGraphExecDestroy(g));
     graphs.clear();
+  }
+
+  // Throws ArgumentError naming the first tensor never loaded.
+  void check_loaded() const {
+    for (const auto& [name, s] : slots) detail::require(s.loaded, kOp, name.c_str(), "was never loaded");
+  }
+
+  // The ensure_* functions below drop everything derived from a buffer (sizes, pointers into it,
+  // graphs captured with those pointers) BEFORE regrowing it. If the allocation then fails (out of
+  // memory), the engine is left with an empty buffer that the next call grows again, never with a
+  // size that still claims the freed memory (the next, smaller call would write into it).
+  void drop_acts() {
+    clear_graphs();
+    act_rows = 0;
+    h = x = qkv = q = k = v = att = y = a = xl = nullptr;
+    tok = pos = rows_last = nullptr;
+    kv_slots = nullptr;
+  }
+
+  void drop_state() {
+    clear_graphs();
+    state_batch = 0;
+    ds = DecodeState{};
+    page_table = seq_lens = nullptr;
+    dec_slots = nullptr;
+    params = nullptr;
+    logits = nullptr;
+  }
+
+  void drop_pool() {
+    clear_graphs();
+    pages.reset();
+    layout = KVCacheLayout{};
   }
 
   const void* w(const std::string& name) const { return weights.as<char>(slots.at(name).offset); }
@@ -161,9 +214,8 @@ struct GPT2Engine::Impl {
       offsets.push_back(off);
       off += align_up(bytes);
     }
-    clear_graphs();  // captured graphs hold the old pointers
-    acts.release();
-    acts.ensure(off);
+    drop_acts();
+    acts.grow(off, "gpt2 engine: activations");
     for (std::size_t i = 0; i < plan.size(); ++i) *plan[i].first = acts.as<char>(offsets[i]);
     act_rows = r;
   }
@@ -182,9 +234,8 @@ struct GPT2Engine::Impl {
                       o_out = take(B * cfg.n_positions * 4), o_pt = take(B * max_pages * 4), o_sl = take(B * 4),
                       o_slots = take(B * 8), o_par = take(sizeof(SampleParams)),
                       o_logits = take(B * cfg.vocab_size * 4);
-    clear_graphs();
-    state.release();
-    state.ensure(off);
+    drop_state();
+    state.grow(off, "gpt2 engine: decode state");
     ds.tokens = state.as<std::int32_t>(o_tok);
     ds.positions = state.as<std::int32_t>(o_pos);
     ds.prompt_lens = state.as<std::int32_t>(o_plen);
@@ -201,18 +252,18 @@ struct GPT2Engine::Impl {
 
   void ensure_pool(std::int64_t num_pages) {
     if (pages && pages->num_pages() >= num_pages) return;
-    clear_graphs();
-    layout = KVCacheLayout{};
-    layout.num_layers = cfg.n_layer;
-    layout.num_pages = std::max<std::int64_t>(num_pages, pages ? pages->num_pages() : 0);
-    layout.page_size = kPageSize;
-    layout.num_kv_heads = cfg.n_head;
-    layout.head_dim = cfg.head_dim();
-    layout.dtype = dtype;
-    validate_kv_layout(layout, kOp);
-    kv_pool.release();
-    kv_pool.ensure(layout.bytes());
-    pages = std::make_unique<KVPageAllocator>(layout.num_pages, kPageSize, cfg.n_layer);
+    KVCacheLayout grown;
+    grown.num_layers = cfg.n_layer;
+    grown.num_pages = std::max<std::int64_t>(num_pages, pages ? pages->num_pages() : 0);
+    grown.page_size = kPageSize;
+    grown.num_kv_heads = cfg.n_head;
+    grown.head_dim = cfg.head_dim();
+    grown.dtype = dtype;
+    validate_kv_layout(grown, kOp);
+    drop_pool();
+    kv_pool.grow(grown.bytes(), "gpt2 engine: KV cache pool");
+    pages = std::make_unique<KVPageAllocator>(grown.num_pages, kPageSize, cfg.n_layer);
+    layout = grown;
   }
 
   // Runs every layer over `rows` tokens whose h = embedding is already in `h`, ending with ln_f(h)
@@ -234,7 +285,7 @@ struct GPT2Engine::Impl {
         gemm(x, w(L(l, "attn.c_attn.weight")), qkv, rows, 3 * C, C, false);
         split_qkv(qkv, w(L(l, "attn.c_attn.bias")), q, k, v, rows, C, dtype, stream);
       }
-      kv_cache_append(kv_pool.ptr, layout, l, slots_dev, rows, k, v, stream);
+      kv_cache_append(kv_pool.get(), layout, l, slots_dev, rows, k, v, stream);
       if (seq_offsets != nullptr) {
         for (std::size_t s = 0; s + 1 < seq_offsets->size(); ++s) {
           const std::int64_t o = (*seq_offsets)[s], len = (*seq_offsets)[s + 1] - o;
@@ -258,7 +309,7 @@ struct GPT2Engine::Impl {
         pa.out = att;
         pa.batch = rows;
         pa.num_q_heads = H;
-        pa.pool = kv_pool.ptr;
+        pa.pool = kv_pool.get();
         pa.layout = layout;
         pa.layer = l;
         pa.page_table = page_table;
@@ -266,8 +317,8 @@ struct GPT2Engine::Impl {
         pa.seq_lens = seq_lens;
         pa.max_seq_len = decode_max_seq_len;
         pa.scale = scale;
-        pa.workspace = paged_ws.ptr;
-        pa.workspace_bytes = paged_ws.bytes;
+        pa.workspace = paged_ws.get();
+        pa.workspace_bytes = paged_ws.bytes();
         paged_decode_attention(pa, stream);
       }
       // The GEMV adds the projection bias itself (rounded once with the product, as HF's Conv1D);
@@ -338,7 +389,7 @@ struct GPT2Engine::Impl {
     pa.out = att;
     pa.batch = B;
     pa.num_q_heads = cfg.n_head;
-    pa.pool = kv_pool.ptr;
+    pa.pool = kv_pool.get();
     pa.layout = layout;
     pa.page_table = page_table;
     pa.max_pages = max_pages;
@@ -346,24 +397,25 @@ struct GPT2Engine::Impl {
     pa.max_seq_len = max_seq_len;
     pa.scale = 1.f;
     const std::size_t need = paged_decode_workspace_bytes(pa);
-    if (need > paged_ws.bytes) {
-      clear_graphs();
-      paged_ws.release();
-      paged_ws.ensure(need);
+    if (need > paged_ws.bytes()) {
+      clear_graphs();  // they were captured with the old workspace
+      paged_ws.grow(need, "gpt2 engine: paged decode workspace");
     }
     cudaGraph_t graph = nullptr;
     FK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
       decode_step(B, max_seq_len);
     } catch (...) {
-      cudaStreamEndCapture(stream, &graph);
-      if (graph) cudaGraphDestroy(graph);
+      // Ends the (now invalid) capture so the stream is usable again; its own error is not the
+      // one to report.
+      detail::discard_cuda_error(cudaStreamEndCapture(stream, &graph));
+      if (graph) detail::discard_cuda_error(cudaGraphDestroy(graph));
       throw;
     }
     FK_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
     cudaGraphExec_t exec = nullptr;
     const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
+    detail::discard_cuda_error(cudaGraphDestroy(graph));
     FK_CUDA_CHECK(err);
     graphs[key] = exec;
     ++*captures;
@@ -379,14 +431,18 @@ GPT2Engine::GPT2Engine(const GPT2Config& config, DType dtype, int device)
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
                   std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
   Impl& m = *impl_;
+  const int devices = device_count();
+  detail::require(devices > 0, kOp, "device", "cannot be used: no CUDA device is visible");
   if (device < 0) FK_CUDA_CHECK(cudaGetDevice(&m.device));
-  FK_CUDA_CHECK(cudaSetDevice(m.device));
+  detail::require(m.device < devices, kOp, "device",
+                  "is " + std::to_string(m.device) + " but only " + std::to_string(devices) + " CUDA device(s) are visible");
+  ScopedDevice on_device(m.device);
   FK_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   FK_CUBLAS_CHECK(cublasCreate(&m.blas));
   FK_CUBLAS_CHECK(cublasSetStream(m.blas, m.stream));
   // A fixed workspace: cuBLAS must not allocate while a decode step is being captured.
-  m.blas_ws.ensure(32u << 20);
-  FK_CUBLAS_CHECK(cublasSetWorkspace(m.blas, m.blas_ws.ptr, m.blas_ws.bytes));
+  m.blas_ws.grow(32u << 20, "gpt2 engine: cuBLAS workspace");
+  FK_CUBLAS_CHECK(cublasSetWorkspace(m.blas, m.blas_ws.get(), m.blas_ws.bytes()));
   m.elem = dtype_size(dtype);
 
   const std::int64_t C = config.n_embd, V = config.vocab_size, P = config.n_positions;
@@ -424,12 +480,15 @@ GPT2Engine::GPT2Engine(const GPT2Config& config, DType dtype, int device)
   }
   add("ln_f.weight", {C}, false, 1.f, 0.f);
   add("ln_f.bias", {C}, false, 0.f, 0.f);
-  m.weights.ensure(off);
+  m.weights.grow(off, "gpt2 engine: weights");
 }
 
 GPT2Engine::~GPT2Engine() = default;
 
+int GPT2Engine::device() const { return impl_->device; }
+
 std::map<std::string, std::vector<std::int64_t>> GPT2Engine::expected_tensors() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
   std::map<std::string, std::vector<std::int64_t>> out;
   for (const auto& [name, s] : impl_->slots) out[name] = s.hf_shape;
   return out;
@@ -437,7 +496,8 @@ std::map<std::string, std::vector<std::int64_t>> GPT2Engine::expected_tensors() 
 
 void GPT2Engine::init_random(std::uint64_t seed) {
   Impl& m = *impl_;
-  FK_CUDA_CHECK(cudaSetDevice(m.device));
+  std::lock_guard<std::mutex> lock(m.mutex);
+  ScopedDevice on_device(m.device);
   std::uint64_t id = 0;
   for (auto& [name, s] : m.slots) {
     std::int64_t n = 1;
@@ -452,6 +512,7 @@ void GPT2Engine::init_random(std::uint64_t seed) {
 void GPT2Engine::load_tensor(const std::string& raw_name, const void* data, DType src_dtype,
                              const std::vector<std::int64_t>& shape, bool on_device) {
   Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
   std::string name = raw_name;
   if (name.rfind("transformer.", 0) == 0) name = name.substr(12);
   auto ends_with = [&](const std::string& suffix) {
@@ -477,15 +538,16 @@ void GPT2Engine::load_tensor(const std::string& raw_name, const void* data, DTyp
   detail::require(data != nullptr, kOp, raw_name.c_str(), "data must not be null");
   std::int64_t n = 1;
   for (auto d : shape) n *= d;
-  FK_CUDA_CHECK(cudaSetDevice(m.device));
+  ScopedDevice on_device_guard(m.device);
+  if (on_device) check_device_pointer(data, m.device, raw_name);
   const void* src = data;
   if (!on_device) {
-    m.staging.ensure(static_cast<std::size_t>(n) * dtype_size(src_dtype));
+    m.staging.grow(static_cast<std::size_t>(n) * dtype_size(src_dtype), "gpt2 engine: weight staging");
     // Async on the engine's stream: a plain cudaMemcpy from pageable memory may return before its
     // DMA lands, and the non-blocking stream would not wait for it before the conversion reads.
-    FK_CUDA_CHECK(cudaMemcpyAsync(m.staging.ptr, data, static_cast<std::size_t>(n) * dtype_size(src_dtype),
+    FK_CUDA_CHECK(cudaMemcpyAsync(m.staging.get(), data, static_cast<std::size_t>(n) * dtype_size(src_dtype),
                                   cudaMemcpyHostToDevice, m.stream));
-    src = m.staging.ptr;
+    src = m.staging.get();
   }
   const std::int64_t rows = shape.size() == 2 ? shape[0] : 1;
   const std::int64_t cols = shape.size() == 2 ? shape[1] : shape[0];
@@ -495,31 +557,43 @@ void GPT2Engine::load_tensor(const std::string& raw_name, const void* data, DTyp
 }
 
 void GPT2Engine::check_loaded() const {
-  for (const auto& [name, s] : impl_->slots) {
-    detail::require(s.loaded, kOp, name.c_str(), "was never loaded");
-  }
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->check_loaded();
 }
 
-std::size_t GPT2Engine::weight_bytes() const { return impl_->weights.bytes; }
+std::size_t GPT2Engine::weight_bytes() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->weights.bytes();
+}
 
 std::size_t GPT2Engine::device_bytes() const {
   const Impl& m = *impl_;
-  return m.weights.bytes + m.blas_ws.bytes + m.acts.bytes + m.kv_pool.bytes + m.paged_ws.bytes + m.state.bytes +
-         m.staging.bytes;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  return m.weights.bytes() + m.blas_ws.bytes() + m.acts.bytes() + m.kv_pool.bytes() + m.paged_ws.bytes() +
+         m.state.bytes() + m.staging.bytes();
 }
 
 namespace {
 
+// extra_positions: max_new_tokens (generate) or 0; the caller has checked it is >= 0.
 void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, const GPT2Config& cfg,
                    std::int64_t extra_positions) {
   detail::require(!prompts.empty(), kOp, "prompts", "must hold at least one sequence");
+  // Token rows are indexed with int32 on the device (prefill's row table).
+  std::int64_t total = 0;
   for (std::size_t s = 0; s < prompts.size(); ++s) {
     const std::string what = "prompts[" + std::to_string(s) + "]";
-    detail::require(!prompts[s].empty(), kOp, "prompts", what + " is empty (a prompt needs at least one token)");
-    detail::require(std::int64_t(prompts[s].size()) + extra_positions <= cfg.n_positions, kOp, "max_new_tokens",
-                    "with " + what + " of length " + std::to_string(prompts[s].size()) + " needs " +
-                        std::to_string(std::int64_t(prompts[s].size()) + extra_positions) +
-                        " positions, more than n_positions = " + std::to_string(cfg.n_positions));
+    const auto len = static_cast<std::int64_t>(prompts[s].size());
+    detail::require(len > 0, kOp, "prompts", what + " is empty (a prompt needs at least one token)");
+    // Compared as extra <= n_positions - len: len + extra overflows for extra near INT64_MAX.
+    detail::require(len <= cfg.n_positions && extra_positions <= cfg.n_positions - len, kOp,
+                    extra_positions > 0 ? "max_new_tokens" : "prompts",
+                    "is too large: " + what + " has " + std::to_string(len) + " tokens, and with " +
+                        std::to_string(extra_positions) + " new tokens it needs more than n_positions = " +
+                        std::to_string(cfg.n_positions) + " positions");
+    total += len;
+    detail::require(total <= std::numeric_limits<std::int32_t>::max(), kOp, "prompts",
+                    "hold more than 2^31 - 1 tokens in total");
     for (std::int32_t t : prompts[s]) {
       detail::require(t >= 0 && t < cfg.vocab_size, kOp, "prompts",
                       what + " holds token id " + std::to_string(t) + " outside [0, vocab_size = " +
@@ -533,10 +607,11 @@ void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, const 
 void GPT2Engine::forward_logits(const std::vector<std::vector<std::int32_t>>& prompts, float* logits_out,
                                 cudaStream_t caller_stream) {
   Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
   check_prompts(prompts, config_, 0);
-  check_loaded();
+  m.check_loaded();
   detail::require(logits_out != nullptr, kOp, "logits", "must be a non-null device pointer");
-  FK_CUDA_CHECK(cudaSetDevice(m.device));
+  ScopedDevice on_device(m.device);
   std::int64_t T = 0, pages_needed = 0;
   for (const auto& p : prompts) {
     T += static_cast<std::int64_t>(p.size());
@@ -544,14 +619,17 @@ void GPT2Engine::forward_logits(const std::vector<std::vector<std::int32_t>>& pr
   }
   m.ensure_acts(T);
   m.ensure_pool(pages_needed);
-  if (caller_stream != nullptr) FK_CUDA_CHECK(cudaStreamSynchronize(caller_stream));
+  // The engine computes on its own non-blocking stream, which does not wait implicitly for any
+  // other stream, the legacy default (null) stream included: work the caller queued that still
+  // uses `logits` (say, the previous owner of that memory) must finish before it is overwritten.
+  FK_CUDA_CHECK(cudaStreamSynchronize(caller_stream));
   std::vector<std::int64_t> ids;
-  for (const auto& p : prompts) {
-    ids.push_back(m.pages->add_sequence());
-    m.pages->reserve(ids.back(), static_cast<std::int64_t>(p.size()));
-  }
   std::vector<std::int64_t> offsets;
   try {
+    for (const auto& p : prompts) {
+      ids.push_back(m.pages->add_sequence());
+      m.pages->reserve(ids.back(), static_cast<std::int64_t>(p.size()));
+    }
     m.prefill(prompts, ids, &offsets);
     m.gemm(m.x, m.w("wte.weight"), logits_out, T, config_.vocab_size, config_.n_embd, true);
     FK_CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -565,9 +643,10 @@ void GPT2Engine::forward_logits(const std::vector<std::vector<std::int32_t>>& pr
 std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                                             const GenerationOptions& o, GenerationStats* stats) {
   Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
   detail::require(o.max_new_tokens >= 1, kOp, "max_new_tokens", "must be >= 1, got " + std::to_string(o.max_new_tokens));
   check_prompts(prompts, config_, o.max_new_tokens);
-  check_loaded();
+  m.check_loaded();
   if (o.do_sample) {
     detail::require(o.temperature > 0.f && std::isfinite(o.temperature), kOp, "temperature",
                     "must be a finite value > 0, got " + std::to_string(o.temperature));
@@ -576,7 +655,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
   }
   detail::require(o.eos_token_id < config_.vocab_size, kOp, "eos_token_id",
                   "must be < vocab_size or negative (none), got " + std::to_string(o.eos_token_id));
-  FK_CUDA_CHECK(cudaSetDevice(m.device));
+  ScopedDevice on_device(m.device);
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t B = static_cast<std::int64_t>(prompts.size());
   std::int64_t T = 0, pages_needed = 0, longest = 0;
@@ -590,21 +669,20 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
   m.ensure_state(B);
   m.ensure_pool(pages_needed);
 
-  // Every sequence gets its pages for prompt + max_new_tokens now, so the page table the decode
-  // graph reads never changes during generation.
   std::vector<std::int64_t> ids;
-  for (const auto& p : prompts) {
-    ids.push_back(m.pages->add_sequence());
-    m.pages->reserve(ids.back(), static_cast<std::int64_t>(p.size()) + o.max_new_tokens);
-  }
-  std::vector<bool> freed(B, false);
   auto free_all = [&] {
-    for (std::int64_t b = 0; b < B; ++b)
-      if (!freed[b]) m.pages->free_sequence(ids[b]), freed[b] = true;
+    for (auto id : ids) m.pages->free_sequence(id);
+    ids.clear();
   };
   std::vector<std::vector<std::int32_t>> result(B, std::vector<std::int32_t>(o.max_new_tokens, 0));
   GenerationStats st;
   try {
+    // Every sequence gets its pages for prompt + max_new_tokens now, so the page table the decode
+    // graph reads never changes during generation.
+    for (const auto& p : prompts) {
+      ids.push_back(m.pages->add_sequence());
+      m.pages->reserve(ids.back(), static_cast<std::int64_t>(p.size()) + o.max_new_tokens);
+    }
     std::vector<std::int32_t> table(B * m.max_pages, 0), plen(B), last_pos(B), last_row(B);
     std::vector<std::int64_t> offsets;
     for (std::int64_t b = 0; b < B; ++b) {
@@ -618,7 +696,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     sp.temperature = o.temperature;
     sp.top_k = static_cast<std::int32_t>(std::min<std::int64_t>(o.top_k, config_.vocab_size));
     sp.top_p = o.top_p;
-    sp.eos = static_cast<std::int32_t>(o.eos_token_id);
+    sp.eos = o.eos_token_id < 0 ? -1 : static_cast<std::int32_t>(o.eos_token_id);  // any negative: none
     sp.max_new = static_cast<std::int32_t>(o.max_new_tokens);
     sp.seed = o.seed;
     const std::vector<std::int32_t> zeros(B, 0);
@@ -665,7 +743,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     for (std::int64_t b = 0; b < B; ++b) {
       for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {
         // Steps skipped after every sequence finished are EOS padding.
-        result[b][i] = i < produced ? out[b * m.ds.out_stride + i] : static_cast<std::int32_t>(o.eos_token_id);
+        result[b][i] = i < produced ? out[b * m.ds.out_stride + i] : sp.eos;
       }
     }
   } catch (...) {
