@@ -6,11 +6,10 @@ import importlib.util
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from flashkernel.bench.harness import gpu_slug
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -19,11 +18,21 @@ NUMERIC = ["median_ms", "tflops", "gbps", "p10_ms", "p90_ms", "runs", "tokens_pe
 CSV_PATHS = sorted(RESULTS.glob("*/*.csv"))
 
 
-def _update_results():
-    spec = importlib.util.spec_from_file_location("update_results", ROOT / "scripts" / "update_results.py")
+def _load(name, path):
+    """A module by file path: these checks need neither the compiled library nor the package."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
+
+
+def _update_results():
+    return _load("update_results", ROOT / "scripts" / "update_results.py")
+
+
+def _harness():
+    return _load("flashkernel_bench_harness", ROOT / "python" / "flashkernel" / "bench" / "harness.py")
 
 
 def _git(*args):
@@ -70,7 +79,7 @@ def test_csv_schema_and_stamps(path):
             key, sep, value = token.partition("=")
             assert sep and key and value, f"{where}: config token {token!r} is not key=value"
         # The folder is named after the card that produced the rows.
-        assert gpu_slug(r["gpu"]) == path.parent.name, f"{where}: gpu {r['gpu']!r} in {path.parent.name}/"
+        assert _harness().gpu_slug(r["gpu"]) == path.parent.name, f"{where}: gpu {r['gpu']!r} in {path.parent.name}/"
 
 
 @pytest.mark.parametrize("path", CSV_PATHS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -113,8 +122,7 @@ def test_update_results_refuses_untraceable_rows(tmp_path):
 
 
 def test_harness_refuses_to_guess_the_commit(tmp_path, monkeypatch):
-    from flashkernel.bench import harness
-
+    harness = _harness()
     monkeypatch.delenv("FLASHKERNEL_COMMIT", raising=False)
     with pytest.raises(harness.CommitUnknownError, match="FLASHKERNEL_COMMIT"):
         harness.git_commit(tmp_path)  # no .git, no commit file
@@ -131,8 +139,7 @@ def test_harness_refuses_to_guess_the_commit(tmp_path, monkeypatch):
 
 
 def test_harness_stamps_a_dirty_checkout(tmp_path, monkeypatch):
-    from flashkernel.bench import harness
-
+    harness = _harness()
     if shutil.which("git") is None:
         pytest.skip("needs git")
 
