@@ -31,18 +31,32 @@ struct GPT2Config {
   std::int64_t n_head = 12;
   float layer_norm_epsilon = 1e-5f;
 
+  // Upper bounds validate() enforces: far above any GPT-2-family model, low enough that a hostile
+  // config cannot exhaust host memory or overflow size arithmetic.
+  static constexpr std::int64_t kMaxVocabSize = std::int64_t(1) << 24;
+  static constexpr std::int64_t kMaxPositions = std::int64_t(1) << 20;
+  static constexpr std::int64_t kMaxEmbd = std::int64_t(1) << 16;
+  static constexpr std::int64_t kMaxLayers = 1024;
+
   std::int64_t head_dim() const { return n_embd / n_head; }
-  // Throws ArgumentError unless the engine's kernels support the shapes (head_dim 64 or 128,
-  // n_embd a multiple of 8, ...).
+  // Throws ArgumentError unless the engine's kernels support the shapes (head_dim 64 or 128) and
+  // every value is within the bounds above (layer_norm_epsilon in (0, 1]).
   void validate() const;
-  // Parses config.json text / a file. Only activation_function "gelu_new" (tanh GeLU, GPT-2's) is
-  // accepted; missing fields keep GPT-2 124M's values.
+  // Parses config.json text / a file (at most 16 MiB). Missing or null fields keep GPT-2 124M's
+  // values. Options the engine does not implement are rejected with an ArgumentError naming the
+  // field: activation_function other than GPT-2's tanh GeLU ("gelu_new", "gelu_pytorch_tanh"),
+  // n_inner other than 4 * n_embd, tie_word_embeddings=false, scale_attn_weights=false,
+  // scale_attn_by_inverse_layer_idx=true, add_cross_attention=true.
   static GPT2Config from_json(const std::string& text);
   static GPT2Config from_json_file(const std::string& path);
 };
 
 // A minimal safetensors reader: the header's tensor table and the raw bytes (the file is read
-// into host memory once). Supported dtypes: F32, F16, BF16.
+// into host memory once). entries() lists the F32, F16 and BF16 tensors; tensors of the other
+// byte-sized dtypes are checked and skipped. The file is validated as the format requires (header
+// at most 100 MB and strict JSON; dims non-negative integers; every tensor's data_offsets hold
+// exactly numel * dtype size bytes, computed without overflow; the tensors tile the data section
+// with no overlap, gap or excess); anything else throws ArgumentError naming the tensor.
 class SafetensorsFile {
  public:
   struct Entry {
@@ -100,7 +114,9 @@ class GPT2Engine {
   GPT2Engine(const GPT2Engine&) = delete;
   GPT2Engine& operator=(const GPT2Engine&) = delete;
 
-  // config.json + model.safetensors from a local directory (nothing is downloaded).
+  // config.json + model.safetensors from a local directory (nothing is downloaded). Both files are
+  // parsed and checked on the host before the GPU is touched; a stored lm_head.weight must equal
+  // the token embedding (the engine's head is tied to it).
   static std::unique_ptr<GPT2Engine> from_pretrained(const std::string& dir, DType dtype, int device = -1);
   // HF's initialization (normal(0, 0.02), c_proj scaled by 1/sqrt(2 n_layer), zero biases, unit
   // LayerNorms), seeded; generated on the GPU.

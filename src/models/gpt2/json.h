@@ -1,7 +1,9 @@
 // A small JSON reader for the two documents the GPT-2 engine parses itself (config.json and the
-// safetensors header), so loading a checkpoint needs no third-party dependency. Full JSON syntax
-// (objects, arrays, strings with escapes, numbers, true/false/null); errors name the offset.
+// safetensors header), so loading a checkpoint needs no third-party dependency. Strict JSON
+// (RFC 8259: objects, arrays, strings with escapes, numbers, true/false/null); strings must be
+// valid UTF-8, keys of an object distinct. Errors name the offset.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -9,6 +11,10 @@
 #include <vector>
 
 namespace flashkernel::models::json {
+
+// Bounds that keep a hostile document from exhausting the stack or host memory.
+constexpr int kMaxDepth = 64;  // arrays and objects nested in each other
+constexpr std::size_t kMaxValues = std::size_t(1) << 20;
 
 struct Value {
   enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = Kind::kNull;
