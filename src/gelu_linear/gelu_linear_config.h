@@ -5,8 +5,19 @@
 #include <cstdint>
 
 #include "common/smem_budget.h"
+#include "flashkernel/gelu_linear.h"
 
 namespace flashkernel::gelu_linear_detail {
+
+// One call's operands, as the kernels take them.
+struct Problem {
+  const void* x;
+  const void* w;
+  const void* bias;  // nullptr: no bias
+  void* out;
+  int m, n, k;
+  GeluApproximation act;
+};
 
 // ------------------------------------------------------------------------------------------ tiled
 template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_BLOCKS_>
@@ -56,6 +67,11 @@ template <int MT, int NT>
 constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
   return SmallMConfig<MT, NT, kSmallMDeepBudget>::SMEM_BYTES <= smem_optin_bytes;
 }
+
+// Launches the (MT, NT) tile with the ring that fits `smem_optin_bytes` (instantiated in
+// gelu_linear_small_m.cu; tests call it with another GPU's limit to run that GPU's choice).
+template <typename T, int MT, int NT>
+void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 
 // Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block.
 template <int MT, int NT>

@@ -28,15 +28,6 @@
 
 namespace flashkernel::gelu_linear_detail {
 
-struct Problem {
-  const void* x;
-  const void* w;
-  const void* bias;  // nullptr: no bias
-  void* out;
-  int m, n, k;
-  GeluApproximation act;
-};
-
 template <GeluApproximation kAct>
 __device__ __forceinline__ float apply_gelu(float v) {
   if constexpr (kAct == GeluApproximation::kTanh) return gelu_tanh(v);
@@ -362,10 +353,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 // Launchers (one translation unit each instantiates its share of the templates).
 template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
-// The (MT, NT) tile of the small-M kernel, with the ring depth that fits `smem_optin_bytes`
-// (small_m_uses_deep_ring).
-template <typename T, int MT, int NT>
-void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
+// launch_small_m: gelu_linear_config.h.
 // Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu); false when this build has
 // no sm_90a code for it or TMA cannot describe x or W.
 template <typename T>
