@@ -4,7 +4,9 @@
 // test over all three readers that requires "parses, or throws flashkernel::Error", nothing else.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <regex>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -558,6 +561,11 @@ void fuzz(const char* what, const std::vector<std::string>& corpus, std::uint64_
     try {
       fn(input);
       ++parsed;
+      // An oracle inside fn failed on an accepted input: report it once, with the input.
+      if (::testing::Test::HasFailure()) {
+        FAIL() << what << ": seed " << seed << " iteration " << i << " accepted an input of " << input.size()
+               << " bytes that breaks the checks above: " << ::testing::PrintToString(input);
+      }
     } catch (const Error&) {
     } catch (const std::exception& e) {
       FAIL() << what << ": seed " << seed << " iteration " << i << ": " << typeid(e).name() << " (" << e.what()
@@ -581,11 +589,55 @@ std::string valid_safetensors() {
   return safetensors_bytes(header, std::string(38, '\x3C'));
 }
 
+// Oracles for what an accepted document holds, written independently of the reader.
+bool valid_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    const int len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    std::uint32_t cp = len == 1 ? b : b & (0x7F >> len);
+    for (int k = 1; k < len; ++k) {
+      const unsigned char c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+void expect_well_formed(const json::Value& v) {
+  static const std::regex kNumber(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
+  switch (v.kind) {
+    case json::Value::Kind::kNumber:
+      ASSERT_TRUE(std::regex_match(v.text, kNumber)) << "accepted the number '" << v.text << "'";
+      ASSERT_TRUE(std::isfinite(v.number)) << v.text;
+      break;
+    case json::Value::Kind::kString:
+      ASSERT_TRUE(valid_utf8(v.text)) << "accepted a string that is not UTF-8: " << ::testing::PrintToString(v.text);
+      break;
+    case json::Value::Kind::kArray:
+      for (const auto& item : v.items) expect_well_formed(item);
+      break;
+    case json::Value::Kind::kObject:
+      for (const auto& [key, item] : v.fields) {
+        ASSERT_TRUE(valid_utf8(key)) << "accepted a key that is not UTF-8: " << ::testing::PrintToString(key);
+        expect_well_formed(item);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
 TEST(ModelsGpt2Fuzz, JsonReader) {
   std::vector<std::string> corpus = config_corpus();
   const std::string st = valid_safetensors();
   corpus.push_back(st.substr(8, st.size() - 8 - 38));  // the safetensors header alone
-  fuzz("json", corpus, env_or("FLASHKERNEL_FUZZ_ITERS", 100000), [](const std::string& s) { json::parse(s, "fuzz"); });
+  fuzz("json", corpus, env_or("FLASHKERNEL_FUZZ_ITERS", 100000),
+       [](const std::string& s) { expect_well_formed(json::parse(s, "fuzz")); });
 }
 
 TEST(ModelsGpt2Fuzz, ConfigLoader) {
@@ -621,6 +673,28 @@ TEST(ModelsGpt2Fuzz, SafetensorsHeader) {
     std::uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<unsigned char>(s[i]);
     const std::size_t data_bytes = s.size() - 8 - header_len;
+    // The header as written: every tensor's dims and offsets are plain non-negative integers, its
+    // dtype is a safetensors name, and the byte ranges of all tensors tile the data section.
+    const json::Value header = json::parse(s.substr(8, header_len), "fuzz header");
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    for (const auto& [name, t] : header.fields) {
+      if (name == "__metadata__") continue;
+      static const std::regex kUint("0|[1-9][0-9]*");
+      for (const auto& d : t.find("shape")->items) ASSERT_TRUE(std::regex_match(d.text, kUint)) << name << ": " << d.text;
+      const auto& offs = t.find("data_offsets")->items;
+      ASSERT_EQ(offs.size(), 2u) << name;
+      for (const auto& o : offs) ASSERT_TRUE(std::regex_match(o.text, kUint)) << name << ": " << o.text;
+      static const std::regex kDtype("BOOL|U8|I8|F8_E5M2|F8_E4M3|F8_E8M0|I16|U16|F16|BF16|I32|U32|F32|I64|U64|F64|C64");
+      ASSERT_TRUE(std::regex_match(t.find("dtype")->text, kDtype)) << name;
+      ranges.emplace_back(std::stoull(offs[0].text), std::stoull(offs[1].text));
+    }
+    std::sort(ranges.begin(), ranges.end());
+    std::uint64_t covered = 0;
+    for (const auto& [b, e] : ranges) {
+      ASSERT_EQ(b, covered) << "tensor byte ranges overlap or leave a gap";
+      covered = e;
+    }
+    ASSERT_EQ(covered, data_bytes) << "bytes after the last tensor";
     for (const auto& [name, e] : f.entries()) {
       // Every accepted tensor: non-negative dims, a byte range inside the file of exactly its size.
       std::uint64_t numel = 1;
