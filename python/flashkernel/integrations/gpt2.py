@@ -25,18 +25,25 @@ _registered = False
 def _flashkernel_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers attention-interface signature: q/k/v [B, H, S, D]; returns ([B, S, H, D], None)."""
     if scaling is None:
-        scaling = query.shape[-1] ** -0.5
+        # transformers versions that pass no scaling keep GPT-2's scale options on the module
+        # (scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True change the scores).
+        scaling = query.shape[-1] ** -0.5 if getattr(module, "scale_attn_weights", True) else 1.0
+        if getattr(module, "scale_attn_by_inverse_layer_idx", False):
+            scaling /= float(module.layer_idx + 1)
+    # Cross-attention (add_cross_attention=True) sees the whole encoder output: never causal.
+    is_causal = kwargs.get("is_causal")
+    causal = query.shape[2] > 1 and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
     usable = (attention_mask is None and query.dtype in (torch.float16, torch.bfloat16)
               and query.shape[-1] in (64, 128) and query.is_cuda)
     if usable:
         # Bottom-right causal alignment covers both prefill (Sq == Sk) and cached decode (Sq < Sk).
-        out = flash_attention(query, key, value, causal=query.shape[2] > 1, scale=scaling)
+        out = flash_attention(query, key, value, causal=causal, scale=scaling)
     else:
         mask = attention_mask
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(query.dtype)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
-                                             is_causal=mask is None and query.shape[2] > 1)
+                                             is_causal=mask is None and causal)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -102,6 +102,15 @@ class GPT2Engine:
                              "GPT-2's tanh GeLU ('gelu_new')")
         if getattr(cfg, "n_inner", None) not in (None, 4 * cfg.n_embd):
             raise ValueError(f"{_OP}.from_hf: argument 'model' has n_inner={cfg.n_inner}; the engine needs 4 * n_embd")
+        # The C++ config reader that from_pretrained uses rejects every option the engine does not
+        # compute (untied head, unscaled or layer-scaled attention, cross-attention, values past its
+        # limits) with a ValueError naming the field; HF would run them and give other logits.
+        _library.load()
+        torch.ops.flashkernel.gpt2_parse_config(cfg.to_json_string(use_diff=False))
+        head, wte = model.get_output_embeddings(), model.get_input_embeddings()
+        if head is not None and head.weight is not wte.weight and not torch.equal(head.weight, wte.weight):
+            raise ValueError(f"{_OP}.from_hf: argument 'model' has an lm_head that differs from the token embedding "
+                             "(wte); the engine ties the LM head to wte")
         if dtype is None:
             pdt = next(model.parameters()).dtype
             dtype = pdt if pdt in (torch.float16, torch.bfloat16) else torch.float16
