@@ -448,6 +448,17 @@ TEST_F(ModelsGpt2FromPretrainedChecks, RejectsHostileConfigBeforeTheGpu) {
   expect_argument_error([&] { GPT2Engine::from_pretrained(dir(), DType::kFloat16); }, "path");
 }
 
+TEST(ModelsGpt2ConfigLimits, EngineConstructorChecksTheLimitsFirst) {
+  // The path of from_hf and random(): a config built in code, not parsed. validate() runs before
+  // the engine builds its per-tensor table or touches the GPU.
+  GPT2Config c;
+  c.n_layer = 1000000000;
+  expect_argument_error([&] { GPT2Engine e(c, DType::kFloat16); }, "config.n_layer");
+  c.n_layer = 12;
+  c.vocab_size = std::int64_t(1) << 40;
+  expect_argument_error([&] { GPT2Engine e(c, DType::kFloat16); }, "config.vocab_size");
+}
+
 TEST_F(ModelsGpt2FromPretrainedChecks, RejectsAnUntiedLmHead) {
   // wte [8, 64] and a separate lm_head of the same shape that differs in one element.
   const std::size_t n = 8 * 64 * 4;
