@@ -32,7 +32,7 @@ void read_file(const std::string& path, const char* argument, std::uintmax_t max
   std::error_code ec;
   // Not a regular file (a directory, a FIFO, /dev/zero): its size says nothing or it never ends.
   detail::require(std::filesystem::is_regular_file(path, ec), kOp, argument,
-                  "'" + path + "' is not a readable regular file");
+                  "'" + path + "' does not exist or is not a regular file");
   const std::uintmax_t size = std::filesystem::file_size(path, ec);
   detail::require(!ec, kOp, argument, "cannot read the size of '" + path + "'");
   detail::require(size <= max_bytes, kOp, argument,
