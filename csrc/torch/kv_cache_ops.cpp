@@ -6,9 +6,17 @@
 // or dangle. The kernels are ordinary tensor ops taking the pool and index tensors, so they
 // dispatch, trace and run under torch.compile like any other op: the allocator never crosses into
 // a graph, only the tensors it produces do.
+//
+// Index checks: the kernels never touch memory outside their tensors whatever the slots, page ids
+// and lengths say (kv_cache.h, "Index faults"). With check_indices=true (the default) an op also
+// reads the kernels' fault flag back and raises ValueError naming the argument; that costs a
+// stream synchronization, so callers whose indices are valid by construction (PagedKVCache, which
+// gets them from the allocator) pass false. During CUDA-graph capture no read-back is possible:
+// out-of-range entries are then skipped without an error.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
@@ -21,6 +29,40 @@
 
 namespace flashkernel::torch_ops {
 namespace {
+
+// The fault flag of one op call (see the top of the file).
+class IndexFaultCheck {
+ public:
+  IndexFaultCheck(const at::Tensor& like, bool enabled) {
+    if (enabled && !stream_is_capturing(stream_of(like))) flag_ = at::zeros({1}, like.options().dtype(at::kInt));
+  }
+  std::int32_t* flag() { return flag_.defined() ? flag_.data_ptr<std::int32_t>() : nullptr; }
+  // Waits for the op's kernels (item() synchronizes) and raises if any index was out of range.
+  void raise_if_faulted(const KVCacheLayout& layout, const char* op) const {
+    if (!flag_.defined()) return;
+    const std::int32_t faults = flag_.item<std::int32_t>();
+    if (faults != 0) call_library([&] { throw_kv_index_faults(faults, layout, op); });
+  }
+
+ private:
+  at::Tensor flag_;
+};
+
+// Rejects, naming the argument, a cache layout the kernels cannot run: PagedKVCache calls it
+// before it allocates or records anything.
+void check_layout(int64_t num_layers, int64_t num_pages, int64_t page_size, int64_t num_kv_heads, int64_t head_dim,
+                  at::ScalarType dtype) {
+  KVCacheLayout l;
+  l.num_layers = num_layers;
+  l.num_pages = num_pages;
+  l.page_size = page_size;
+  l.num_kv_heads = num_kv_heads;
+  l.head_dim = head_dim;
+  TORCH_CHECK_TYPE(dtype == at::kHalf || dtype == at::kBFloat16,
+                   "flashkernel.PagedKVCache: argument 'dtype' must be torch.float16 or torch.bfloat16, got ", dtype);
+  l.dtype = dtype == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
+  call_library([&] { validate_kv_layout(l, "flashkernel.PagedKVCache", ""); });
+}
 
 struct KVPageAllocatorHolder : torch::CustomClassHolder {
   KVPageAllocatorHolder(int64_t num_pages, int64_t page_size, int64_t num_layers)
@@ -61,7 +103,7 @@ void check_index(const at::Tensor& t, const at::Tensor& pool, at::ScalarType typ
 }
 
 void append_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& slots, const at::Tensor& k,
-                 const at::Tensor& v) {
+                 const at::Tensor& v, bool check_indices) {
   constexpr const char* kOp = "flashkernel.kv_cache_append";
   KVCacheLayout l = layout_of(pool, kOp);
   check_index(slots, pool, at::kLong, kOp, "slots");
@@ -77,13 +119,15 @@ void append_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& slots,
     check_contiguous(*t, kOp, name);
   }
   const c10::cuda::CUDAGuard guard(pool.device());
+  IndexFaultCheck check(pool, check_indices && slots.numel() > 0);
   call_library([&] {
     kv_cache_append(pool.data_ptr(), l, layer, slots.data_ptr<int64_t>(), slots.size(0), k.data_ptr(), v.data_ptr(),
-                    stream_of(pool));
+                    stream_of(pool), check.flag());
   });
+  check.raise_if_faulted(l, kOp);
 }
 
-void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Tensor& dst) {
+void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Tensor& dst, bool check_indices) {
   constexpr const char* kOp = "flashkernel.kv_cache_copy_pages";
   KVCacheLayout l = layout_of(pool, kOp);
   check_index(src, pool, at::kInt, kOp, "src");
@@ -92,14 +136,16 @@ void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Te
                     ": arguments 'src' and 'dst' must be 1-D of the same length, got ", src.sizes(), " and ",
                     dst.sizes());
   const c10::cuda::CUDAGuard guard(pool.device());
+  IndexFaultCheck check(pool, check_indices && src.numel() > 0);
   call_library([&] {
     kv_cache_copy_pages(pool.data_ptr(), l, src.data_ptr<int32_t>(), dst.data_ptr<int32_t>(), src.size(0),
-                        stream_of(pool));
+                        stream_of(pool), check.flag());
   });
+  check.raise_if_faulted(l, kOp);
 }
 
 std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& pages,
-                                               int64_t length) {
+                                               int64_t length, bool check_indices) {
   constexpr const char* kOp = "flashkernel.kv_cache_gather";
   KVCacheLayout l = layout_of(pool, kOp);
   check_index(pages, pool, at::kInt, kOp, "pages");
@@ -109,15 +155,18 @@ std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t l
   const c10::cuda::CUDAGuard guard(pool.device());
   at::Tensor k = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
   at::Tensor v = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
+  IndexFaultCheck check(pool, check_indices && length > 0);
   call_library([&] {
     kv_cache_gather(pool.data_ptr(), l, layer, pages.data_ptr<int32_t>(), length, k.data_ptr(), v.data_ptr(),
-                    stream_of(pool));
+                    stream_of(pool), check.flag());
   });
+  check.raise_if_faulted(l, kOp);
   return {k, v};
 }
 
 at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
-                             const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale) {
+                             const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale,
+                             bool check_indices) {
   constexpr const char* kOp = "flashkernel.paged_decode_attention";
   check_cuda(q, kOp, "q");
   KVCacheLayout l = layout_of(pool, kOp);
@@ -157,7 +206,10 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
     a.workspace = workspace.data_ptr();
     a.workspace_bytes = ws;
   }
+  IndexFaultCheck check(q, check_indices && q.size(0) > 0);
+  a.error_flag = check.flag();
   call_library([&] { paged_decode_attention(a, stream_of(q)); });
+  check.raise_if_faulted(l, kOp);
   return out;
 }
 
@@ -172,7 +224,8 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("free_sequence",
            [](const Handle& self, int64_t seq_id) { call_library([&] { self->alloc.free_sequence(seq_id); }); })
       .def("fork", [](const Handle& self, int64_t seq_id) { return call_library([&] { return self->alloc.fork(seq_id); }); })
-      // -> (slots int64 [tokens], copy_src int32 [copies], copy_dst int32 [copies]), CPU tensors.
+      // -> (slots int64 [tokens], copy_src int32 [copies], copy_dst int32 [copies], plan id), CPU
+      // tensors; the id is what cancel_append takes.
       .def("plan_append",
            [](const Handle& self, int64_t layer, std::vector<int64_t> seq_ids, std::vector<int64_t> counts) {
              AppendPlan plan = call_library([&] { return self->alloc.plan_append(layer, seq_ids, counts); });
@@ -183,7 +236,14 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
              }
              const auto n = static_cast<int64_t>(src.size());
              return std::make_tuple(cpu_tensor(plan.slots, {static_cast<int64_t>(plan.slots.size())}, at::kLong),
-                                    cpu_tensor(src, {n}, at::kInt), cpu_tensor(dst, {n}, at::kInt));
+                                    cpu_tensor(src, {n}, at::kInt), cpu_tensor(dst, {n}, at::kInt),
+                                    static_cast<int64_t>(plan.id));
+           })
+      .def("cancel_append",
+           [](const Handle& self, int64_t plan_id) {
+             AppendPlan plan;
+             plan.id = static_cast<std::uint64_t>(plan_id);
+             call_library([&] { self->alloc.cancel_append(plan); });
            })
       // -> (table int32 [batch, max_pages], lens int32 [batch]) on the CPU; layer -1: longest layer.
       .def("page_table",
@@ -202,7 +262,7 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("pages",
            [](const Handle& self, int64_t seq_id) {
              return call_library([&] {
-               const auto& p = self->alloc.pages(seq_id);
+               const std::vector<int32_t> p = self->alloc.pages(seq_id);
                return cpu_tensor(p, {static_cast<int64_t>(p.size())}, at::kInt);
              });
            })
@@ -212,7 +272,7 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
                           int64_t page) { return int64_t(call_library([&] { return self->alloc.refcount(page); })); })
       .def("free_pages",
            [](const Handle& self) {
-             const auto& f = self->alloc.free_pages();
+             const std::vector<int32_t> f = self->alloc.free_pages();
              return std::vector<int64_t>(f.begin(), f.end());
            })
       .def("num_free_pages", [](const Handle& self) { return self->alloc.num_free_pages(); })
@@ -230,12 +290,17 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("page_size", [](const Handle& self) { return self->alloc.page_size(); })
       .def("num_layers", [](const Handle& self) { return self->alloc.num_layers(); });
 
-  m.def("kv_cache_append(Tensor(a!) pool, int layer, Tensor slots, Tensor k, Tensor v) -> ()");
-  m.def("kv_cache_copy_pages(Tensor(a!) pool, Tensor src, Tensor dst) -> ()");
-  m.def("kv_cache_gather(Tensor pool, int layer, Tensor pages, int length) -> (Tensor, Tensor)");
+  m.def("kv_cache_append(Tensor(a!) pool, int layer, Tensor slots, Tensor k, Tensor v, bool check_indices=True) -> ()");
+  m.def("kv_cache_copy_pages(Tensor(a!) pool, Tensor src, Tensor dst, bool check_indices=True) -> ()");
+  m.def(
+      "kv_cache_gather(Tensor pool, int layer, Tensor pages, int length, bool check_indices=True) -> (Tensor, Tensor)");
   m.def(
       "paged_decode_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, int max_seq_len, "
-      "float? scale=None) -> Tensor");
+      "float? scale=None, bool check_indices=True) -> Tensor");
+  m.def(
+      "kv_cache_check_layout(int num_layers, int num_pages, int page_size, int num_kv_heads, int head_dim, "
+      "ScalarType dtype) -> ()",
+      &check_layout);
 }
 
 TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {

@@ -108,9 +108,7 @@ void check_tables(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& 
   TORCH_CHECK_VALUE(c.shape.rotary_dim == table_rotary, op, ": argument 'rotary_dim' (", c.shape.rotary_dim,
                     ") must equal 2 * cos.size(1) = ", table_rotary, " (the tables hold rotary_dim / 2 columns)");
   if (c.positions.data != nullptr && c.positions_contig.numel() > 0) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    cudaStreamIsCapturing(stream_of(q), &status);
-    if (status == cudaStreamCaptureStatusNone) {
+    if (!stream_is_capturing(stream_of(q))) {
       auto [lo, hi] = at::aminmax(c.positions_contig);
       const std::int64_t min_pos = lo.item<int64_t>(), max_pos = hi.item<int64_t>();
       TORCH_CHECK_VALUE(min_pos >= 0 && max_pos < cos.size(0), op, ": argument 'positions' has values in [", min_pos,

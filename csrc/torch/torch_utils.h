@@ -66,6 +66,19 @@ inline cudaStream_t stream_of(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
 
+// Whether `stream` is being captured into a CUDA graph. Ops that read device values back to raise
+// an error (index range checks) must not synchronize then: they rely on their kernels' own
+// guards, which keep every access in bounds but cannot report.
+inline bool stream_is_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaError_t err = cudaStreamIsCapturing(stream, &status);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // reported here; must not resurface at the next launch check
+    TORCH_CHECK(false, "cudaStreamIsCapturing failed: ", cudaGetErrorString(err));
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
 // Runs a FlashKernel C++ API call, translating its exceptions into torch's (and so Python's)
 // error classes: ArgumentError -> ValueError, anything else -> RuntimeError.
 template <typename Fn>

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -35,8 +36,9 @@ struct KVCacheLayout {
   std::size_t bytes() const { return static_cast<std::size_t>(total_elems()) * dtype_size(dtype); }
 };
 
-// Throws ArgumentError (argument "layout.<field>") unless the layout is one the kernels support.
-void validate_kv_layout(const KVCacheLayout& layout, const char* op);
+// Throws ArgumentError (argument "<field_prefix><field>", e.g. "layout.num_kv_heads") unless the
+// layout is one the kernels support and its total size fits in int64 bytes.
+void validate_kv_layout(const KVCacheLayout& layout, const char* op, const char* field_prefix = "layout.");
 
 // A copy-on-write page copy the caller must perform (all layers) before writing into `dst`.
 struct PageCopy {
@@ -46,9 +48,11 @@ struct PageCopy {
 
 // Where the tokens of one append go: slots[t] = page * page_size + offset for the t-th token (the
 // tokens of seq_ids[0] first, then seq_ids[1], ...), and the page copies to do before writing.
+// `id` names the plan for KVPageAllocator::cancel_append.
 struct AppendPlan {
   std::vector<std::int64_t> slots;
   std::vector<PageCopy> copies;
+  std::uint64_t id = 0;
 };
 
 struct KVMemoryStats {
@@ -65,12 +69,17 @@ struct KVMemoryStats {
 // Every mutating call is all-or-nothing: on an error (unknown sequence, out of pages) it throws
 // before changing any state. Invariant after every call: free pages + referenced pages = all
 // pages, and each page's reference count equals the number of sequences listing it.
+//
+// Threads: every public call locks the object's own mutex, so one allocator may be shared by
+// several threads; each call is atomic, but a sequence of calls is not (another thread's calls
+// may come in between). Accessors return copies, never references into the guarded state.
 class KVPageAllocator {
  public:
   KVPageAllocator(std::int64_t num_pages, std::int64_t page_size, std::int64_t num_layers);
 
   std::int64_t add_sequence();
   // Makes room for n_tokens more tokens after the sequence's longest layer (allocates pages only).
+  // A count the pool could never hold (up to INT64_MAX) is an out-of-pages error, not an overflow.
   void reserve(std::int64_t seq_id, std::int64_t n_tokens);
   void free_sequence(std::int64_t seq_id);
   // A new sequence sharing every page that holds data (reference counted, no copy).
@@ -81,18 +90,23 @@ class KVPageAllocator {
   // cannot hold the whole batch.
   AppendPlan plan_append(std::int64_t layer, const std::vector<std::int64_t>& seq_ids,
                          const std::vector<std::int64_t>& counts);
+  // Undoes plan_append's bookkeeping, for a caller whose page copies or writes failed after the
+  // plan: pages, reference counts, free list and lengths return exactly to their state before
+  // it. Only the most recent change can be undone: throws flashkernel::Error (changing nothing)
+  // when any other mutating call came after `plan`, or when it was already cancelled.
+  void cancel_append(const AppendPlan& plan);
 
   // Row-major int32 [seq_ids.size(), *max_pages] page table, rows padded with page 0 (never read:
   // kernels stop at the sequence length). *max_pages >= 1.
   std::vector<std::int32_t> page_table(const std::vector<std::int64_t>& seq_ids, std::int64_t* max_pages) const;
   // Tokens stored for `layer`; layer -1: the longest layer.
   std::int64_t length(std::int64_t seq_id, std::int64_t layer = -1) const;
-  const std::vector<std::int32_t>& pages(std::int64_t seq_id) const;
+  std::vector<std::int32_t> pages(std::int64_t seq_id) const;
   std::vector<std::int64_t> sequence_ids() const;
-  bool has_sequence(std::int64_t seq_id) const { return seqs_.count(seq_id) != 0; }
+  bool has_sequence(std::int64_t seq_id) const;
   std::int32_t refcount(std::int64_t page) const;
-  std::int64_t num_free_pages() const { return static_cast<std::int64_t>(free_.size()); }
-  const std::vector<std::int32_t>& free_pages() const { return free_; }
+  std::int64_t num_free_pages() const;
+  std::vector<std::int32_t> free_pages() const;
   KVMemoryStats memory_stats() const;
   // Recomputes every invariant from scratch; throws flashkernel::Error describing a violation.
   void check_invariants() const;
@@ -107,34 +121,72 @@ class KVPageAllocator {
     std::vector<std::int64_t> lens;  // per layer
     std::int64_t max_len() const;
   };
+  // What the latest plan_append changed in one sequence, enough to undo it exactly.
+  struct AppendUndo {
+    std::int64_t seq_id, old_len;
+    std::size_t old_num_pages;
+    std::int64_t first_page, end_page;                         // page indices the plan touched
+    std::vector<std::pair<std::int64_t, std::int32_t>> cow;  // (page index, page it replaced)
+  };
   Sequence& get(std::int64_t seq_id, const char* op, const char* argument);
   const Sequence& get(std::int64_t seq_id, const char* op, const char* argument) const;
+  std::int64_t free_count() const { return static_cast<std::int64_t>(free_.size()); }
   std::int32_t take_page();
   void release_page(std::int32_t page);
+  // Called by every successful mutating call: the latest plan_append can no longer be cancelled.
+  void changed();
 
   std::int64_t num_pages_, page_size_, num_layers_;
   std::vector<std::int32_t> free_;      // stack of free page ids
   std::vector<std::int32_t> refcount_;  // per page
   std::unordered_map<std::int64_t, Sequence> seqs_;
   std::int64_t next_id_ = 0;
+  std::uint64_t generation_ = 0;  // count of successful mutating calls
+  std::int64_t undo_layer_ = 0;
+  std::uint64_t undo_plan_ = 0;   // id of the plan undo_ describes (0: none)
+  std::vector<AppendUndo> undo_;
+  mutable std::mutex mutex_;
 };
 
 // ----------------------------------------------------------------------------- kernels
 // `pool` is a device array with `layout` (see top of file); all index arrays live on the device.
+//
+// Index faults. Slots, page ids and sequence lengths live on the device, where the host cannot
+// check them before the launch, so the kernels check each one before using it as an address: an
+// out-of-range entry never reads or writes outside the pool or the outputs. Instead it is skipped
+// (append: that token is not written; copy_pages: that pair is not copied) or its output is NaN
+// (gather: that token's rows; decode: that sequence's heads), and, when `error_flag` is given (a
+// device int32 the caller zeroed), the KVIndexFault bit naming the argument is OR-ed into it. The
+// other entries of the same call are processed as usual. To raise, read the flag once the stream
+// has passed the launch and call throw_kv_index_faults.
+enum KVIndexFault : std::int32_t {
+  kKVFaultSlots = 1 << 0,      // append: slots[t] outside [0, num_pages * page_size)
+  kKVFaultCopySrc = 1 << 1,    // copy_pages: src[i] outside [0, num_pages)
+  kKVFaultCopyDst = 1 << 2,    // copy_pages: dst[i] outside [0, num_pages)
+  kKVFaultPages = 1 << 3,      // gather: one of the first ceil(length / page_size) pages outside [0, num_pages)
+  kKVFaultPageTable = 1 << 4,  // decode: a page_table entry within seq_lens[b] outside [0, num_pages)
+  kKVFaultSeqLens = 1 << 5,    // decode: seq_lens[b] outside [1, max_pages * page_size]
+};
+
+// Throws ArgumentError naming the argument of the first fault in `faults` (a flag's value); does
+// nothing for 0. `op` prefixes the message.
+void throw_kv_index_faults(std::int32_t faults, const KVCacheLayout& layout, const char* op);
 
 // Writes num_tokens rows of K and V ([num_tokens, num_kv_heads, head_dim], contiguous) of `layer`
 // into the slots of an AppendPlan (int64 slot = page * page_size + offset).
 void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
-                     std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream = nullptr);
+                     std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream = nullptr,
+                     std::int32_t* error_flag = nullptr);
 
 // Copies whole pages (every layer, K and V): pool[:, dst[i]] = pool[:, src[i]].
 void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int32_t* src, const std::int32_t* dst,
-                         std::int64_t num_copies, cudaStream_t stream = nullptr);
+                         std::int64_t num_copies, cudaStream_t stream = nullptr, std::int32_t* error_flag = nullptr);
 
 // Contiguous copies of one sequence's K and V of `layer`: k_out, v_out [num_kv_heads, length,
 // head_dim]. `pages` lists the sequence's pages in order (at least ceil(length / page_size)).
 void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
-                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream = nullptr);
+                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream = nullptr,
+                     std::int32_t* error_flag = nullptr);
 
 // Decode attention straight from the pages: out[b, h] = softmax(scale * q[b, h] . K_b^T) V_b for
 // one query token per sequence, K_b/V_b the first seq_lens[b] tokens of the KV head h / group.
@@ -142,6 +194,7 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
 // seq_lens: int32 [batch], each in [1, max_pages * page_size]; max_seq_len >= every seq_lens[b]
 // (it sizes the split-KV grid; a larger value only costs idle blocks). Long contexts are split
 // across blocks whose partial results are merged by their log-sum-exps; the workspace holds them.
+// error_flag: see "Index faults" above (kKVFaultSeqLens, kKVFaultPageTable).
 struct PagedDecodeArgs {
   const void* q = nullptr;
   void* out = nullptr;
@@ -157,6 +210,7 @@ struct PagedDecodeArgs {
   float scale = 0.f;
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
+  std::int32_t* error_flag = nullptr;
 };
 
 // The number of KV splits and the workspace the call will use (0 bytes when it does not split).

@@ -1,10 +1,12 @@
 // Data movement of the paged KV cache: append (scatter new tokens into their slots), copy_pages
 // (copy-on-write), gather (pages -> contiguous). All memory-bound: one thread per 16-byte unit of
-// a head_dim row, grid-stride loops, rows addressed through the slot / page lists.
+// a head_dim row, grid-stride loops, rows addressed through the slot / page lists. Slots and page
+// ids come from device memory: each is range-checked before use (common/index_guard.cuh).
 #include <string>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
+#include "common/index_guard.cuh"
 #include "common/launch.h"
 #include "common/vector_io.cuh"
 #include "flashkernel/kv_cache.h"
@@ -17,17 +19,28 @@ using Elem = std::uint16_t;  // fp16 and bf16 are moved as raw 2-byte values: no
 
 // Byte-level geometry shared by the kernels (elements unless noted).
 struct Geometry {
-  std::int64_t heads, page_size, head_dim, page_elems, layer_elems, layer_offset;
+  std::int64_t num_pages, heads, page_size, head_dim, page_elems, layer_elems, layer_offset;
 };
 
 Geometry geometry(const KVCacheLayout& l, std::int64_t layer) {
-  return {l.num_kv_heads, l.page_size, l.head_dim, l.page_elems(), l.layer_elems(), layer * l.layer_elems()};
+  return {l.num_pages, l.num_kv_heads, l.page_size, l.head_dim, l.page_elems(), l.layer_elems(), layer * l.layer_elems()};
+}
+
+// A unit of NaN: 0x7fff is a NaN in both fp16 and bf16, so no dtype dispatch is needed.
+template <typename Unit>
+__device__ __forceinline__ Unit nan_unit() {
+  if constexpr (sizeof(Unit) == sizeof(Elem)) {
+    return Unit(0x7fff);
+  } else {
+    return make_int4(0x7fff7fff, 0x7fff7fff, 0x7fff7fff, 0x7fff7fff);
+  }
 }
 
 // Unit: int4 (16-byte path) or Elem (any alignment). Work item = one unit of one (token, K|V, head) row.
 template <typename Unit>
 __global__ void append_kernel(Elem* __restrict__ pool, Geometry g, const std::int64_t* __restrict__ slots,
-                              std::int64_t num_tokens, const Elem* __restrict__ k, const Elem* __restrict__ v) {
+                              std::int64_t num_tokens, const Elem* __restrict__ k, const Elem* __restrict__ v,
+                              std::int32_t* error_flag) {
   constexpr int kPer = sizeof(Unit) / sizeof(Elem);
   const std::int64_t units_per_row = g.head_dim / kPer;
   const std::int64_t total = num_tokens * 2 * g.heads * units_per_row;
@@ -40,6 +53,7 @@ __global__ void append_kernel(Elem* __restrict__ pool, Geometry g, const std::in
     const int kv = int(r % 2);
     const std::int64_t t = r / 2;
     const std::int64_t slot = slots[t];
+    if (!detail::index_in_range(slot, g.num_pages * g.page_size, error_flag, kKVFaultSlots)) continue;
     const std::int64_t page = slot / g.page_size, off = slot % g.page_size;
     const Elem* src = (kv ? v : k) + (t * g.heads + h) * g.head_dim + c * kPer;
     Elem* dst = pool + g.layer_offset + page * g.page_elems + ((kv * g.heads + h) * g.page_size + off) * g.head_dim +
@@ -50,7 +64,8 @@ __global__ void append_kernel(Elem* __restrict__ pool, Geometry g, const std::in
 
 __global__ void copy_pages_kernel(int4* __restrict__ pool, std::int64_t num_layers, std::int64_t page_units,
                                   std::int64_t layer_units, const std::int32_t* __restrict__ src,
-                                  const std::int32_t* __restrict__ dst, std::int64_t num_copies) {
+                                  const std::int32_t* __restrict__ dst, std::int64_t num_copies, std::int64_t num_pages,
+                                  std::int32_t* error_flag) {
   const std::int64_t total = num_copies * num_layers * page_units;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -58,7 +73,11 @@ __global__ void copy_pages_kernel(int4* __restrict__ pool, std::int64_t num_laye
     const std::int64_t r = i / page_units;
     const std::int64_t layer = r % num_layers, n = r / num_layers;
     const std::int64_t base = layer * layer_units + u;
-    pool[base + std::int64_t(dst[n]) * page_units] = pool[base + std::int64_t(src[n]) * page_units];
+    const std::int32_t s = src[n], d = dst[n];
+    // Both checked (no short circuit), so the flag names every bad argument.
+    const bool ok = detail::index_in_range(s, num_pages, error_flag, kKVFaultCopySrc) &
+                    detail::index_in_range(d, num_pages, error_flag, kKVFaultCopyDst);
+    if (ok) pool[base + std::int64_t(d) * page_units] = pool[base + std::int64_t(s) * page_units];
   }
 }
 
@@ -66,7 +85,8 @@ __global__ void copy_pages_kernel(int4* __restrict__ pool, std::int64_t num_laye
 // slab of one head of one sequence is far below 2^31 units.
 template <typename Unit>
 __global__ void gather_kernel(const Elem* __restrict__ pool, Geometry g, const std::int32_t* __restrict__ pages,
-                              int length, Elem* __restrict__ k_out, Elem* __restrict__ v_out) {
+                              int length, Elem* __restrict__ k_out, Elem* __restrict__ v_out,
+                              std::int32_t* error_flag) {
   constexpr int kPer = sizeof(Unit) / sizeof(Elem);
   const int units_per_row = int(g.head_dim) / kPer;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -75,9 +95,13 @@ __global__ void gather_kernel(const Elem* __restrict__ pool, Geometry g, const s
   const int t = i / units_per_row, c = i % units_per_row;
   const int ps = int(g.page_size);
   const std::int64_t page = pages[t / ps];
+  Elem* dst = (kv ? v_out : k_out) + (std::int64_t(h) * length + t) * g.head_dim + c * kPer;
+  if (!detail::index_in_range(page, g.num_pages, error_flag, kKVFaultPages)) {
+    *reinterpret_cast<Unit*>(dst) = nan_unit<Unit>();  // every output element is written, visibly wrong here
+    return;
+  }
   const Elem* src = pool + g.layer_offset + page * g.page_elems +
                     (std::int64_t(kv * g.heads + h) * ps + (t % ps)) * g.head_dim + c * kPer;
-  Elem* dst = (kv ? v_out : k_out) + (std::int64_t(h) * length + t) * g.head_dim + c * kPer;
   *reinterpret_cast<Unit*>(dst) = *reinterpret_cast<const Unit*>(src);
 }
 
@@ -94,7 +118,8 @@ void require_pool(const void* pool, const char* op) {
 }  // namespace
 
 void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
-                     std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream) {
+                     std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream,
+                     std::int32_t* error_flag) {
   constexpr const char* kOp = "kv_cache_append";
   validate_kv_layout(layout, kOp);
   require_pool(pool, kOp);
@@ -112,16 +137,16 @@ void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer
   auto* pv = static_cast<const Elem*>(v);
   if (is_aligned(k) && is_aligned(v)) {
     append_kernel<int4><<<detail::grid_for(rows * layout.head_dim / 8, kThreads, sms), kThreads, 0, stream>>>(
-        p, g, slots, num_tokens, pk, pv);
+        p, g, slots, num_tokens, pk, pv, error_flag);
   } else {
     append_kernel<Elem><<<detail::grid_for(rows * layout.head_dim, kThreads, sms), kThreads, 0, stream>>>(
-        p, g, slots, num_tokens, pk, pv);
+        p, g, slots, num_tokens, pk, pv, error_flag);
   }
   FK_CHECK_LAUNCH();
 }
 
 void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int32_t* src, const std::int32_t* dst,
-                         std::int64_t num_copies, cudaStream_t stream) {
+                         std::int64_t num_copies, cudaStream_t stream, std::int32_t* error_flag) {
   constexpr const char* kOp = "kv_cache_copy_pages";
   validate_kv_layout(layout, kOp);
   require_pool(pool, kOp);
@@ -133,12 +158,13 @@ void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int
   const std::int64_t page_units = layout.page_elems() * 2 / 16;
   const std::int64_t total = num_copies * layout.num_layers * page_units;
   copy_pages_kernel<<<detail::grid_for(total, kThreads, detail::current_sm_count()), kThreads, 0, stream>>>(
-      static_cast<int4*>(pool), layout.num_layers, page_units, layout.num_pages * page_units, src, dst, num_copies);
+      static_cast<int4*>(pool), layout.num_layers, page_units, layout.num_pages * page_units, src, dst, num_copies,
+      layout.num_pages, error_flag);
   FK_CHECK_LAUNCH();
 }
 
 void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
-                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream) {
+                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream, std::int32_t* error_flag) {
   constexpr const char* kOp = "kv_cache_gather";
   validate_kv_layout(layout, kOp);
   require_pool(pool, kOp);
@@ -157,10 +183,10 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
   const dim3 grid_y(1, static_cast<unsigned>(2 * layout.num_kv_heads));
   if (is_aligned(k_out) && is_aligned(v_out)) {
     dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim / 8, kThreads)), grid_y.y);
-    gather_kernel<int4><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo);
+    gather_kernel<int4><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, error_flag);
   } else {
     dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim, kThreads)), grid_y.y);
-    gather_kernel<Elem><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo);
+    gather_kernel<Elem><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, error_flag);
   }
   FK_CHECK_LAUNCH();
 }

@@ -1,5 +1,6 @@
 // Host-side page bookkeeping of the paged KV cache. Every mutating call validates and counts the
 // pages it needs first, and only then changes state, so an error never leaves a half-done update.
+// Every public member function takes the object's mutex; private helpers assume it is held.
 #include <algorithm>
 #include <limits>
 #include <string>
@@ -14,22 +15,64 @@ namespace {
 
 bool is_pow2(std::int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
+// Callers keep tokens <= the pool's capacity (< 2^40), so this cannot overflow.
 std::int64_t pages_for(std::int64_t tokens, std::int64_t page_size) { return (tokens + page_size - 1) / page_size; }
 
 }  // namespace
 
-void validate_kv_layout(const KVCacheLayout& l, const char* op) {
-  detail::require(l.num_layers >= 1, op, "layout.num_layers", "must be >= 1, got " + std::to_string(l.num_layers));
+void validate_kv_layout(const KVCacheLayout& l, const char* op, const char* field_prefix) {
+  const std::string pre = field_prefix ? field_prefix : "";
+  auto field = [&](const char* name) { return pre + name; };
+  detail::require(l.num_layers >= 1, op, field("num_layers").c_str(),
+                  "must be >= 1, got " + std::to_string(l.num_layers));
   detail::require(l.num_pages >= 1 && l.num_pages <= std::numeric_limits<std::int32_t>::max(), op,
-                  "layout.num_pages", "must be in [1, 2^31), got " + std::to_string(l.num_pages));
-  detail::require(is_pow2(l.page_size) && l.page_size >= 8 && l.page_size <= 256, op, "layout.page_size",
+                  field("num_pages").c_str(), "must be in [1, 2^31), got " + std::to_string(l.num_pages));
+  detail::require(is_pow2(l.page_size) && l.page_size >= 8 && l.page_size <= 256, op, field("page_size").c_str(),
                   "must be a power of two in [8, 256], got " + std::to_string(l.page_size));
-  detail::require(l.num_kv_heads >= 1 && l.num_kv_heads <= 1024, op, "layout.num_kv_heads",
+  detail::require(l.num_kv_heads >= 1 && l.num_kv_heads <= 1024, op, field("num_kv_heads").c_str(),
                   "must be in [1, 1024], got " + std::to_string(l.num_kv_heads));
-  detail::require(l.head_dim == 64 || l.head_dim == 128, op, "layout.head_dim",
+  detail::require(l.head_dim == 64 || l.head_dim == 128, op, field("head_dim").c_str(),
                   "must be 64 or 128, got " + std::to_string(l.head_dim));
-  detail::require(l.dtype == DType::kFloat16 || l.dtype == DType::kBFloat16, op, "layout.dtype",
+  detail::require(l.dtype == DType::kFloat16 || l.dtype == DType::kBFloat16, op, field("dtype").c_str(),
                   std::string("must be float16 or bfloat16, got ") + dtype_name(l.dtype));
+  // One layer is below 2^31 pages * 2^19 elements; the layer count is the only unbounded factor,
+  // and every byte offset the kernels form must fit in int64.
+  const std::int64_t layer_bytes = l.layer_elems() * static_cast<std::int64_t>(dtype_size(l.dtype));
+  detail::require(l.num_layers <= std::numeric_limits<std::int64_t>::max() / layer_bytes, op,
+                  field("num_layers").c_str(),
+                  "is too large: the pool would exceed 2^63 bytes (" + std::to_string(l.num_layers) + " layers of " +
+                      std::to_string(layer_bytes) + " bytes)");
+}
+
+void throw_kv_index_faults(std::int32_t faults, const KVCacheLayout& l, const char* op) {
+  const std::string pages = "[0, num_pages = " + std::to_string(l.num_pages) + ")";
+  if (faults & kKVFaultSlots) {
+    throw ArgumentError(op, "slots",
+                        "has entries outside [0, num_pages * page_size = " + std::to_string(l.num_pages * l.page_size) +
+                            "); those tokens were not written (the others were)");
+  }
+  if (faults & kKVFaultCopySrc) {
+    throw ArgumentError(op, "src", "has entries outside " + pages + "; those copies were skipped (the others were done)");
+  }
+  if (faults & kKVFaultCopyDst) {
+    throw ArgumentError(op, "dst", "has entries outside " + pages + "; those copies were skipped (the others were done)");
+  }
+  if (faults & kKVFaultPages) {
+    throw ArgumentError(op, "pages",
+                        "has entries outside " + pages + " among the pages of the first 'length' tokens; those "
+                        "tokens' outputs are NaN");
+  }
+  if (faults & kKVFaultSeqLens) {
+    throw ArgumentError(op, "seq_lens",
+                        "has entries outside [1, max_pages * page_size] (page_size " + std::to_string(l.page_size) +
+                            ", max_pages the page table's width); those sequences' outputs are NaN");
+  }
+  if (faults & kKVFaultPageTable) {
+    throw ArgumentError(op, "page_table",
+                        "has entries outside " + pages + " among the pages of the first seq_lens[b] tokens of a "
+                        "sequence; those sequences' outputs are NaN");
+  }
+  if (faults != 0) throw Error(std::string(op) + ": unknown index fault flags " + std::to_string(faults));
 }
 
 std::int64_t KVPageAllocator::Sequence::max_len() const {
@@ -75,36 +118,53 @@ void KVPageAllocator::release_page(std::int32_t page) {
   if (--refcount_[page] == 0) free_.push_back(page);
 }
 
+void KVPageAllocator::changed() {
+  ++generation_;
+  undo_plan_ = 0;
+  undo_.clear();
+}
+
 std::int64_t KVPageAllocator::add_sequence() {
-  std::int64_t id = next_id_++;
+  std::lock_guard<std::mutex> lock(mutex_);
   Sequence s;
   s.lens.assign(static_cast<std::size_t>(num_layers_), 0);
+  const std::int64_t id = next_id_;
   seqs_.emplace(id, std::move(s));
+  ++next_id_;
+  changed();
   return id;
 }
 
 void KVPageAllocator::reserve(std::int64_t seq_id, std::int64_t n_tokens) {
   constexpr const char* kOp = "KVPageAllocator.reserve";
+  std::lock_guard<std::mutex> lock(mutex_);
   Sequence& s = get(seq_id, kOp, "seq_id");
   detail::require(n_tokens >= 0, kOp, "n_tokens", "must be >= 0, got " + std::to_string(n_tokens));
+  auto out_of_pages = [&](const std::string& need) {
+    return OutOfResourcesError("KVPageAllocator.reserve: out of pages: sequence " + std::to_string(seq_id) + " needs " +
+                               need + " more page(s) for " + std::to_string(n_tokens) + " token(s) but only " +
+                               std::to_string(free_count()) + " of " + std::to_string(num_pages_) + " are free");
+  };
+  // No sequence can hold more than the whole pool; comparing first keeps max_len + n_tokens
+  // from overflowing for counts up to INT64_MAX.
+  if (n_tokens > num_pages_ * page_size_ - s.max_len()) throw out_of_pages("more than the pool's");
   std::int64_t need = pages_for(s.max_len() + n_tokens, page_size_) - static_cast<std::int64_t>(s.pages.size());
   if (need <= 0) return;
-  if (need > num_free_pages()) {
-    throw OutOfResourcesError("KVPageAllocator.reserve: out of pages: sequence " + std::to_string(seq_id) +
-                              " needs " + std::to_string(need) + " more page(s) for " + std::to_string(n_tokens) +
-                              " token(s) but only " + std::to_string(num_free_pages()) + " of " +
-                              std::to_string(num_pages_) + " are free");
-  }
+  if (need > free_count()) throw out_of_pages(std::to_string(need));
   for (std::int64_t i = 0; i < need; ++i) s.pages.push_back(take_page());
+  changed();
 }
 
 void KVPageAllocator::free_sequence(std::int64_t seq_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
   Sequence& s = get(seq_id, "KVPageAllocator.free_sequence", "seq_id");
   for (std::int32_t p : s.pages) release_page(p);
   seqs_.erase(seq_id);
+  changed();
 }
 
 std::int64_t KVPageAllocator::fork(std::int64_t seq_id) {
+  std::lock_guard<std::mutex> lock(mutex_);
   const Sequence& parent = get(seq_id, "KVPageAllocator.fork", "seq_id");
   // Only pages holding data are shared; pages the parent reserved ahead stay the parent's, so no
   // shared page is ever empty in every layer (writes into shared pages always go through a copy).
@@ -112,15 +172,18 @@ std::int64_t KVPageAllocator::fork(std::int64_t seq_id) {
   child.lens = parent.lens;
   std::size_t used = static_cast<std::size_t>(pages_for(parent.max_len(), page_size_));
   child.pages.assign(parent.pages.begin(), parent.pages.begin() + static_cast<std::ptrdiff_t>(used));
-  for (std::int32_t p : child.pages) ++refcount_[p];
-  std::int64_t id = next_id_++;
+  const std::int64_t id = next_id_;
   seqs_.emplace(id, std::move(child));
+  for (std::int32_t p : seqs_.at(id).pages) ++refcount_[p];
+  ++next_id_;
+  changed();
   return id;
 }
 
 AppendPlan KVPageAllocator::plan_append(std::int64_t layer, const std::vector<std::int64_t>& seq_ids,
                                         const std::vector<std::int64_t>& counts) {
   constexpr const char* kOp = "KVPageAllocator.append";
+  std::lock_guard<std::mutex> lock(mutex_);
   detail::require(layer >= 0 && layer < num_layers_, kOp, "layer",
                   "must be in [0, " + std::to_string(num_layers_) + "), got " + std::to_string(layer));
   detail::require(counts.size() == seq_ids.size(), kOp, "counts",
@@ -129,35 +192,48 @@ AppendPlan KVPageAllocator::plan_append(std::int64_t layer, const std::vector<st
   // Pass 1: validate and count pages (new ones + private copies of shared ones). No state change.
   std::unordered_set<std::int64_t> seen;
   std::int64_t need = 0, total_tokens = 0;
+  auto out_of_pages = [&](const std::string& what) {
+    return OutOfResourcesError("KVPageAllocator.append: out of pages: " + what + " but only " +
+                               std::to_string(free_count()) + " of " + std::to_string(num_pages_) + " are free");
+  };
   for (std::size_t i = 0; i < seq_ids.size(); ++i) {
     const Sequence& s = get(seq_ids[i], kOp, "seq_ids");
     detail::require(seen.insert(seq_ids[i]).second, kOp, "seq_ids",
                     "lists sequence " + std::to_string(seq_ids[i]) + " more than once");
     detail::require(counts[i] >= 0, kOp, "counts", "must be >= 0, got " + std::to_string(counts[i]));
     if (counts[i] == 0) continue;
-    const std::int64_t begin = s.lens[layer], end = begin + counts[i];
+    const std::int64_t begin = s.lens[layer];
+    // Checked before `begin + counts[i]`, which could overflow for counts near INT64_MAX.
+    if (counts[i] > num_pages_ * page_size_ - begin) {
+      throw out_of_pages("sequence " + std::to_string(seq_ids[i]) + " would hold more than the pool's " +
+                         std::to_string(num_pages_ * page_size_) + " tokens");
+    }
+    const std::int64_t end = begin + counts[i];
     const std::int64_t have = static_cast<std::int64_t>(s.pages.size());
     const std::int64_t last_page = pages_for(end, page_size_);  // one past the last page touched
     need += std::max<std::int64_t>(0, last_page - have);
     for (std::int64_t pi = begin / page_size_; pi < std::min(last_page, have); ++pi) {
       if (refcount_[s.pages[pi]] > 1) ++need;
     }
-    total_tokens += counts[i];
+    // Once the batch cannot fit, the exact counts no longer matter; capping them keeps both far
+    // from overflowing however many sequences and tokens the call lists.
+    need = std::min(need, free_count() + 1);
+    if (need <= free_count()) total_tokens += counts[i];
   }
-  if (need > num_free_pages()) {
-    throw OutOfResourcesError("KVPageAllocator.append: out of pages: appending " + std::to_string(total_tokens) +
-                              " token(s) needs " + std::to_string(need) + " page(s) but only " +
-                              std::to_string(num_free_pages()) + " of " + std::to_string(num_pages_) +
-                              " are free");
+  if (need > free_count()) {
+    throw out_of_pages("the append needs at least " + std::to_string(need) + " page(s)");
   }
-  // Pass 2: commit.
+  // Pass 2: commit, recording what changes so that cancel_append can undo it exactly.
   AppendPlan plan;
   plan.slots.reserve(static_cast<std::size_t>(total_tokens));
+  std::vector<AppendUndo> undo;
+  undo.reserve(seq_ids.size());
   for (std::size_t i = 0; i < seq_ids.size(); ++i) {
     if (counts[i] == 0) continue;
     Sequence& s = seqs_.at(seq_ids[i]);
     const std::int64_t begin = s.lens[layer], end = begin + counts[i];
     const std::int64_t last_page = pages_for(end, page_size_);
+    undo.push_back({seq_ids[i], begin, s.pages.size(), begin / page_size_, last_page, {}});
     for (std::int64_t pi = begin / page_size_; pi < last_page; ++pi) {
       if (pi >= static_cast<std::int64_t>(s.pages.size())) {
         s.pages.push_back(take_page());
@@ -165,6 +241,7 @@ AppendPlan KVPageAllocator::plan_append(std::int64_t layer, const std::vector<st
         // Copy-on-write: the other owners keep the original; this sequence gets a copy.
         std::int32_t copy = take_page();
         plan.copies.push_back({s.pages[pi], copy});
+        undo.back().cow.emplace_back(pi, s.pages[pi]);
         --refcount_[s.pages[pi]];
         s.pages[pi] = copy;
       }
@@ -174,11 +251,46 @@ AppendPlan KVPageAllocator::plan_append(std::int64_t layer, const std::vector<st
     }
     s.lens[layer] = end;
   }
+  changed();
+  plan.id = generation_;
+  undo_plan_ = generation_;
+  undo_layer_ = layer;
+  undo_ = std::move(undo);
   return plan;
+}
+
+void KVPageAllocator::cancel_append(const AppendPlan& plan) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (plan.id == 0 || plan.id != undo_plan_) {
+    throw Error("KVPageAllocator.cancel_append: the plan is not the allocator's latest change (another call "
+                "changed it since, or the plan was already cancelled); nothing was undone");
+  }
+  // Exactly the reverse of plan_append's pass 2: pages go back onto the free stack in the
+  // reverse of the order they were taken, so the free list is restored as it was.
+  for (auto u = undo_.rbegin(); u != undo_.rend(); ++u) {
+    Sequence& s = seqs_.at(u->seq_id);
+    auto cow = u->cow.rbegin();
+    for (std::int64_t pi = u->end_page - 1; pi >= u->first_page; --pi) {
+      if (pi >= static_cast<std::int64_t>(u->old_num_pages)) {
+        const std::int32_t page = s.pages.back();
+        s.pages.pop_back();
+        release_page(page);
+      } else if (cow != u->cow.rend() && cow->first == pi) {
+        const std::int32_t copy = s.pages[pi];
+        s.pages[pi] = cow->second;
+        ++refcount_[cow->second];
+        release_page(copy);
+        ++cow;
+      }
+    }
+    s.lens[undo_layer_] = u->old_len;
+  }
+  changed();
 }
 
 std::vector<std::int32_t> KVPageAllocator::page_table(const std::vector<std::int64_t>& seq_ids,
                                                       std::int64_t* max_pages) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::int64_t width = 1;
   for (std::int64_t id : seq_ids) {
     width = std::max<std::int64_t>(width, get(id, "KVPageAllocator.page_table", "seq_ids").pages.size());
@@ -193,6 +305,7 @@ std::vector<std::int32_t> KVPageAllocator::page_table(const std::vector<std::int
 }
 
 std::int64_t KVPageAllocator::length(std::int64_t seq_id, std::int64_t layer) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   const Sequence& s = get(seq_id, "KVPageAllocator.length", "seq_id");
   if (layer < 0) return s.max_len();
   detail::require(layer < num_layers_, "KVPageAllocator.length", "layer",
@@ -200,11 +313,28 @@ std::int64_t KVPageAllocator::length(std::int64_t seq_id, std::int64_t layer) co
   return s.lens[layer];
 }
 
-const std::vector<std::int32_t>& KVPageAllocator::pages(std::int64_t seq_id) const {
+std::vector<std::int32_t> KVPageAllocator::pages(std::int64_t seq_id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   return get(seq_id, "KVPageAllocator.pages", "seq_id").pages;
 }
 
+bool KVPageAllocator::has_sequence(std::int64_t seq_id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return seqs_.count(seq_id) != 0;
+}
+
+std::int64_t KVPageAllocator::num_free_pages() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return free_count();
+}
+
+std::vector<std::int32_t> KVPageAllocator::free_pages() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return free_;
+}
+
 std::vector<std::int64_t> KVPageAllocator::sequence_ids() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::int64_t> ids;
   ids.reserve(seqs_.size());
   for (const auto& kv : seqs_) ids.push_back(kv.first);
@@ -213,15 +343,17 @@ std::vector<std::int64_t> KVPageAllocator::sequence_ids() const {
 }
 
 std::int32_t KVPageAllocator::refcount(std::int64_t page) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   detail::require(page >= 0 && page < num_pages_, "KVPageAllocator.refcount", "page",
                   "must be in [0, " + std::to_string(num_pages_) + "), got " + std::to_string(page));
   return refcount_[page];
 }
 
 KVMemoryStats KVPageAllocator::memory_stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   KVMemoryStats st;
   st.pages_total = num_pages_;
-  st.pages_free = num_free_pages();
+  st.pages_free = free_count();
   st.pages_used = num_pages_ - st.pages_free;
   st.num_sequences = static_cast<std::int64_t>(seqs_.size());
   st.token_slots_allocated = st.pages_used * page_size_;
@@ -240,6 +372,7 @@ KVMemoryStats KVPageAllocator::memory_stats() const {
 }
 
 void KVPageAllocator::check_invariants() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto fail = [](const std::string& what) { throw Error("KVPageAllocator: invariant violated: " + what); };
   std::vector<std::int32_t> refs(static_cast<std::size_t>(num_pages_), 0);
   for (const auto& kv : seqs_) {
@@ -268,7 +401,7 @@ void KVPageAllocator::check_invariants() const {
     if (refs[p] == 0 && !is_free[p]) fail("page " + std::to_string(p) + " is lost (neither free nor owned)");
     referenced += refs[p] > 0;
   }
-  if (referenced + num_free_pages() != num_pages_) fail("free + referenced pages != all pages");
+  if (referenced + free_count() != num_pages_) fail("free + referenced pages != all pages");
 }
 
 }  // namespace flashkernel

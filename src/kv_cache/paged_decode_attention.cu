@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "common/arg_check.h"
@@ -99,7 +100,8 @@ void validate(const PagedDecodeArgs& a) {
   detail::require(a.num_q_heads >= 1 && a.num_q_heads <= 8192 && a.num_q_heads % a.layout.num_kv_heads == 0, kOp, "num_q_heads",
                   "must be a multiple of num_kv_heads (" + std::to_string(a.layout.num_kv_heads) + ") in [1, 8192], got " +
                       std::to_string(a.num_q_heads));
-  detail::require(a.max_pages >= 1, kOp, "max_pages", "must be >= 1, got " + std::to_string(a.max_pages));
+  detail::require(a.max_pages >= 1 && a.max_pages <= std::numeric_limits<std::int32_t>::max(), kOp, "max_pages",
+                  "must be in [1, 2^31), got " + std::to_string(a.max_pages));
   detail::require(a.max_seq_len >= 1 && a.max_seq_len <= a.max_pages * a.layout.page_size, kOp, "max_seq_len",
                   "must be in [1, max_pages * page_size = " + std::to_string(a.max_pages * a.layout.page_size) +
                       "], got " + std::to_string(a.max_seq_len));
@@ -127,7 +129,9 @@ __global__ void combine_kernel(const float* __restrict__ part_o, const float* __
     den += w;
     num = fmaf(w, part_o[(bh * num_splits + s) * head_dim + c], num);
   }
-  out[bh * head_dim + c] = from_float<T>(den > 0.f ? num / den : 0.f);
+  // A split that met an out-of-range index reported lse = NaN: den is then NaN, and so is the
+  // output (den > 0 alone would turn it into a plausible-looking 0).
+  out[bh * head_dim + c] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
 }
 
 }  // namespace
@@ -168,7 +172,9 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   p.page_size_log2 = log2ps;
   p.page_table = a.page_table;
   p.max_pages = static_cast<int>(a.max_pages);
+  p.num_pages = static_cast<int>(a.layout.num_pages);
   p.seq_lens = a.seq_lens;
+  p.error_flag = a.error_flag;
   p.num_q_heads = static_cast<int>(a.num_q_heads);
   p.group = static_cast<int>(a.num_q_heads / a.layout.num_kv_heads);
   p.head_chunks = pl.head_chunks;

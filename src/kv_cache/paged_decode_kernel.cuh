@@ -15,10 +15,13 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/index_guard.cuh"
 #include "common/mma_sm80.cuh"
 #include "common/online_softmax.cuh"
 #include "common/vector_io.cuh"
+#include "flashkernel/kv_cache.h"
 
 namespace flashkernel::kv_decode {
 
@@ -34,9 +37,11 @@ struct Params {
   std::int64_t page_elems;
   int num_kv_heads;
   int page_size_log2;
-  const std::int32_t* page_table;  // [batch, max_pages]
+  const std::int32_t* page_table;  // [batch, max_pages], entries in [0, num_pages) (checked)
   int max_pages;
-  const std::int32_t* seq_lens;    // [batch]
+  int num_pages;
+  const std::int32_t* seq_lens;    // [batch], each in [1, max_pages * page_size] (checked)
+  std::int32_t* error_flag;        // KVIndexFault bits, or nullptr
   int num_q_heads;
   int group;        // q heads per kv head
   int head_chunks;  // ceil(group / G)
@@ -44,6 +49,19 @@ struct Params {
   int split_tokens;  // tokens per split (the last split also takes any remainder)
   float scale_log2;  // softmax scale * log2(e)
 };
+
+// Writes column c of query head hq's result: the output itself when the context is not split,
+// else the split's normalized partial output and (column 0) its log2-sum-exp2.
+template <typename T, int D>
+__device__ __forceinline__ void store_result(const Params& p, int b, int hq, int split, int c, float val, float lse) {
+  const std::int64_t bh = std::int64_t(b) * p.num_q_heads + hq;
+  if (p.num_splits == 1) {
+    static_cast<T*>(p.out)[bh * D + c] = from_float<T>(val);
+  } else {
+    p.part_o[(bh * p.num_splits + split) * D + c] = val;
+    if (c == 0) p.part_lse[bh * p.num_splits + split] = lse;
+  }
+}
 
 // Merges the per-warp states in shared memory and writes this CTA's result: the output itself
 // when the context is not split, else the split's normalized partial output and log2-sum-exp2.
@@ -64,16 +82,44 @@ __device__ __forceinline__ void finish_cta(const Params& p, const float (&sm_m)[
       ll += sm_l[w][g] * f;
       o += sm_acc[w][g][c] * f;
     }
-    const int hq = hk * p.group + hc * G + g;
-    const float val = ll > 0.f ? o / ll : 0.f;
-    const std::int64_t bh = std::int64_t(b) * p.num_q_heads + hq;
-    if (p.num_splits == 1) {
-      static_cast<T*>(p.out)[bh * D + c] = from_float<T>(val);
-    } else {
-      p.part_o[(bh * p.num_splits + split) * D + c] = val;
-      if (c == 0) p.part_lse[bh * p.num_splits + split] = softmax::log_sum_exp2(mm, ll);
-    }
+    store_result<T, D>(p, b, hk * p.group + hc * G + g, split, c, ll > 0.f ? o / ll : 0.f,
+                       softmax::log_sum_exp2(mm, ll));
   }
+}
+
+// The token range [start, end) this CTA attends over, after checking the device-side indices it
+// depends on: seq_lens[b] in [1, max_pages * page_size], and every page-table entry of the range
+// in [0, num_pages). When one is out of range the CTA must not use it as an address: it records
+// the fault, writes NaN for its heads (a NaN partial log-sum-exp makes the combine's output NaN
+// too) and returns false. seq_lens[b] is the same for the whole CTA, so every thread reaches the
+// barrier or none does.
+template <typename T, int D, int G>
+__device__ __forceinline__ bool cta_token_range(const Params& p, int b, int hk, int hc, int split, int& start,
+                                                int& end) {
+  const int len = p.seq_lens[b];
+  std::int32_t fault = 0;
+  if (len < 1 || std::int64_t(len) > (std::int64_t(p.max_pages) << p.page_size_log2)) {
+    fault = kKVFaultSeqLens;
+  } else {
+    start = split * p.split_tokens;
+    end = split == p.num_splits - 1 ? len : min(len, start + p.split_tokens);
+    const std::int32_t* row = p.page_table + std::int64_t(b) * p.max_pages;
+    bool bad = false;
+    if (start < end) {
+      for (int i = (start >> p.page_size_log2) + int(threadIdx.x); i <= ((end - 1) >> p.page_size_log2); i += kThreads) {
+        bad |= !detail::index_in_range(row[i], p.num_pages);
+      }
+    }
+    if (__syncthreads_or(bad)) fault = kKVFaultPageTable;
+  }
+  if (fault == 0) return true;
+  if (threadIdx.x == 0) detail::record_index_fault(p.error_flag, fault);
+  const float nan = __int_as_float(0x7fffffff);
+  for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
+    const int g = idx / D, c = idx % D;
+    if (hc * G + g < p.group) store_result<T, D>(p, b, hk * p.group + hc * G + g, split, c, nan, nan);
+  }
+  return false;
 }
 
 template <typename T, int D, int G, int U, bool kPrefetch>
@@ -90,9 +136,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int col = lane % kLanesPerRow, row = lane / kLanesPerRow;
 
-  const int len = p.seq_lens[b];
-  const int start = split * p.split_tokens;
-  const int end = split == p.num_splits - 1 ? len : min(len, start + p.split_tokens);
+  int start = 0, end = 0;
+  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
 
   // Query slice of each head this CTA serves, pre-scaled so scores come out in log2 units.
   float qf[G][kVec];
@@ -286,9 +331,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gq = lane / 4, tq = lane % 4;
 
-  const int len = p.seq_lens[b];
-  const int start = split * p.split_tokens;
-  const int end = split == p.num_splits - 1 ? len : min(len, start + p.split_tokens);
+  int start = 0, end = 0;
+  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
 
   const bool head_ok = gq < G && hc * G + gq < p.group;
   std::uint32_t qa[kJ][4];
@@ -435,7 +479,8 @@ template <typename T, int D, int G>
 void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
   auto go = [&](auto kernel) {
     if (occupancy) {
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, 0);
+      // A failed query must surface here (and be consumed), not as a later launch's error.
+      FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, 0));
     } else {
       kernel<<<grid, kThreads, 0, stream>>>(p);
     }

@@ -17,6 +17,7 @@
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/index_guard.cuh"
 #include "common/launch.h"
 #include "common/vector_io.cuh"
 #include "flashkernel/rope.h"
@@ -222,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) sincosf(fp * inv.v[i0 + j], &s[j], &c[j]);
   } else {
-    if (pos >= 0 && pos < p.table_positions) {
+    if (detail::index_in_range(pos, p.table_positions)) {
       load_table<TT, kPairs>(static_cast<const TT*>(p.cos) + pos * half + i0, c);
       load_table<TT, kPairs>(static_cast<const TT*>(p.sin) + pos * half + i0, s);
     } else {

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "flashkernel/kv_cache.h"
 #include "flashkernel/status.h"
@@ -45,8 +47,9 @@ void expect_accounting(const KVPageAllocator& a) {
     for (std::int32_t p : pages) ++owners[p];
     ASSERT_GE(std::int64_t(pages.size()) * a.page_size(), a.length(id)) << "sequence " << id;
   }
-  std::set<std::int32_t> free(a.free_pages().begin(), a.free_pages().end());
-  ASSERT_EQ(free.size(), a.free_pages().size()) << "a page is on the free list twice";
+  const std::vector<std::int32_t> free_list = a.free_pages();  // a copy: accessors never return references
+  std::set<std::int32_t> free(free_list.begin(), free_list.end());
+  ASSERT_EQ(free.size(), free_list.size()) << "a page is on the free list twice";
   std::int64_t referenced = 0;
   for (std::int64_t p = 0; p < a.num_pages(); ++p) {
     ASSERT_EQ(a.refcount(p), owners[p]) << "page " << p;
@@ -317,6 +320,128 @@ TEST(KVCacheAllocator, RandomizedStressKeepsInvariantsAndContents) {
   EXPECT_GT(forks, 1000);
 }
 
+// Counts near INT64_MAX used to overflow inside the checks (max_len + n_tokens), so reserve
+// silently did nothing, or worse; they are now out-of-pages errors that change nothing.
+TEST(KVCacheAllocator, HugeCountsAreOutOfPagesNotOverflow) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  KVPageAllocator a(8, 16, 2);
+  auto s = a.add_sequence(), empty = a.add_sequence();
+  a.plan_append(0, {s}, {5});
+  const Snapshot before = snapshot(a);
+  for (std::int64_t n : {kMax, kMax - 1, kMax - 15, kMax / 2, std::int64_t(8 * 16 - 5 + 1)}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    EXPECT_THROW(a.reserve(s, n), OutOfResourcesError);
+    EXPECT_THROW(a.reserve(empty, n + (n < kMax)), OutOfResourcesError);
+    EXPECT_THROW(a.plan_append(0, {s}, {n}), OutOfResourcesError);
+    EXPECT_THROW(a.plan_append(1, {empty, s}, {1, n}), OutOfResourcesError);
+    EXPECT_THROW(a.plan_append(1, {s, empty}, {n, n}), OutOfResourcesError);
+    EXPECT_EQ(snapshot(a), before);
+  }
+  a.reserve(s, 8 * 16 - 5);  // exactly the whole pool still works
+  EXPECT_EQ(a.num_free_pages(), 0);
+  a.check_invariants();
+}
+
+// cancel_append undoes a plan exactly (new pages, copy-on-write copies, lengths, even the free
+// list's order), and only the latest change can be cancelled.
+TEST(KVCacheAllocator, CancelAppendRestoresTheExactState) {
+  KVPageAllocator a(16, 8, 2);
+  auto s = a.add_sequence(), t = a.add_sequence();
+  a.plan_append(0, {s}, {13});
+  a.plan_append(1, {s}, {13});
+  auto f = a.fork(s);  // shares both pages; the second is partial
+  a.reserve(t, 3);
+  const Snapshot before = snapshot(a);
+  // f: copy-on-write of its partial page plus two new pages; t: its reserved page plus a new one.
+  AppendPlan plan = a.plan_append(1, {f, t}, {12, 9});
+  EXPECT_EQ(plan.copies.size(), 1u);
+  EXPECT_NE(snapshot(a), before);
+  a.cancel_append(plan);
+  EXPECT_EQ(snapshot(a), before);
+  a.check_invariants();
+  expect_accounting(a);
+  EXPECT_THROW(a.cancel_append(plan), Error);  // already cancelled
+  EXPECT_EQ(snapshot(a), before);
+  // The same append again gives the same plan (the free list's order was restored too).
+  AppendPlan again = a.plan_append(1, {f, t}, {12, 9});
+  EXPECT_EQ(again.slots, plan.slots);
+  ASSERT_EQ(again.copies.size(), 1u);
+  EXPECT_EQ(again.copies[0].dst, plan.copies[0].dst);
+  // Any later change makes the plan uncancellable, and the failed cancel changes nothing.
+  auto u = a.add_sequence();
+  const Snapshot after = snapshot(a);
+  EXPECT_THROW(a.cancel_append(again), Error);
+  EXPECT_EQ(snapshot(a), after);
+  a.free_sequence(u);
+  EXPECT_THROW(a.cancel_append(AppendPlan{}), Error);  // a plan this allocator never made
+  a.check_invariants();
+}
+
+// Threading contract: one allocator shared by several threads (each public call is atomic). Each
+// thread works on its own sequences and also reads the shared state; afterwards every invariant
+// holds and every sequence has exactly the lengths its thread gave it.
+TEST(KVCacheAllocator, ConcurrentCallsFromSeveralThreadsKeepInvariants) {
+  constexpr int kThreads = 4, kSteps = 100000;
+  constexpr std::int64_t kPageSize = 8;
+  KVPageAllocator a(4096, kPageSize, 2);
+  std::vector<std::map<std::int64_t, std::int64_t>> mine(kThreads);  // per thread: seq -> layer-0 length
+  std::vector<std::string> errors(kThreads);
+  auto work = [&](int t) {
+    std::mt19937_64 rng(1234 + t);
+    auto& seqs = mine[t];
+    try {
+      for (int step = 0; step < kSteps; ++step) {
+        const int op = std::uniform_int_distribution<int>(0, 99)(rng);
+        if (seqs.size() < 2 || op < 10) {
+          seqs[a.add_sequence()] = 0;
+        } else {
+          auto it = seqs.begin();
+          std::advance(it, std::uniform_int_distribution<std::size_t>(0, seqs.size() - 1)(rng));
+          const std::int64_t id = it->first;
+          if (op < 30) {
+            a.free_sequence(id);
+            seqs.erase(it);
+          } else if (op < 35) {
+            const std::int64_t child = a.fork(id);
+            seqs[child] = it->second;
+          } else if (op < 45) {
+            a.reserve(id, std::uniform_int_distribution<std::int64_t>(0, 20)(rng));
+          } else if (op < 60) {
+            std::int64_t width = 0;
+            (void)a.page_table({id}, &width);
+            (void)a.memory_stats();
+            (void)a.num_free_pages();
+            (void)a.free_pages();
+            if (a.length(id, 0) != it->second) throw Error("length of sequence " + std::to_string(id) + " changed");
+          } else {
+            const std::int64_t n = std::uniform_int_distribution<std::int64_t>(0, 5)(rng);
+            AppendPlan plan = a.plan_append(0, {id}, {n});
+            if (std::int64_t(plan.slots.size()) != n) throw Error("plan with the wrong number of slots");
+            it->second += n;
+          }
+        }
+      }
+    } catch (const OutOfResourcesError&) {
+      // The pool is large enough for this mix; running out would mean lost pages.
+      errors[t] = "ran out of pages";
+    } catch (const std::exception& e) {
+      errors[t] = e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) threads.emplace_back(work, t);
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+  ASSERT_NO_THROW(a.check_invariants());
+  expect_accounting(a);
+  std::size_t live = 0;
+  for (const auto& seqs : mine) {
+    live += seqs.size();
+    for (const auto& [id, len] : seqs) EXPECT_EQ(a.length(id, 0), len) << "sequence " << id;
+  }
+  EXPECT_EQ(a.sequence_ids().size(), live);
+}
+
 TEST(KVCacheLayoutArguments, ValidateNamesTheField) {
   KVCacheLayout l{2, 16, 16, 8, 128, DType::kFloat16};
   EXPECT_NO_THROW(validate_kv_layout(l, "t"));
@@ -329,6 +454,33 @@ TEST(KVCacheLayoutArguments, ValidateNamesTheField) {
   bad = l;
   bad.dtype = DType::kFloat32;
   expect_argument_error([&] { validate_kv_layout(bad, "t"); }, "layout.dtype");
+  bad = l;
+  bad.num_kv_heads = 1025;
+  expect_argument_error([&] { validate_kv_layout(bad, "t"); }, "layout.num_kv_heads");
+  expect_argument_error([&] { validate_kv_layout(bad, "t", ""); }, "num_kv_heads");
+  // A pool whose byte size overflows int64 (every kernel offset would wrap).
+  bad = l;
+  bad.num_layers = std::int64_t(1) << 40;
+  bad.num_pages = std::int64_t(1) << 30;
+  expect_argument_error([&] { validate_kv_layout(bad, "t"); }, "layout.num_layers");
+}
+
+// The host half of the device-side index checks: each fault bit names its argument.
+TEST(KVCacheLayoutArguments, IndexFaultsNameTheArgument) {
+  KVCacheLayout l{2, 16, 16, 8, 128, DType::kFloat16};
+  EXPECT_NO_THROW(throw_kv_index_faults(0, l, "t"));
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultSlots, l, "t"); }, "slots");
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultCopySrc | kKVFaultCopyDst, l, "t"); }, "src");
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultCopyDst, l, "t"); }, "dst");
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultPages, l, "t"); }, "pages");
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultPageTable, l, "t"); }, "page_table");
+  expect_argument_error([&] { throw_kv_index_faults(kKVFaultSeqLens | kKVFaultPageTable, l, "t"); }, "seq_lens");
+  try {
+    throw_kv_index_faults(kKVFaultSlots, l, "op");
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("[0, num_pages * page_size = 256)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(throw_kv_index_faults(1 << 20, l, "t"), Error);
 }
 
 }  // namespace

@@ -144,6 +144,64 @@ TYPED_TEST(KVCacheKernelTest, DecodeMatchesReference) {
   check_decode<TypeParam>({3000, 7, 1}, 6, 2, 128, 256);
 }
 
+// Device-side indices out of range: the kernels skip them (or write NaN), set the fault flag, and
+// never touch memory outside the pool; the valid entries of the same call are processed.
+TEST(KVCacheKernelIndexFaults, OutOfRangeIndicesAreSkippedAndFlagged) {
+  FK_SKIP_WITHOUT_GPU();
+  using T = __half;
+  const KVCacheLayout l{1, 4, 16, 2, 64, DType::kFloat16};
+  const std::int64_t row = l.num_kv_heads * l.head_dim, n_slots = l.num_pages * l.page_size;
+  DeviceBuffer<T> pool(testing::random_vector<T>(l.total_elems(), 7));
+  const auto before = pool.download();
+  DeviceBuffer<std::int32_t> flag(1);
+  auto read_flag = [&] {
+    FK_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::int32_t f = flag.download()[0];
+    FK_CUDA_CHECK(cudaMemset(flag.get(), 0, sizeof(std::int32_t)));
+    return f;
+  };
+  FK_CUDA_CHECK(cudaMemset(flag.get(), 0, sizeof(std::int32_t)));
+  // append: slots -1 and n_slots are skipped, slot 3 is written.
+  DeviceBuffer<std::int64_t> slots(std::vector<std::int64_t>{-1, 3, n_slots});
+  DeviceBuffer<T> k(testing::random_vector<T>(3 * row, 8)), v(testing::random_vector<T>(3 * row, 9));
+  kv_cache_append(pool.get(), l, 0, slots.get(), 3, k.get(), v.get(), nullptr, flag.get());
+  EXPECT_EQ(read_flag(), kKVFaultSlots);
+  auto after = pool.download();
+  const auto hk = k.download();
+  std::int64_t changed = 0;
+  for (std::size_t i = 0; i < after.size(); ++i) changed += to_float(after[i]) != to_float(before[i]);
+  EXPECT_LE(changed, 2 * row) << "only slot 3's K and V rows may change";
+  EXPECT_EQ(to_float(after[3 * l.head_dim]), to_float(hk[row]));  // slot 3, K, head 0, column 0
+  // decode: seq_lens[0] too long for the table, seq_lens[1] valid, page_table[2] out of range.
+  DeviceBuffer<std::int32_t> table(std::vector<std::int32_t>{0, 1, 2, 3, 99, 0}), lens(std::vector<std::int32_t>{33, 20, 20});
+  DeviceBuffer<T> q(testing::random_vector<T>(3 * row, 10)), out(3 * row);
+  out.poison();
+  PagedDecodeArgs a;
+  a.q = q.get();
+  a.out = out.get();
+  a.batch = 3;
+  a.num_q_heads = 2;
+  a.pool = pool.get();
+  a.layout = l;
+  a.page_table = table.get();
+  a.max_pages = 2;
+  a.seq_lens = lens.get();
+  a.max_seq_len = 32;
+  a.scale = 0.125f;
+  a.error_flag = flag.get();
+  DeviceBuffer<char> ws(std::int64_t(paged_decode_workspace_bytes(a)));
+  a.workspace = ws.get();
+  a.workspace_bytes = ws.bytes();
+  paged_decode_attention(a);
+  EXPECT_EQ(read_flag(), kKVFaultSeqLens | kKVFaultPageTable);
+  const auto o = out.download();
+  for (std::int64_t i = 0; i < 3 * row; ++i) {
+    const bool bad_row = i < row || i >= 2 * row;
+    ASSERT_EQ(std::isnan(to_float(o[i])), bad_row) << "index " << i;
+  }
+  EXPECT_THROW(throw_kv_index_faults(kKVFaultSeqLens, l, "t"), ArgumentError);
+}
+
 TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
   KVCacheLayout l{2, 8, 16, 2, 128, DType::kFloat16};
   PagedDecodeArgs a;

@@ -331,3 +331,215 @@ def test_triton_gather_bad_inputs():
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int32), 17)
     with pytest.raises(TypeError, match="argument 'pages'"):
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int64), 1)
+
+
+# ---------------------------------------------------------------- hardening (issue 18)
+def _state(cache):
+    """Everything observable about the bookkeeping, for "nothing changed" checks."""
+    ids = cache.sequence_ids()
+    return ({s: (cache.pages(s), [cache.seq_len(s, l) for l in range(cache.num_layers)]) for s in ids},
+            cache.free_pages(), [cache.refcount(p) for p in range(cache.num_pages)])
+
+
+def test_constructor_rejects_layouts_the_kernels_cannot_run():
+    # Accepted here before, rejected by the kernels only at the first append, after the bookkeeping.
+    with pytest.raises(ValueError, match="argument 'num_kv_heads' must be in \\[1, 1024\\]"):
+        make_cache("cpu", heads=1025, pages=1)
+    with pytest.raises(ValueError, match="argument 'num_pages'"):
+        make_cache("cpu", pages=2**31)
+    with pytest.raises(ValueError, match="argument 'num_layers' is too large"):
+        make_cache("cpu", layers=2**40, pages=2**30)
+    make_cache("cpu", heads=1024, pages=1).check_invariants()
+
+
+def test_reserve_and_append_of_huge_counts_are_out_of_pages():
+    cache = make_cache("cpu", page_size=8, pages=4)
+    s = cache.add_sequence()
+    cache.append(0, [s], randn((3, 2, 64), torch.float16, "cpu"), randn((3, 2, 64), torch.float16, "cpu"), [3])
+    before = _state(cache)
+    for n in (2**63 - 1, 2**63 - 8, 2**62, 30):
+        with pytest.raises(OutOfPagesError, match="out of pages"):
+            cache.reserve(s, n)
+        assert _state(cache) == before
+    cache.reserve(s, 29)  # exactly the whole pool
+    assert cache.free_pages() == []
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=gpu)])
+@pytest.mark.parametrize("failing", ["_write_tokens", "_copy_pages"])
+def test_append_rolls_back_when_moving_the_data_fails(device, failing, monkeypatch):
+    cache = make_cache(device, page_size=8, pages=16)
+    ids, written = fill(cache, 0, [13, 5], [13], device)
+    f = cache.fork(ids[0])  # its partial second page is shared: the next append copies it
+    before = _state(cache)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated out of memory")
+
+    monkeypatch.setattr(cache, failing, out_of_memory)
+    k, v = randn((12, 2, 64), torch.float16, device), randn((12, 2, 64), torch.float16, device)
+    with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+        cache.append(0, [f, ids[1]], k, v, [9, 3])
+    assert _state(cache) == before, "a failed append left its bookkeeping behind"
+    cache.check_invariants()
+    monkeypatch.undo()
+    # The cache is still fully usable: the same append now goes through, and reads back exactly.
+    cache.append(0, [f, ids[1]], k, v, [9, 3])
+    cache.check_invariants()
+    kf, _ = cache.gather(0, f)
+    assert torch.equal(kf, torch.cat([written[ids[0]][0], k[:9]]).transpose(0, 1))
+    k1, _ = cache.gather(0, ids[1])
+    assert torch.equal(k1, torch.cat([written[ids[1]][0], k[9:]]).transpose(0, 1))
+
+
+def test_threads_sharing_one_cache():
+    """Threading contract: several threads append to, fork, free and read their own sequences of
+    one shared cache at once; afterwards every invariant holds and every token reads back."""
+    import threading
+
+    cache = make_cache("cpu", page_size=8, pages=4096, layers=1)
+    errors = []
+
+    def work(seed):
+        try:
+            g = torch.Generator().manual_seed(seed)
+            mine = {}
+            for step in range(300):
+                op = int(torch.randint(0, 10, (1,), generator=g))
+                if len(mine) < 2 or op == 0:
+                    mine[cache.add_sequence()] = torch.empty(0, 2, 64, dtype=torch.float16)
+                    continue
+                s = list(mine)[int(torch.randint(0, len(mine), (1,), generator=g))]
+                if op == 1:
+                    cache.free_sequence(s)
+                    del mine[s]
+                elif op == 2:
+                    mine[cache.fork(s)] = mine[s]
+                elif op == 3:
+                    k, _ = cache.gather(0, s)
+                    assert torch.equal(k, mine[s].transpose(0, 1)), f"sequence {s} reads back wrong"
+                else:
+                    n = int(torch.randint(1, 6, (1,), generator=g))
+                    k = torch.randn(n, 2, 64, generator=g).half()
+                    cache.append(0, [s], k, k, [n])
+                    mine[s] = torch.cat([mine[s], k])
+            for s, want in mine.items():
+                k, _ = cache.gather(0, s)
+                assert torch.equal(k, want.transpose(0, 1)), f"sequence {s} reads back wrong at the end"
+        except Exception as e:  # reported by the main thread
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    cache.check_invariants()
+
+
+# Device-side indices: the torch ops check every slot, page id and length they read from device
+# memory; an out-of-range one raises ValueError naming the argument, and nothing outside the valid
+# entries is read or written (the pool is compared bit for bit against the expected result).
+def _patterned_cache(pages=8, page_size=16):
+    cache = make_cache("cuda", layers=2, pages=pages, heads=2, d=64, page_size=page_size)
+    cache.pool.copy_(torch.randn(cache.pool.shape, device="cuda").half())
+    return cache
+
+
+def _write_slot(pool, layer, slot, k, v, page_size):
+    pool[layer, slot // page_size, 0, :, slot % page_size] = k
+    pool[layer, slot // page_size, 1, :, slot % page_size] = v
+
+
+@gpu
+def test_append_op_skips_and_reports_out_of_range_slots():
+    cache = _patterned_cache()
+    pool, n_slots = cache.pool, cache.num_pages * cache.page_size
+    for bad in (-1, n_slots, -2**62, 2**62):
+        before = pool.clone()
+        slots = torch.tensor([5, bad, n_slots - 1], dtype=torch.int64, device="cuda")
+        k, v = randn((3, 2, 64), torch.float16), randn((3, 2, 64), torch.float16)
+        with pytest.raises(ValueError, match="kv_cache_append: argument 'slots' has entries outside \\[0, "
+                                             f"num_pages \\* page_size = {n_slots}\\)"):
+            torch.ops.flashkernel.kv_cache_append(pool, 1, slots, k, v)
+        want = before.clone()
+        _write_slot(want, 1, 5, k[0], v[0], cache.page_size)  # the valid tokens of the call are written
+        _write_slot(want, 1, n_slots - 1, k[2], v[2], cache.page_size)
+        assert torch.equal(pool, want), f"slot {bad}: the pool changed outside the valid slots"
+    # No stale error: the next valid call works.
+    torch.ops.flashkernel.kv_cache_append(pool, 0, torch.tensor([0], device="cuda"), k[:1], v[:1])
+    assert torch.equal(pool[0, 0, 0, :, 0], k[0])
+
+
+@gpu
+def test_copy_pages_op_skips_and_reports_out_of_range_pages():
+    cache = _patterned_cache()
+    pool, n = cache.pool, cache.num_pages
+    before = pool.clone()
+    src = torch.tensor([0, -1, 2, 1], dtype=torch.int32, device="cuda")
+    dst = torch.tensor([3, 4, n, 2**31 - 1], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="kv_cache_copy_pages: argument 'src' has entries outside \\[0, num_pages"):
+        torch.ops.flashkernel.kv_cache_copy_pages(pool, src, dst)
+    want = before.clone()
+    want[:, 3] = before[:, 0]  # only the valid pair was copied
+    assert torch.equal(pool, want)
+    with pytest.raises(ValueError, match="argument 'dst'"):
+        torch.ops.flashkernel.kv_cache_copy_pages(pool, src[2:3], dst[2:3])
+    assert torch.equal(pool, want)
+
+
+@gpu
+def test_gather_op_reports_out_of_range_pages_and_never_reads_them():
+    cache = _patterned_cache()
+    pool, ps = cache.pool, cache.page_size
+    before = pool.clone()
+    for bad in (-1, cache.num_pages, 2**31 - 1):
+        pages = torch.tensor([2, bad, 0], dtype=torch.int32, device="cuda")
+        with pytest.raises(ValueError, match="kv_cache_gather: argument 'pages' has entries outside"):
+            torch.ops.flashkernel.kv_cache_gather(pool, 1, pages, 3 * ps)
+        k, v = torch.ops.flashkernel.kv_cache_gather(pool, 1, pages, 3 * ps, check_indices=False)
+        for out, kv in ((k, 0), (v, 1)):
+            assert torch.equal(out[:, :ps], pool[1, 2, kv])
+            assert torch.isnan(out[:, ps:2 * ps]).all(), "the bad page's tokens must be NaN"
+            assert torch.equal(out[:, 2 * ps:], pool[1, 0, kv])
+    # A page id past `length`'s pages is never read, so it is not an error.
+    pages = torch.tensor([2, -7], dtype=torch.int32, device="cuda")
+    k, _ = torch.ops.flashkernel.kv_cache_gather(pool, 1, pages, ps)
+    assert torch.equal(k, pool[1, 2, 0])
+    assert torch.equal(pool, before)
+
+
+@gpu
+@pytest.mark.parametrize("ctx", [40, 3000])  # one split / several splits merged by the combine kernel
+def test_decode_op_reports_out_of_range_page_table_and_seq_lens(ctx):
+    page_size = 16
+    width = math.ceil(ctx / page_size)
+    cache = make_cache("cuda", layers=1, pages=3 * width + 2, heads=2, d=64, page_size=page_size)
+    ids, _ = fill(cache, 0, [ctx, ctx, ctx], [ctx], "cuda")
+    table, lens = cache.page_table(ids, 0)
+    before = cache.pool.clone()
+    q = randn((3, 4, 64), torch.float16)
+    good = torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, ctx)
+    assert not torch.isnan(good).any()
+
+    bad_table = table.clone()
+    bad_table[1, width // 2] = cache.num_pages  # a page id inside sequence 1's length
+    with pytest.raises(ValueError, match="paged_decode_attention: argument 'page_table' has entries outside"):
+        torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, bad_table, lens, ctx)
+    out = torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, bad_table, lens, ctx, check_indices=False)
+    assert torch.isnan(out[1]).all()
+    assert torch.equal(out[0], good[0]) and torch.equal(out[2], good[2])
+
+    for bad_len in (width * page_size + 1, 0, -5, 2**31 - 1):
+        bad_lens = lens.clone()
+        bad_lens[2] = bad_len
+        with pytest.raises(ValueError, match="paged_decode_attention: argument 'seq_lens' has entries outside"):
+            torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, bad_lens, ctx)
+        out = torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, bad_lens, ctx,
+                                                           check_indices=False)
+        assert torch.isnan(out[2]).all(), f"seq_len {bad_len}"
+        assert torch.equal(out[:2], good[:2])
+    assert torch.equal(cache.pool, before)
+    # No stale error afterwards.
+    assert torch.equal(torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, ctx), good)

@@ -10,9 +10,17 @@ The bookkeeping is the C++ allocator (torch.classes.flashkernel.KVPageAllocator)
 torch tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim]. A cache on the CPU
 (device="cpu") keeps the same bookkeeping and moves data with plain torch indexing: the reference
 path the Triton-interpreter tests use.
+
+The torch ops (torch.ops.flashkernel.kv_cache_append, kv_cache_copy_pages, kv_cache_gather,
+paged_decode_attention) take their slots, page ids and lengths as device tensors. Their kernels
+never read or write outside the tensors whatever those hold; with check_indices=True (the default)
+an op also synchronizes to read the kernels' fault flag and raises ValueError naming the
+out-of-range argument. PagedKVCache passes check_indices=False: its indices come from the
+allocator and are valid by construction, and a decode step should not wait for the GPU.
 """
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import torch
@@ -47,7 +55,16 @@ def _seq_list(seq_ids, op: str) -> list[int]:
 class PagedKVCache:
     """A pool of `num_pages` pages of `page_size` tokens for `num_layers` layers, handed to
     sequences as they grow. Page ids are shared by all layers; each layer keeps its own length
-    per sequence (a model appends layer by layer)."""
+    per sequence (a model appends layer by layer).
+
+    Errors leave the cache valid: a call that raises (out of pages, a bad argument, a CUDA error
+    such as out of memory while writing) changes nothing, so the next call works as if it had
+    not been made. append rolls its bookkeeping back when the data movement after it fails.
+
+    Threads: one cache may be shared by several threads. Every method holds the cache's lock
+    (and the C++ allocator its own mutex) while it runs, so each call is atomic; a sequence of
+    calls is not. Kernels are queued on the calling thread's current CUDA stream: threads on
+    different streams that touch the same sequence must order their streams themselves."""
 
     def __init__(self, num_layers: int, num_pages: int, num_kv_heads: int, head_dim: int, *,
                  page_size: int = 16, dtype: torch.dtype = torch.float16, device="cuda"):
@@ -60,6 +77,10 @@ class PagedKVCache:
             raise ValueError(f"{_OP}: argument 'page_size' must be a power of two in [8, 256], got {page_size!r}")
         if dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(f"{_OP}: argument 'dtype' must be torch.float16 or torch.bfloat16, got {dtype}")
+        # Everything else the kernels need (at most 1024 KV heads, fewer than 2^31 pages, a pool
+        # size that fits int64): rejected here, not at the first append after the bookkeeping.
+        torch.ops.flashkernel.kv_cache_check_layout(num_layers, num_pages, page_size, num_kv_heads, head_dim, dtype)
+        self._lock = threading.RLock()
         self.num_layers, self.num_pages, self.page_size = num_layers, num_pages, page_size
         self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
         self._alloc = torch.classes.flashkernel.KVPageAllocator(num_pages, page_size, num_layers)
@@ -80,25 +101,29 @@ class PagedKVCache:
         self._tables.clear()
 
     def add_sequence(self) -> int:
-        self._changed()
-        return int(self._alloc.add_sequence())
+        with self._lock:
+            self._changed()
+            return int(self._alloc.add_sequence())
 
     def reserve(self, seq_id: int, n_tokens: int) -> None:
         """Allocate the pages the next `n_tokens` tokens need (raises OutOfPagesError, changing
         nothing, when the pool is too small)."""
-        _translate(self._alloc.reserve, int(seq_id), int(n_tokens))
-        self._changed()
+        with self._lock:
+            _translate(self._alloc.reserve, int(seq_id), int(n_tokens))
+            self._changed()
 
     def free_sequence(self, seq_id: int) -> None:
-        self._alloc.free_sequence(int(seq_id))
-        self._changed()
+        with self._lock:
+            self._alloc.free_sequence(int(seq_id))
+            self._changed()
 
     def fork(self, seq_id: int) -> int:
         """A new sequence sharing `seq_id`'s pages (no copy); the first append into a shared,
         partially filled page copies it (copy-on-write)."""
-        new = int(self._alloc.fork(int(seq_id)))
-        self._changed()
-        return new
+        with self._lock:
+            new = int(self._alloc.fork(int(seq_id)))
+            self._changed()
+            return new
 
     def seq_len(self, seq_id: int, layer: int | None = None) -> int:
         return int(self._alloc.length(int(seq_id), -1 if layer is None else int(layer)))
@@ -134,6 +159,10 @@ class PagedKVCache:
         return table, lens
 
     def _device_table(self, ids: list[int], layer: int | None):
+        with self._lock:
+            return self._device_table_locked(ids, layer)
+
+    def _device_table_locked(self, ids: list[int], layer: int | None):
         key = (tuple(ids), layer)
         hit = self._tables.get(key)
         if hit is not None:
@@ -170,24 +199,36 @@ class PagedKVCache:
             if t.device != self.device:
                 raise ValueError(f"{op}: argument '{name}' must be on the cache's device {self.device}, "
                                  f"got {t.device}")
-        slots, src, dst = _translate(self._alloc.plan_append, int(layer), ids, counts)
-        self._changed()
-        if src.numel():
-            self._copy_pages(src, dst)
-        if total == 0:
-            return
-        k, v = k.contiguous(), v.contiguous()
+        with self._lock:
+            # The plan commits the lengths before any data moves; if the copies or the write
+            # fail (out of memory, a CUDA error), cancel it so the lengths never count tokens
+            # that were not written and the pages return to the free list.
+            slots, src, dst, plan_id = _translate(self._alloc.plan_append, int(layer), ids, counts)
+            self._changed()
+            try:
+                if src.numel():
+                    self._copy_pages(src, dst)
+                if total:
+                    self._write_tokens(int(layer), slots, k.contiguous(), v.contiguous())
+            except BaseException:
+                self._alloc.cancel_append(plan_id)
+                self._changed()
+                raise
+
+    def _write_tokens(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         if self.device.type == "cuda":
-            torch.ops.flashkernel.kv_cache_append(self.pool, int(layer), slots.to(self.device, non_blocking=True), k, v)
+            torch.ops.flashkernel.kv_cache_append(self.pool, layer, slots.to(self.device, non_blocking=True), k, v,
+                                                  check_indices=False)
         else:
             page, off = slots // self.page_size, slots % self.page_size
-            lp = self.pool[int(layer)]
+            lp = self.pool[layer]
             lp[page, 0, :, off] = k
             lp[page, 1, :, off] = v
 
     def _copy_pages(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         if self.device.type == "cuda":
-            torch.ops.flashkernel.kv_cache_copy_pages(self.pool, src.to(self.device), dst.to(self.device))
+            torch.ops.flashkernel.kv_cache_copy_pages(self.pool, src.to(self.device), dst.to(self.device),
+                                                      check_indices=False)
         else:
             self.pool[:, dst.long()] = self.pool[:, src.long()]
 
@@ -197,11 +238,13 @@ class PagedKVCache:
         layer = int(layer)
         if not 0 <= layer < self.num_layers:
             raise ValueError(f"{op}: argument 'layer' must be in [0, {self.num_layers}), got {layer}")
-        n = self.seq_len(seq_id, layer)
-        pages = self._alloc.pages(int(seq_id))
-        if self.device.type == "cuda":
-            return torch.ops.flashkernel.kv_cache_gather(self.pool, layer, pages.to(self.device), n)
-        kv = self.pool[layer, pages.long()]  # [pages, 2, H, page_size, d]
+        with self._lock:
+            n = self.seq_len(seq_id, layer)
+            pages = self._alloc.pages(int(seq_id))
+            if self.device.type == "cuda":
+                return torch.ops.flashkernel.kv_cache_gather(self.pool, layer, pages.to(self.device), n,
+                                                             check_indices=False)
+            kv = self.pool[layer, pages.long()]  # [pages, 2, H, page_size, d]
         kv = kv.permute(1, 2, 0, 3, 4).reshape(2, self.num_kv_heads, -1, self.head_dim)[:, :, :n]
         return kv[0].contiguous(), kv[1].contiguous()
 
@@ -237,31 +280,33 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
         raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
     if scale is not None and not scale > 0:
         raise ValueError(f"{op}: argument 'scale' must be > 0, got {scale}")
-    table, lens, max_len, host_lens = cache._device_table(ids, layer)
-    empty = [s for s, n in zip(ids, host_lens) if n == 0]
-    if empty:
-        raise ValueError(f"{op}: argument 'seq_ids' lists sequence(s) {empty} with no tokens in layer {layer}")
-    return torch.ops.flashkernel.paged_decode_attention(q, cache.pool, layer, table, lens, max_len, scale)
+    with cache._lock:  # the table must stay the one the kernel reads until it is queued
+        table, lens, max_len, host_lens = cache._device_table(ids, layer)
+        empty = [s for s, n in zip(ids, host_lens) if n == 0]
+        if empty:
+            raise ValueError(f"{op}: argument 'seq_ids' lists sequence(s) {empty} with no tokens in layer {layer}")
+        return torch.ops.flashkernel.paged_decode_attention(q, cache.pool, layer, table, lens, max_len, scale,
+                                                            check_indices=False)
 
 
 @_library.register_fake("flashkernel::kv_cache_append")
-def _append_fake(pool, layer, slots, k, v):
+def _append_fake(pool, layer, slots, k, v, check_indices=True):
     return None
 
 
 @_library.register_fake("flashkernel::kv_cache_copy_pages")
-def _copy_pages_fake(pool, src, dst):
+def _copy_pages_fake(pool, src, dst, check_indices=True):
     return None
 
 
 @_library.register_fake("flashkernel::kv_cache_gather")
-def _gather_fake(pool, layer, pages, length):
+def _gather_fake(pool, layer, pages, length, check_indices=True):
     shape = (pool.shape[3], length, pool.shape[5])
     return pool.new_empty(shape), pool.new_empty(shape)
 
 
 @_library.register_fake("flashkernel::paged_decode_attention")
-def _paged_decode_fake(q, pool, layer, page_table, seq_lens, max_seq_len, scale=None):
+def _paged_decode_fake(q, pool, layer, page_table, seq_lens, max_seq_len, scale=None, check_indices=True):
     if q.shape[-1] != pool.shape[-1]:
         raise ValueError(f"flashkernel.paged_decode_attention: argument 'q' must have head_dim {pool.shape[-1]} "
                          f"(the pool's), got shape {tuple(q.shape)}")

@@ -88,7 +88,8 @@ def bench_gather(ctx, quick) -> None:
 
             sets = ctx.rotating(make, nbytes)
             ctx.record(OP, "gather_cuda", DTYPE, config,
-                       ctx.time(lambda pool, pages: torch.ops.flashkernel.kv_cache_gather(pool, 0, pages, seq_len), sets),
+                       ctx.time(lambda pool, pages: torch.ops.flashkernel.kv_cache_gather(
+                           pool, 0, pages, seq_len, check_indices=False), sets),
                        bytes_moved=2 * nbytes)
             ctx.record(OP, "gather_triton", DTYPE, config,
                        ctx.time(lambda pool, pages: gather_pages(pool, 0, pages, seq_len), sets), bytes_moved=2 * nbytes)
@@ -126,14 +127,14 @@ def bench_decode(ctx, quick) -> None:
             sets = ctx.rotating(make_paged, kv_bytes)
             ctx.record(OP, "flashkernel_cuda", DTYPE, config,
                        ctx.time(lambda q, pool, table, lens: torch.ops.flashkernel.paged_decode_attention(
-                           q, pool, 0, table, lens, seq_len), sets), bytes_moved=kv_bytes)
+                           q, pool, 0, table, lens, seq_len, check_indices=False), sets), bytes_moved=kv_bytes)
             if page_size == 16:
                 # gather + SDPA: our gather per sequence into one contiguous batch, then SDPA.
                 if 2 * kv_bytes <= budget:
                     def gather_sdpa(q, pool, table, lens):
                         ks, vs = [], []
                         for b in range(batch):
-                            k, v = torch.ops.flashkernel.kv_cache_gather(pool, 0, table[b], seq_len)
+                            k, v = torch.ops.flashkernel.kv_cache_gather(pool, 0, table[b], seq_len, check_indices=False)
                             ks.append(k)
                             vs.append(v)
                         return F.scaled_dot_product_attention(q.unsqueeze(2), torch.stack(ks), torch.stack(vs),
