@@ -129,7 +129,7 @@ python_memcheck_lane() {
   local t0 rc total failed skipped san
   t0=$(date +%s)
   # shellcheck disable=SC2086  # the test list is split into arguments on purpose
-  read -r rc total failed skipped < <(PYTORCH_NO_CUDA_MEMORY_CACHING=1 LANE_PREFIX="compute-sanitizer --tool memcheck --report-api-errors no \
+  read -r rc total failed skipped < <(PYTORCH_NO_CUDA_MEMORY_CACHING=1 LANE_PREFIX="timeout 300 compute-sanitizer --tool memcheck --report-api-errors no \
       --error-exitcode 9 --print-limit 20 --log-file $LOGDIR/memcheck-py.sanitizer.log" \
       pytest_lane memcheck-py -m "not triton" $PY_MEMCHECK_TESTS)
   san=$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck-py.sanitizer.log" | tail -1)
