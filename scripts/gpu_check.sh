@@ -122,6 +122,10 @@ interpreter_lane() {
 # hide an overrun inside a cached block, so it is switched off for this lane.
 PY_MEMCHECK_TESTS=${FK_PY_MEMCHECK_TESTS:-"tests/python/test_models_gpt2.py::test_greedy_generation_matches_hf
   tests/python/test_kv_cache.py::test_decode_mixed_length_batch tests/python/test_kv_cache.py::test_append_from_misaligned_views
+  tests/python/test_kv_cache.py::test_append_op_skips_and_reports_out_of_range_slots
+  tests/python/test_kv_cache.py::test_gather_op_reports_out_of_range_pages_and_never_reads_them
+  tests/python/test_kv_cache.py::test_decode_op_reports_out_of_range_page_table_and_seq_lens
+  tests/python/test_models_gpt2_safety.py::test_threads_sharing_one_engine_get_their_own_results
   tests/python/test_attention.py::test_cuda_gqa tests/python/test_gelu_linear.py::test_gelu_linear_around_the_small_m_switch
   tests/python/test_rope.py::test_rope_writes_every_element tests/python/test_layernorm.py::test_add_layernorm_optional_inputs
   tests/python/test_reduce.py::test_misaligned_views tests/python/test_vector_add.py::test_vector_add_multidim_and_misaligned"}
