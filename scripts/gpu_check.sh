@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: from a clean build folder, builds for this GPU, runs every test (C++ and Python, GPU
 # ones included), runs compute-sanitizer memcheck and initcheck over the C++ GPU tests,
-# racecheck/synccheck over the shared-memory kernels, and memcheck over a representative subset of
-# the Python tests (each op through its torch op, the GPT-2 engine, PagedKVCache), and prints a
-# summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
+# racecheck/synccheck over the shared-memory kernels, optionally (FK_PY_MEMCHECK=1) memcheck over a
+# representative subset of the Python tests (each op through its torch op, the GPT-2 engine,
+# PagedKVCache), and prints a summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
 # error.   Usage: scripts/gpu_check.sh [LOGDIR]
 #
 # Order: build, then the plain C++ test run; then four independent lanes at once: the C++
@@ -38,7 +38,10 @@ step racecheck "racecheck"
 step synccheck "synccheck"
 step pytest-gpu "pytest (GPU)"
 step pytest-interp "pytest (Triton interpreter)"
-step memcheck-py "memcheck (Python subset)"
+# The Python memcheck lane is opt-in (FK_PY_MEMCHECK=1): on an H200 it had not finished its first
+# test after 300 s (compute-sanitizer instruments every kernel module PyTorch loads), which does
+# not fit this script's 10-minute budget.
+[ "${FK_PY_MEMCHECK:-0}" = 1 ] && step memcheck-py "memcheck (Python subset)"
 finish() {  # id, PASS/FAIL, details, start time (seconds)
   printf '%s\t%s (%ss)\n' "$2" "$3" "$(( $(date +%s) - $4 ))" >"$LOGDIR/$1.result"
 }
@@ -133,7 +136,7 @@ python_memcheck_lane() {
   local t0 rc total failed skipped san
   t0=$(date +%s)
   # shellcheck disable=SC2086  # the test list is split into arguments on purpose
-  read -r rc total failed skipped < <(PYTORCH_NO_CUDA_MEMORY_CACHING=1 LANE_PREFIX="timeout 300 compute-sanitizer --tool memcheck --report-api-errors no \
+  read -r rc total failed skipped < <(PYTORCH_NO_CUDA_MEMORY_CACHING=1 LANE_PREFIX="timeout ${FK_PY_MEMCHECK_TIMEOUT:-1800} compute-sanitizer --tool memcheck --report-api-errors no \
       --error-exitcode 9 --print-limit 20 --log-file $LOGDIR/memcheck-py.sanitizer.log" \
       pytest_lane memcheck-py -m "not triton" $PY_MEMCHECK_TESTS)
   san=$(grep -E 'ERROR SUMMARY' "$LOGDIR/memcheck-py.sanitizer.log" | tail -1)
@@ -162,7 +165,7 @@ else
 fi
 
 interpreter_lane & BACKGROUND+=($!)
-python_memcheck_lane & BACKGROUND+=($!)
+[ "${FK_PY_MEMCHECK:-0}" = 1 ] && { python_memcheck_lane & BACKGROUND+=($!); }
 
 t0=$(date +%s)
 read -r rc total failed skipped < <(pytest_lane gpu $PYTEST_PATHS)
