@@ -5,6 +5,8 @@
 //
 // Without --model the engine holds a randomly initialized GPT-2 124M (seed 0). Prints the new
 // token ids of each sequence and the throughput.
+#include <cuda_runtime.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +18,27 @@
 #include "flashkernel/status.h"
 
 namespace fk = flashkernel;
+
+// Says in one line why no GPU is usable and returns false; the engine's own error for this case is
+// a CUDA status deep inside a constructor.
+static bool cuda_device_usable() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err == cudaErrorNoDevice || (err == cudaSuccess && count == 0)) {
+    std::fprintf(stderr, "gpt2_generate: no CUDA device is visible; the engine needs an NVIDIA GPU\n");
+    return false;
+  }
+  if (err == cudaErrorInsufficientDriver) {
+    std::fprintf(stderr, "gpt2_generate: no CUDA device: the NVIDIA driver is missing or older than this CUDA "
+                 "runtime (%s)\n", cudaGetErrorString(err));
+    return false;
+  }
+  if (err != cudaSuccess) {
+    std::fprintf(stderr, "gpt2_generate: no CUDA device: cudaGetDeviceCount failed: %s\n", cudaGetErrorString(err));
+    return false;
+  }
+  return true;
+}
 
 int main(int argc, char** argv) {
   std::string model_dir;
@@ -66,6 +89,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt2_generate: --batch must be >= 1\n");
     return 2;
   }
+  if (!cuda_device_usable()) return 2;  // after the argument checks, which need no GPU
   try {
     std::unique_ptr<fk::models::GPT2Engine> engine;
     if (model_dir.empty()) {

@@ -4,9 +4,18 @@
     out = flashkernel.vector_add(a, b)          # CUDA op (torch.ops.flashkernel.vector_add)
     out = flashkernel.triton.vector_add(a, b)   # its Triton twin
 """
+import sys
+
 from flashkernel import _library
 
-_library.load()
+try:
+    _library.load()
+except ImportError as _e:
+    # `python -m flashkernel ...`: Python imports this package while it locates __main__, with
+    # sys.argv[0] set to "-m"; a command line gets the one-line reason, not a traceback.
+    if sys.argv[:1] == ["-m"]:
+        sys.exit(str(_e))
+    raise
 
 from flashkernel.ops.stub import DeviceInfo, device_info, vector_add  # noqa: E402
 from flashkernel.ops.gelu_linear import gelu_linear  # noqa: E402
@@ -17,7 +26,8 @@ from flashkernel.ops.kv_cache import OutOfPagesError, PagedKVCache, kv_cache_app
 
 from flashkernel.ops.layernorm import add_layernorm  # noqa: E402
 from flashkernel import models  # noqa: E402
+from flashkernel import nn  # noqa: E402
 
 __version__ = "1.0.0"
 
-__all__ = ["add_layernorm", "models", "OutOfPagesError", "PagedKVCache", "kv_cache_append", "kv_cache_gather", "paged_decode_attention", "gelu_linear", "flash_attention", "reduce_max", "reduce_sum", "rope", "rope_cache", "rope_fused", "DeviceInfo", "device_info", "vector_add", "__version__"]
+__all__ = ["add_layernorm", "models", "nn", "OutOfPagesError", "PagedKVCache", "kv_cache_append", "kv_cache_gather", "paged_decode_attention", "gelu_linear", "flash_attention", "reduce_max", "reduce_sum", "rope", "rope_cache", "rope_fused", "DeviceInfo", "device_info", "vector_add", "__version__"]

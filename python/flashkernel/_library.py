@@ -66,19 +66,27 @@ def _candidates() -> list[Path]:
     return found
 
 
+def missing_library_message() -> str:
+    """One line: the library is not built, and what to run."""
+    where = f"FLASHKERNEL_LIB_DIR={os.environ['FLASHKERNEL_LIB_DIR']}, " if os.environ.get("FLASHKERNEL_LIB_DIR") else ""
+    return (f"flashkernel: the compiled op library ({_LIB_NAME}*.so) was not found (looked in {where}the "
+            "package folder and build/python/flashkernel): run scripts/test.sh in the checkout (builds it into "
+            "build/), or pip install --no-build-isolation . (or set FLASHKERNEL_LIB_DIR to <build>/python/flashkernel)")
+
+
 def load() -> str:
     """Load the op library if it is not loaded yet; returns the path it came from."""
     global _loaded_from
     if _loaded_from is None:
         candidates = _candidates()
         if not candidates:
-            raise ImportError(
-                "flashkernel: the compiled op library (_flashkernel_ops.so) was not found. Install the "
-                "package with `pip install --no-build-isolation .`, or build with CMake and set "
-                "FLASHKERNEL_LIB_DIR to <build>/python/flashkernel."
-            )
+            raise ImportError(missing_library_message())
         check_torch_version(candidates[0])  # before loading: a mismatched library may not even load
-        torch.ops.load_library(str(candidates[0]))
+        try:
+            torch.ops.load_library(str(candidates[0]))
+        except OSError as e:  # e.g. undefined symbols: a library from another (partial or stale) build
+            raise ImportError(f"flashkernel: cannot load {candidates[0]}: {e.__cause__ or e}; rebuild it "
+                              "(scripts/test.sh, or pip install --no-build-isolation .)") from e
         _loaded_from = str(candidates[0])
     return _loaded_from
 

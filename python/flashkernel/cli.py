@@ -1,5 +1,6 @@
-"""Command line: `flashkernel bench [op ...] [--quick] [--out DIR]`, `flashkernel info` and
-`flashkernel generate` (GPT-2 engine)."""
+"""Command line: `flashkernel bench [op ...] [--quick] [--out DIR]`, `flashkernel info`,
+`flashkernel generate` (GPT-2 engine) and `flashkernel --version`. From a source checkout:
+`PYTHONPATH=python python -m flashkernel ...` (the library is found in build/ after scripts/test.sh)."""
 from __future__ import annotations
 
 import argparse
@@ -47,30 +48,56 @@ def _bench(args) -> int:
     return 0
 
 
-def _info(_args) -> int:
-    import flashkernel
+NO_GPU_NOTE = ("no CUDA GPU is visible. What still works here: the CPU reference implementations, every op's "
+               "argument checks, and the Triton twins on CPU tensors under TRITON_INTERPRET=1 (the pytest "
+               "lane `TRITON_INTERPRET=1 pytest -m triton tests/python`). The CUDA ops, `flashkernel bench` and "
+               "`flashkernel generate` need a GPU.")
 
+
+def _info(_args) -> int:
+    import torch
+
+    import flashkernel
+    from flashkernel import _library
+    from flashkernel._version import version
+
+    print(f"flashkernel {version()} (torch {torch.__version__}, library {_library.load()})")
+    if not torch.cuda.is_available():  # before device_info, whose error would only name its argument
+        print(f"flashkernel info: {NO_GPU_NOTE}", file=sys.stderr)
+        return 2
     try:
         print(flashkernel.device_info())
-    except ValueError as e:  # no GPU: say so, no traceback
+    except ValueError as e:  # a device torch sees but the library cannot use: say so, no traceback
         print(f"flashkernel info: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="flashkernel")
+def build_parser() -> argparse.ArgumentParser:
+    from flashkernel._version import version
+    from flashkernel.bench import BENCHMARKS
+
+    parser = argparse.ArgumentParser(prog="flashkernel", description="FlashKernel: fused transformer-inference "
+                                     "kernels for NVIDIA GPUs (benchmarks, device info, GPT-2 generation).")
+    parser.add_argument("--version", action="version", version=f"flashkernel {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bench", help="run benchmarks, write bench/results/<gpu>/<op>.csv")
-    b.add_argument("ops", nargs="*", help="benchmarks to run (default: all)")
+    names = ", ".join(BENCHMARKS)
+    b = sub.add_parser("bench", help="run benchmarks, write bench/results/<gpu>/<op>.csv",
+                       description=f"Run benchmarks on the GPU and write bench/results/<gpu>/<name>.csv. "
+                                   f"Benchmarks: {names}.")
+    b.add_argument("ops", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {names}")
     b.add_argument("--quick", action="store_true", help="fewer sizes and runs (smoke test)")
     b.add_argument("--out", help="results folder (default: bench/results)")
     b.set_defaults(func=_bench)
-    i = sub.add_parser("info", help="print the current GPU's properties")
+    i = sub.add_parser("info", help="print the version, the op library and the current GPU's properties")
     i.set_defaults(func=_info)
     from flashkernel.models.cli_generate import add_parser as _add_generate
     _add_generate(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -12,6 +12,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Plain `pytest tests/python` from a checkout: the package comes from python/ (also for the child
+# interpreters some tests start), and the op library from FLASHKERNEL_LIB_DIR or, unset, from
+# build/python/flashkernel, where scripts/test.sh builds it (flashkernel._library looks there).
+_PYTHON_SRC = str(Path(__file__).resolve().parents[2] / "python")
+if _PYTHON_SRC not in sys.path:
+    sys.path.insert(0, _PYTHON_SRC)
+if _PYTHON_SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_PYTHON_SRC, os.environ.get("PYTHONPATH")) if p)
+
 TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 # The autotuned Triton twins run one fixed configuration per problem family here instead of

@@ -1,4 +1,4 @@
-"""`flashkernel generate`: GPT-2 generation from the command line (see cli.py for the flags)."""
+"""`flashkernel generate`: GPT-2 generation from the command line (`flashkernel generate --help`)."""
 from __future__ import annotations
 
 import sys
@@ -11,37 +11,88 @@ def _stage(msg: str) -> float:
     return time.perf_counter()
 
 
+RANDOM_WEIGHTS_NOTE = ("no --model given: running GPT-2 124M on RANDOM weights (seed 0); the tokens are "
+                       "meaningless, useful for timing only. Pass --model DIR (config.json + model.safetensors) "
+                       "for a real checkpoint.")
+
+
 def add_parser(sub) -> None:
-    g = sub.add_parser("generate", help="generate text with the GPT-2 engine")
-    g.add_argument("--model", help="checkpoint directory (config.json + model.safetensors [+ tokenizer]); "
-                                   "default: random GPT-2 124M (seed 0)")
+    g = sub.add_parser("generate", help="generate text with the GPT-2 engine",
+                       description="Generate with FlashKernel's GPT-2 decode engine (CUDA graphs, paged KV "
+                                   "cache). Needs a GPU; without --model it runs random weights.")
+    g.add_argument("--model", metavar="DIR",
+                   help="checkpoint directory (config.json + model.safetensors [+ tokenizer]); "
+                        "default: GPT-2 124M with random weights (seed 0), for timing only")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="prompt text (needs a tokenizer in --model)")
-    src.add_argument("--tokens", help="prompt token ids, comma-separated")
-    g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--batch", type=int, default=1, help="copies of the prompt generated together")
-    g.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16")
-    g.add_argument("--sample", action="store_true", help="sample (temperature / top-k / top-p) instead of greedy")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    src.add_argument("--tokens", metavar="IDS",
+                     help="prompt token ids, comma-separated (default: 50256, <|endoftext|>)")
+    g.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
+                   help="tokens to generate per sequence (default: %(default)s)")
+    g.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="copies of the prompt generated together (default: %(default)s)")
+    g.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16",
+                   help="weight and activation dtype (default: %(default)s)")
+    g.add_argument("--sample", action="store_true",
+                   help="sample (temperature, then top-k, then top-p) instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="with --sample: logits are divided by T > 0 (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="with --sample: keep the K most likely tokens (default: all)")
+    g.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="with --sample: keep the smallest set of tokens whose probability reaches P, "
+                        "0 < P <= 1 (default: 1, all)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="with --sample: random seed; the same seed gives the same tokens (default: %(default)s)")
     g.set_defaults(func=main)
+
+
+def _error(msg: str) -> int:
+    print(f"flashkernel generate: {msg}", file=sys.stderr)
+    return 2
+
+
+def _check_args(args) -> str | None:
+    """The argument errors found without a GPU (None: none); the engine checks the rest."""
+    if args.batch < 1 or args.max_new_tokens < 1:
+        return "--batch and --max-new-tokens must be >= 1"
+    if args.sample:
+        if not args.temperature > 0:
+            return f"--temperature must be > 0, got {args.temperature}"
+        if args.top_k is not None and args.top_k < 0:
+            return f"--top-k must be >= 0, got {args.top_k}"
+        if args.top_p is not None and not 0 < args.top_p <= 1:
+            return f"--top-p must be in (0, 1], got {args.top_p}"
+    if args.tokens is not None:
+        try:
+            ids = [int(t) for t in args.tokens.split(",") if t.strip()]
+        except ValueError:
+            return f"--tokens must be comma-separated integers, got {args.tokens!r}"
+        if not ids:
+            return "--tokens holds no token id"
+    if args.model and not Path(args.model).is_dir():
+        return f"--model {args.model!r} is not a directory"
+    if args.prompt is not None and not (args.model and any((Path(args.model) / f).exists()
+                                                           for f in ("tokenizer.json", "vocab.json"))):
+        return "--prompt needs a tokenizer in --model; pass --tokens instead"
+    return None
 
 
 def main(args) -> int:
     import torch
 
+    problem = _check_args(args)  # before the GPU check: a wrong command line is reported anywhere
+    if problem:
+        return _error(problem)
     if not torch.cuda.is_available():
         print("flashkernel generate: no CUDA device visible; the engine needs a GPU.", file=sys.stderr)
-        return 2
-    if args.batch < 1 or args.max_new_tokens < 1:
-        print("flashkernel generate: --batch and --max-new-tokens must be >= 1", file=sys.stderr)
         return 2
     from flashkernel.models import GPT2Engine
 
     dtype = getattr(torch, args.dtype)
     tokenizer = None
+    if not args.model:
+        _stage(f"note: {RANDOM_WEIGHTS_NOTE}")
     t0 = _stage(f"loading {'random GPT-2 124M (seed 0)' if not args.model else args.model}")
     try:
         if args.model:
@@ -56,18 +107,9 @@ def main(args) -> int:
         return 2
     _stage(f"loaded in {time.perf_counter() - t0:.2f} s ({engine.weight_bytes() / 2**20:.0f} MB of weights)")
     if args.prompt is not None:
-        if tokenizer is None:
-            print("flashkernel generate: --prompt needs a tokenizer in --model; pass --tokens instead",
-                  file=sys.stderr)
-            return 2
         ids = tokenizer(args.prompt)["input_ids"]
     elif args.tokens:
-        try:
-            ids = [int(t) for t in args.tokens.split(",") if t.strip()]
-        except ValueError:
-            print(f"flashkernel generate: --tokens must be comma-separated integers, got {args.tokens!r}",
-                  file=sys.stderr)
-            return 2
+        ids = [int(t) for t in args.tokens.split(",") if t.strip()]  # checked in _check_args
     else:
         ids = [50256]  # GPT-2's <|endoftext|>: unconditional generation
     kw = dict(do_sample=args.sample, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
