@@ -43,7 +43,9 @@ def main():
             x = torch.randn(m, k, device="cuda", dtype=dtype)
             w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
             b = torch.randn(n, device="cuda", dtype=dtype)
-            fk = lambda: flashkernel.gelu_linear(x, w, b, approximate="tanh")
+            def fk():
+                return flashkernel.gelu_linear(x, w, b, approximate="tanh")
+
             impls = {
                 "fk": fk,
                 **{v: with_kernel(v, fk) for v in variants},

@@ -144,7 +144,9 @@ def test_harness_stamps_a_dirty_checkout(tmp_path, monkeypatch):
         pytest.skip("needs git")
 
     monkeypatch.delenv("FLASHKERNEL_COMMIT", raising=False)
-    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    def run(*a):
+        return subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
     run("init", "-q")
     (tmp_path / "f.txt").write_text("1\n")
     run("add", "f.txt")
