@@ -35,6 +35,11 @@ ensure_dependencies() {
     log "installing Python dependencies (requirements-dev.txt, versions from requirements-lock.txt)"
     "$PY" -m pip install -q -r requirements-dev.txt -c requirements-lock.txt
   fi
+  # The wheel check and the linter (an image that already has torch may lack these two).
+  if ! "$PY" -c "import scikit_build_core" 2>/dev/null || ! "$PY" -m ruff --version >/dev/null 2>&1; then
+    log "installing scikit-build-core and ruff (versions from requirements-lock.txt)"
+    "$PY" -m pip install -q scikit-build-core ruff -c requirements-lock.txt
+  fi
   if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
     log "installing cmake/ninja"
     "$PY" -m pip install -q cmake ninja -c requirements-lock.txt

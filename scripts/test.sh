@@ -10,6 +10,9 @@ mkdir -p "$LOGDIR"
 status=0
 PYTEST_PATHS=${FK_PYTEST_PATHS:-tests/python}
 
+log "lint (ruff check, rules in pyproject.toml)"
+"$PY" -m ruff check --no-cache . || { echo "ruff FAILED"; status=1; }
+
 log "C++ tests (ctest)"
 (cd "$BUILD" && ctest --output-on-failure -j "$JOBS") 2>&1 | tee "$LOGDIR/ctest.log" || status=1
 cpp_skipped=$(grep -c '\*\*\*Skipped' "$LOGDIR/ctest.log" || true)
@@ -20,11 +23,15 @@ log "CMake package: install, then build and run a consumer with find_package(Fla
   cmake --build "$BUILD/consumer" >/dev/null && "$BUILD/consumer/consumer"; } 2>&1 | tee "$LOGDIR/consumer.log" \
   || { echo "CMake package consumer FAILED"; status=1; }
 
+log "wheel: build, install into a fresh environment, import and check it from outside the checkout"
+bash scripts/wheel_check.sh || { echo "wheel check FAILED"; status=1; }
+
 run_pytest() {  # name, then pytest arguments; "no tests ran" (exit 5) counts as a failure
   local name=$1; shift
   log "Python tests: $name"
   set +e
-  "$PY" -m pytest -q -rs --junitxml="$LOGDIR/pytest-$name.xml" "$@" 2>&1 | tee "$LOGDIR/pytest-$name.log"
+  # Skips are counted in the summary, not listed (the lane's junit XML has each one's reason).
+  "$PY" -m pytest -q --junitxml="$LOGDIR/pytest-$name.xml" "$@" 2>&1 | tee "$LOGDIR/pytest-$name.log"
   local rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then echo "pytest ($name) exited with $rc"; status=1; fi
@@ -32,21 +39,20 @@ run_pytest() {  # name, then pytest arguments; "no tests ran" (exit 5) counts as
 run_pytest gpu $PYTEST_PATHS
 TRITON_INTERPRET=1 run_pytest triton-interpreter -m triton $PYTEST_PATHS
 
-py_skipped=$("$PY" - "$LOGDIR"/pytest-*.xml <<'PYEOF'
-import sys, xml.etree.ElementTree as ET
-n = 0
-for path in sys.argv[1:]:
-    for suite in ET.parse(path).getroot().iter("testsuite"):
-        n += int(suite.get("skipped", 0))
-print(n)
-PYEOF
-)
+skipped_in() {  # junit XML of one pytest lane -> its number of skipped tests
+  [ -f "$1" ] || { echo "?"; return; }
+  "$PY" -c 'import sys, xml.etree.ElementTree as ET
+print(sum(int(s.get("skipped", 0)) for s in ET.parse(sys.argv[1]).getroot().iter("testsuite")))' "$1"
+}
+py_gpu_skipped=$(skipped_in "$LOGDIR/pytest-gpu.xml")
+py_interp_skipped=$(skipped_in "$LOGDIR/pytest-triton-interpreter.xml")
+py_skipped="Python GPU lane: $py_gpu_skipped skipped; interpreter lane: $py_interp_skipped skipped"
 log "summary"
 if gpu_present; then
   echo "GPU present: $("$PY" -c 'import torch; print(torch.cuda.get_device_name())')"
-  echo "skipped: $cpp_skipped C++ tests, $py_skipped Python tests (the interpreter lane skips non-Triton tests by design)"
+  echo "skipped: $cpp_skipped C++ tests; $py_skipped (the interpreter lane runs only the Triton tests, -m triton)"
 else
-  echo "NO GPU: GPU tests were SKIPPED (C++: $cpp_skipped skipped; Python: $py_skipped skipped)."
+  echo "NO GPU: GPU tests were SKIPPED (C++: $cpp_skipped skipped; $py_skipped)."
   echo "Only CPU tests, argument checks, CPU references and Triton twins under the interpreter ran here."
 fi
 [ "$status" -eq 0 ] && echo "ALL TESTS PASSED" || echo "SOME TESTS FAILED"
