@@ -95,7 +95,7 @@ sanitizer_chain() {
 pytest_lane() {
   local name=$1; shift
   # shellcheck disable=SC2086  # LANE_PREFIX (a sanitizer command line) is split on purpose
-  ${LANE_PREFIX:-} "$PY" -m pytest -q -rs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
+  ${LANE_PREFIX:-} "$PY" -m pytest -q -rfEs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
       --junitxml="$LOGDIR/pytest-$name.xml" "$@" >"$LOGDIR/pytest-$name.log" 2>&1; local rc=$?
   read -r total failed skipped < <("$PY" - "$LOGDIR/pytest-$name.xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
@@ -167,10 +167,25 @@ fi
 interpreter_lane & BACKGROUND+=($!)
 [ "${FK_PY_MEMCHECK:-0}" = 1 ] && { python_memcheck_lane & BACKGROUND+=($!); }
 
+# The Python GPU lane runs as FK_PYTEST_SHARDS pytest processes at once (every n-th test each,
+# tests/python/conftest.py): the suite is bound by host work, and one process left the GPU idle
+# most of the time.
 t0=$(date +%s)
-read -r rc total failed skipped < <(pytest_lane gpu $PYTEST_PATHS)
-res=PASS; { [ "$rc" -ne 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
-finish pytest-gpu $res "$total tests, $failed failed, $skipped skipped" "$t0"
+SHARDS=${FK_PYTEST_SHARDS:-3}
+declare -a SHARD_PIDS=()
+for ((i = 0; i < SHARDS; i++)); do
+  FK_PYTEST_SHARD=$i/$SHARDS pytest_lane gpu-$i $PYTEST_PATHS >"$LOGDIR/pytest-gpu-$i.counts" &
+  SHARD_PIDS+=($!)
+done
+wait "${SHARD_PIDS[@]}"
+rc=0 total=0 failed=0 skipped=0
+for ((i = 0; i < SHARDS; i++)); do
+  read -r r t f s <"$LOGDIR/pytest-gpu-$i.counts"
+  [ "${r:-1}" -ne 0 ] && rc=1
+  total=$((total + ${t:-0})) failed=$((failed + ${f:-0})) skipped=$((skipped + ${s:-0}))
+done
+res=PASS; { [ "$rc" -ne 0 ] || [ "$skipped" != 0 ] || [ "$total" = 0 ]; } && res=FAIL
+finish pytest-gpu $res "$total tests in $SHARDS shards, $failed failed, $skipped skipped" "$t0"
 
 wait "${BACKGROUND[@]}"
 

@@ -46,3 +46,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_interp)
         elif ("gpu" in item.keywords or ("triton" in item.keywords and not TRITON_INTERPRET)) and not has_cuda:
             item.add_marker(skip_gpu)
+    _keep_this_shard(config, items)
+
+
+def _keep_this_shard(config, items):
+    """FK_PYTEST_SHARD=i/n keeps every n-th collected test starting at the i-th (0-based), so n
+    pytest processes can share one GPU (scripts/gpu_check.sh): the suite is bound by host-side
+    work (reference math, launches, compiles), not by the GPU."""
+    shard = os.environ.get("FK_PYTEST_SHARD")
+    if not shard:
+        return
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"FK_PYTEST_SHARD must look like i/n, got {shard!r}") from None
+    if not 0 <= index < count:
+        raise pytest.UsageError(f"FK_PYTEST_SHARD={shard!r}: need 0 <= i < n")
+    kept = [item for position, item in enumerate(items) if position % count == index]
+    config.hook.pytest_deselected(items=[item for position, item in enumerate(items) if position % count != index])
+    items[:] = kept
