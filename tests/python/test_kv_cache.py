@@ -540,6 +540,7 @@ def test_decode_op_reports_out_of_range_page_table_and_seq_lens(ctx):
                                                            check_indices=False)
         assert torch.isnan(out[2]).all(), f"seq_len {bad_len}"
         assert torch.equal(out[:2], good[:2])
-    assert torch.equal(cache.pool, before)
+    # Bit for bit: the pages nothing wrote (the pool is torch.empty) may hold NaN, and NaN != NaN.
+    assert torch.equal(cache.pool.view(torch.int16), before.view(torch.int16))
     # No stale error afterwards.
     assert torch.equal(torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, ctx), good)
