@@ -99,8 +99,9 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     return logits;
   }
 
-  // Returns (tokens [B, max_new_tokens] int64 on the CPU, (prefill_ms, decode_ms, decode_steps, graph_captures)).
-  std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t>> generate(
+  // Returns (tokens [B, max_new_tokens] int64 on the CPU,
+  //          (prefill_ms, decode_ms, decode_steps, graph_captures, persistent_decode 0/1)).
+  std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t, int64_t>> generate(
       const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample, double temperature,
       int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed) {
     const auto p = to_prompts(prompts);
@@ -118,7 +119,7 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     auto acc = out.accessor<int64_t, 2>();
     for (std::size_t b = 0; b < rows.size(); ++b)
       for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
-    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures}};
+    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures, st.persistent_decode ? 1 : 0}};
   }
 
   int64_t weight_bytes() { return static_cast<int64_t>(engine->weight_bytes()); }

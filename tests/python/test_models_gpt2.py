@@ -13,6 +13,7 @@ Tolerances (stated once, used everywhere):
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -123,6 +124,26 @@ def test_greedy_generation_matches_hf(hf_and_engine):
                                            f"[{dtype}] prompt {len(r)} (batch {len(rows)})"))
     print("\n".join(reports))
     assert engine.last_stats.decode_steps == NEW_TOKENS - 1
+    # The default decode step is the persistent kernel (batch <= 8); FLASHKERNEL_GPT2_DECODE=graph
+    # selects the chain of kernels (test_graph_decode_path_matches_hf).
+    assert engine.last_stats.persistent_decode == (os.environ.get("FLASHKERNEL_GPT2_DECODE") != "graph")
+
+
+@gpu
+def test_graph_decode_path_matches_hf(hf_and_engine, monkeypatch):
+    model, _, dtype, seed = hf_and_engine
+    monkeypatch.setenv("FLASHKERNEL_GPT2_DECODE", "graph")  # read when the engine is built
+    engine = GPT2Engine.from_hf(model)
+    reports = []
+    for lengths in ([7], [3, 17, 64]):
+        rows = _prompts(lengths, seed + 7 * sum(lengths))
+        hf_new, hf_logits = _hf_greedy(model, rows)
+        ours = engine.generate(rows, NEW_TOKENS)
+        assert not engine.last_stats.persistent_decode
+        for b, r in enumerate(rows):
+            reports.append(_compare_greedy(ours[b][len(r):], hf_new[b].tolist(), list(hf_logits[b]), MARGIN_TOL[dtype],
+                                           f"[{dtype}, graph path] prompt {len(r)} (batch {len(rows)})"))
+    print("\n".join(reports))
 
 
 @gpu

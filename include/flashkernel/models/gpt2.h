@@ -91,6 +91,7 @@ struct GenerationStats {
   double decode_ms = 0;        // all decode steps, wall clock incl. the final token read
   std::int64_t decode_steps = 0;
   std::int64_t graph_captures = 0;  // captures this call made (0 when a cached graph was reused)
+  bool persistent_decode = false;   // the decode steps ran on the persistent kernel (else the graph path)
 };
 
 // Threading: one engine may be shared by several threads. Each method holds a per-engine lock for

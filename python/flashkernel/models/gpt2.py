@@ -36,6 +36,7 @@ class GenerationStats:
     decode_steps: int
     graph_captures: int
     new_tokens: int
+    persistent_decode: bool = False  # decode steps on the persistent kernel (else the graph path)
 
     @property
     def tokens_per_s(self) -> float:
@@ -206,11 +207,12 @@ class GPT2Engine:
                 raise ValueError(f"{_OP}: argument 'top_p' must be in (0, 1], got {top_p}")
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
-        tokens, (pre_ms, dec_ms, steps, captures) = self._cpp.generate(
+        tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(
             prompts, int(max_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
             float(1.0 if top_p is None else top_p), -1 if eos_token_id is None else int(eos_token_id),
             int(seed) & ((1 << 63) - 1))
-        self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens)
+        self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens,
+                                          bool(persistent))
         if is_tensor:
             return torch.cat([torch.tensor(prompts, dtype=torch.long), tokens], dim=1)
         return [p + t for p, t in zip(prompts, tokens.tolist())]

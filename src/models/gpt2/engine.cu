@@ -22,6 +22,7 @@
 #include "flashkernel/layernorm.h"
 #include "flashkernel/models/gpt2.h"
 #include "models/gpt2/kernels.cuh"
+#include "models/gpt2/persistent_decode.h"
 
 namespace flashkernel::models {
 
@@ -132,10 +133,32 @@ struct GPT2Engine::Impl {
   // Decode projections on decode_gemv (default) or cuBLAS (FLASHKERNEL_GPT2_DECODE_GEMM=cublas,
   // kept as a cross-check of the custom kernel).
   bool use_decode_gemv = true;
+  // Decode step on the persistent kernel (persistent_decode.cu; default) or as the graph of one
+  // kernel per op (FLASHKERNEL_GPT2_DECODE=graph: the A/B reference, and the fallback wherever
+  // the persistent plan is unsupported: batch > 8, a device without cooperative launch, ...).
+  bool use_persistent = true;
+  double persistent_timeout_ms = 1000.0;  // grid-barrier watchdog (FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS)
+  int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
+  detail::DeviceAllocation persist_layers;  // PersistentLayer[n_layer], built once (weights never move)
+  detail::DeviceAllocation persist_sync;    // {barrier count, fault}
+  std::map<std::pair<std::int64_t, std::int64_t>, bool> graph_persistent;
 
   Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d), device(dev) {
     const char* env = std::getenv("FLASHKERNEL_GPT2_DECODE_GEMM");
     use_decode_gemv = env == nullptr || std::string(env) != "cublas";
+    if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
+      const std::string m(mode);
+      detail::require(m == "graph" || m == "persistent" || m.empty(), kOp, "FLASHKERNEL_GPT2_DECODE",
+                      "must be 'graph' or 'persistent', got '" + m + "'");
+      use_persistent = m != "graph";
+    }
+    if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
+      char* end = nullptr;
+      persistent_timeout_ms = std::strtod(t, &end);
+      detail::require(end != t && *end == '\0' && persistent_timeout_ms > 0, kOp,
+                      "FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", std::string("must be a number > 0, got '") + t + "'");
+    }
+    if (const char* k = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER")) persistent_drop_arrival = std::atoi(k);
   }
 
   ~Impl() {
@@ -148,6 +171,7 @@ struct GPT2Engine::Impl {
   void clear_graphs() {
     for (auto& [key, g] : graphs) detail::discard_cuda_error(cudaGraphExecDestroy(g));
     graphs.clear();
+    graph_persistent.clear();
   }
 
   // Throws ArgumentError naming the first tensor never loaded.
@@ -372,10 +396,78 @@ struct GPT2Engine::Impl {
     *offsets_out = offsets;
   }
 
-  void decode_step(std::int64_t B, std::int64_t max_seq_len) {
+  PersistentDecodeArgs persistent_args(std::int64_t B, std::int64_t max_seq_len) {
+    PersistentDecodeArgs pa;
+    pa.layers = persist_layers.as<PersistentLayer>(0);
+    pa.n_layer = cfg.n_layer;
+    pa.batch = B;
+    pa.n_embd = cfg.n_embd;
+    pa.n_head = cfg.n_head;
+    pa.head_dim = cfg.head_dim();
+    pa.lnf_gamma = w("ln_f.weight");
+    pa.lnf_beta = w("ln_f.bias");
+    pa.h = h;
+    pa.x_out = x;
+    pa.q = q;
+    pa.a = a;
+    pa.workspace = paged_ws.get();
+    pa.workspace_bytes = paged_ws.bytes();
+    pa.pool = kv_pool.get();
+    pa.layout = layout;
+    pa.page_table = page_table;
+    pa.max_pages = max_pages;
+    pa.seq_lens = seq_lens;
+    pa.slots = dec_slots;
+    pa.max_seq_len = max_seq_len;
+    pa.eps = cfg.layer_norm_epsilon;
+    pa.scale = 1.f / std::sqrt(float(cfg.head_dim()));
+    pa.sync = persist_sync.as<unsigned int>(0);
+    pa.timeout_ms = persistent_timeout_ms;
+    pa.drop_arrival = persistent_drop_arrival;
+    pa.dtype = dtype;
+    return pa;
+  }
+
+  // The per-layer weight table of the persistent kernel and its barrier words, made once.
+  void ensure_persistent_tables() {
+    if (persist_sync.get() != nullptr) return;
+    std::vector<PersistentLayer> table(cfg.n_layer);
+    for (std::int64_t l = 0; l < cfg.n_layer; ++l) {
+      table[l] = {w(L(l, "ln_1.weight")),        w(L(l, "ln_1.bias")),          w(L(l, "attn.c_attn.weight")),
+                  w(L(l, "attn.c_attn.bias")),   w(L(l, "attn.c_proj.weight")), w(L(l, "attn.c_proj.bias")),
+                  w(L(l, "ln_2.weight")),        w(L(l, "ln_2.bias")),          w(L(l, "mlp.c_fc.weight")),
+                  w(L(l, "mlp.c_fc.bias")),      w(L(l, "mlp.c_proj.weight")),  w(L(l, "mlp.c_proj.bias"))};
+    }
+    persist_layers.grow(table.size() * sizeof(PersistentLayer), "gpt2 engine: persistent layer table");
+    FK_CUDA_CHECK(cudaMemcpy(persist_layers.get(), table.data(), table.size() * sizeof(PersistentLayer),
+                             cudaMemcpyHostToDevice));
+    persist_sync.grow(2 * sizeof(unsigned int), "gpt2 engine: persistent barrier");
+    FK_CUDA_CHECK(cudaMemset(persist_sync.get(), 0, 2 * sizeof(unsigned int)));
+  }
+
+  // Throws if a persistent step of the last generation timed out at a grid barrier (and clears
+  // the flag). Every step after the first timeout ended at once, so the tokens are invalid.
+  void check_persistent_fault() {
+    if (persist_sync.get() == nullptr) return;
+    int fault = 0;
+    FK_CUDA_CHECK(cudaMemcpy(&fault, persist_sync.as<unsigned int>(0) + 1, sizeof(int), cudaMemcpyDeviceToHost));
+    if (fault == 0) return;
+    FK_CUDA_CHECK(cudaMemset(persist_sync.as<unsigned int>(0) + 1, 0, sizeof(int)));
+    const int layer = (fault - 1) / 5, stage = (fault - 1) % 5 + 1;
+    throw CudaError("gpt2 engine: the persistent decode step stopped: a block waited more than " +
+                    std::to_string(persistent_timeout_ms) + " ms at grid barrier " + std::to_string(fault - 1) +
+                    " (layer " + std::to_string(layer) + ", after stage S" + std::to_string(stage) +
+                    "); the generation's tokens are invalid");
+  }
+
+  void decode_step(std::int64_t B, std::int64_t max_seq_len, const PersistentDecodePlan* plan) {
     embed(w("wte.weight"), w("wpe.weight"), ds.tokens, ds.positions, h, B, cfg.n_embd, dtype, page_table, max_pages,
           kPageSize, dec_slots, seq_lens, stream);
-    layers(B, dec_slots, nullptr, max_seq_len);
+    if (plan != nullptr) {
+      persistent_decode(persistent_args(B, max_seq_len), *plan, stream);
+    } else {
+      layers(B, dec_slots, nullptr, max_seq_len);
+    }
     gemm(x, w("wte.weight"), logits, B, cfg.vocab_size, cfg.n_embd, true);
     select_tokens(logits, B, cfg.vocab_size, params, ds, stream);
   }
@@ -396,7 +488,15 @@ struct GPT2Engine::Impl {
     pa.seq_lens = seq_lens;
     pa.max_seq_len = max_seq_len;
     pa.scale = 1.f;
-    const std::size_t need = paged_decode_workspace_bytes(pa);
+    std::size_t need = paged_decode_workspace_bytes(pa);
+    PersistentDecodePlan plan;
+    if (use_persistent && use_decode_gemv) {
+      plan = plan_persistent_decode(persistent_args(B, max_seq_len));
+      if (plan.supported) {
+        ensure_persistent_tables();
+        need = std::max(need, plan.workspace_bytes);
+      }
+    }
     if (need > paged_ws.bytes()) {
       clear_graphs();  // they were captured with the old workspace
       paged_ws.grow(need, "gpt2 engine: paged decode workspace");
@@ -404,7 +504,7 @@ struct GPT2Engine::Impl {
     cudaGraph_t graph = nullptr;
     FK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
-      decode_step(B, max_seq_len);
+      decode_step(B, max_seq_len, plan.supported ? &plan : nullptr);
     } catch (...) {
       // Ends the (now invalid) capture so the stream is usable again; its own error is not the
       // one to report.
@@ -418,6 +518,7 @@ struct GPT2Engine::Impl {
     detail::discard_cuda_error(cudaGraphDestroy(graph));
     FK_CUDA_CHECK(err);
     graphs[key] = exec;
+    graph_persistent[key] = plan.supported;
     ++*captures;
     return exec;
   }
@@ -724,6 +825,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     std::vector<std::int32_t> fin(B);
     if (o.max_new_tokens > 1) {
       cudaGraphExec_t exec = m.decode_graph(B, bucket, &st.graph_captures);
+      st.persistent_decode = m.graph_persistent[std::make_pair(B, bucket)];
       for (std::int64_t step = 1; step < o.max_new_tokens; ++step) {
         FK_CUDA_CHECK(cudaGraphLaunch(exec, m.stream));
         ++st.decode_steps;
@@ -739,6 +841,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     FK_CUDA_CHECK(cudaMemcpyAsync(fin.data(), m.ds.finished, B * 4, cudaMemcpyDeviceToHost, m.stream));
     FK_CUDA_CHECK(cudaStreamSynchronize(m.stream));
     st.decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+    if (st.persistent_decode) m.check_persistent_fault();
     const std::int64_t produced = 1 + st.decode_steps;
     for (std::int64_t b = 0; b < B; ++b) {
       for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {

@@ -1,0 +1,542 @@
+// The persistent GPT-2 decode step (batch <= 8, head_dim 64).
+//
+// Why: a decode step of GPT-2 small reads ~250 MB, 60 us at HBM speed, but as a chain of ~100
+// kernels (8 per layer) it took 450-580 us on an H200: every kernel is too short to fill the GPU
+// and pays launch and drain latency, even inside a CUDA graph. Here one cooperative launch, one
+// CTA per SM, runs all layers; the kernel boundaries become grid barriers (~1-2 us each, no
+// drain of the whole GPU, no launch), five per layer:
+//
+//   S1  LN1(h) (every CTA, into shared memory) -> QKV GEMV + bias; q to scratch, K/V straight
+//       into this step's slot of the paged cache                                   | barrier
+//   S2  attention partials: one task per (sequence, head, KV split), 16 warps over the split's
+//       tokens, online softmax, (o, lse) to the workspace                           | barrier
+//   S3  combine the splits (every CTA, into shared memory) -> out-proj GEMV + bias + residual
+//                                                                                    | barrier
+//   S4  LN2(h) -> FC GEMV + bias + tanh GeLU                                         | barrier
+//   S5  FC2 GEMV + bias + residual                                                  | barrier
+//
+// and at the end ln_f(h) -> x_out for the LM head. Each GEMV column (one output feature) is one
+// warp streaming that weight row once for all batch rows (tokens on the narrow side), so batch 8
+// reads the weights once, like batch 1. A CTA owns a fixed contiguous block of output columns in
+// every layer, and at the start of layer l it prefetches its blocks of layer l+1 into L2
+// (prefetch.global.L2): the HBM reads of the next layer run under this layer's barriers, so the
+// GEMVs mostly read L2.
+//
+// Numerics follow the graph path: fp32 accumulation, each GEMV result rounded once with its bias
+// (HF's Conv1D), the residual sum rounded to the model dtype before the next LayerNorm, the
+// attention output rounded to the dtype after the split combine. The GEMV's summation order is
+// decode_gemv's; LayerNorm and attention sum in another order (last-bit differences).
+//
+// Data that other CTAs wrote during the kernel (h, q, a, the cache, the partials) is read with
+// ld.global.cg: L1 is not coherent across SMs. Index safety: a slot, sequence length or
+// page-table entry out of range is never used as an address (the step's output becomes NaN).
+#include "models/gpt2/persistent_decode.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/activations.cuh"
+#include "common/arg_check.h"
+#include "common/block_reduce.cuh"
+#include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+#include "common/grid_barrier.cuh"
+#include "common/index_guard.cuh"
+#include "common/launch.h"
+#include "common/online_softmax.cuh"
+#include "common/vector_io.cuh"
+
+namespace flashkernel::models::gpt2_detail {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kHeadDim = 64;
+constexpr int kMaxBatch = 8;
+constexpr int kMinSplitTokens = 64;  // fewer tokens per split: the combine costs more than it saves
+constexpr int kSplitQuantum = 16;
+constexpr int kGemvChunk = 8;  // 16-byte weight loads a lane has in flight
+constexpr int kScratchFloats = 2 * kWarps + kWarps * kHeadDim;
+
+struct Params {
+  const PersistentLayer* layers;
+  int n_layer, batch, C, H;
+  const void *lnf_gamma, *lnf_beta;
+  void *h, *x_out, *q, *a;
+  float *part_o, *part_lse;
+  const void* pool;
+  std::int64_t layer_elems, page_elems;
+  int num_pages, page_size_log2, max_pages;
+  const std::int32_t* page_table;
+  const std::int32_t* seq_lens;
+  const std::int64_t* slots;
+  int splits, split_tokens;
+  float eps, scale_log2;
+  detail::GridBarrier barrier;
+};
+
+// 16 bytes written by another CTA during this kernel.
+template <typename T>
+__device__ __forceinline__ Vec<T> load_vec_cg(const T* p) {
+  Vec<T> v;
+  *reinterpret_cast<int4*>(&v) = __ldcg(reinterpret_cast<const int4*>(p));
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ float load_cg(const T* p) {
+  static_assert(sizeof(T) == 2, "16-bit model dtypes");
+  const unsigned short bits = __ldcg(reinterpret_cast<const unsigned short*>(p));
+  T v;
+  memcpy(&v, &bits, sizeof(T));
+  return to_float(v);
+}
+
+// The contiguous block of output columns [c0, c1) this CTA owns in a GEMV of n_cols columns.
+__device__ __forceinline__ void cta_columns(int n_cols, int& c0, int& c1) {
+  const int per_cta = (n_cols + gridDim.x - 1) / gridDim.x;
+  c0 = min(n_cols, int(blockIdx.x) * per_cta);
+  c1 = min(n_cols, c0 + per_cta);
+}
+
+// Pulls this CTA's rows of w [n_cols, k] toward L2 (no register or shared-memory cost).
+template <typename T>
+__device__ __forceinline__ void prefetch_columns_l2(const void* w, int n_cols, int k) {
+  int c0, c1;
+  cta_columns(n_cols, c0, c1);
+  const char* base = static_cast<const char*>(w) + std::int64_t(c0) * k * sizeof(T);
+  const std::int64_t bytes = std::int64_t(c1 - c0) * k * sizeof(T);
+  for (std::int64_t off = std::int64_t(threadIdx.x) * 128; off < bytes; off += std::int64_t(kThreads) * 128) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void prefetch_layer_l2(const PersistentLayer& L, int C) {
+  prefetch_columns_l2<T>(L.w_qkv, 3 * C, C);
+  prefetch_columns_l2<T>(L.w_proj, C, C);
+  prefetch_columns_l2<T>(L.w_fc, 4 * C, C);
+  prefetch_columns_l2<T>(L.w_fc2, C, 4 * C);
+}
+
+// dst[r, :] = LayerNorm(src[r, :]) for r < rows, one warp per row, as add_layernorm computes it
+// (two-pass variance over the rounded inputs). src is the residual stream (read past L1).
+template <typename T>
+__device__ void layernorm_rows(const T* src, const T* __restrict__ gamma, const T* __restrict__ beta, T* dst,
+                               int rows, int C, float eps) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int nvec = C / 8;
+  for (int r = warp; r < rows; r += kWarps) {
+    const T* row = src + std::int64_t(r) * C;
+    float sum = 0.f;
+    for (int c = lane; c < nvec; c += kWarpSize) {
+      const Vec<T> v = load_vec_cg(row + c * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sum += to_float(v.v[j]);
+    }
+    const float mean = warp_allreduce(sum, SumCombine{}) / float(C);
+    float sq = 0.f;
+    for (int c = lane; c < nvec; c += kWarpSize) {
+      const Vec<T> v = load_vec_cg(row + c * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float d = to_float(v.v[j]) - mean;
+        sq += d * d;
+      }
+    }
+    const float rstd = rsqrtf(warp_allreduce(sq, SumCombine{}) / float(C) + eps);
+    for (int c = lane; c < nvec; c += kWarpSize) {
+      const Vec<T> v = load_vec_cg(row + c * 8), g = load_vec(gamma + c * 8), b = load_vec(beta + c * 8);
+      Vec<T> o;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        float x = (to_float(v.v[j]) - mean) * rstd;
+        x *= to_float(g.v[j]);
+        x += to_float(b.v[j]);
+        o.v[j] = from_float<T>(x);
+      }
+      store_vec(dst + std::int64_t(r) * C + c * 8, o);
+    }
+  }
+}
+
+// out[r, n] = xs[r, :] . w[n, :] for this CTA's columns n and rows r < rows; epilogue(r, n, sum)
+// stores it. One warp per column streams the weight row once for all rows, kGemvChunk 16-byte
+// loads in flight per lane; the per-lane summation order is decode_gemv's.
+template <typename T, int kMaxB, typename Epilogue>
+__device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ w, int n_cols, int k, int rows,
+                                             Epilogue&& epilogue) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  int c0, c1;
+  cta_columns(n_cols, c0, c1);
+  const int nvec = k / 8;
+  for (int n = c0 + warp; n < c1; n += kWarps) {
+    const int4* wrow = reinterpret_cast<const int4*>(w + std::int64_t(n) * k);
+    float acc[kMaxB];
+#pragma unroll
+    for (int r = 0; r < kMaxB; ++r) acc[r] = 0.f;
+    for (int c = lane; c < nvec; c += kWarpSize * kGemvChunk) {
+      Vec<T> wv[kGemvChunk];
+#pragma unroll
+      for (int i = 0; i < kGemvChunk; ++i) {
+        if (c + i * kWarpSize < nvec) *reinterpret_cast<int4*>(&wv[i]) = __ldg(wrow + c + i * kWarpSize);
+      }
+#pragma unroll
+      for (int i = 0; i < kGemvChunk; ++i) {
+        const int cv = c + i * kWarpSize;
+        if (cv < nvec) {
+          float wf[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) wf[j] = to_float(wv[i].v[j]);
+#pragma unroll
+          for (int r = 0; r < kMaxB; ++r) {
+            if (r < rows) {
+              const Vec<T> xv = load_vec(xs + std::int64_t(r) * k + cv * 8);
+#pragma unroll
+              for (int j = 0; j < 8; ++j) acc[r] = fmaf(to_float(xv.v[j]), wf[j], acc[r]);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kMaxB; ++r) {
+      if (r < rows) {
+        const float s = warp_reduce(acc[r], SumCombine{});
+        if (lane == 0) epilogue(r, n, s);
+      }
+    }
+  }
+}
+
+// One attention task: sequence b, head `head`, tokens [split * split_tokens, ...) of its
+// length. Writes the split's normalized output and log-sum-exp (base 2); an empty split writes
+// (0, -inf), a faulty index (NaN, NaN).
+template <typename T>
+__device__ void attention_task(const Params& p, int layer, int b, int head, int split, float* scratch) {
+  constexpr int D = kHeadDim, kLanesPerToken = D / 8, kTokensPerWarp = kWarpSize / kLanesPerToken;
+  constexpr int kUnroll = 4;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int grp = lane / kLanesPerToken, gl = lane % kLanesPerToken;
+  const int page_size = 1 << p.page_size_log2;
+  const int len = p.seq_lens[b];
+  const bool len_ok = len >= 1 && std::int64_t(len) <= (std::int64_t(p.max_pages) << p.page_size_log2);
+  const int start = split * p.split_tokens;
+  const int end = len_ok ? min(len, start + p.split_tokens) : start;
+
+  float qf[8];
+  {
+    const Vec<T> qv = load_vec_cg(static_cast<const T*>(p.q) + std::int64_t(b) * p.C + head * D + gl * 8);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) qf[j] = to_float(qv.v[j]) * p.scale_log2;
+  }
+  float m = softmax::kNegInf, l = 0.f, acc[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] = 0.f;
+  bool page_bad = false;
+  const std::int32_t* table_row = p.page_table + std::int64_t(b) * p.max_pages;
+  const T* layer_pool = static_cast<const T*>(p.pool) + layer * p.layer_elems;
+  const std::int64_t v_offset = std::int64_t(p.H) * page_size * D;  // V follows K in a page
+  constexpr int kStride = kWarps * kTokensPerWarp;
+  // The loop bound is the same for the whole warp (the shuffles below need every lane).
+  for (int base = start + warp * kTokensPerWarp; base < end; base += kStride * kUnroll) {
+    Vec<T> kv[kUnroll], vv[kUnroll];
+    bool valid[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kStride + grp;
+      valid[u] = t < end;
+      if (valid[u]) {
+        const std::int32_t page = table_row[t >> p.page_size_log2];
+        if (!detail::index_in_range(page, p.num_pages)) {
+          page_bad = true;
+          valid[u] = false;
+        } else {
+          const T* kp = layer_pool + std::int64_t(page) * p.page_elems +
+                        (std::int64_t(head) * page_size + (t & (page_size - 1))) * D + gl * 8;
+          kv[u] = load_vec_cg(kp);
+          vv[u] = load_vec_cg(kp + v_offset);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float s = 0.f;
+      if (valid[u]) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s = fmaf(qf[j], to_float(kv[u].v[j]), s);
+      }
+      s = warp_allreduce<kLanesPerToken>(s, SumCombine{});
+      if (valid[u]) {
+        const float f = softmax::advance_max(m, l, s);
+        const float pr = exp2f(s - m);
+        l += pr;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[j] = fmaf(pr, to_float(vv[u].v[j]), acc[j] * f);
+      }
+    }
+  }
+  // The warp's token groups, then the warps.
+#pragma unroll
+  for (int off = kLanesPerToken; off < kWarpSize; off *= 2) {
+    float other[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) other[j] = __shfl_xor_sync(kFullWarpMask, acc[j], off);
+    const float om = __shfl_xor_sync(kFullWarpMask, m, off), ol = __shfl_xor_sync(kFullWarpMask, l, off);
+    softmax::merge(m, l, acc, om, ol, other);
+  }
+  float* sm_m = scratch;
+  float* sm_l = scratch + kWarps;
+  float* sm_acc = scratch + 2 * kWarps;
+  if (grp == 0) {
+    if (gl == 0) {
+      sm_m[warp] = m;
+      sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sm_acc[warp * D + gl * 8 + j] = acc[j];
+  }
+  const bool any_page_bad = __syncthreads_or(page_bad);  // also the barrier before the scratch is read
+  const bool fault = !len_ok || any_page_bad;
+  if (threadIdx.x < D) {
+    const int c = threadIdx.x;
+    float mx = softmax::kNegInf;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[w]);
+    float den = 0.f, num = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = softmax::rescale_factor(sm_m[w], mx);
+      den = fmaf(sm_l[w], f, den);
+      num = fmaf(sm_acc[w * D + c], f, num);
+    }
+    const std::int64_t row = (std::int64_t(b) * p.H + head) * p.splits + split;
+    const float nan = __int_as_float(0x7fffffff);
+    p.part_o[row * D + c] = fault ? nan : (den > 0.f ? num / den : 0.f);
+    if (c == 0) p.part_lse[row] = fault ? nan : softmax::log_sum_exp2(mx, den);
+  }
+  __syncthreads();  // the scratch is reused by the next task
+}
+
+// xs[b, :] = the attention output of sequence b: its splits combined by log-sum-exp, rounded to
+// the model dtype (a NaN partial makes the row NaN).
+template <typename T>
+__device__ void combine_attention(const Params& p, T* xs) {
+  constexpr int D = kHeadDim;
+  for (int idx = threadIdx.x; idx < p.batch * p.C; idx += kThreads) {
+    const int b = idx / p.C, c = idx % p.C, head = c / D, d = c % D;
+    const std::int64_t row0 = (std::int64_t(b) * p.H + head) * p.splits;
+    float mx = softmax::kNegInf;
+    for (int s = 0; s < p.splits; ++s) mx = MaxCombine{}(mx, __ldcg(p.part_lse + row0 + s));
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float wgt = softmax::combine_weight(__ldcg(p.part_lse + row0 + s), mx);
+      den += wgt;
+      num = fmaf(wgt, __ldcg(p.part_o + (row0 + s) * D + d), num);
+    }
+    xs[idx] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
+  }
+}
+
+template <typename T, int kMaxB>
+__global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int B = p.batch, C = p.C;
+  T* xs = reinterpret_cast<T*>(smem_raw);  // [B, up to 4C]: a GEMV's input rows
+  float* scratch = reinterpret_cast<float*>(smem_raw + std::size_t(B) * 4 * C * sizeof(T));
+  T* h = static_cast<T*>(p.h);
+  int barrier = 0;
+
+  prefetch_layer_l2<T>(p.layers[0], C);
+  for (int layer = 0; layer < p.n_layer; ++layer) {
+    const PersistentLayer L = p.layers[layer];
+    if (layer + 1 < p.n_layer) prefetch_layer_l2<T>(p.layers[layer + 1], C);
+
+    // S1: LN1 + QKV + bias; K and V into the cache slot of this step.
+    layernorm_rows(h, static_cast<const T*>(L.ln1_gamma), static_cast<const T*>(L.ln1_beta), xs, B, C, p.eps);
+    __syncthreads();
+    {
+      const T* bias = static_cast<const T*>(L.b_qkv);
+      T* q = static_cast<T*>(p.q);
+      T* pool = const_cast<T*>(static_cast<const T*>(p.pool)) + layer * p.layer_elems;
+      const int page_size = 1 << p.page_size_log2;
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, [&](int r, int n, float s) {
+        const T val = from_float<T>(s + to_float(bias[n]));
+        if (n < C) {
+          q[std::int64_t(r) * C + n] = val;
+          return;
+        }
+        const int part = n / C - 1, cc = n - (part + 1) * C;  // part 0: K, 1: V
+        const std::int64_t slot = p.slots[r];
+        if (!detail::index_in_range(slot, std::int64_t(p.num_pages) << p.page_size_log2)) return;
+        const std::int64_t page = slot >> p.page_size_log2, off = slot & (page_size - 1);
+        pool[page * p.page_elems + ((std::int64_t(part) * p.H + cc / kHeadDim) * page_size + off) * kHeadDim +
+             cc % kHeadDim] = val;
+      });
+    }
+    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+
+    // S2: attention partials.
+    for (int task = blockIdx.x; task < B * p.H * p.splits; task += gridDim.x) {
+      const int split = task % p.splits, bh = task / p.splits;
+      attention_task<T>(p, layer, bh / p.H, bh % p.H, split, scratch);
+    }
+    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+
+    // S3: split combine + out-projection + bias + residual.
+    combine_attention<T>(p, xs);
+    __syncthreads();
+    auto add_to_residual = [&](const T* bias) {
+      return [=](int r, int n, float s) {
+        T* hp = h + std::int64_t(r) * C + n;
+        const T y = from_float<T>(s + to_float(bias[n]));
+        *hp = from_float<T>(to_float(y) + load_cg(hp));
+      };
+    };
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B,
+                           add_to_residual(static_cast<const T*>(L.b_proj)));
+    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+
+    // S4: LN2 + FC + bias + GeLU.
+    layernorm_rows(h, static_cast<const T*>(L.ln2_gamma), static_cast<const T*>(L.ln2_beta), xs, B, C, p.eps);
+    __syncthreads();
+    {
+      const T* bias = static_cast<const T*>(L.b_fc);
+      T* a = static_cast<T*>(p.a);
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, [&](int r, int n, float s) {
+        a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s + to_float(bias[n])));
+      });
+    }
+    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+
+    // S5: FC2 + bias + residual.
+    for (int i = threadIdx.x; i < B * 4 * C / 8; i += kThreads) {
+      store_vec(xs + i * 8, load_vec_cg(static_cast<const T*>(p.a) + std::int64_t(i) * 8));
+    }
+    __syncthreads();
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B,
+                           add_to_residual(static_cast<const T*>(L.b_fc2)));
+    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+  }
+  if (blockIdx.x == 0) {
+    layernorm_rows(h, static_cast<const T*>(p.lnf_gamma), static_cast<const T*>(p.lnf_beta),
+                   static_cast<T*>(p.x_out), B, C, p.eps);
+  }
+}
+
+template <typename T>
+const void* kernel_for_batch(std::int64_t batch) {
+  if (batch == 1) return reinterpret_cast<const void*>(persistent_decode_kernel<T, 1>);
+  if (batch <= 4) return reinterpret_cast<const void*>(persistent_decode_kernel<T, 4>);
+  return reinterpret_cast<const void*>(persistent_decode_kernel<T, kMaxBatch>);
+}
+
+const void* kernel_for(DType dtype, std::int64_t batch) {
+  return dispatch_half_dtype(dtype, "gpt2 persistent decode",
+                             [&](auto tag) { return kernel_for_batch<typename decltype(tag)::type>(batch); });
+}
+
+}  // namespace
+
+PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
+  PersistentDecodePlan pl;
+  auto no = [&](std::string why) {
+    pl.why_not = std::move(why);
+    return pl;
+  };
+  if (a.batch < 1 || a.batch > kMaxBatch) return no("batch " + std::to_string(a.batch) + " is not in [1, 8]");
+  if (a.head_dim != kHeadDim) return no("head_dim " + std::to_string(a.head_dim) + " is not 64");
+  if (a.n_embd % 8 != 0 || a.n_embd != a.n_head * a.head_dim) return no("n_embd is not n_head * 64");
+  if (a.layout.num_kv_heads != a.n_head || a.layout.head_dim != a.head_dim) return no("KV layout differs");
+  if (a.layout.page_size < 1 || (a.layout.page_size & (a.layout.page_size - 1)) != 0) {
+    return no("page size is not a power of two");
+  }
+  if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) return no("dtype is not fp16/bf16");
+  int device = 0, coop = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  FK_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+  if (!coop) return no("the device has no cooperative launch");
+  const std::size_t smem =
+      std::size_t(a.batch) * 4 * a.n_embd * dtype_size(a.dtype) + std::size_t(kScratchFloats) * sizeof(float);
+  if (smem > std::size_t(detail::current_smem_optin_bytes())) {
+    return no("needs " + std::to_string(smem) + " bytes of shared memory per block");
+  }
+  const void* kernel = kernel_for(a.dtype, a.batch);
+  FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int per_sm = 0;
+  FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+  if (per_sm < 1) return no("no block fits on an SM");
+  pl.grid = detail::current_sm_count();  // one CTA per SM, all co-resident
+  pl.threads = kThreads;
+  pl.smem_bytes = smem;
+  // Attention splits: enough (sequence, head, split) tasks to give most CTAs one, but at least
+  // kMinSplitTokens tokens per split.
+  const std::int64_t tasks = a.batch * a.n_head;
+  const std::int64_t by_grid = std::max<std::int64_t>(1, pl.grid / tasks);
+  const std::int64_t by_len = std::max<std::int64_t>(1, (a.max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens);
+  std::int64_t splits = std::min(by_grid, by_len);
+  const std::int64_t per = (a.max_seq_len + splits - 1) / splits;
+  pl.split_tokens = static_cast<int>((per + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
+  pl.splits = static_cast<int>((a.max_seq_len + pl.split_tokens - 1) / pl.split_tokens);
+  pl.workspace_bytes = std::size_t(tasks) * pl.splits * (kHeadDim + 1) * sizeof(float);
+  pl.supported = true;
+  return pl;
+}
+
+void persistent_decode(const PersistentDecodeArgs& a, const PersistentDecodePlan& pl, cudaStream_t stream) {
+  constexpr const char* kOp = "gpt2 persistent decode";
+  detail::require(pl.supported, kOp, "plan", "is not supported: " + pl.why_not);
+  detail::require(a.workspace != nullptr && a.workspace_bytes >= pl.workspace_bytes, kOp, "workspace",
+                  "must hold " + std::to_string(pl.workspace_bytes) + " bytes");
+  detail::require(a.sync != nullptr, kOp, "sync", "must be a device pointer to 2 words");
+  Params p{};
+  p.layers = a.layers;
+  p.n_layer = static_cast<int>(a.n_layer);
+  p.batch = static_cast<int>(a.batch);
+  p.C = static_cast<int>(a.n_embd);
+  p.H = static_cast<int>(a.n_head);
+  p.lnf_gamma = a.lnf_gamma;
+  p.lnf_beta = a.lnf_beta;
+  p.h = a.h;
+  p.x_out = a.x_out;
+  p.q = a.q;
+  p.a = a.a;
+  p.part_o = static_cast<float*>(a.workspace);
+  p.part_lse = p.part_o + a.batch * a.n_head * pl.splits * kHeadDim;
+  p.pool = a.pool;
+  p.layer_elems = a.layout.layer_elems();
+  p.page_elems = a.layout.page_elems();
+  p.num_pages = static_cast<int>(a.layout.num_pages);
+  int log2ps = 0;
+  while ((std::int64_t(1) << log2ps) < a.layout.page_size) ++log2ps;
+  p.page_size_log2 = log2ps;
+  p.max_pages = static_cast<int>(a.max_pages);
+  p.page_table = a.page_table;
+  p.seq_lens = a.seq_lens;
+  p.slots = a.slots;
+  p.splits = pl.splits;
+  p.split_tokens = pl.split_tokens;
+  p.eps = a.eps;
+  p.scale_log2 = a.scale * softmax::kLog2e;
+  p.barrier.count = a.sync;
+  p.barrier.fault = reinterpret_cast<int*>(a.sync + 1);
+  p.barrier.timeout_ns = static_cast<unsigned long long>(a.timeout_ms * 1e6);
+  p.barrier.drop_arrival = a.drop_arrival;
+
+  FK_CUDA_CHECK(cudaMemsetAsync(a.sync, 0, sizeof(unsigned int), stream));
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(pl.grid));
+  config.blockDim = dim3(static_cast<unsigned>(pl.threads));
+  config.dynamicSmemBytes = pl.smem_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  void* args[] = {&p};
+  FK_CUDA_CHECK(cudaLaunchKernelExC(&config, kernel_for(a.dtype, a.batch), args));
+}
+
+}  // namespace flashkernel::models::gpt2_detail
