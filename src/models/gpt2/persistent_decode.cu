@@ -52,14 +52,23 @@
 namespace flashkernel::models::gpt2_detail {
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kHeadDim = 64;
 constexpr int kMaxBatch = 8;
 constexpr int kMinSplitTokens = 64;  // fewer tokens per split: the combine costs more than it saves
 constexpr int kSplitQuantum = 16;
-constexpr int kGemvChunk = 8;  // 16-byte weight loads a lane has in flight
-constexpr int kScratchFloats = 2 * kWarps + kWarps * kHeadDim;
+constexpr int kGemvChunk = 12;  // 16-byte weight loads a lane has in flight (GPT-2 small on 132 SMs needs 12)
+constexpr int kGemvMaxParts = 4;  // a CTA with few columns splits each one's K over up to 4 warps
+constexpr int kMaxRowVecs = 8;    // LayerNorm keeps a row in registers: n_embd <= 8 * 32 * 8
+constexpr int kAttnScratchFloats = 2 * kWarps + kWarps * kHeadDim;
+constexpr int kGemvScratchFloats = kWarps * kMaxBatch;
+
+// Shared-memory floats besides the GEMV input rows: the attention merge or the split-combine
+// weights (never live at once), then the GEMV's K-split partial sums.
+std::size_t scratch_floats(std::int64_t batch, std::int64_t heads, std::int64_t splits) {
+  return std::size_t(std::max<std::int64_t>(kAttnScratchFloats, batch * heads * (splits + 1))) + kGemvScratchFloats;
+}
 
 struct Params {
   const PersistentLayer* layers;
@@ -74,6 +83,7 @@ struct Params {
   const std::int32_t* seq_lens;
   const std::int64_t* slots;
   int splits, split_tokens;
+  int gemv_scratch_offset;  // floats into the scratch area
   float eps, scale_log2;
   detail::GridBarrier barrier;
 };
@@ -123,7 +133,8 @@ __device__ __forceinline__ void prefetch_layer_l2(const PersistentLayer& L, int 
 }
 
 // dst[r, :] = LayerNorm(src[r, :]) for r < rows, one warp per row, as add_layernorm computes it
-// (two-pass variance over the rounded inputs). src is the residual stream (read past L1).
+// (two-pass variance over the rounded inputs). The row is loaded once into registers (one L2
+// round trip, not one per pass): src is the residual stream, read past L1.
 template <typename T>
 __device__ void layernorm_rows(const T* src, const T* __restrict__ gamma, const T* __restrict__ beta, T* dst,
                                int rows, int C, float eps) {
@@ -131,63 +142,101 @@ __device__ void layernorm_rows(const T* src, const T* __restrict__ gamma, const 
   const int nvec = C / 8;
   for (int r = warp; r < rows; r += kWarps) {
     const T* row = src + std::int64_t(r) * C;
-    float sum = 0.f;
-    for (int c = lane; c < nvec; c += kWarpSize) {
-      const Vec<T> v = load_vec_cg(row + c * 8);
+    Vec<T> v[kMaxRowVecs];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) sum += to_float(v.v[j]);
+    for (int i = 0; i < kMaxRowVecs; ++i) {
+      if (lane + i * kWarpSize < nvec) v[i] = load_vec_cg(row + (lane + i * kWarpSize) * 8);
+    }
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kMaxRowVecs; ++i) {
+      if (lane + i * kWarpSize < nvec) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) sum += to_float(v[i].v[j]);
+      }
     }
     const float mean = warp_allreduce(sum, SumCombine{}) / float(C);
     float sq = 0.f;
-    for (int c = lane; c < nvec; c += kWarpSize) {
-      const Vec<T> v = load_vec_cg(row + c * 8);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float d = to_float(v.v[j]) - mean;
-        sq += d * d;
+    for (int i = 0; i < kMaxRowVecs; ++i) {
+      if (lane + i * kWarpSize < nvec) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float d = to_float(v[i].v[j]) - mean;
+          sq += d * d;
+        }
       }
     }
     const float rstd = rsqrtf(warp_allreduce(sq, SumCombine{}) / float(C) + eps);
-    for (int c = lane; c < nvec; c += kWarpSize) {
-      const Vec<T> v = load_vec_cg(row + c * 8), g = load_vec(gamma + c * 8), b = load_vec(beta + c * 8);
-      Vec<T> o;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        float x = (to_float(v.v[j]) - mean) * rstd;
-        x *= to_float(g.v[j]);
-        x += to_float(b.v[j]);
-        o.v[j] = from_float<T>(x);
+    for (int i = 0; i < kMaxRowVecs; ++i) {
+      const int c = lane + i * kWarpSize;
+      if (c < nvec) {
+        const Vec<T> g = load_vec(gamma + c * 8), b = load_vec(beta + c * 8);
+        Vec<T> o;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float x = (to_float(v[i].v[j]) - mean) * rstd;
+          x *= to_float(g.v[j]);
+          x += to_float(b.v[j]);
+          o.v[j] = from_float<T>(x);
+        }
+        store_vec(dst + std::int64_t(r) * C + c * 8, o);
       }
-      store_vec(dst + std::int64_t(r) * C + c * 8, o);
     }
   }
 }
 
+// Sum over the `width` consecutive lanes of a segment (width a power of two); the segment's first
+// lane gets the result.
+__device__ __forceinline__ float segment_sum(float v, int width) {
+  for (int off = width / 2; off > 0; off /= 2) v += __shfl_down_sync(kFullWarpMask, v, off, width);
+  return v;
+}
+
 // out[r, n] = xs[r, :] . w[n, :] for this CTA's columns n and rows r < rows; epilogue(r, n, sum)
-// stores it. One warp per column streams the weight row once for all rows, kGemvChunk 16-byte
-// loads in flight per lane; the per-lane summation order is decode_gemv's.
+// stores it. Each weight row is streamed once for all rows. The CTA's columns are split into
+// units that its 16 warps cover in ONE round, so every weight load of the stage is in flight at
+// once (a second round would add an L2/HBM round trip): more columns than warps -> 2 or 4
+// columns per warp (a segment of 16 or 8 lanes each); fewer -> each column's K split over up to
+// 4 warps, whose partial sums meet in shared memory (`partial`, kWarps * kMaxBatch floats) and are
+// added in a fixed order.
 template <typename T, int kMaxB, typename Epilogue>
 __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ w, int n_cols, int k, int rows,
-                                             Epilogue&& epilogue) {
+                                             float* partial, Epilogue&& epilogue) {
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   int c0, c1;
   cta_columns(n_cols, c0, c1);
-  const int nvec = k / 8;
-  for (int n = c0 + warp; n < c1; n += kWarps) {
-    const int4* wrow = reinterpret_cast<const int4*>(w + std::int64_t(n) * k);
+  const int ncol = c1 - c0;
+  if (ncol <= 0) return;  // the same for the whole CTA
+  int per_warp = 1, parts = 1;
+  if (ncol > kWarps) {
+    while (per_warp * kWarps < ncol && per_warp < 4) per_warp *= 2;
+  } else {
+    parts = min(kGemvMaxParts, kWarps / ncol);
+  }
+  const int lanes = kWarpSize / per_warp, li = lane % lanes;
+  const int units = ncol * parts;
+  const int nvec = k / 8, per_part = (nvec + parts - 1) / parts;
+  for (int base = warp * per_warp; base < units; base += kWarps * per_warp) {  // warp-uniform bound
+    const int u = base + lane / lanes;
+    const bool valid = u < units;
+    const int col = u / parts, part = u % parts;
+    const int vbeg = part * per_part, vend = valid ? min(nvec, vbeg + per_part) : vbeg;
+    const int4* wrow = reinterpret_cast<const int4*>(w + std::int64_t(c0 + col) * k);
     float acc[kMaxB];
 #pragma unroll
     for (int r = 0; r < kMaxB; ++r) acc[r] = 0.f;
-    for (int c = lane; c < nvec; c += kWarpSize * kGemvChunk) {
+    for (int c = vbeg + li; c < vend; c += lanes * kGemvChunk) {
       Vec<T> wv[kGemvChunk];
 #pragma unroll
       for (int i = 0; i < kGemvChunk; ++i) {
-        if (c + i * kWarpSize < nvec) *reinterpret_cast<int4*>(&wv[i]) = __ldg(wrow + c + i * kWarpSize);
+        if (c + i * lanes < vend) *reinterpret_cast<int4*>(&wv[i]) = __ldg(wrow + c + i * lanes);
       }
 #pragma unroll
       for (int i = 0; i < kGemvChunk; ++i) {
-        const int cv = c + i * kWarpSize;
-        if (cv < nvec) {
+        const int cv = c + i * lanes;
+        if (cv < vend) {
           float wf[8];
 #pragma unroll
           for (int j = 0; j < 8; ++j) wf[j] = to_float(wv[i].v[j]);
@@ -205,10 +254,26 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
 #pragma unroll
     for (int r = 0; r < kMaxB; ++r) {
       if (r < rows) {
-        const float s = warp_reduce(acc[r], SumCombine{});
-        if (lane == 0) epilogue(r, n, s);
+        const float s = segment_sum(acc[r], lanes);
+        if (valid && li == 0) {
+          if (parts == 1) {
+            epilogue(r, c0 + col, s);
+          } else {
+            partial[u * kMaxB + r] = s;
+          }
+        }
       }
     }
+  }
+  if (parts > 1) {
+    __syncthreads();
+    for (int t = threadIdx.x; t < ncol * rows; t += kThreads) {
+      const int col = t / rows, r = t % rows;
+      float s = 0.f;
+      for (int p = 0; p < parts; ++p) s += partial[(col * parts + p) * kMaxB + r];
+      epilogue(r, c0 + col, s);
+    }
+    __syncthreads();  // `partial` is reused by the next GEMV
   }
 }
 
@@ -320,21 +385,35 @@ __device__ void attention_task(const Params& p, int layer, int b, int head, int 
 }
 
 // xs[b, :] = the attention output of sequence b: its splits combined by log-sum-exp, rounded to
-// the model dtype (a NaN partial makes the row NaN).
+// the model dtype (a NaN partial makes the row NaN). Two passes of independent loads (split
+// weights per (sequence, head) into `weights`, then the outputs) instead of a dependent chain per
+// split. weights: batch * heads * (splits + 1) floats.
 template <typename T>
-__device__ void combine_attention(const Params& p, T* xs) {
+__device__ void combine_attention(const Params& p, T* xs, float* weights) {
   constexpr int D = kHeadDim;
-  for (int idx = threadIdx.x; idx < p.batch * p.C; idx += kThreads) {
-    const int b = idx / p.C, c = idx % p.C, head = c / D, d = c % D;
-    const std::int64_t row0 = (std::int64_t(b) * p.H + head) * p.splits;
+  const int S = p.splits, rows = p.batch * p.H;
+  float* den_of = weights + rows * S;
+  for (int i = threadIdx.x; i < rows * S; i += kThreads) weights[i] = __ldcg(p.part_lse + i);
+  __syncthreads();
+  for (int bh = threadIdx.x; bh < rows; bh += kThreads) {
+    float* wt = weights + bh * S;
     float mx = softmax::kNegInf;
-    for (int s = 0; s < p.splits; ++s) mx = MaxCombine{}(mx, __ldcg(p.part_lse + row0 + s));
-    float num = 0.f, den = 0.f;
-    for (int s = 0; s < p.splits; ++s) {
-      const float wgt = softmax::combine_weight(__ldcg(p.part_lse + row0 + s), mx);
-      den += wgt;
-      num = fmaf(wgt, __ldcg(p.part_o + (row0 + s) * D + d), num);
+    for (int s = 0; s < S; ++s) mx = MaxCombine{}(mx, wt[s]);
+    float den = 0.f;
+    for (int s = 0; s < S; ++s) {
+      wt[s] = softmax::combine_weight(wt[s], mx);
+      den += wt[s];
     }
+    den_of[bh] = den;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < p.batch * p.C; idx += kThreads) {
+    const int b = idx / p.C, c = idx % p.C, bh = b * p.H + c / D;
+    const float* o = p.part_o + std::int64_t(bh) * S * D + c % D;
+    float num = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < S; ++s) num = fmaf(weights[bh * S + s], __ldcg(o + s * D), num);
+    const float den = den_of[bh];
     xs[idx] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
   }
 }
@@ -345,6 +424,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   const int B = p.batch, C = p.C;
   T* xs = reinterpret_cast<T*>(smem_raw);  // [B, up to 4C]: a GEMV's input rows
   float* scratch = reinterpret_cast<float*>(smem_raw + std::size_t(B) * 4 * C * sizeof(T));
+  float* partial = scratch + p.gemv_scratch_offset;
   T* h = static_cast<T*>(p.h);
   int barrier = 0;
 
@@ -361,7 +441,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       T* q = static_cast<T*>(p.q);
       T* pool = const_cast<T*>(static_cast<const T*>(p.pool)) + layer * p.layer_elems;
       const int page_size = 1 << p.page_size_log2;
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, [&](int r, int n, float s) {
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, partial, [&](int r, int n, float s) {
         const T val = from_float<T>(s + to_float(bias[n]));
         if (n < C) {
           q[std::int64_t(r) * C + n] = val;
@@ -385,7 +465,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
 
     // S3: split combine + out-projection + bias + residual.
-    combine_attention<T>(p, xs);
+    combine_attention<T>(p, xs, scratch);
     __syncthreads();
     auto add_to_residual = [&](const T* bias) {
       return [=](int r, int n, float s) {
@@ -394,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
         *hp = from_float<T>(to_float(y) + load_cg(hp));
       };
     };
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B,
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B, partial,
                            add_to_residual(static_cast<const T*>(L.b_proj)));
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
 
@@ -404,18 +484,33 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     {
       const T* bias = static_cast<const T*>(L.b_fc);
       T* a = static_cast<T*>(p.a);
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, [&](int r, int n, float s) {
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, partial, [&](int r, int n, float s) {
         a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s + to_float(bias[n])));
       });
     }
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
 
     // S5: FC2 + bias + residual.
-    for (int i = threadIdx.x; i < B * 4 * C / 8; i += kThreads) {
-      store_vec(xs + i * 8, load_vec_cg(static_cast<const T*>(p.a) + std::int64_t(i) * 8));
+    {
+      // A thread's loads (up to 8) first, then its stores: one round trip per 32 KiB, not per vector.
+      constexpr int kBatchLoads = 8;
+      const int n = B * 4 * C / 8;
+      for (int first = threadIdx.x; first < n; first += kBatchLoads * kThreads) {
+        Vec<T> buf[kBatchLoads];
+#pragma unroll
+        for (int i = 0; i < kBatchLoads; ++i) {
+          const int e = first + i * kThreads;
+          if (e < n) buf[i] = load_vec_cg(static_cast<const T*>(p.a) + std::int64_t(e) * 8);
+        }
+#pragma unroll
+        for (int i = 0; i < kBatchLoads; ++i) {
+          const int e = first + i * kThreads;
+          if (e < n) store_vec(xs + std::int64_t(e) * 8, buf[i]);
+        }
+      }
     }
     __syncthreads();
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B,
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B, partial,
                            add_to_residual(static_cast<const T*>(L.b_fc2)));
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
   }
@@ -457,8 +552,21 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
   FK_CUDA_CHECK(cudaGetDevice(&device));
   FK_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
   if (!coop) return no("the device has no cooperative launch");
-  const std::size_t smem =
-      std::size_t(a.batch) * 4 * a.n_embd * dtype_size(a.dtype) + std::size_t(kScratchFloats) * sizeof(float);
+  if (a.n_embd > kMaxRowVecs * kWarpSize * 8) return no("n_embd > " + std::to_string(kMaxRowVecs * kWarpSize * 8));
+  // Splits first: they size the shared memory (the combine weights).
+  const std::int64_t tasks = a.batch * a.n_head;
+  const std::int64_t grid = detail::current_sm_count();  // one CTA per SM, all co-resident
+  // Attention splits: enough (sequence, head, split) tasks to give most CTAs one, but at least
+  // kMinSplitTokens tokens per split.
+  const std::int64_t by_grid = std::max<std::int64_t>(1, grid / tasks);
+  const std::int64_t by_len = std::max<std::int64_t>(1, (a.max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens);
+  const std::int64_t splits = std::min(by_grid, by_len);
+  const std::int64_t per = (a.max_seq_len + splits - 1) / splits;
+  pl.split_tokens = static_cast<int>((per + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
+  pl.splits = static_cast<int>((a.max_seq_len + pl.split_tokens - 1) / pl.split_tokens);
+  pl.workspace_bytes = std::size_t(tasks) * pl.splits * (kHeadDim + 1) * sizeof(float);
+  const std::size_t smem = std::size_t(a.batch) * 4 * a.n_embd * dtype_size(a.dtype) +
+                           scratch_floats(a.batch, a.n_head, pl.splits) * sizeof(float);
   if (smem > std::size_t(detail::current_smem_optin_bytes())) {
     return no("needs " + std::to_string(smem) + " bytes of shared memory per block");
   }
@@ -467,19 +575,9 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
   int per_sm = 0;
   FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   if (per_sm < 1) return no("no block fits on an SM");
-  pl.grid = detail::current_sm_count();  // one CTA per SM, all co-resident
+  pl.grid = static_cast<int>(grid);
   pl.threads = kThreads;
   pl.smem_bytes = smem;
-  // Attention splits: enough (sequence, head, split) tasks to give most CTAs one, but at least
-  // kMinSplitTokens tokens per split.
-  const std::int64_t tasks = a.batch * a.n_head;
-  const std::int64_t by_grid = std::max<std::int64_t>(1, pl.grid / tasks);
-  const std::int64_t by_len = std::max<std::int64_t>(1, (a.max_seq_len + kMinSplitTokens - 1) / kMinSplitTokens);
-  std::int64_t splits = std::min(by_grid, by_len);
-  const std::int64_t per = (a.max_seq_len + splits - 1) / splits;
-  pl.split_tokens = static_cast<int>((per + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
-  pl.splits = static_cast<int>((a.max_seq_len + pl.split_tokens - 1) / pl.split_tokens);
-  pl.workspace_bytes = std::size_t(tasks) * pl.splits * (kHeadDim + 1) * sizeof(float);
   pl.supported = true;
   return pl;
 }
@@ -517,6 +615,7 @@ void persistent_decode(const PersistentDecodeArgs& a, const PersistentDecodePlan
   p.slots = a.slots;
   p.splits = pl.splits;
   p.split_tokens = pl.split_tokens;
+  p.gemv_scratch_offset = static_cast<int>(scratch_floats(a.batch, a.n_head, pl.splits) - kGemvScratchFloats);
   p.eps = a.eps;
   p.scale_log2 = a.scale * softmax::kLog2e;
   p.barrier.count = a.sync;
