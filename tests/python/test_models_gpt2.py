@@ -13,7 +13,6 @@ Tolerances (stated once, used everywhere):
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -124,25 +123,25 @@ def test_greedy_generation_matches_hf(hf_and_engine):
                                            f"[{dtype}] prompt {len(r)} (batch {len(rows)})"))
     print("\n".join(reports))
     assert engine.last_stats.decode_steps == NEW_TOKENS - 1
-    # The default decode step is the persistent kernel (batch <= 8); FLASHKERNEL_GPT2_DECODE=graph
-    # selects the chain of kernels (test_graph_decode_path_matches_hf).
-    assert engine.last_stats.persistent_decode == (os.environ.get("FLASHKERNEL_GPT2_DECODE") != "graph")
 
 
 @gpu
-def test_graph_decode_path_matches_hf(hf_and_engine, monkeypatch):
+@pytest.mark.parametrize("mode", ["graph", "persistent"])
+def test_each_decode_path_matches_hf(hf_and_engine, monkeypatch, mode):
+    """Both decode steps, whichever is the default: the persistent kernel (batch <= 8) and the
+    chain of kernels in a CUDA graph (FLASHKERNEL_GPT2_DECODE, read when the engine is built)."""
     model, _, dtype, seed = hf_and_engine
-    monkeypatch.setenv("FLASHKERNEL_GPT2_DECODE", "graph")  # read when the engine is built
+    monkeypatch.setenv("FLASHKERNEL_GPT2_DECODE", mode)
     engine = GPT2Engine.from_hf(model)
     reports = []
-    for lengths in ([7], [3, 17, 64]):
+    for lengths in ([7], [3, 17, 64, 200, 1, 9, 31, 120]):
         rows = _prompts(lengths, seed + 7 * sum(lengths))
         hf_new, hf_logits = _hf_greedy(model, rows)
         ours = engine.generate(rows, NEW_TOKENS)
-        assert not engine.last_stats.persistent_decode
+        assert engine.last_stats.persistent_decode == (mode == "persistent")
         for b, r in enumerate(rows):
             reports.append(_compare_greedy(ours[b][len(r):], hf_new[b].tolist(), list(hf_logits[b]), MARGIN_TOL[dtype],
-                                           f"[{dtype}, graph path] prompt {len(r)} (batch {len(rows)})"))
+                                           f"[{dtype}, {mode}] prompt {len(r)} (batch {len(rows)})"))
     print("\n".join(reports))
 
 

@@ -56,11 +56,12 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kHeadDim = 64;
 constexpr int kMaxBatch = 8;
+constexpr int kMaxLayers = 64;  // the layer table lives in shared memory
 constexpr int kMinSplitTokens = 64;  // fewer tokens per split: the combine costs more than it saves
 constexpr int kSplitQuantum = 16;
 constexpr int kGemvChunk = 12;  // 16-byte weight loads a lane has in flight (GPT-2 small on 132 SMs needs 12)
 constexpr int kGemvMaxParts = 4;  // a CTA with few columns splits each one's K over up to 4 warps
-constexpr int kMaxRowVecs = 8;    // LayerNorm keeps a row in registers: n_embd <= 8 * 32 * 8
+constexpr int kMaxRowVecs = 4;    // LayerNorm keeps a row in registers: n_embd <= 4 * 32 * 8 = 1024
 constexpr int kAttnScratchFloats = 2 * kWarps + kWarps * kHeadDim;
 constexpr int kGemvScratchFloats = kWarps * kMaxBatch;
 
@@ -142,10 +143,15 @@ __device__ void layernorm_rows(const T* src, const T* __restrict__ gamma, const 
   const int nvec = C / 8;
   for (int r = warp; r < rows; r += kWarps) {
     const T* row = src + std::int64_t(r) * C;
-    Vec<T> v[kMaxRowVecs];
+    Vec<T> v[kMaxRowVecs], g[kMaxRowVecs], bt[kMaxRowVecs];  // gamma and beta in the same round trip
 #pragma unroll
     for (int i = 0; i < kMaxRowVecs; ++i) {
-      if (lane + i * kWarpSize < nvec) v[i] = load_vec_cg(row + (lane + i * kWarpSize) * 8);
+      const int c = lane + i * kWarpSize;
+      if (c < nvec) {
+        v[i] = load_vec_cg(row + c * 8);
+        g[i] = load_vec(gamma + c * 8);
+        bt[i] = load_vec(beta + c * 8);
+      }
     }
     float sum = 0.f;
 #pragma unroll
@@ -172,13 +178,12 @@ __device__ void layernorm_rows(const T* src, const T* __restrict__ gamma, const 
     for (int i = 0; i < kMaxRowVecs; ++i) {
       const int c = lane + i * kWarpSize;
       if (c < nvec) {
-        const Vec<T> g = load_vec(gamma + c * 8), b = load_vec(beta + c * 8);
         Vec<T> o;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           float x = (to_float(v[i].v[j]) - mean) * rstd;
-          x *= to_float(g.v[j]);
-          x += to_float(b.v[j]);
+          x *= to_float(g[i].v[j]);
+          x += to_float(bt[i].v[j]);
           o.v[j] = from_float<T>(x);
         }
         store_vec(dst + std::int64_t(r) * C + c * 8, o);
@@ -201,9 +206,13 @@ __device__ __forceinline__ float segment_sum(float v, int width) {
 // columns per warp (a segment of 16 or 8 lanes each); fewer -> each column's K split over up to
 // 4 warps, whose partial sums meet in shared memory (`partial`, kWarps * kMaxBatch floats) and are
 // added in a fixed order.
+//
+// The epilogue's operands are loaded with the weights (one round trip for the whole stage):
+// epilogue(r, n, sum + bias[n], residual[r, n]) (residual: [rows, n_cols], or nullptr -> 0).
 template <typename T, int kMaxB, typename Epilogue>
 __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ w, int n_cols, int k, int rows,
-                                             float* partial, Epilogue&& epilogue) {
+                                             float* partial, const T* __restrict__ bias, const T* residual,
+                                             Epilogue&& epilogue) {
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   int c0, c1;
   cta_columns(n_cols, c0, c1);
@@ -224,6 +233,18 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
     const int col = u / parts, part = u % parts;
     const int vbeg = part * per_part, vend = valid ? min(nvec, vbeg + per_part) : vbeg;
     const int4* wrow = reinterpret_cast<const int4*>(w + std::int64_t(c0 + col) * k);
+    float bias_v = 0.f, res_v[kMaxB];
+#pragma unroll
+    for (int r = 0; r < kMaxB; ++r) res_v[r] = 0.f;
+    if (valid && parts == 1) {
+      bias_v = to_float(bias[c0 + col]);
+      if (residual != nullptr) {
+#pragma unroll
+        for (int r = 0; r < kMaxB; ++r) {
+          if (r < rows) res_v[r] = load_cg(residual + std::int64_t(r) * n_cols + c0 + col);
+        }
+      }
+    }
     float acc[kMaxB];
 #pragma unroll
     for (int r = 0; r < kMaxB; ++r) acc[r] = 0.f;
@@ -257,7 +278,7 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
         const float s = segment_sum(acc[r], lanes);
         if (valid && li == 0) {
           if (parts == 1) {
-            epilogue(r, c0 + col, s);
+            epilogue(r, c0 + col, s + bias_v, res_v[r]);
           } else {
             partial[u * kMaxB + r] = s;
           }
@@ -271,7 +292,8 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
       const int col = t / rows, r = t % rows;
       float s = 0.f;
       for (int p = 0; p < parts; ++p) s += partial[(col * parts + p) * kMaxB + r];
-      epilogue(r, c0 + col, s);
+      const int n = c0 + col;
+      epilogue(r, n, s + to_float(bias[n]), residual != nullptr ? load_cg(residual + std::int64_t(r) * n_cols + n) : 0.f);
     }
     __syncthreads();  // `partial` is reused by the next GEMV
   }
@@ -306,21 +328,30 @@ __device__ void attention_task(const Params& p, int layer, int b, int head, int 
   const T* layer_pool = static_cast<const T*>(p.pool) + layer * p.layer_elems;
   const std::int64_t v_offset = std::int64_t(p.H) * page_size * D;  // V follows K in a page
   constexpr int kStride = kWarps * kTokensPerWarp;
-  // The loop bound is the same for the whole warp (the shuffles below need every lane).
-  for (int base = start + warp * kTokensPerWarp; base < end; base += kStride * kUnroll) {
+  // The loop runs over the split's whole token range, which does not depend on seq_lens[b]: the
+  // page-table reads then go out together with the seq_lens and q loads (one round trip, then
+  // one for K/V), and entries past the length (inside the table row) are read but never used.
+  // The bound is the same for the whole warp (the shuffles below need every lane).
+  const int range_end = int(min(std::int64_t(start) + p.split_tokens, std::int64_t(p.max_pages) << p.page_size_log2));
+  for (int base = start + warp * kTokensPerWarp; base < range_end; base += kStride * kUnroll) {
     Vec<T> kv[kUnroll], vv[kUnroll];
     bool valid[kUnroll];
+    std::int32_t page[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int t = base + u * kStride + grp;
+      page[u] = t < range_end ? table_row[t >> p.page_size_log2] : 0;
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int t = base + u * kStride + grp;
       valid[u] = t < end;
       if (valid[u]) {
-        const std::int32_t page = table_row[t >> p.page_size_log2];
-        if (!detail::index_in_range(page, p.num_pages)) {
+        if (!detail::index_in_range(page[u], p.num_pages)) {
           page_bad = true;
           valid[u] = false;
         } else {
-          const T* kp = layer_pool + std::int64_t(page) * p.page_elems +
+          const T* kp = layer_pool + std::int64_t(page[u]) * p.page_elems +
                         (std::int64_t(head) * page_size + (t & (page_size - 1))) * D + gl * 8;
           kv[u] = load_vec_cg(kp);
           vv[u] = load_vec_cg(kp + v_offset);
@@ -407,14 +438,43 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
     den_of[bh] = den;
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < p.batch * p.C; idx += kThreads) {
-    const int b = idx / p.C, c = idx % p.C, bh = b * p.H + c / D;
-    const float* o = p.part_o + std::int64_t(bh) * S * D + c % D;
-    float num = 0.f;
-#pragma unroll 8
-    for (int s = 0; s < S; ++s) num = fmaf(weights[bh * S + s], __ldcg(o + s * D), num);
-    const float den = den_of[bh];
-    xs[idx] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
+  // kElems elements per thread at once, kSplits splits per load batch: all loads of a batch are
+  // in flight together (a plain loop would wait one round trip per element).
+  constexpr int kElems = 8, kSplits = 4;
+  const int total = p.batch * p.C;
+  for (int first = threadIdx.x; first < total; first += kElems * kThreads) {
+    float num[kElems];
+#pragma unroll
+    for (int e = 0; e < kElems; ++e) num[e] = 0.f;
+    for (int s0 = 0; s0 < S; s0 += kSplits) {
+      float o[kElems][kSplits];
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) {
+        const int idx = first + e * kThreads;
+        const int bh = (idx / p.C) * p.H + (idx % p.C) / D;
+#pragma unroll
+        for (int j = 0; j < kSplits; ++j) {
+          o[e][j] = (idx < total && s0 + j < S) ? __ldcg(p.part_o + (std::int64_t(bh) * S + s0 + j) * D + idx % D) : 0.f;
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) {
+        const int idx = first + e * kThreads;
+        const int bh = (idx / p.C) * p.H + (idx % p.C) / D;
+#pragma unroll
+        for (int j = 0; j < kSplits; ++j) {
+          if (idx < total && s0 + j < S) num[e] = fmaf(weights[bh * S + s0 + j], o[e][j], num[e]);
+        }
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kElems; ++e) {
+      const int idx = first + e * kThreads;
+      if (idx < total) {
+        const float den = den_of[(idx / p.C) * p.H + (idx % p.C) / D];
+        xs[idx] = from_float<T>(den > 0.f || den != den ? num[e] / den : 0.f);
+      }
+    }
   }
 }
 
@@ -427,11 +487,23 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   float* partial = scratch + p.gemv_scratch_offset;
   T* h = static_cast<T*>(p.h);
   int barrier = 0;
+  // The layer table in shared memory: one round trip at the start, none per layer.
+  __shared__ PersistentLayer layer_table[kMaxLayers];
+  {
+    constexpr int kWords = sizeof(PersistentLayer) / sizeof(const void*);
+    const void* const* src = reinterpret_cast<const void* const*>(p.layers);
+    const void** dst = reinterpret_cast<const void**>(layer_table);
+    for (int i = threadIdx.x; i < p.n_layer * kWords; i += kThreads) dst[i] = src[i];
+  }
+  // This step's cache slots (read by the QKV epilogue of every layer).
+  __shared__ std::int64_t slot[kMaxBatch];
+  if (threadIdx.x < B) slot[threadIdx.x] = p.slots[threadIdx.x];
+  __syncthreads();
 
-  prefetch_layer_l2<T>(p.layers[0], C);
+  prefetch_layer_l2<T>(layer_table[0], C);
   for (int layer = 0; layer < p.n_layer; ++layer) {
-    const PersistentLayer L = p.layers[layer];
-    if (layer + 1 < p.n_layer) prefetch_layer_l2<T>(p.layers[layer + 1], C);
+    const PersistentLayer& L = layer_table[layer];
+    if (layer + 1 < p.n_layer) prefetch_layer_l2<T>(layer_table[layer + 1], C);
 
     // S1: LN1 + QKV + bias; K and V into the cache slot of this step.
     layernorm_rows(h, static_cast<const T*>(L.ln1_gamma), static_cast<const T*>(L.ln1_beta), xs, B, C, p.eps);
@@ -441,16 +513,16 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       T* q = static_cast<T*>(p.q);
       T* pool = const_cast<T*>(static_cast<const T*>(p.pool)) + layer * p.layer_elems;
       const int page_size = 1 << p.page_size_log2;
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, partial, [&](int r, int n, float s) {
-        const T val = from_float<T>(s + to_float(bias[n]));
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, partial, bias, nullptr,
+                             [&](int r, int n, float s, float) {
+        const T val = from_float<T>(s);
         if (n < C) {
           q[std::int64_t(r) * C + n] = val;
           return;
         }
         const int part = n / C - 1, cc = n - (part + 1) * C;  // part 0: K, 1: V
-        const std::int64_t slot = p.slots[r];
-        if (!detail::index_in_range(slot, std::int64_t(p.num_pages) << p.page_size_log2)) return;
-        const std::int64_t page = slot >> p.page_size_log2, off = slot & (page_size - 1);
+        if (!detail::index_in_range(slot[r], std::int64_t(p.num_pages) << p.page_size_log2)) return;
+        const std::int64_t page = slot[r] >> p.page_size_log2, off = slot[r] & (page_size - 1);
         pool[page * p.page_elems + ((std::int64_t(part) * p.H + cc / kHeadDim) * page_size + off) * kHeadDim +
              cc % kHeadDim] = val;
       });
@@ -467,15 +539,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     // S3: split combine + out-projection + bias + residual.
     combine_attention<T>(p, xs, scratch);
     __syncthreads();
-    auto add_to_residual = [&](const T* bias) {
-      return [=](int r, int n, float s) {
-        T* hp = h + std::int64_t(r) * C + n;
-        const T y = from_float<T>(s + to_float(bias[n]));
-        *hp = from_float<T>(to_float(y) + load_cg(hp));
-      };
+    // h[r, n] = round(round(sum + bias) + h[r, n]): the projection rounded as HF's Conv1D, then
+    // the residual sum (add_layernorm's rounding).
+    auto add_to_residual = [&](int r, int n, float s, float res) {
+      h[std::int64_t(r) * C + n] = from_float<T>(to_float(from_float<T>(s)) + res);
     };
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B, partial,
-                           add_to_residual(static_cast<const T*>(L.b_proj)));
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B, partial, static_cast<const T*>(L.b_proj), h,
+                           add_to_residual);
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
 
     // S4: LN2 + FC + bias + GeLU.
@@ -484,9 +554,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     {
       const T* bias = static_cast<const T*>(L.b_fc);
       T* a = static_cast<T*>(p.a);
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, partial, [&](int r, int n, float s) {
-        a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s + to_float(bias[n])));
-      });
+      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, partial, bias, nullptr,
+                             [&](int r, int n, float s, float) { a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s)); });
     }
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
 
@@ -510,8 +579,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       }
     }
     __syncthreads();
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B, partial,
-                           add_to_residual(static_cast<const T*>(L.b_fc2)));
+    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B, partial, static_cast<const T*>(L.b_fc2), h,
+                           add_to_residual);
     if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
   }
   if (blockIdx.x == 0) {
@@ -541,6 +610,7 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
     return pl;
   };
   if (a.batch < 1 || a.batch > kMaxBatch) return no("batch " + std::to_string(a.batch) + " is not in [1, 8]");
+  if (a.n_layer < 1 || a.n_layer > kMaxLayers) return no("n_layer is not in [1, 64]");
   if (a.head_dim != kHeadDim) return no("head_dim " + std::to_string(a.head_dim) + " is not 64");
   if (a.n_embd % 8 != 0 || a.n_embd != a.n_head * a.head_dim) return no("n_embd is not n_head * 64");
   if (a.layout.num_kv_heads != a.n_head || a.layout.head_dim != a.head_dim) return no("KV layout differs");
