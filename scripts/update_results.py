@@ -122,16 +122,17 @@ def provenance(op: str, rows: list[dict]) -> str:
 def pivot(rows: list[dict], ours: str, baseline: str, pattern: str | None) -> str:
     impls: list[str] = []
     cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    unit = ""
-    for r in rows:
-        if pattern and not re.search(pattern, r["config"]):
-            continue
+    kept = [r for r in rows if not pattern or re.search(pattern, r["config"])]
+    if not kept:
+        return "_no rows_\n"
+    # The table's unit is that of our rows; a row measured in another unit (e.g. the device_copy
+    # bandwidth reference in a tokens/s table) shows its unit in the cell.
+    unit = metric(next((r for r in kept if r["impl"] == ours), kept[0]))[1]
+    for r in kept:
         if r["impl"] not in impls:
             impls.append(r["impl"])
-        value, unit = metric(r)
-        cells[(r["dtype"], r["config"])][r["impl"]] = value
-    if not cells:
-        return "_no rows_\n"
+        value, row_unit = metric(r)
+        cells[(r["dtype"], r["config"])][r["impl"]] = value if row_unit == unit or not value else f"{value} {row_unit}"
     ratio = bool(baseline) and ours in impls and baseline in impls
     head = ["dtype", "config"] + impls + ([f"{ours} / {baseline}"] if ratio else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

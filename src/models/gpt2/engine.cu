@@ -133,10 +133,12 @@ struct GPT2Engine::Impl {
   // Decode projections on decode_gemv (default) or cuBLAS (FLASHKERNEL_GPT2_DECODE_GEMM=cublas,
   // kept as a cross-check of the custom kernel).
   bool use_decode_gemv = true;
-  // Decode step on the persistent kernel (persistent_decode.cu; default) or as the graph of one
-  // kernel per op (FLASHKERNEL_GPT2_DECODE=graph: the A/B reference, and the fallback wherever
-  // the persistent plan is unsupported: batch > 8, a device without cooperative launch, ...).
-  bool use_persistent = true;
+  // Decode step as the CUDA graph of one kernel per op (default), or on the persistent kernel
+  // (persistent_decode.cu; FLASHKERNEL_GPT2_DECODE=persistent), which falls back to the graph
+  // wherever its plan is unsupported (batch > 8, n_embd > 1024, no cooperative launch, ...). The
+  // persistent step is not the default because it measured no faster (H200: 437 vs 437 us per
+  // step at batch 1, 1016 vs 751 us at batch 8; docs/ops/gpt2.md).
+  bool use_persistent = false;
   double persistent_timeout_ms = 1000.0;  // grid-barrier watchdog (FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS)
   int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
   detail::DeviceAllocation persist_layers;  // PersistentLayer[n_layer], built once (weights never move)
@@ -150,7 +152,7 @@ struct GPT2Engine::Impl {
       const std::string m(mode);
       detail::require(m == "graph" || m == "persistent" || m.empty(), kOp, "FLASHKERNEL_GPT2_DECODE",
                       "must be 'graph' or 'persistent', got '" + m + "'");
-      use_persistent = m != "graph";
+      use_persistent = m == "persistent";
     }
     if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
       char* end = nullptr;

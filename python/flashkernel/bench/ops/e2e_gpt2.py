@@ -9,9 +9,11 @@ peak_mem_mb):
   flashkernel_patched_hf   HF `generate` after flashkernel.integrations.patch_gpt2
   flashkernel_engine       flashkernel.models.GPT2Engine.generate (C++ engine), built with the
                            environment as it is: the decode path FLASHKERNEL_GPT2_DECODE selects, by
-                           default the persistent decode where the device supports it
-  flashkernel_engine_graph the same engine built with FLASHKERNEL_GPT2_DECODE=graph (one CUDA-graph
-                           replay per decode step), so both decode paths are measured A/B in one run
+                           default the graph path (one CUDA-graph replay of the per-op kernels per
+                           step; the persistent step was the default at commit b55b3c3 only)
+  flashkernel_engine_persistent the same engine built with FLASHKERNEL_GPT2_DECODE=persistent (one
+                           cooperative kernel for all layers of a step), so both decode paths are
+                           measured A/B in one run (older CSVs: flashkernel_engine_graph, the other way round)
   device_copy              torch `dst.copy_(src)` of a 256 MiB buffer, timed with CUDA events by the
                            harness: the in-run HBM bandwidth reference for the engine rows' gbps
 Timing (all but device_copy) is wall clock of the whole call (prefill + all decode steps), CUDA-synchronized.
@@ -167,13 +169,13 @@ def _timed(fn, runs: int) -> tuple[Timing, float]:
 
 
 def _engines(hf) -> dict:
-    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the graph path.
+    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the persistent one.
     The engine reads DECODE_ENV when it is constructed, so the override covers construction only."""
     from flashkernel.models import GPT2Engine
 
     engines = {"flashkernel_engine": GPT2Engine.from_hf(hf)}
-    with env_override(DECODE_ENV, "graph"):
-        engines["flashkernel_engine_graph"] = GPT2Engine.from_hf(hf)
+    with env_override(DECODE_ENV, "persistent"):
+        engines["flashkernel_engine_persistent"] = GPT2Engine.from_hf(hf)
     return engines
 
 
