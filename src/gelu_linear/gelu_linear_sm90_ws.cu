@@ -46,7 +46,8 @@ namespace {
 
 // Named barrier ids (0 is __syncthreads): per consumer, the bias-staging barrier of its 128
 // threads, and (ping-pong) the turn barrier the other consumer arrives on when its mainloop is issued.
-constexpr int kBiasBarrier = 1, kOrderBarrier = 3;
+// An enum, not constexpr ints: the sm_80 pass compiles the kernel body out and would warn (#177-D).
+enum NamedBarrier : int { kBiasBarrier = 1, kOrderBarrier = 3 };
 
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
