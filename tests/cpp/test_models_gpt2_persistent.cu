@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
@@ -222,6 +224,35 @@ TEST(ModelsGpt2Persistent, AMissingArrivalIsAnErrorNotAHang) {
   e.init_random(seed);
   const auto out = e.generate(prompts, o);
   expect_greedy_matches_prefill(e, prompts, out, 0.05);
+}
+
+TEST(ModelsGpt2Persistent, TraceHasEveryBarrierInOrder) {
+  FK_SKIP_WITHOUT_GPU();
+  if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";
+  const std::string path = ::testing::TempDir() + "/fk_persistent_trace.csv";
+  std::remove(path.c_str());
+  ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
+  ScopedEnv trace("FLASHKERNEL_GPT2_PERSISTENT_TRACE", path.c_str());
+  GPT2Engine e(config(), DType::kFloat16);
+  e.init_random(testing::fresh_seed());
+  GenerationOptions o;
+  o.max_new_tokens = 4;
+  e.generate(random_prompts({3}, 1), o);
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good()) << path;
+  std::string line;
+  std::vector<std::string> lines;
+  while (std::getline(f, line)) lines.push_back(line);
+  // header, the measured step, 2 stamps per barrier (5 per layer), ln_f.
+  ASSERT_EQ(lines.size(), 2 + 10 * std::size_t(config().n_layer) + 1);
+  long long previous = 0;
+  for (std::size_t i = 2; i < lines.size(); ++i) {
+    const long long ns = std::stoll(lines[i].substr(lines[i].rfind(',') + 1));
+    EXPECT_GE(ns, previous) << lines[i];
+    previous = ns;
+  }
+  EXPECT_EQ(lines.back().rfind("ln_f_done", 0), 0u) << lines.back();
+  std::remove(path.c_str());
 }
 
 TEST(ModelsGpt2Persistent, UnknownDecodeModeIsAnArgumentError) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <map>
@@ -143,6 +144,10 @@ struct GPT2Engine::Impl {
   int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
   detail::DeviceAllocation persist_layers;  // PersistentLayer[n_layer], built once (weights never move)
   detail::DeviceAllocation persist_sync;    // {barrier count, fault}
+  // FLASHKERNEL_GPT2_PERSISTENT_TRACE=<file>: the last persistent step's stage timestamps (CTA 0,
+  // global timer) are written there as CSV after each generate (a debugging aid).
+  std::string persistent_trace_path;
+  detail::DeviceAllocation persist_trace;
   std::map<std::pair<std::int64_t, std::int64_t>, bool> graph_persistent;
 
   Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d), device(dev) {
@@ -161,6 +166,7 @@ struct GPT2Engine::Impl {
                       "FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", std::string("must be a number > 0, got '") + t + "'");
     }
     if (const char* k = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER")) persistent_drop_arrival = std::atoi(k);
+    if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TRACE")) persistent_trace_path = t;
   }
 
   ~Impl() {
@@ -426,6 +432,7 @@ struct GPT2Engine::Impl {
     pa.sync = persist_sync.as<unsigned int>(0);
     pa.timeout_ms = persistent_timeout_ms;
     pa.drop_arrival = persistent_drop_arrival;
+    pa.trace = persist_trace.get() != nullptr ? persist_trace.as<unsigned long long>(0) : nullptr;
     pa.dtype = dtype;
     return pa;
   }
@@ -443,8 +450,31 @@ struct GPT2Engine::Impl {
     persist_layers.grow(table.size() * sizeof(PersistentLayer), "gpt2 engine: persistent layer table");
     FK_CUDA_CHECK(cudaMemcpy(persist_layers.get(), table.data(), table.size() * sizeof(PersistentLayer),
                              cudaMemcpyHostToDevice));
+    if (!persistent_trace_path.empty()) {
+      persist_trace.grow(trace_slots() * sizeof(unsigned long long), "gpt2 engine: persistent trace");
+      FK_CUDA_CHECK(cudaMemset(persist_trace.get(), 0, trace_slots() * sizeof(unsigned long long)));
+    }
     persist_sync.grow(2 * sizeof(unsigned int), "gpt2 engine: persistent barrier");
     FK_CUDA_CHECK(cudaMemset(persist_sync.get(), 0, 2 * sizeof(unsigned int)));
+  }
+
+  std::size_t trace_slots() const { return 2 + 10 * static_cast<std::size_t>(cfg.n_layer); }
+
+  // Writes the last persistent step's trace (FLASHKERNEL_GPT2_PERSISTENT_TRACE): one row per
+  // timestamp, in ns since the kernel's entry. `step_us`: the measured mean step, for comparison.
+  void write_persistent_trace(double step_us) {
+    if (persist_trace.get() == nullptr) return;
+    std::vector<unsigned long long> t(trace_slots());
+    FK_CUDA_CHECK(cudaMemcpy(t.data(), persist_trace.get(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+    std::FILE* f = std::fopen(persistent_trace_path.c_str(), "w");
+    detail::require(f != nullptr, kOp, "FLASHKERNEL_GPT2_PERSISTENT_TRACE", "cannot open '" + persistent_trace_path + "'");
+    std::fprintf(f, "event,layer,stage,ns\nmeasured_step,,,%.0f\n", step_us * 1e3);
+    for (std::size_t i = 1; i < t.size(); ++i) {
+      const std::size_t k = (i - 1) / 2;
+      const char* what = i + 1 == t.size() ? "ln_f_done" : (i % 2 == 1 ? "reach_barrier" : "pass_barrier");
+      std::fprintf(f, "%s,%zu,%zu,%lld\n", what, k / 5, k % 5 + 1, static_cast<long long>(t[i] - t[0]));
+    }
+    std::fclose(f);
   }
 
   // Throws if a persistent step of the last generation timed out at a grid barrier (and clears
@@ -843,7 +873,10 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     FK_CUDA_CHECK(cudaMemcpyAsync(fin.data(), m.ds.finished, B * 4, cudaMemcpyDeviceToHost, m.stream));
     FK_CUDA_CHECK(cudaStreamSynchronize(m.stream));
     st.decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
-    if (st.persistent_decode) m.check_persistent_fault();
+    if (st.persistent_decode) {
+      m.check_persistent_fault();
+      if (st.decode_steps > 0) m.write_persistent_trace(st.decode_ms * 1e3 / double(st.decode_steps));
+    }
     const std::int64_t produced = 1 + st.decode_steps;
     for (std::int64_t b = 0; b < B; ++b) {
       for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {

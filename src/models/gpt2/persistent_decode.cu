@@ -87,7 +87,23 @@ struct Params {
   int gemv_scratch_offset;  // floats into the scratch area
   float eps, scale_log2;
   detail::GridBarrier barrier;
+  unsigned long long* trace;  // nullptr, or timestamps of CTA 0 (see PersistentDecodeArgs::trace)
 };
+
+// CTA 0 records the global timer into the trace (a debugging aid, off unless a buffer is given).
+__device__ __forceinline__ void trace_mark(const Params& p, int slot) {
+  if (p.trace != nullptr && blockIdx.x == 0 && threadIdx.x == 0) p.trace[slot] = detail::global_timer_ns();
+}
+
+// The barrier after a stage: trace slots 1 + 2k (thread 0 of CTA 0 reaches barrier k) and 2 + 2k
+// (it has passed it).
+__device__ __forceinline__ bool stage_barrier(const Params& p, int& barrier) {
+  trace_mark(p, 1 + 2 * barrier);
+  const bool ok = detail::grid_barrier_sync(p.barrier, barrier);
+  trace_mark(p, 2 + 2 * barrier);
+  ++barrier;
+  return ok;
+}
 
 // 16 bytes written by another CTA during this kernel.
 template <typename T>
@@ -500,6 +516,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   if (threadIdx.x < B) slot[threadIdx.x] = p.slots[threadIdx.x];
   __syncthreads();
 
+  trace_mark(p, 0);
   prefetch_layer_l2<T>(layer_table[0], C);
   for (int layer = 0; layer < p.n_layer; ++layer) {
     const PersistentLayer& L = layer_table[layer];
@@ -527,14 +544,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
              cc % kHeadDim] = val;
       });
     }
-    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+    if (!stage_barrier(p, barrier)) return;
 
     // S2: attention partials.
     for (int task = blockIdx.x; task < B * p.H * p.splits; task += gridDim.x) {
       const int split = task % p.splits, bh = task / p.splits;
       attention_task<T>(p, layer, bh / p.H, bh % p.H, split, scratch);
     }
-    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+    if (!stage_barrier(p, barrier)) return;
 
     // S3: split combine + out-projection + bias + residual.
     combine_attention<T>(p, xs, scratch);
@@ -546,7 +563,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     };
     gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B, partial, static_cast<const T*>(L.b_proj), h,
                            add_to_residual);
-    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+    if (!stage_barrier(p, barrier)) return;
 
     // S4: LN2 + FC + bias + GeLU.
     layernorm_rows(h, static_cast<const T*>(L.ln2_gamma), static_cast<const T*>(L.ln2_beta), xs, B, C, p.eps);
@@ -557,7 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, partial, bias, nullptr,
                              [&](int r, int n, float s, float) { a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s)); });
     }
-    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+    if (!stage_barrier(p, barrier)) return;
 
     // S5: FC2 + bias + residual.
     {
@@ -581,11 +598,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     __syncthreads();
     gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B, partial, static_cast<const T*>(L.b_fc2), h,
                            add_to_residual);
-    if (!detail::grid_barrier_sync(p.barrier, barrier++)) return;
+    if (!stage_barrier(p, barrier)) return;
   }
   if (blockIdx.x == 0) {
     layernorm_rows(h, static_cast<const T*>(p.lnf_gamma), static_cast<const T*>(p.lnf_beta),
                    static_cast<T*>(p.x_out), B, C, p.eps);
+    __syncthreads();
+    trace_mark(p, 1 + 2 * barrier);
   }
 }
 
@@ -692,6 +711,7 @@ void persistent_decode(const PersistentDecodeArgs& a, const PersistentDecodePlan
   p.barrier.fault = reinterpret_cast<int*>(a.sync + 1);
   p.barrier.timeout_ns = static_cast<unsigned long long>(a.timeout_ms * 1e6);
   p.barrier.drop_arrival = a.drop_arrival;
+  p.trace = a.trace;
 
   FK_CUDA_CHECK(cudaMemsetAsync(a.sync, 0, sizeof(unsigned int), stream));
   cudaLaunchConfig_t config{};
