@@ -30,7 +30,7 @@ use_shared_libstdcxx_compilers() {
 
 ensure_dependencies() {
   use_shared_libstdcxx_compilers
-  if ! "$PY" -c "import torch, triton, pytest, numpy, transformers" 2>/dev/null; then
+  if ! "$PY" -c "import torch, triton, pytest, numpy, transformers, matplotlib" 2>/dev/null; then
     # requirements-lock.txt pins every version (the direct dependencies and what they pull in).
     log "installing Python dependencies (requirements-dev.txt, versions from requirements-lock.txt)"
     "$PY" -m pip install -q -r requirements-dev.txt -c requirements-lock.txt

@@ -2,9 +2,10 @@
 """Regenerates the results tables from the committed benchmark CSVs (never typed by hand):
 docs/results.md gets every row, README.md (between the results markers) a summary per op.
 docs/results.md also says, per table, the commit and date of its rows and whether the op's code
-changed after them (git log on its source folders).
+changed after them (git log on its source folders), and shows under each table a bar chart of our
+implementation against the baselines, docs/img/<gpu>/<op>.svg (drawn with matplotlib).
 
-    python3 scripts/update_results.py           # rewrite README.md and docs/results.md
+    python3 scripts/update_results.py           # rewrite README.md, docs/results.md and docs/img/
     python3 scripts/update_results.py --check   # exit 1 if they differ from what the CSVs give
 
 Rows whose commit is missing, `unknown` or `-dirty` are refused: a published number must name the
@@ -15,11 +16,17 @@ from __future__ import annotations
 import argparse
 import csv
 import difflib
+import io
 import re
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+
+import matplotlib
+import matplotlib.style
+from matplotlib.figure import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -119,35 +126,153 @@ def provenance(op: str, rows: list[dict]) -> str:
     return text
 
 
-def pivot(rows: list[dict], ours: str, baseline: str, pattern: str | None) -> str:
-    impls: list[str] = []
-    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+@dataclass
+class Pivot:
+    """One table: per (dtype, config) and impl a cell (value, that row's unit), in CSV order."""
+    unit: str  # the table's unit: that of our rows
+    impls: list[str]
+    cells: dict[tuple[str, str], dict[str, tuple[str, str]]]
+    ours: str
+    baseline: str
+
+    @property
+    def has_ratio(self) -> bool:
+        return bool(self.baseline) and self.ours in self.impls and self.baseline in self.impls
+
+    def number(self, key: tuple[str, str], impl: str) -> float | None:
+        """A cell as a number in the table's unit; None when empty or measured in another unit."""
+        value, unit = self.cells[key].get(impl, ("", self.unit))
+        try:
+            return float(value) if unit == self.unit else None
+        except ValueError:
+            return None
+
+    def ratio(self, key: tuple[str, str]) -> float | None:
+        """ours against the baseline, above 1 when ours is better (for ms: baseline time / ours)."""
+        a, b = self.number(key, self.ours), self.number(key, self.baseline)
+        num, den = (b, a) if self.unit == "ms" else (a, b)
+        return num / den if num is not None and den else None
+
+
+def pivot_data(rows: list[dict], ours: str, baseline: str, pattern: str | None) -> Pivot:
+    """The rows whose config matches `pattern` (all rows when it is None) as a Pivot."""
     kept = [r for r in rows if not pattern or re.search(pattern, r["config"])]
-    if not kept:
-        return "_no rows_\n"
-    # The table's unit is that of our rows; a row measured in another unit (e.g. the device_copy
-    # bandwidth reference in a tokens/s table) shows its unit in the cell.
-    unit = metric(next((r for r in kept if r["impl"] == ours), kept[0]))[1]
+    unit = metric(next((r for r in kept if r["impl"] == ours), kept[0]))[1] if kept else ""
+    cells: dict[tuple[str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
     for r in kept:
-        if r["impl"] not in impls:
-            impls.append(r["impl"])
-        value, row_unit = metric(r)
-        cells[(r["dtype"], r["config"])][r["impl"]] = value if row_unit == unit or not value else f"{value} {row_unit}"
-    ratio = bool(baseline) and ours in impls and baseline in impls
-    head = ["dtype", "config"] + impls + ([f"{ours} / {baseline}"] if ratio else [])
+        cells[(r["dtype"], r["config"])][r["impl"]] = metric(r)
+    return Pivot(unit, list(dict.fromkeys(r["impl"] for r in kept)), dict(cells), ours, baseline)
+
+
+def markdown_table(p: Pivot) -> str:
+    if not p.cells:
+        return "_no rows_\n"
+    head = ["dtype", "config"] + p.impls + ([f"{p.ours} / {p.baseline}"] if p.has_ratio else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (dtype, config), vals in cells.items():
-        row = [dtype, config] + [vals.get(i, "") or "n/a" for i in impls]
-        if ratio:
-            try:
-                if unit == "ms":
-                    row.append(f"{float(vals[baseline]) / float(vals[ours]):.2f}x")
-                else:
-                    row.append(f"{float(vals[ours]) / float(vals[baseline]):.2f}x")
-            except (KeyError, ValueError, ZeroDivisionError):
-                row.append("")
+    for key, vals in p.cells.items():
+        row = list(key)
+        for impl in p.impls:
+            # A row measured in another unit (e.g. the device_copy bandwidth reference in a
+            # tokens/s table) shows its unit in the cell.
+            value, unit = vals.get(impl, ("", p.unit))
+            row.append("n/a" if not value else value if unit == p.unit else f"{value} {unit}")
+        if p.has_ratio:
+            ratio = p.ratio(key)
+            row.append("" if ratio is None else f"{ratio:.2f}x")
         lines.append("| " + " | ".join(row) + " |")
-    return f"Values in {unit} (higher is better" + (")" if unit != "ms" else "; here lower is better)") + ".\n\n" + "\n".join(lines) + "\n"
+    better = ")" if p.unit != "ms" else "; here lower is better)"
+    return f"Values in {p.unit} (higher is better{better}.\n\n" + "\n".join(lines) + "\n"
+
+
+# The plots: our implementation against every baseline, one SVG per CSV under docs/img/. The style
+# ignores any matplotlibrc (matplotlib's defaults, then these): a font matplotlib bundles, glyphs
+# drawn as paths, a fixed salt for the SVG's element ids and no date or producer in the metadata,
+# so the same CSVs give byte-identical files on every machine with the locked matplotlib
+# (requirements-lock.txt; tests/python/test_results.py compares them).
+IMG = ROOT / "docs" / "img"
+PLOT_RC = {"font.family": "DejaVu Sans", "font.size": 8, "svg.fonttype": "path", "svg.hashsalt": "flashkernel"}
+SVG_METADATA = {"Date": None, "Creator": None}
+BAR_IN = 0.11  # height of one bar in inches: the figure grows with the number of bars
+OURS_PREFIX = "flashkernel"  # impls named so are our own variants, not baselines
+
+
+def comparison(p: Pivot) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """What a table's plot shows: (impls, configs, notes for its caption). Our impl (that of the
+    table's ratio column) against every baseline, for the configs where ours has a value; the notes
+    name what the table has and the plot leaves out."""
+    if p.ours not in p.impls:
+        return [], [], [f"No {p.ours} rows to compare."]
+    configs = [key for key in p.cells if p.number(key, p.ours) is not None]
+    baselines = [i for i in p.impls if not i.startswith(OURS_PREFIX)]
+    impls = [p.ours] + [i for i in baselines if any(p.number(key, i) is not None for key in configs)]
+    notes = []
+    if p.has_ratio:
+        notes.append(f"The number at each {p.ours} bar is {p.ours} / {p.baseline}, as in the table.")
+    # Rows in another unit (the device_copy GB/s reference in a tokens/s table) cannot share the axis.
+    other_unit = list(dict.fromkeys(impl for vals in p.cells.values() for impl, (value, unit) in vals.items()
+                                    if value and unit != p.unit))
+    if other_unit:
+        notes.append(f"Left out, measured in another unit than {p.unit}: {', '.join(other_unit)}.")
+    variants = [i for i in p.impls if i.startswith(OURS_PREFIX) and i != p.ours]
+    if variants:
+        notes.append(f"Other FlashKernel variants, in the table only: {', '.join(variants)}.")
+    if len(configs) < len(p.cells):
+        notes.append(f"{len(p.cells) - len(configs)} configuration(s) without a {p.ours} value, in the table only.")
+    return impls, configs, notes
+
+
+def bar_chart(p: Pivot, impls: list[str], configs: list[tuple[str, str]], title: str, notes: list[str]) -> str:
+    """A grouped horizontal bar chart as SVG text: one group per configuration, top to bottom in
+    the table's order, one bar per impl that has a value there (no empty slots), one colour per impl.
+    Horizontal, because the config labels are long and a table has up to ~70 of them."""
+    bars: dict[str, tuple[list[float], list[float]]] = {impl: ([], []) for impl in impls}
+    ticks, y = [], 0.0
+    for key in configs:
+        first = y
+        for impl in impls:
+            value = p.number(key, impl)
+            if value is not None:
+                bars[impl][0].append(y)
+                bars[impl][1].append(value)
+                y += 1
+        ticks.append((first + y - 1) / 2)
+        y += 0.6  # the gap between groups
+    values = [v for _, vs in bars.values() for v in vs if v > 0]
+    with matplotlib.style.context("default"), matplotlib.rc_context(PLOT_RC):
+        fig = Figure(figsize=(9, 1.6 + 0.15 * len(notes) + BAR_IN * y), layout="constrained")
+        ax = fig.add_subplot()
+        for n, (impl, (ys, vs)) in enumerate(bars.items()):
+            drawn = ax.barh(ys, vs, height=0.9, color=f"C{n % 10}", label=impl)
+            if impl == p.ours and p.has_ratio:  # ours has a bar in every config shown
+                ratios = [p.ratio(key) for key in configs]
+                ax.bar_label(drawn, ["" if r is None else f"{r:.2f}x" for r in ratios], padding=2, fontsize=6.5)
+        # A log axis only where a linear one would draw the smallest values thinner than a pixel
+        # (e.g. the M=1 GEMMs next to the large ones).
+        log = bool(values) and max(values) > 1000 * min(values)
+        if log:
+            ax.set_xscale("log")
+        ax.set_yticks(ticks, [f"{dtype} {config}" for dtype, config in configs])
+        ax.set_ylim(y - 0.75, -0.85)  # inverted: the first config on top; 0.4 bar of space around
+        ax.margins(x=0.08)  # room for the ratio labels
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+        better = "lower" if p.unit == "ms" else "higher"
+        ax.set_xlabel(f"{p.unit} ({better} is better{', log scale' if log else ''})")
+        fig.suptitle(title, fontsize=9)
+        if impls:  # above the axes, under the title
+            ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=min(len(impls), 4), frameon=False)
+        if notes:
+            fig.supxlabel("\n".join(notes), x=0.01, ha="left", fontsize=7)
+        out = io.StringIO()
+        fig.savefig(out, format="svg", metadata=SVG_METADATA)
+    return out.getvalue()
+
+
+def heading(op: str, rows: list[dict], gpu: str) -> tuple[str, str, tuple[str, str, str | None]]:
+    """(card name, the rows' commits, (ours, baseline, README config pattern)) of a table."""
+    card = rows[0]["gpu"] if rows else gpu
+    commits = ", ".join(dict.fromkeys(r["commit"] for r in rows))
+    return card, commits, SUMMARY.get(op, ("flashkernel_cuda", "", None))
 
 
 def render(tables: dict[tuple[str, str], list[dict]], readme_text: str) -> tuple[str, str]:
@@ -155,12 +280,15 @@ def render(tables: dict[tuple[str, str], list[dict]], readme_text: str) -> tuple
     full = ["# Benchmark results\n", "Generated by `scripts/update_results.py` from `bench/results/<gpu>/<op>.csv`.\n"]
     summary = []
     for (gpu, op), rows in tables.items():
-        card = rows[0]["gpu"] if rows else gpu
-        commits = ", ".join(dict.fromkeys(r["commit"] for r in rows))
-        ours, baseline, pattern = SUMMARY.get(op, ("flashkernel_cuda", "", None))
+        card, commits, (ours, baseline, pattern) = heading(op, rows, gpu)
+        table = pivot_data(rows, ours, baseline, None)
+        notes = comparison(table)[2]
         full.append(f"\n## {op} on {card} (commit {commits}, {len(rows)} rows)\n\n" + provenance(op, rows) + "\n"
-                    + pivot(rows, ours, baseline, None))
-        summary.append(f"\n#### {op} on {card} (commit {commits})\n\n" + pivot(rows, ours, baseline, pattern))
+                    + markdown_table(table) + f"\n![{op} on {card}: {ours} against the baselines]"
+                    f"({IMG.relative_to(ROOT / 'docs').as_posix()}/{gpu}/{op}.svg)\n"
+                    + (f"\n_{' '.join(notes)}_\n" if notes else ""))
+        summary.append(f"\n#### {op} on {card} (commit {commits})\n\n"
+                       + markdown_table(pivot_data(rows, ours, baseline, pattern)))
     readme = readme_text
     if BEGIN in readme and END in readme:
         pre, rest = readme.split(BEGIN, 1)
@@ -171,10 +299,32 @@ def render(tables: dict[tuple[str, str], list[dict]], readme_text: str) -> tuple
     return "".join(full), readme
 
 
+def render_plots(tables: dict[tuple[str, str], list[dict]]) -> dict[Path, str]:
+    """{docs/img/<gpu>/<op>.svg: its SVG text} for every CSV."""
+    plots = {}
+    for (gpu, op), rows in tables.items():
+        card, commits, (ours, baseline, _) = heading(op, rows, gpu)
+        table = pivot_data(rows, ours, baseline, None)
+        impls, configs, notes = comparison(table)
+        title = f"{op} on {card} (commit {commits}): {ours} against the baselines"
+        plots[IMG / gpu / f"{op}.svg"] = bar_chart(table, impls, configs, title, notes)
+    return plots
+
+
+def matplotlib_mismatch() -> str | None:
+    """Why the SVGs cannot match here: the installed matplotlib is not the locked one (another
+    version draws other bytes). None when it is."""
+    lock = (ROOT / "requirements-lock.txt").read_text()
+    pinned = re.search(r"^matplotlib==(\S+)", lock, re.M)
+    if pinned and pinned.group(1) != matplotlib.__version__:
+        return f"matplotlib {matplotlib.__version__} is installed, requirements-lock.txt pins {pinned.group(1)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if README.md or docs/results.md differ from the CSVs")
+                        help="do not write; exit 1 if README.md, docs/results.md or docs/img/ differ from the CSVs")
     args = parser.parse_args(argv)
     tables = load()
     bad = untraceable_rows(tables)
@@ -186,23 +336,41 @@ def main(argv: list[str] | None = None) -> int:
         if len(bad) > 20:
             print(f"  ... and {len(bad) - 20} more", file=sys.stderr)
         return 2
-    targets = {ROOT / "docs" / "results.md": None, ROOT / "README.md": None}
     results_md, readme = render(tables, (ROOT / "README.md").read_text())
-    targets[ROOT / "docs" / "results.md"], targets[ROOT / "README.md"] = results_md, readme
+    # Each generated file and its text; None: an SVG whose CSV is gone, to be removed (docs/img/
+    # holds only what this script draws).
+    targets: dict[Path, str | None] = {ROOT / "docs" / "results.md": results_md, ROOT / "README.md": readme}
+    plots = render_plots(tables)
+    targets.update({path: None for path in sorted(IMG.glob("*/*.svg")) if path not in plots})
+    targets.update(plots)
+    mismatch = matplotlib_mismatch()
+    if mismatch:
+        print(f"update_results: warning: {mismatch}: the SVGs drawn here are not CI's", file=sys.stderr)
     if args.check:
         stale = 0
         for path, text in targets.items():
-            old = path.read_text() if path.exists() else ""
-            if old != text:
-                stale += 1
-                diff = difflib.unified_diff(old.splitlines(), text.splitlines(), str(path.relative_to(ROOT)),
-                                            "generated", lineterm="", n=1)
+            old = path.read_text() if path.exists() else None
+            if old == text:
+                continue
+            stale += 1
+            name = str(path.relative_to(ROOT))
+            if path.suffix == ".md":
+                diff = difflib.unified_diff((old or "").splitlines(), text.splitlines(), name, "generated",
+                                            lineterm="", n=1)
                 print("\n".join(list(diff)[:40]), file=sys.stderr)
+            else:  # an SVG's diff says nothing readable
+                print(f"{name}: {'missing' if old is None else 'no CSV draws it' if text is None else 'differs'}",
+                      file=sys.stderr)
         if stale:
-            print("update_results: tables differ from the CSVs; run python3 scripts/update_results.py", file=sys.stderr)
+            print("update_results: tables or plots differ from the CSVs; run python3 scripts/update_results.py",
+                  file=sys.stderr)
         return 1 if stale else 0
     for path, text in targets.items():
-        path.write_text(text)
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""The committed benchmark CSVs (bench/results/<gpu>/<op>.csv) and the tables generated from them:
-every row is traceable to a commit of this repository, parses under the shared schema, and the
-README/docs tables are exactly what scripts/update_results.py makes of them. CPU only (runs in CI)."""
+"""The committed benchmark CSVs (bench/results/<gpu>/<op>.csv) and the tables and plots generated
+from them: every row is traceable to a commit of this repository, parses under the shared schema,
+and the README/docs tables and docs/img/ plots are exactly what scripts/update_results.py makes of
+them. CPU only (runs in CI)."""
 import csv
 import importlib.util
 import math
@@ -106,6 +107,60 @@ def test_tables_are_generated_from_the_csvs():
         pytest.skip("shallow clone: docs/results.md names commit dates from the history")
     assert (ROOT / "docs" / "results.md").read_text() == results_md, \
         "docs/results.md is stale: run scripts/update_results.py"
+
+
+def test_plots_are_generated_from_the_csvs():
+    """docs/img/<gpu>/<op>.svg exists for every CSV (and for nothing else) and holds, byte for byte,
+    what update_results.py draws: the drawing is deterministic with the locked matplotlib."""
+    ur = _update_results()
+    plots = ur.render_plots(ur.load())
+    expected = {ROOT / "docs" / "img" / p.parent.name / f"{p.stem}.svg" for p in CSV_PATHS}
+    assert set(plots) == expected
+    missing = sorted(str(p.relative_to(ROOT)) for p in expected if not p.exists())
+    assert not missing, f"no plot for {missing}: run scripts/update_results.py"
+    extra = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "img").glob("*/*.svg") if p not in expected)
+    assert not extra, f"plots without a CSV {extra}: run scripts/update_results.py"
+    mismatch = ur.matplotlib_mismatch()
+    if mismatch:
+        pytest.skip(f"{mismatch}: the SVGs are compared byte for byte only with the locked version")
+    stale = sorted(str(path.relative_to(ROOT)) for path, svg in plots.items() if path.read_text() != svg)
+    assert not stale, f"plots {stale} are stale: run scripts/update_results.py"
+
+
+def test_update_results_check_mode():
+    """`update_results.py --check` passes on the committed files (tables and plots)."""
+    _need_git_history()
+    if _shallow():
+        pytest.skip("shallow clone: docs/results.md names commit dates from the history")
+    ur = _update_results()
+    mismatch = ur.matplotlib_mismatch()
+    if mismatch:
+        pytest.skip(f"{mismatch}: the SVGs are compared byte for byte only with the locked version")
+    assert ur.main(["--check"]) == 0
+
+
+def test_plot_compares_ours_with_the_baselines_in_the_tables_unit():
+    """The plot shows our impl (the ratio column's) and the baselines; a row in another unit (the
+    device_copy GB/s reference in a tokens/s table), our other variants and configs without our
+    value are left out and named in the caption."""
+    ur = _update_results()
+    rows = [{"impl": impl, "dtype": "float16", "config": config, "tokens_per_s": tps, "gbps": gbps}
+            for impl, config, tps, gbps in [("flashkernel_engine", "batch=1", "200", ""),
+                                            ("flashkernel_engine_graph", "batch=1", "210", ""),
+                                            ("torch_compile_static", "batch=1", "100", ""),
+                                            ("device_copy", "batch=1", "", "4000"),
+                                            ("torch_compile_static", "batch=8", "800", "")]]
+    table = ur.pivot_data(rows, "flashkernel_engine", "torch_compile_static", None)
+    impls, configs, notes = ur.comparison(table)
+    assert impls == ["flashkernel_engine", "torch_compile_static"]
+    assert configs == [("float16", "batch=1")]
+    assert table.ratio(("float16", "batch=1")) == 2.0
+    assert notes == ["The number at each flashkernel_engine bar is flashkernel_engine / torch_compile_static, as in the table.",
+                     "Left out, measured in another unit than tokens/s: device_copy.",
+                     "Other FlashKernel variants, in the table only: flashkernel_engine_graph.",
+                     "1 configuration(s) without a flashkernel_engine value, in the table only."]
+    svg = ur.bar_chart(table, impls, configs, "title", notes)
+    assert svg == ur.bar_chart(table, impls, configs, "title", notes) and svg.startswith("<?xml")
 
 
 def test_update_results_refuses_untraceable_rows(tmp_path):
