@@ -1,0 +1,74 @@
+"""The Python examples (examples/*.py) in a child interpreter: every one answers --help, and without
+a GPU stops with one line and exit status 2 (not a traceback). On a GPU machine a gpu test runs each
+one on small shapes."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.py") if not p.name.startswith("_"))
+NO_GPU_LINE = "this example needs a CUDA GPU (none is visible)"
+# Small shapes for the GPU run: seconds each.
+GPU_ARGS = {
+    "add_layernorm.py": ["--rows", "256"],
+    "attention.py": ["--batch", "1", "--seq", "512", "--kv-heads", "4", "--causal"],
+    "gelu_linear.py": ["--m", "256"],
+    "gpt2_generate.py": ["--max-new-tokens", "8", "--batch", "2"],
+    "paged_kv_cache.py": ["--batch", "2", "--ctx", "300"],
+    "patch_hf_gpt2.py": ["--max-new-tokens", "8", "--iters", "1"],
+    "reduce.py": ["--numel", "1000000"],
+    "rope.py": ["--seq", "128"],
+}
+
+
+def run_example(path: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    """`python examples/NAME.py ARGS` with python/ on PYTHONPATH; FLASHKERNEL_LIB_DIR, when set,
+    passes through with the rest of the environment."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "python"), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, str(path), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_every_example_is_covered():
+    assert {p.name for p in EXAMPLES} == set(GPU_ARGS)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_help(path):
+    proc = run_example(path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {path.name}"), proc.stdout
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_without_a_gpu_says_so_in_one_line(path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the examples run instead of stopping (see the gpu test)")
+    proc = run_example(path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1:] == [f"{path.name}: {NO_GPU_LINE}"], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_runs_on_a_gpu(path):
+    if path.name == "patch_hf_gpt2.py" and importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is not installed")
+    proc = run_example(path, *GPU_ARGS[path.name], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    if path.name != "gpt2_generate.py":
+        assert "max |" in proc.stdout, proc.stdout
+    else:
+        assert "RANDOM weights" in proc.stdout and "tokens/s" in proc.stdout, proc.stdout
