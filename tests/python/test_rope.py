@@ -54,7 +54,9 @@ def positions_bn(positions, batch, seq):
 
 
 def rotate(x, cos, sin, rotary_dim, style):
-    """float64 rotation of x [B, H, N, d] with cos/sin [B, N, r/2]; returns (out, |a c| + |b s|).
+    """float64 rotation of x [B, H, N, d] with cos/sin [B, N, r/2]; returns (out, mag), mag being the
+    sum of the magnitudes of the two products that make each output (|a c| + |b s| for a c - b s,
+    |b c| + |a s| for b c + a s).
     Computed on x's device: each op rounds once in float64 there as on the CPU (the same values),
     and the large GPU shapes take no seconds of CPU time."""
     x = x.detach().double()
@@ -66,11 +68,11 @@ def rotate(x, cos, sin, rotary_dim, style):
     if style == "neox":
         a, b = x[..., :half], x[..., half:rotary_dim]
         out[..., :half], out[..., half:rotary_dim] = a * c - b * s, b * c + a * s
-        mag[..., :half] = mag[..., half:rotary_dim] = a.abs() * c.abs() + b.abs() * s.abs()
+        mag[..., :half], mag[..., half:rotary_dim] = a.abs() * c.abs() + b.abs() * s.abs(), b.abs() * c.abs() + a.abs() * s.abs()
     else:
         a, b = x[..., 0:rotary_dim:2], x[..., 1:rotary_dim:2]
         out[..., 0:rotary_dim:2], out[..., 1:rotary_dim:2] = a * c - b * s, b * c + a * s
-        mag[..., 0:rotary_dim:2] = mag[..., 1:rotary_dim:2] = a.abs() * c.abs() + b.abs() * s.abs()
+        mag[..., 0:rotary_dim:2], mag[..., 1:rotary_dim:2] = a.abs() * c.abs() + b.abs() * s.abs(), b.abs() * c.abs() + a.abs() * s.abs()
     return out, mag
 
 
