@@ -5,11 +5,9 @@
 #pragma once
 #include <cstdint>
 
-namespace flashkernel {
+#include "common/shared_memory.cuh"
 
-__device__ __forceinline__ std::uint32_t smem_u32(const void* smem_ptr) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(smem_ptr));
-}
+namespace flashkernel {
 
 // 16 bytes global -> shared, cached in L2 only (.cg: tiles are reused from shared memory, not L1).
 // When `valid` is false nothing is read and the 16 destination bytes are zero-filled, which is how
@@ -19,7 +17,7 @@ __device__ __forceinline__ void cp_async_16(std::uint32_t smem_dst, const void* 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid = true) {
-  cp_async_16(smem_u32(smem_dst), gmem_src, valid);
+  cp_async_16(smem_address(smem_dst), gmem_src, valid);
 }
 
 // Closes the group of copies issued since the last commit.

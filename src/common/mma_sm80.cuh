@@ -48,7 +48,7 @@ __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t
                : "r"(smem_addr));
 }
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], const void* smem_row) {
-  ldmatrix_x4(r, smem_u32(smem_row));
+  ldmatrix_x4(r, smem_address(smem_row));
 }
 
 // Same, transposed: lane receives (rows 2*(lane%4)..+1, col lane/4) of matrix i. Loads a B operand
@@ -59,7 +59,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
                : "r"(smem_addr));
 }
 __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* smem_row) {
-  ldmatrix_x4_trans(r, smem_u32(smem_row));
+  ldmatrix_x4_trans(r, smem_address(smem_row));
 }
 
 // Two fp32 values -> one u32 holding two T (lo in the low half), round to nearest.

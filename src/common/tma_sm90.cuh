@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "common/shared_memory.cuh"
 #include "common/wgmma_sm90.cuh"
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -24,10 +25,6 @@
 #endif
 
 namespace flashkernel {
-
-__device__ __forceinline__ std::uint32_t smem_address(const void* p) {
-  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // "mbarrier.init": a barrier whose phase completes after `arrivals` arrive operations (and the
 // transaction bytes announced by arrive_expect_tx).

@@ -20,6 +20,8 @@
 #pragma once
 #include <cstdint>
 
+#include "common/shared_memory.cuh"
+
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FK_WGMMA_AVAILABLE 1
 #else
@@ -35,7 +37,7 @@ namespace flashkernel {
 // is the 1024 bytes between groups of 8 k-rows and `leading_bytes` the distance between the
 // 64-wide column blocks of N (canonical layout ((8,8,n),(8,k)) : ((1,8,LBO),(64,SBO)) in elements).
 __device__ __forceinline__ std::uint64_t wgmma_desc_sw128(const void* smem, std::uint32_t leading_bytes = 16) {
-  const std::uint32_t addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem));
+  const std::uint32_t addr = smem_address(smem);
   std::uint64_t desc = 0;
   desc |= std::uint64_t((addr & 0x3FFFF) >> 4);                 // start address, 16-byte units
   desc |= std::uint64_t((leading_bytes & 0x3FFFF) >> 4) << 16;  // leading byte offset

@@ -15,6 +15,7 @@
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/vector_io.cuh"
 #include "flashkernel/layernorm.h"
 #include "layernorm/add_layernorm_config.h"
 
@@ -68,16 +69,12 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kWarpRowMaxCols = 1024;
 constexpr int kWarpsPerBlock = 4;
 
-template <typename T>
-struct alignas(16) Vec8 {
-  T v[8];
-};
-
 template <typename T, int kVecs>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
     add_layernorm_warp_kernel(const T* x, const T* residual, const T* __restrict__ bias, const T* __restrict__ gamma,
                               const T* __restrict__ beta, T* __restrict__ out, T* residual_out, int rows, int cols,
                               float eps) {
+  static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
   const int row = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpSize;
   if (row >= rows) return;  // whole warps exit together
   const int lane = threadIdx.x % kWarpSize;
@@ -89,11 +86,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
   for (int i = 0; i < kVecs; ++i) {
     const int c = i * kWarpSize + lane;
     if (c < nvec) {
-      const Vec8<T> a = reinterpret_cast<const Vec8<T>*>(x + base)[c];
-      Vec8<T> r{}, b{};
-      if (residual != nullptr) r = reinterpret_cast<const Vec8<T>*>(residual + base)[c];
-      if (bias != nullptr) b = reinterpret_cast<const Vec8<T>*>(bias)[c];
-      Vec8<T> rounded;
+      const Vec<T> a = reinterpret_cast<const Vec<T>*>(x + base)[c];
+      Vec<T> r{}, b{};
+      if (residual != nullptr) r = reinterpret_cast<const Vec<T>*>(residual + base)[c];
+      if (bias != nullptr) b = reinterpret_cast<const Vec<T>*>(bias)[c];
+      Vec<T> rounded;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         float v = to_float(a.v[j]);
@@ -103,7 +100,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
         s[i][j] = to_float(rounded.v[j]);
         sum += s[i][j];
       }
-      if (residual_out != nullptr) reinterpret_cast<Vec8<T>*>(residual_out + base)[c] = rounded;
+      if (residual_out != nullptr) reinterpret_cast<Vec<T>*>(residual_out + base)[c] = rounded;
     }
   }
   const float mean = warp_allreduce(sum, SumCombine{}) / float(cols);
@@ -123,9 +120,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
   for (int i = 0; i < kVecs; ++i) {
     const int c = i * kWarpSize + lane;
     if (c < nvec) {
-      Vec8<T> g{}, b{}, o;
-      if (gamma != nullptr) g = reinterpret_cast<const Vec8<T>*>(gamma)[c];
-      if (beta != nullptr) b = reinterpret_cast<const Vec8<T>*>(beta)[c];
+      Vec<T> g{}, b{}, o;
+      if (gamma != nullptr) g = reinterpret_cast<const Vec<T>*>(gamma)[c];
+      if (beta != nullptr) b = reinterpret_cast<const Vec<T>*>(beta)[c];
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         float v = (s[i][j] - mean) * rstd;
@@ -133,7 +130,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
         if (beta != nullptr) v += to_float(b.v[j]);
         o.v[j] = from_float<T>(v);
       }
-      reinterpret_cast<Vec8<T>*>(out + base)[c] = o;
+      reinterpret_cast<Vec<T>*>(out + base)[c] = o;
     }
   }
 }

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  const std::uint32_t sQ_addr = smem_u32(sQ);
+  const std::uint32_t sQ_addr = smem_address(sQ);
   const std::uint32_t sK_addr = sQ_addr + BM * kRowBytes;
   const std::uint32_t sV_addr = sK_addr + kStages * kStageBytes;
 

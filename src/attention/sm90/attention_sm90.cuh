@@ -43,6 +43,11 @@
 
 namespace flashkernel::attention::sm90 {
 
+// Named barrier ids (0 is __syncthreads) of the output epilogue through shared memory: both
+// consumer warpgroups are done with the V buffer O is staged in; then, per consumer (id + its
+// index 0/1), its 128 threads have written their rows / its TMA store has read them.
+enum NamedBarrier : int { kBothConsumersBarrier = 1, kConsumerBarrier = 2 };
+
 // TileConfig and the configurations of each head_dim: attention_sm90_config.h.
 
 // S (+)= (kNegate ? -1 : 1) * Q K^T for one consumer warpgroup: D / 16 k-steps, each inside one
@@ -291,7 +296,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           // store has read it.
           static_assert(BN == BM, "O is staged in a V buffer");
           T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
-          named_barrier_sync(1, 2 * 128);
+          named_barrier_sync(kBothConsumersBarrier, 2 * 128);
           const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
           finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
             const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
@@ -299,7 +304,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
           });
           fence_proxy_async_shared();
-          named_barrier_sync(2 + cw, 128);
+          named_barrier_sync(kConsumerBarrier + cw, 128);
           if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
 #pragma unroll
             for (int c = 0; c < kCB; ++c)
@@ -307,7 +312,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             tma_store_commit();
             tma_store_wait_read();
           }
-          named_barrier_sync(2 + cw, 128);
+          named_barrier_sync(kConsumerBarrier + cw, 128);
           mbarrier_arrive(kv_empty_of(n_blocks - 1));
         }
         g0 += n_blocks;

@@ -10,6 +10,7 @@
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/vector_io.cuh"
 #include "models/gpt2/kernels.cuh"
 
 namespace flashkernel::models::gpt2_detail {
@@ -17,33 +18,29 @@ namespace {
 
 constexpr int kWarps = 4;
 
-template <typename T>
-struct alignas(16) V8 {
-  T v[8];
-};
-
 template <typename T, int kMaxM>
 __global__ void __launch_bounds__(kWarps * kWarpSize)
     decode_gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ out,
                        int m, int n, int k, T* __restrict__ q, T* __restrict__ kk, T* __restrict__ v, int split) {
+  static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
   const int col = blockIdx.x * kWarps + threadIdx.x / kWarpSize;
   if (col >= n) return;
   const int lane = threadIdx.x % kWarpSize;
-  const auto* wrow = reinterpret_cast<const V8<T>*>(w + std::int64_t(col) * k);
+  const auto* wrow = reinterpret_cast<const Vec<T>*>(w + std::int64_t(col) * k);
   const int nvec = k / 8;
   float acc[kMaxM];
 #pragma unroll
   for (int r = 0; r < kMaxM; ++r) acc[r] = 0.f;
 #pragma unroll 4
   for (int c = lane; c < nvec; c += kWarpSize) {
-    const V8<T> wv = wrow[c];
+    const Vec<T> wv = wrow[c];
     float wf[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) wf[j] = to_float(wv.v[j]);
 #pragma unroll
     for (int r = 0; r < kMaxM; ++r) {
       if (r < m) {
-        const V8<T> xv = reinterpret_cast<const V8<T>*>(x + std::int64_t(r) * k)[c];
+        const Vec<T> xv = reinterpret_cast<const Vec<T>*>(x + std::int64_t(r) * k)[c];
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[r] = fmaf(to_float(xv.v[j]), wf[j], acc[r]);
       }

@@ -9,18 +9,13 @@
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
 #include "common/launch.h"
+#include "common/vector_io.cuh"
 #include "models/gpt2/kernels.cuh"
 
 namespace flashkernel::models::gpt2_detail {
 namespace {
 
 constexpr const char* kOp = "gpt2";
-
-// 8 x 16-bit elements = one 16-byte load; n_embd is a multiple of 8 (head_dim 64 or 128).
-template <typename T>
-struct alignas(16) Pack8 {
-  T v[8];
-};
 
 __host__ __device__ __forceinline__ std::uint64_t splitmix64(std::uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -37,15 +32,16 @@ __global__ void embed_kernel(const T* __restrict__ wte, const T* __restrict__ wp
                              const std::int32_t* __restrict__ positions, T* __restrict__ h, int n_embd,
                              const std::int32_t* __restrict__ page_table, int max_pages, int page_size,
                              std::int64_t* __restrict__ slots, std::int32_t* __restrict__ seq_lens) {
+  static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
   const std::int64_t r = blockIdx.x;
   const std::int64_t tok = tokens[r];
   const std::int64_t pos = positions[r];
-  const auto* a = reinterpret_cast<const Pack8<T>*>(wte + tok * n_embd);
-  const auto* p = reinterpret_cast<const Pack8<T>*>(wpe + pos * n_embd);
-  auto* o = reinterpret_cast<Pack8<T>*>(h + r * n_embd);
+  const auto* a = reinterpret_cast<const Vec<T>*>(wte + tok * n_embd);
+  const auto* p = reinterpret_cast<const Vec<T>*>(wpe + pos * n_embd);
+  auto* o = reinterpret_cast<Vec<T>*>(h + r * n_embd);
   for (int c = threadIdx.x; c < n_embd / 8; c += blockDim.x) {
-    const Pack8<T> x = a[c], y = p[c];
-    Pack8<T> z;
+    const Vec<T> x = a[c], y = p[c];
+    Vec<T> z;
 #pragma unroll
     for (int i = 0; i < 8; ++i) z.v[i] = from_float<T>(to_float(x.v[i]) + to_float(y.v[i]));
     o[c] = z;
@@ -60,17 +56,18 @@ __global__ void embed_kernel(const T* __restrict__ wte, const T* __restrict__ wp
 template <typename T>
 __global__ void split_qkv_kernel(const T* __restrict__ qkv, const T* __restrict__ bias, T* __restrict__ q,
                                  T* __restrict__ k, T* __restrict__ v, int n_embd) {
+  static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
   const std::int64_t r = blockIdx.x;
   const int packs = n_embd / 8;
-  const auto* in = reinterpret_cast<const Pack8<T>*>(qkv + r * 3 * n_embd);
-  const auto* bb = reinterpret_cast<const Pack8<T>*>(bias);
+  const auto* in = reinterpret_cast<const Vec<T>*>(qkv + r * 3 * n_embd);
+  const auto* bb = reinterpret_cast<const Vec<T>*>(bias);
   for (int c = threadIdx.x; c < 3 * packs; c += blockDim.x) {
-    const Pack8<T> x = in[c], b = bb[c];
-    Pack8<T> z;
+    const Vec<T> x = in[c], b = bb[c];
+    Vec<T> z;
 #pragma unroll
     for (int i = 0; i < 8; ++i) z.v[i] = from_float<T>(to_float(x.v[i]) + to_float(b.v[i]));
     T* dst = c < packs ? q : (c < 2 * packs ? k : v);
-    reinterpret_cast<Pack8<T>*>(dst + r * n_embd)[c % packs] = z;
+    reinterpret_cast<Vec<T>*>(dst + r * n_embd)[c % packs] = z;
   }
 }
 
@@ -106,8 +103,8 @@ template <typename T>
 __global__ void gather_rows_kernel(const T* __restrict__ src, const std::int32_t* __restrict__ rows, T* __restrict__ dst,
                                    int cols) {
   const std::int64_t r = blockIdx.x;
-  const auto* in = reinterpret_cast<const Pack8<T>*>(src + std::int64_t(rows[r]) * cols);
-  auto* out = reinterpret_cast<Pack8<T>*>(dst + r * cols);
+  const auto* in = reinterpret_cast<const Vec<T>*>(src + std::int64_t(rows[r]) * cols);
+  auto* out = reinterpret_cast<Vec<T>*>(dst + r * cols);
   for (int c = threadIdx.x; c < cols / 8; c += blockDim.x) out[c] = in[c];
 }
 
