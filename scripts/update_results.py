@@ -49,7 +49,7 @@ SUMMARY = {
 # GPT-2 rows also depend on every kernel the engine calls; only the engine's own folder is
 # followed, so a kernel change shows up in that kernel's table.
 OP_SOURCES = {
-    "vector_add": ("src/stub", "src/vector_add"),
+    "vector_add": ("src/stub", "src/vector_add"),  # src/stub: the folder's earlier name
     "reduce": ("src/reduce",),
     "attention": ("src/attention",),
     "gelu_linear": ("src/gelu_linear",),

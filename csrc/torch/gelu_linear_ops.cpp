@@ -70,7 +70,7 @@ TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
   m.impl("gelu_linear", &gelu_linear_cuda);
 }
 
-// CPU tensors reach the same function so the error names the argument (see stub_ops.cpp).
+// CPU tensors reach the same function so the error names the argument (see vector_add_ops.cpp).
 TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
   m.impl("gelu_linear", &gelu_linear_cuda);
 }

@@ -3,5 +3,5 @@
 #include "torch/registration.h"
 
 TORCH_LIBRARY(flashkernel, m) {
-  flashkernel::torch_ops::define_stub_ops(m);
+  flashkernel::torch_ops::define_vector_add_ops(m);
 }

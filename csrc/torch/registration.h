@@ -6,6 +6,6 @@
 
 namespace flashkernel::torch_ops {
 
-void define_stub_ops(torch::Library& m);
+void define_vector_add_ops(torch::Library& m);
 
 }  // namespace flashkernel::torch_ops

@@ -17,7 +17,7 @@ except ImportError as _e:
         sys.exit(str(_e))
     raise
 
-from flashkernel.ops.stub import DeviceInfo, device_info, vector_add  # noqa: E402
+from flashkernel.ops.vector_add import DeviceInfo, device_info, vector_add  # noqa: E402
 from flashkernel.ops.gelu_linear import gelu_linear  # noqa: E402
 from flashkernel.ops.attention import flash_attention  # noqa: E402
 from flashkernel.ops.reduce import reduce_max, reduce_sum  # noqa: E402

@@ -1,4 +1,4 @@
-// PyTorch bindings of the skeleton ops: vector_add and device_info.
+// PyTorch bindings of vector_add and device_info (the first op, and the device query every front end uses).
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
@@ -45,7 +45,7 @@ device_info_op(int64_t device) {
 
 }  // namespace
 
-void define_stub_ops(torch::Library& m) {
+void define_vector_add_ops(torch::Library& m) {
   m.def("vector_add(Tensor a, Tensor b) -> Tensor");
   m.def("device_info(int device=-1) -> (str, int, int, int, int, int, int, int, int, int)", &device_info_op);
 }
