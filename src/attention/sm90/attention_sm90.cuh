@@ -18,6 +18,11 @@
 //   the last key tile's V buffer and writes it with TMA stores.
 // K and V have separate `full` barriers so S = Q K^T starts before V has landed.
 //
+// In code: TileScheduler (which work tiles a block runs), SharedTiles (the shared-memory layout
+// and its barriers), produce() and consume() (the two roles: mainloop and epilogue), and the thin
+// attention_sm90_kernel that composes them. The restructuring left the SASS of every
+// instantiation identical (scripts/sass_fingerprint.py).
+//
 // Shared memory (1024-byte aligned tiles in TMA's 128-byte swizzle, which is wgmma's): Q as
 // kHeadDim / 64 column blocks of [128][64], and per stage K and V as column blocks of
 // [kBlockN][64]. d=128, kBlockN=128, 3 stages: 32 + 3 * 64 = 224 KiB; d=64, 3 stages: 112 KiB.
@@ -65,48 +70,39 @@ __device__ __forceinline__ void issue_qk_tile(float (&s_flat)[kBlockN / 2], cons
   wgmma_commit_group();
 }
 
-template <typename T, typename Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads, 1)
-    attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
-                          const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
-                          const Params p, const bool zigzag) {
-#if FK_WGMMA_AVAILABLE
-  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kStages = Cfg::kStages;
-  constexpr int kCB = Cfg::kColBlocks;
-  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
-  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
+// ---------------------------------------------------------------- tile scheduler
+// Work items are (batch, head) pairs' query blocks, counted from the last, the pairs one after
+// another: blocks running together share a pair's K/V in L2. A block runs items blockIdx.x,
+// blockIdx.x + gridDim.x, ... (persistent when the grid is smaller than the item count; see
+// launch()). An item is one query block, or with `zigzag` (causal) two: query blocks i and
+// n_mblocks - 1 - i of one pair, the longest and the shortest left, whose key tiles add up to
+// the same count for every item, so a static round-robin over items is balanced. (With an odd
+// n_mblocks the middle block is an item of its own.) Both roles walk the same tile sequence, and
+// the K/V ring's slots and phases continue from one tile to the next.
+struct WorkTile {
+  int m0, head, head_kv, batch, n_blocks;
+  bool valid;
+};
 
-  extern __shared__ unsigned char smem_raw[];
-  const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023);
-  T* sQ = reinterpret_cast<T*>(base);  // [kCB][BM][64]
-  T* sK = sQ + Cfg::kQElems;           // [kStages][kCB][BN][64]
-  T* sV = sK + kStages * Cfg::kKVElems;
-  std::uint64_t* q_full = reinterpret_cast<std::uint64_t*>(sV + kStages * Cfg::kKVElems);
-  std::uint64_t* q_empty = q_full + 1;
-  std::uint64_t* k_full = q_full + 2;
-  std::uint64_t* v_full = k_full + kStages;
-  std::uint64_t* kv_empty = v_full + kStages;
+template <int BM, int BN>
+struct TileScheduler {
+  const Params& p;
+  int seq_q, seq_k, diag, n_mblocks, items_per_pair, tiles_per_item;
+  std::int64_t n_items;
 
-  // Work items are (batch, head) pairs' query blocks, counted from the last, the pairs one after
-  // another: blocks running together share a pair's K/V in L2. A block runs items blockIdx.x,
-  // blockIdx.x + gridDim.x, ... (persistent when the grid is smaller than the item count; see
-  // launch()). An item is one query block, or with `zigzag` (causal) two: query blocks i and
-  // n_mblocks - 1 - i of one pair, the longest and the shortest left, whose key tiles add up to
-  // the same count for every item, so a static round-robin over items is balanced. (With an odd
-  // n_mblocks the middle block is an item of its own.) Both roles walk the same tile sequence, and
-  // the K/V ring's slots and phases continue from one tile to the next.
-  const AttentionShape& sh = p.shape;
-  const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
-  const int diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
-  const int n_mblocks = (seq_q + BM - 1) / BM;
-  const int items_per_pair = zigzag ? (n_mblocks + 1) / 2 : n_mblocks;
-  const std::int64_t n_items = std::int64_t(items_per_pair) * sh.heads_q * sh.batch;
-  const int tiles_per_item = zigzag ? 2 : 1;
-  struct WorkTile {
-    int m0, head, head_kv, batch, n_blocks;
-    bool valid;
-  };
-  auto work_tile = [&](std::int64_t item, int half) {
+  __device__ __forceinline__ TileScheduler(const Params& params, bool zigzag) : p(params) {
+    const AttentionShape& sh = p.shape;
+    seq_q = int(sh.seq_q);
+    seq_k = int(sh.seq_k);
+    diag = seq_k - seq_q;  // causal: query i sees keys j <= i + diag
+    n_mblocks = (seq_q + BM - 1) / BM;
+    items_per_pair = zigzag ? (n_mblocks + 1) / 2 : n_mblocks;
+    n_items = std::int64_t(items_per_pair) * sh.heads_q * sh.batch;
+    tiles_per_item = zigzag ? 2 : 1;
+  }
+
+  __device__ __forceinline__ WorkTile tile(std::int64_t item, int half) const {
+    const AttentionShape& sh = p.shape;
     WorkTile w;
     const std::int64_t pair = item / items_per_pair;
     const int i = int(item % items_per_pair);
@@ -119,205 +115,268 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int n_end = p.causal ? min(seq_k, w.m0 + BM + diag) : seq_k;
     w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
     return w;
-  };
-  // K/V tile number g of this block, counted over all its work tiles, sits in ring slot Ring::slot(g).
-  using Ring = RingStep<kStages>;
+  }
+};
+// A role walks its block's work tiles as
+//   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
+//     for (int half = 0; half < sched.tiles_per_item; ++half) {
+//       const WorkTile w = sched.tile(item, half);
+//       if (!w.valid) continue;
+//       ...
+// (a visitor taking a lambda measured as other SASS for the consumers, so the loop is written out).
 
-  const int warpgroup = threadIdx.x / 128;
-  if (threadIdx.x == 0) {
+// ---------------------------------------------------------------- shared memory
+// Q, the K/V ring and their mbarriers (layout: the file comment). K/V tile number g of a block,
+// counted over all its work tiles, sits in ring slot Ring::slot(g).
+template <typename T, typename Cfg>
+struct SharedTiles {
+  using Ring = RingStep<Cfg::kStages>;
+  T* sQ;  // [kCB][BM][64]
+  T* sK;  // [kStages][kCB][BN][64]
+  T* sV;
+  std::uint64_t *q_full, *q_empty, *k_full, *v_full, *kv_empty;
+
+  __device__ __forceinline__ explicit SharedTiles(unsigned char* smem_raw) {
+    const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023);
+    sQ = reinterpret_cast<T*>(base);
+    sK = sQ + Cfg::kQElems;
+    sV = sK + Cfg::kStages * Cfg::kKVElems;
+    q_full = reinterpret_cast<std::uint64_t*>(sV + Cfg::kStages * Cfg::kKVElems);
+    q_empty = q_full + 1;
+    k_full = q_full + 2;
+    v_full = k_full + Cfg::kStages;
+    kv_empty = v_full + Cfg::kStages;
+  }
+
+  // Thread 0, before the roles split.
+  __device__ __forceinline__ void init_barriers() const {
     mbarrier_init(q_full, 1);
     mbarrier_init(q_empty, 2 * 128);  // every consumer thread is done reading Q
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
       mbarrier_init(&k_full[s], 1);
       mbarrier_init(&v_full[s], 1);
       mbarrier_init(&kv_empty[s], 2 * 128);  // every consumer thread releases the stage
     }
     fence_mbarrier_init();
   }
-  __syncthreads();
+};
 
-  if (warpgroup == 0) {
-    // ---------------- producer
-    warpgroup_reg_dealloc<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) {
-      prefetch_tensor_map(&tm_q);
-      prefetch_tensor_map(&tm_k);
-      prefetch_tensor_map(&tm_v);
-      if constexpr (Cfg::kStageOutput) prefetch_tensor_map(&tm_o);
-      int g = 0;   // K/V tiles issued so far
-      int it = 0;  // work tiles so far
-      for (std::int64_t item = blockIdx.x; item < n_items; item += gridDim.x)
-        for (int half = 0; half < tiles_per_item; ++half) {
-          const WorkTile w = work_tile(item, half);
-          if (!w.valid) continue;
-          mbarrier_wait(q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
-          mbarrier_arrive_expect_tx(q_full, Cfg::kQElems * 2);
+// ---------------------------------------------------------------- producer
+// One thread issues the TMA copies: per work tile Q, then K and V of each key tile into the ring.
+template <typename T, typename Cfg, typename Scheduler>
+__device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Scheduler& sched, const CUtensorMap* tm_q,
+                                        const CUtensorMap* tm_k, const CUtensorMap* tm_v, const CUtensorMap* tm_o) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
+  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
+  using Ring = typename SharedTiles<T, Cfg>::Ring;
+  if (threadIdx.x != 0) return;
+  prefetch_tensor_map(tm_q);
+  prefetch_tensor_map(tm_k);
+  prefetch_tensor_map(tm_v);
+  if constexpr (Cfg::kStageOutput) prefetch_tensor_map(tm_o);
+  int g = 0;   // K/V tiles issued so far
+  int it = 0;  // work tiles so far
+  for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
+    for (int half = 0; half < sched.tiles_per_item; ++half) {
+      const WorkTile w = sched.tile(item, half);
+      if (!w.valid) continue;
+      mbarrier_wait(sm.q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
+      mbarrier_arrive_expect_tx(sm.q_full, Cfg::kQElems * 2);
 #pragma unroll
-          for (int c = 0; c < kCB; ++c) tma_load_4d(sQ + c * BM * 64, &tm_q, q_full, c * 64, w.m0, w.head, w.batch);
-          for (int j = 0; j < w.n_blocks; ++j, ++g) {
-            const int s = Ring::slot(g);
-            mbarrier_wait(&kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
-            mbarrier_arrive_expect_tx(&k_full[s], kKVBytes);
+      for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, w.m0, w.head, w.batch);
+      for (int j = 0; j < w.n_blocks; ++j, ++g) {
+        const int s = Ring::slot(g);
+        mbarrier_wait(&sm.kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
+        mbarrier_arrive_expect_tx(&sm.k_full[s], kKVBytes);
 #pragma unroll
-            for (int c = 0; c < kCB; ++c) {
-              tma_load_4d(sK + s * Cfg::kKVElems + c * BN * 64, &tm_k, &k_full[s], c * 64, j * BN, w.head_kv, w.batch);
-            }
-            mbarrier_arrive_expect_tx(&v_full[s], kKVBytes);
-#pragma unroll
-            for (int c = 0; c < kCB; ++c) {
-              tma_load_4d(sV + s * Cfg::kKVElems + c * BN * 64, &tm_v, &v_full[s], c * 64, j * BN, w.head_kv, w.batch);
-            }
-          }
-          ++it;
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(sm.sK + s * Cfg::kKVElems + c * BN * 64, tm_k, &sm.k_full[s], c * 64, j * BN, w.head_kv, w.batch);
         }
-    }
-  } else {
-    // ---------------- consumers
-    warpgroup_reg_alloc<Cfg::kConsumerRegs>();
-    const int cw = warpgroup - 1;  // 64-row half of the block
-    // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
-    // softmax always sees a positive scale (one max reduction per row, not a max or a min).
-    const bool negate_scores = p.scale < 0.f;
-    const SoftmaxScale sc(fabsf(p.scale));
-    int g0 = 0;  // K/V tiles consumed before the current work tile
-    int it = 0;  // work tiles so far
-    for (std::int64_t item = blockIdx.x; item < n_items; item += gridDim.x)
-      for (int half = 0; half < tiles_per_item; ++half) {
-        const WorkTile w = work_tile(item, half);
-        if (!w.valid) continue;
-        const int n_blocks = w.n_blocks;
-        const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
-        float acc_o[1][D / 8][4];
+        mbarrier_arrive_expect_tx(&sm.v_full[s], kKVBytes);
 #pragma unroll
-        for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
-        RowStats<1> stats;
-        float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
-
-        auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
-          const T* sQw = sQ + cw * 64 * 64;
-          if (negate_scores) {
-            issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/true>(s_flat, sQw, sKs);
-          } else {
-            issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/false>(s_flat, sQw, sKs);
-          }
-        };
-        // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
-        // is read MN-major, its 64-column blocks BN * 128 bytes apart.
-        auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
-#pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk) {
-            const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
-            wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
-          }
-          wgmma_commit_group();
-        };
-        // Mask (diagonal and tail tiles only) and online softmax of key tile j.
-        auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
-          const int n0 = j * BN;
-          if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
-            mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
-          }
-          return softmax_tile(acc_s, stats, sc, alpha);
-        };
-
-        float acc_s[1][BN / 8][4];
-        float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
-        std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
-        float alpha[1][2];
-        auto pack_p = [&] {
-#pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
-        };
-        auto sK_of = [&](int j) { return sK + Ring::slot(g0 + j) * Cfg::kKVElems; };
-        auto sV_of = [&](int j) { return sV + Ring::slot(g0 + j) * Cfg::kKVElems; };
-        auto k_full_of = [&](int j) { return &k_full[Ring::slot(g0 + j)]; };
-        auto v_full_of = [&](int j) { return &v_full[Ring::slot(g0 + j)]; };
-        auto kv_empty_of = [&](int j) { return &kv_empty[Ring::slot(g0 + j)]; };
-        auto parity = [&](int j) { return Ring::parity(g0 + j); };
-
-        mbarrier_wait(q_full, it & 1);
-
-        // With kStageOutput, the last key tile's stage is released after the epilogue, which stages
-        // O in its V buffer.
-        const bool via_smem = Cfg::kStageOutput && n_blocks > 0;
-        auto release = [&](int j) {
-          if (!via_smem || j != n_blocks - 1) mbarrier_arrive(kv_empty_of(j));
-        };
-        if (n_blocks > 0) {
-          // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
-          // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
-          //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
-          //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
-          //              j-1; rescale O by alpha_j; pack P_j
-          //   epilogue:  P_last V_last
-          mbarrier_wait(k_full_of(0), parity(0));
-          wgmma_fence();
-          issue_qk(s_flat, sK_of(0));
-          wgmma_wait_group<0>();
-          softmax(acc_s, 0, alpha);
-          pack_p();
-          for (int j = 1; j < n_blocks; ++j) {
-            mbarrier_wait(k_full_of(j), parity(j));
-            wgmma_fence();
-            issue_qk(s_flat, sK_of(j));
-            mbarrier_wait(v_full_of(j - 1), parity(j - 1));
-            issue_pv(a, sV_of(j - 1));
-            wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
-            const bool rescale = softmax(acc_s, j, alpha);
-            wgmma_wait_group<0>();
-            release(j - 1);
-            if (rescale) rescale_output(acc_o, alpha);
-            pack_p();
-          }
-          mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
-          wgmma_fence();
-          issue_pv(a, sV_of(n_blocks - 1));
-          wgmma_wait_group<0>();
-          release(n_blocks - 1);
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(sm.sV + s * Cfg::kKVElems + c * BN * 64, tm_v, &sm.v_full[s], c * 64, j * BN, w.head_kv, w.batch);
         }
-        // Every wgmma reading Q has completed: the producer may load the next tile's Q (and its
-        // first K/V tiles, in the other stages) while this warpgroup writes its output.
-        mbarrier_arrive(q_empty);
-
-        float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
-        if (!via_smem) {
-          // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
-          // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
-          T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
-          store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
-        } else {
-          // O goes out through shared memory and one TMA store per 64-column block, in the last
-          // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
-          // warpgroups are done with that V, each writes its 64 rows in the 128-byte swizzle (bank-
-          // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
-          // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
-          // store has read it.
-          static_assert(BN == BM, "O is staged in a V buffer");
-          T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
-          named_barrier_sync(kBothConsumersBarrier, 2 * 128);
-          const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
-          finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
-            const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
-            unsigned char* block = reinterpret_cast<unsigned char*>(sO + (dt / 8) * BM * 64);
-            *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
-          });
-          fence_proxy_async_shared();
-          named_barrier_sync(kConsumerBarrier + cw, 128);
-          if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
-#pragma unroll
-            for (int c = 0; c < kCB; ++c)
-              tma_store_4d(&tm_o, sO + c * BM * 64, c * 64, w.m0 + cw * 64, w.head, w.batch);
-            tma_store_commit();
-            tma_store_wait_read();
-          }
-          named_barrier_sync(kConsumerBarrier + cw, 128);
-          mbarrier_arrive(kv_empty_of(n_blocks - 1));
-        }
-        g0 += n_blocks;
-        ++it;
       }
+      ++it;
+    }
+}
+
+// ---------------------------------------------------------------- consumers
+// Warpgroup cw (0 or 1) of the consumers: 64 query rows of each work tile, the mainloop over its
+// key tiles, then the epilogue.
+template <typename T, typename Cfg, typename Scheduler>
+__device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Scheduler& sched, const Params& p,
+                                        const CUtensorMap* tm_o, int cw) {
+  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
+  constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
+  using Ring = typename SharedTiles<T, Cfg>::Ring;
+  const AttentionShape& sh = p.shape;
+  const int seq_q = sched.seq_q, seq_k = sched.seq_k, diag = sched.diag;
+  // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
+  // softmax always sees a positive scale (one max reduction per row, not a max or a min).
+  const bool negate_scores = p.scale < 0.f;
+  const SoftmaxScale sc(fabsf(p.scale));
+  int g0 = 0;  // K/V tiles consumed before the current work tile
+  int it = 0;  // work tiles so far
+  for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
+    for (int half = 0; half < sched.tiles_per_item; ++half) {
+      const WorkTile w = sched.tile(item, half);
+      if (!w.valid) continue;
+      const int n_blocks = w.n_blocks;
+      const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
+      float acc_o[1][D / 8][4];
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
+      RowStats<1> stats;
+      float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
+
+      auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
+        const T* sQw = sm.sQ + cw * 64 * 64;
+        if (negate_scores) {
+          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/true>(s_flat, sQw, sKs);
+        } else {
+          issue_qk_tile<D, BM, BN, kBf16, /*kNegate=*/false>(s_flat, sQw, sKs);
+        }
+      };
+      // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
+      // is read MN-major, its 64-column blocks BN * 128 bytes apart.
+      auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
+          wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
+        }
+        wgmma_commit_group();
+      };
+      // Mask (diagonal and tail tiles only) and online softmax of key tile j.
+      auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
+        const int n0 = j * BN;
+        if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
+          mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
+        }
+        return softmax_tile(acc_s, stats, sc, alpha);
+      };
+
+      float acc_s[1][BN / 8][4];
+      float(&s_flat)[BN / 2] = *reinterpret_cast<float(*)[BN / 2]>(&acc_s[0][0][0]);
+      std::uint32_t a[BN / 16][4];  // P as 16-bit A fragments
+      float alpha[1][2];
+      auto pack_p = [&] {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) pack_rows_to_a<T>(a[kk], acc_s[0][2 * kk], acc_s[0][2 * kk + 1]);
+      };
+      auto sK_of = [&](int j) { return sm.sK + Ring::slot(g0 + j) * Cfg::kKVElems; };
+      auto sV_of = [&](int j) { return sm.sV + Ring::slot(g0 + j) * Cfg::kKVElems; };
+      auto k_full_of = [&](int j) { return &sm.k_full[Ring::slot(g0 + j)]; };
+      auto v_full_of = [&](int j) { return &sm.v_full[Ring::slot(g0 + j)]; };
+      auto kv_empty_of = [&](int j) { return &sm.kv_empty[Ring::slot(g0 + j)]; };
+      auto parity = [&](int j) { return Ring::parity(g0 + j); };
+
+      mbarrier_wait(sm.q_full, it & 1);
+
+      // With kStageOutput, the last key tile's stage is released after the epilogue, which stages
+      // O in its V buffer.
+      const bool via_smem = Cfg::kStageOutput && n_blocks > 0;
+      auto release = [&](int j) {
+        if (!via_smem || j != n_blocks - 1) mbarrier_arrive(kv_empty_of(j));
+      };
+      if (n_blocks > 0) {
+        // Software pipeline across key tiles (FlashAttention-3's intra-warpgroup overlap): the
+        // softmax of tile j runs on the CUDA cores while the tensor cores do P_{j-1} V_{j-1}.
+        //   prologue:  S_0; softmax_0 (O is still 0: nothing to rescale)
+        //   step j:    issue S_j and P_{j-1} V_{j-1}; wait S_j; softmax_j; wait PV; release stage
+        //              j-1; rescale O by alpha_j; pack P_j
+        //   epilogue:  P_last V_last
+        mbarrier_wait(k_full_of(0), parity(0));
+        wgmma_fence();
+        issue_qk(s_flat, sK_of(0));
+        wgmma_wait_group<0>();
+        softmax(acc_s, 0, alpha);
+        pack_p();
+        for (int j = 1; j < n_blocks; ++j) {
+          mbarrier_wait(k_full_of(j), parity(j));
+          wgmma_fence();
+          issue_qk(s_flat, sK_of(j));
+          mbarrier_wait(v_full_of(j - 1), parity(j - 1));
+          issue_pv(a, sV_of(j - 1));
+          wgmma_wait_group<1>();  // S_j has landed; P_{j-1} V_{j-1} may still run
+          const bool rescale = softmax(acc_s, j, alpha);
+          wgmma_wait_group<0>();
+          release(j - 1);
+          if (rescale) rescale_output(acc_o, alpha);
+          pack_p();
+        }
+        mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
+        wgmma_fence();
+        issue_pv(a, sV_of(n_blocks - 1));
+        wgmma_wait_group<0>();
+        release(n_blocks - 1);
+      }
+      // Every wgmma reading Q has completed: the producer may load the next tile's Q (and its
+      // first K/V tiles, in the other stages) while this warpgroup writes its output.
+      mbarrier_arrive(sm.q_empty);
+
+      float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
+      if (!via_smem) {
+        // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
+        // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
+        T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
+        store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
+      } else {
+        // O goes out through shared memory and one TMA store per 64-column block, in the last
+        // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
+        // warpgroups are done with that V, each writes its 64 rows in the 128-byte swizzle (bank-
+        // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
+        // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
+        // store has read it.
+        static_assert(BN == BM, "O is staged in a V buffer");
+        T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
+        named_barrier_sync(kBothConsumersBarrier, 2 * 128);
+        const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;
+        finish_output<T>(acc_o, stats, lse, warp_row0, seq_q, [&](int local_row, int dt, std::uint32_t packed) {
+          const int row = wrow0 + local_row;  // 0..63 in the warpgroup's rows
+          unsigned char* block = reinterpret_cast<unsigned char*>(sO + (dt / 8) * BM * 64);
+          *reinterpret_cast<std::uint32_t*>(block + row * 128 + (((dt % 8) ^ (row % 8)) * 16) + 4 * t4) = packed;
+        });
+        fence_proxy_async_shared();
+        named_barrier_sync(kConsumerBarrier + cw, 128);
+        if (threadIdx.x % 128 == 0 && w.m0 + cw * 64 < seq_q) {
+#pragma unroll
+          for (int c = 0; c < kCB; ++c) tma_store_4d(tm_o, sO + c * BM * 64, c * 64, w.m0 + cw * 64, w.head, w.batch);
+          tma_store_commit();
+          tma_store_wait_read();
+        }
+        named_barrier_sync(kConsumerBarrier + cw, 128);
+        mbarrier_arrive(kv_empty_of(n_blocks - 1));
+      }
+      g0 += n_blocks;
+      ++it;
+    }
+}
+
+// ---------------------------------------------------------------- the kernel
+// Composes the pieces: warpgroup 0 produces, warpgroups 1 and 2 consume.
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                          const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
+                          const Params p, const bool zigzag) {
+#if FK_WGMMA_AVAILABLE
+  extern __shared__ unsigned char smem_raw[];
+  const SharedTiles<T, Cfg> sm(smem_raw);
+  const TileScheduler<Cfg::kBlockM, Cfg::kBlockN> sched(p, zigzag);
+  const int warpgroup = threadIdx.x / 128;
+  if (threadIdx.x == 0) sm.init_barriers();
+  __syncthreads();
+  if (warpgroup == 0) {
+    warpgroup_reg_dealloc<Cfg::kProducerRegs>();
+    produce(sm, sched, &tm_q, &tm_k, &tm_v, &tm_o);
+  } else {
+    warpgroup_reg_alloc<Cfg::kConsumerRegs>();
+    consume(sm, sched, p, &tm_o, warpgroup - 1);
   }
 #else
   __trap();  // never launched: the host checks the kernel was built for sm_90a
