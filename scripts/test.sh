@@ -23,6 +23,17 @@ log "CMake package: install, then build and run a consumer with find_package(Fla
   cmake --build "$BUILD/consumer" >/dev/null && "$BUILD/consumer/consumer"; } 2>&1 | tee "$LOGDIR/consumer.log" \
   || { echo "CMake package consumer FAILED"; status=1; }
 
+# The T4 (sm_75) build: the library compiles for it (the sm_80 kernels become traps the host never
+# launches there; detail::require_compute_capability). Compile only: no sm_75 GPU runs it here.
+log "library build for sm_75 (compile only)"
+if { cmake -S . -B "$BUILD/sm75" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKERNEL_CUDA_ARCHS=75 \
+           -DFLASHKERNEL_BUILD_TESTS=OFF -DFLASHKERNEL_BUILD_TORCH=OFF -DFLASHKERNEL_BUILD_BENCH=OFF &&
+     cmake --build "$BUILD/sm75" --target flashkernel -j "$JOBS"; } >"$LOGDIR/sm75.log" 2>&1; then
+  echo "sm_75 library built"
+else
+  tail -30 "$LOGDIR/sm75.log"; echo "sm_75 build FAILED (log: $LOGDIR/sm75.log)"; status=1
+fi
+
 log "wheel: build, install into a fresh environment, import and check it from outside the checkout"
 bash scripts/wheel_check.sh || { echo "wheel check FAILED"; status=1; }
 

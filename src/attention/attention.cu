@@ -26,6 +26,7 @@ void require_strides(const std::int64_t (&stride)[3], const char* name) {
 }
 
 void launch(const attention::Params& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
+  detail::require_compute_capability(kOp, 8);  // both paths are tensor-core kernels (sm_80 or sm_90a)
   const bool d64 = p.shape.head_dim == 64;
   if (backend != AttentionBackend::kSm80) {
     const bool hopper = detail::current_compute_major() == 9;

@@ -7,27 +7,47 @@
 
 #include "common/shared_memory.cuh"
 
+// The sm_80 instructions (cp.async here, mma.sync m16n8k16 in mma_sm80.cuh) exist from sm_80 on.
+// In an sm_75 build their wrappers compile to a trap: the kernels using them are still compiled
+// (one source for every architecture), and the host never launches them on an older GPU
+// (detail::require_compute_capability).
+#if !defined(__CUDA_ARCH__) || (__CUDA_ARCH__ >= 800)
+#define FK_SM80_AVAILABLE 1
+#else
+#define FK_SM80_AVAILABLE 0
+#endif
+
 namespace flashkernel {
 
 // 16 bytes global -> shared, cached in L2 only (.cg: tiles are reused from shared memory, not L1).
 // When `valid` is false nothing is read and the 16 destination bytes are zero-filled, which is how
 // tails (rows past the end of a tensor) become zeros without a branch around the copy.
 __device__ __forceinline__ void cp_async_16(std::uint32_t smem_dst, const void* gmem_src, bool valid = true) {
+#if FK_SM80_AVAILABLE
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
+#else
+  __trap();
+#endif
 }
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid = true) {
   cp_async_16(smem_address(smem_dst), gmem_src, valid);
 }
 
 // Closes the group of copies issued since the last commit.
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+#if FK_SM80_AVAILABLE
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
 
 // Blocks until at most `kPending` committed groups are still in flight (this thread's copies only:
 // follow with __syncthreads() before reading data other threads copied).
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
+#if FK_SM80_AVAILABLE
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
 }
 
 }  // namespace flashkernel

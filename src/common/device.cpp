@@ -77,5 +77,21 @@ void require_smem_within_device_limit(int smem_bytes) {
   }
 }
 
+std::string compute_capability_message(const char* op, int need_major, int have_major, int have_minor) {
+  return std::string(op) + ": needs a GPU of compute capability " + std::to_string(need_major) +
+         ".0 or newer (its kernels use sm_" + std::to_string(need_major) + "0 instructions); this GPU is " +
+         std::to_string(have_major) + "." + std::to_string(have_minor) +
+         ". There FlashKernel runs vector_add, reduce, rope, add_layernorm, the KV cache copies and paged decode "
+         "attention (CUDA-core kernels).";
+}
+
+void require_compute_capability(const char* op, int major) {
+  const int have = current_compute_major();
+  if (have >= major) return;
+  int device = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  throw Error(compute_capability_message(op, major, have, attribute(cudaDevAttrComputeCapabilityMinor, device)));
+}
+
 }  // namespace detail
 }  // namespace flashkernel

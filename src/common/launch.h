@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <string>
 
 #include "common/cuda_check.h"
 
@@ -58,6 +59,13 @@ int current_smem_optin_bytes();
 // message instead of a rejected launch. Launchers pick configurations that fit, so this firing
 // means a configuration table lacks an entry for this device.
 void require_smem_within_device_limit(int smem_bytes);
+
+// Throws flashkernel::Error naming `op` when the current device's compute capability is below
+// `major`.0: the op's kernels use instructions that GPU does not have (sm_80: cp.async and
+// mma.sync m16n8k16, which compile to a trap in an sm_75 build). The message (below) says what
+// does run there.
+void require_compute_capability(const char* op, int major);
+std::string compute_capability_message(const char* op, int need_major, int have_major, int have_minor);
 
 // Opts `kernel` in to `smem_bytes` of dynamic shared memory (needed above 48 KiB), once per kernel
 // and device, after checking the device allows that much. `kernel` is a template argument so that

@@ -75,6 +75,7 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
   detail::require(m == 0 || is_aligned(out), kOp, "out", "must be 16-byte aligned");
   detail::require(bias == nullptr || is_aligned(bias, 2), kOp, "bias", "must be aligned to its 2-byte elements");
   if (m == 0) return;
+  detail::require_compute_capability(kOp, 8);  // every kernel here is mma.sync (sm_80) or wgmma
 
   const Problem p{x, weight, bias, out, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), approximate};
   const int sm_count = detail::current_sm_count();

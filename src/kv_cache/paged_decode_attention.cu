@@ -24,7 +24,8 @@ constexpr int kMinSplitTokens = 256;
 constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
-constexpr int kDefaultVariant = 3;
+constexpr int kTensorCoreVariant = 3;  // paged_decode_mma_kernel (groups of 4-8 heads)
+constexpr int kDefaultVariant = kTensorCoreVariant;
 
 // The loop variant: FLASHKERNEL_KV_DECODE_VARIANT overrides the default (for A/B measurements).
 int decode_variant() {
@@ -71,6 +72,8 @@ Plan make_plan(const PagedDecodeArgs& a) {
   pl.g = heads_per_cta(group);
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   pl.variant = decode_variant();
+  // The tensor-core variant is sm_80 code; older GPUs run the CUDA-core loop.
+  if (pl.variant == kTensorCoreVariant && detail::current_compute_major() < 8) pl.variant = 0;
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
   const std::int64_t resident = std::int64_t(detail::current_sm_count()) *
                                 resident_ctas_per_sm(a.layout.dtype, int(a.layout.head_dim), pl.g, pl.variant);

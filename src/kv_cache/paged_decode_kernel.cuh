@@ -302,6 +302,9 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
 template <typename T>
 __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t a0, std::uint32_t a2,
                                              std::uint32_t b0, std::uint32_t b1) {
+#if !FK_SM80_AVAILABLE
+  __trap();  // see common/cp_async.cuh
+#else
   float x0, x1;
   if constexpr (std::is_same_v<T, __half>) {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -314,6 +317,7 @@ __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t
         : "+f"(d0), "+f"(d1), "=f"(x0), "=f"(x1)
         : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(0.f), "f"(0.f));
   }
+#endif
 }
 
 template <typename T, int D, int G>
