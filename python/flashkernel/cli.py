@@ -66,10 +66,14 @@ def _info(_args) -> int:
         print(f"flashkernel info: {NO_GPU_NOTE}", file=sys.stderr)
         return 2
     try:
-        print(flashkernel.device_info())
+        info = flashkernel.device_info()
     except ValueError as e:  # a device torch sees but the library cannot use: say so, no traceback
         print(f"flashkernel info: {e}", file=sys.stderr)
         return 2
+    print(info)
+    from flashkernel import _paths
+
+    print(_paths.describe(info.compute_capability, _paths.built_archs(_library.load())))
     return 0
 
 

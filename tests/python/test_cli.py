@@ -164,6 +164,22 @@ def test_info_without_a_gpu(capsys, monkeypatch):
     assert "cannot be resolved" not in captured.err
 
 
+def test_info_names_the_kernel_path_of_each_op(capsys, monkeypatch):
+    # The GPU branch with a stand-in device (a T4): the library's device query is replaced, the
+    # rest (build record, path summary) is the real code.
+    import flashkernel
+    from flashkernel.ops.vector_add import DeviceInfo
+
+    t4 = DeviceInfo("Tesla T4", (7, 5), 40, 16 << 30, 4 << 20, 64 << 10, 1590000, 5001000, 256)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(flashkernel, "device_info", lambda: t4)
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "Tesla T4" in out and "kernel paths on compute capability 7.5" in out
+    # This checkout's build (sm_90a and/or sm_80) has no T4 code: say how to build it.
+    assert "FLASHKERNEL_CUDA_ARCHS=75" in out
+
+
 def test_info_from_the_command_line_without_a_visible_gpu():
     proc = run_cli("info", env_update=no_gpu_env())
     assert proc.returncode == 2
