@@ -195,18 +195,8 @@ void GPT2Engine::Impl::layers(std::int64_t rows, const std::int64_t* slots_dev,
                         static_cast<char*>(att) + bo, nullptr, sh, dtype, /*causal=*/true, scale, stream);
       }
     } else {
-      PagedDecodeArgs pa;
-      pa.q = q;
-      pa.out = att;
-      pa.batch = rows;
-      pa.num_q_heads = H;
-      pa.pool = kv_pool.get();
-      pa.layout = layout;
+      PagedDecodeArgs pa = paged_decode_args(rows, decode_max_seq_len);
       pa.layer = l;
-      pa.page_table = page_table;
-      pa.max_pages = max_pages;
-      pa.seq_lens = seq_lens;
-      pa.max_seq_len = decode_max_seq_len;
       pa.scale = scale;
       pa.workspace = paged_ws.get();
       pa.workspace_bytes = paged_ws.bytes();

@@ -48,6 +48,22 @@ PersistentDecodeArgs GPT2Engine::Impl::persistent_args(std::int64_t B, std::int6
   return pa;
 }
 
+PagedDecodeArgs GPT2Engine::Impl::paged_decode_args(std::int64_t rows, std::int64_t max_seq_len) const {
+  PagedDecodeArgs pa;
+  pa.q = q;
+  pa.out = att;
+  pa.batch = rows;
+  pa.num_q_heads = cfg.n_head;
+  pa.pool = kv_pool.get();
+  pa.layout = layout;
+  pa.page_table = page_table;
+  pa.max_pages = max_pages;
+  pa.seq_lens = seq_lens;
+  pa.max_seq_len = max_seq_len;
+  pa.scale = 1.f;
+  return pa;
+}
+
 void GPT2Engine::Impl::ensure_persistent_tables() {
   if (persist_sync.get() != nullptr) return;
   std::vector<PersistentLayer> table(cfg.n_layer);
@@ -112,19 +128,7 @@ cudaGraphExec_t GPT2Engine::Impl::decode_graph(std::int64_t B, std::int64_t max_
   const auto key = std::make_pair(B, max_seq_len);
   if (auto it = graphs.find(key); it != graphs.end()) return it->second;
   // Workspace for the largest split count this shape can use, sized before capture.
-  PagedDecodeArgs pa;
-  pa.q = q;
-  pa.out = att;
-  pa.batch = B;
-  pa.num_q_heads = cfg.n_head;
-  pa.pool = kv_pool.get();
-  pa.layout = layout;
-  pa.page_table = page_table;
-  pa.max_pages = max_pages;
-  pa.seq_lens = seq_lens;
-  pa.max_seq_len = max_seq_len;
-  pa.scale = 1.f;
-  std::size_t need = paged_decode_workspace_bytes(pa);
+  std::size_t need = paged_decode_workspace_bytes(paged_decode_args(B, max_seq_len));
   PersistentDecodePlan plan;
   if (use_persistent && use_decode_gemv) {
     plan = plan_persistent_decode(persistent_args(B, max_seq_len));

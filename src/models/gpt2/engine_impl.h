@@ -158,6 +158,9 @@ struct GPT2Engine::Impl {
                std::vector<std::int64_t>* offsets_out);
 
   PersistentDecodeArgs persistent_args(std::int64_t B, std::int64_t max_seq_len);
+  // Paged decode attention of `rows` sequences over this engine's cache (q -> att); the caller
+  // sets the layer, the scale and the workspace.
+  PagedDecodeArgs paged_decode_args(std::int64_t rows, std::int64_t max_seq_len) const;
 
   // The per-layer weight table of the persistent kernel and its barrier words, made once.
   void ensure_persistent_tables();
