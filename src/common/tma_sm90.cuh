@@ -95,6 +95,19 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, s
 #endif
 }
 
+// "cp.async.bulk" (non-tensor, global -> shared): copies `bytes` contiguous bytes (a multiple of
+// 16; both addresses 16-byte aligned) into shared memory and completes them on `bar`, whose phase
+// must expect them (mbarrier_arrive_expect_tx). No tensor map: for slices that are one run of
+// memory.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, std::uint32_t bytes, std::uint64_t* bar) {
+#if FK_TMA_AVAILABLE
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_address(dst)),
+               "l"(reinterpret_cast<std::uint64_t>(src)), "r"(bytes), "r"(smem_address(bar))
+               : "memory");
+#endif
+}
+
 // "cp.async.bulk.tensor" (tile mode, 4-D, shared -> global, bulk-group completion): writes the
 // box at `src` to coordinates (c0 innermost .. c3) of the tensor map; the parts of the box outside
 // the tensor are not written. Make the box's shared-memory writes visible to the async proxy first

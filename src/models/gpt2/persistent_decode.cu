@@ -8,7 +8,7 @@
 //
 //   S1  LN1(h) (every CTA, into shared memory) -> QKV GEMV + bias; q to scratch, K/V straight
 //       into this step's slot of the paged cache                                   | barrier
-//   S2  attention partials: one task per (sequence, head, KV split), 16 warps over the split's
+//   S2  attention partials: one task per (sequence, head, KV split), 8 warps over the split's
 //       tokens, online softmax, (o, lse) to the workspace                           | barrier
 //   S3  combine the splits (every CTA, into shared memory) -> out-proj GEMV + bias + residual
 //                                                                                    | barrier
@@ -18,9 +18,15 @@
 // and at the end ln_f(h) -> x_out for the LM head. Each GEMV column (one output feature) is one
 // warp streaming that weight row once for all batch rows (tokens on the narrow side), so batch 8
 // reads the weights once, like batch 1. A CTA owns a fixed contiguous block of output columns in
-// every layer, and at the start of layer l it prefetches its blocks of layer l+1 into L2
-// (prefetch.global.L2): the HBM reads of the next layer run under this layer's barriers, so the
-// GEMVs mostly read L2.
+// every GEMV, so its slice of each weight matrix is one run of memory. Those slices stream through
+// a ring of shared-memory slots (WeightRing): one bulk copy (cp.async.bulk, completing on an
+// mbarrier) per GEMV, issued up to `ring_slots` GEMVs (a whole layer with 4 slots) before the
+// GEMV runs and re-issued for GEMV g + ring_slots as soon as GEMV g has read its slot. The weights
+// do not depend on the step's activations, so HBM streams them while the CTA waits at barriers and
+// runs LayerNorm and attention; a GEMV then reads its weights from shared memory. (A first version
+// read them with register loads after each barrier, prefetching the next layer into L2: its trace
+// showed each GEMV stage at 4-8 us against ~1 us of HBM time, every stage paying a full memory
+// round trip and its transfer after its barrier.)
 //
 // Numerics follow the graph path: fp32 accumulation, each GEMV result rounded once with its bias
 // (HF's Conv1D), the residual sum rounded to the model dtype before the next LayerNorm, the
@@ -47,6 +53,7 @@
 #include "common/index_guard.cuh"
 #include "common/launch.h"
 #include "common/online_softmax.cuh"
+#include "common/tma_sm90.cuh"
 #include "common/vector_io.cuh"
 
 namespace flashkernel::models::gpt2_detail {
@@ -59,7 +66,8 @@ constexpr int kMaxBatch = 8;
 constexpr int kMaxLayers = 64;  // the layer table lives in shared memory
 constexpr int kMinSplitTokens = 64;  // fewer tokens per split: the combine costs more than it saves
 constexpr int kSplitQuantum = 16;
-constexpr int kGemvChunk = 12;  // 16-byte weight loads a lane has in flight (GPT-2 small on 132 SMs needs 12)
+constexpr int kGemvChunk = 12;  // 16-byte weight loads (shared memory) a lane issues before its FMAs
+constexpr int kMaxRingSlots = 4;  // weight slices in flight: 4 GEMVs = one layer ahead
 constexpr int kGemvMaxParts = 4;  // a CTA with few columns splits each one's K over up to 4 warps
 constexpr int kMaxRowVecs = 4;    // LayerNorm keeps a row in registers: n_embd <= 4 * 32 * 8 = 1024
 constexpr int kAttnScratchFloats = 2 * kWarps + kWarps * kHeadDim;
@@ -85,6 +93,8 @@ struct Params {
   const std::int64_t* slots;
   int splits, split_tokens;
   int gemv_scratch_offset;  // floats into the scratch area
+  int ring_offset;          // bytes into dynamic shared memory: the weight ring
+  int ring_slots, slot_bytes;
   float eps, scale_log2;
   detail::GridBarrier barrier;
   unsigned long long* trace;  // nullptr, or timestamps of CTA 0 (see PersistentDecodeArgs::trace)
@@ -129,25 +139,64 @@ __device__ __forceinline__ void cta_columns(int n_cols, int& c0, int& c1) {
   c1 = min(n_cols, c0 + per_cta);
 }
 
-// Pulls this CTA's rows of w [n_cols, k] toward L2 (no register or shared-memory cost).
-template <typename T>
-__device__ __forceinline__ void prefetch_columns_l2(const void* w, int n_cols, int k) {
-  int c0, c1;
-  cta_columns(n_cols, c0, c1);
-  const char* base = static_cast<const char*>(w) + std::int64_t(c0) * k * sizeof(T);
-  const std::int64_t bytes = std::int64_t(c1 - c0) * k * sizeof(T);
-  for (std::int64_t off = std::int64_t(threadIdx.x) * 128; off < bytes; off += std::int64_t(kThreads) * 128) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(base + off));
+// GEMV number g of the step (4 per layer, in the order they run): its weights [n_cols, k].
+struct GemvWeights {
+  const void* w;
+  int n_cols, k;
+};
+__device__ __forceinline__ GemvWeights gemv_weights(const PersistentLayer* layers, int C, int g) {
+  const PersistentLayer& L = layers[g / 4];
+  switch (g % 4) {
+    case 0: return {L.w_qkv, 3 * C, C};
+    case 1: return {L.w_proj, C, C};
+    case 2: return {L.w_fc, 4 * C, C};
+    default: return {L.w_fc2, C, 4 * C};
   }
 }
 
+// The ring of shared-memory slots the CTA's weight slices stream through: GEMV g uses slot
+// g % n_slots, filled by one bulk copy that completes on full[slot]; GEMVs run in order, so the
+// phase parity of g's fill is (g / n_slots) & 1. issue() and release() are called by every thread
+// (thread 0 issues); wait() by every thread before it reads the slot.
 template <typename T>
-__device__ __forceinline__ void prefetch_layer_l2(const PersistentLayer& L, int C) {
-  prefetch_columns_l2<T>(L.w_qkv, 3 * C, C);
-  prefetch_columns_l2<T>(L.w_proj, C, C);
-  prefetch_columns_l2<T>(L.w_fc, 4 * C, C);
-  prefetch_columns_l2<T>(L.w_fc2, C, 4 * C);
-}
+struct WeightRing {
+  unsigned char* slots;
+  std::uint64_t* full;
+  const PersistentLayer* layers;
+  int n_slots, slot_bytes, C, total;
+
+  __device__ void issue(int g) const {
+    if (threadIdx.x != 0 || g >= total) return;
+    const GemvWeights gw = gemv_weights(layers, C, g);
+    int c0, c1;
+    cta_columns(gw.n_cols, c0, c1);
+    const std::uint32_t bytes = std::uint32_t(c1 - c0) * gw.k * sizeof(T);
+    const int slot = g % n_slots;
+    // The slot's previous GEMV read it through the generic proxy (ordered before this thread by
+    // the caller's __syncthreads); the copy writes it through the async proxy.
+    fence_proxy_async_shared();
+    mbarrier_arrive_expect_tx(&full[slot], bytes);  // bytes == 0 (no columns): a plain arrival
+    if (bytes != 0) {
+      bulk_load(slots + std::size_t(slot) * slot_bytes,
+                static_cast<const T*>(gw.w) + std::int64_t(c0) * gw.k, bytes, &full[slot]);
+    }
+  }
+  __device__ const T* wait(int g) const {
+    const int slot = g % n_slots;
+    mbarrier_wait(&full[slot], std::uint32_t((g / n_slots) & 1));
+    return reinterpret_cast<const T*>(slots + std::size_t(slot) * slot_bytes);
+  }
+  // GEMV g has been read by every thread: its slot takes GEMV g + n_slots.
+  __device__ void release(int g) const {
+    __syncthreads();
+    issue(g + n_slots);
+  }
+  // Before leaving early (a barrier timed out): the copies still in flight (GEMVs after `done`)
+  // land before the CTA's shared memory goes away.
+  __device__ void drain(int done) const {
+    for (int g = done + 1; g < min(total, done + 1 + n_slots); ++g) wait(g);
+  }
+};
 
 // dst[r, :] = LayerNorm(src[r, :]) for r < rows, one warp per row, as add_layernorm computes it
 // (two-pass variance over the rounded inputs). The row is loaded once into registers (one L2
@@ -216,17 +265,16 @@ __device__ __forceinline__ float segment_sum(float v, int width) {
 }
 
 // out[r, n] = xs[r, :] . w[n, :] for this CTA's columns n and rows r < rows; epilogue(r, n, sum)
-// stores it. Each weight row is streamed once for all rows. The CTA's columns are split into
-// units that its 16 warps cover in ONE round, so every weight load of the stage is in flight at
-// once (a second round would add an L2/HBM round trip): more columns than warps -> 2 or 4
-// columns per warp (a segment of 16 or 8 lanes each); fewer -> each column's K split over up to
-// 4 warps, whose partial sums meet in shared memory (`partial`, kWarps * kMaxBatch floats) and are
-// added in a fixed order.
+// stores it. w_cta is the CTA's slice of w in shared memory (rows c0..c1, WeightRing). Each weight
+// row is read once for all rows. The CTA's columns are split into units that its 8 warps cover in
+// one round where they can: more columns than warps -> 2 or 4 columns per warp (a segment of 16 or
+// 8 lanes each); fewer -> each column's K split over up to 4 warps, whose partial sums meet in
+// shared memory (`partial`, kWarps * kMaxBatch floats) and are added in a fixed order.
 //
 // The epilogue's operands are loaded with the weights (one round trip for the whole stage):
 // epilogue(r, n, sum + bias[n], residual[r, n]) (residual: [rows, n_cols], or nullptr -> 0).
 template <typename T, int kMaxB, typename Epilogue>
-__device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ w, int n_cols, int k, int rows,
+__device__ __forceinline__ void gemv_columns(const T* xs, const T* w_cta, int n_cols, int k, int rows,
                                              float* partial, const T* __restrict__ bias, const T* residual,
                                              Epilogue&& epilogue) {
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -248,7 +296,7 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
     const bool valid = u < units;
     const int col = u / parts, part = u % parts;
     const int vbeg = part * per_part, vend = valid ? min(nvec, vbeg + per_part) : vbeg;
-    const int4* wrow = reinterpret_cast<const int4*>(w + std::int64_t(c0 + col) * k);
+    const int4* wrow = reinterpret_cast<const int4*>(w_cta + std::int64_t(col) * k);
     float bias_v = 0.f, res_v[kMaxB];
 #pragma unroll
     for (int r = 0; r < kMaxB; ++r) res_v[r] = 0.f;
@@ -268,7 +316,7 @@ __device__ __forceinline__ void gemv_columns(const T* xs, const T* __restrict__ 
       Vec<T> wv[kGemvChunk];
 #pragma unroll
       for (int i = 0; i < kGemvChunk; ++i) {
-        if (c + i * lanes < vend) *reinterpret_cast<int4*>(&wv[i]) = __ldg(wrow + c + i * lanes);
+        if (c + i * lanes < vend) *reinterpret_cast<int4*>(&wv[i]) = wrow[c + i * lanes];
       }
 #pragma unroll
       for (int i = 0; i < kGemvChunk; ++i) {
@@ -496,6 +544,9 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
 
 template <typename T, int kMaxB>
 __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p) {
+#if !FK_TMA_AVAILABLE  // the weight ring needs sm_90; plan_persistent_decode refuses older builds
+  __trap();
+#endif
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int B = p.batch, C = p.C;
   T* xs = reinterpret_cast<T*>(smem_raw);  // [B, up to 4C]: a GEMV's input rows
@@ -514,13 +565,27 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   // This step's cache slots (read by the QKV epilogue of every layer).
   __shared__ std::int64_t slot[kMaxBatch];
   if (threadIdx.x < B) slot[threadIdx.x] = p.slots[threadIdx.x];
+  __shared__ std::uint64_t ring_full[kMaxRingSlots];
+  const WeightRing<T> ring{smem_raw + p.ring_offset, ring_full, layer_table, p.ring_slots, p.slot_bytes, C,
+                           4 * p.n_layer};
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < p.ring_slots; ++i) mbarrier_init(&ring_full[i], 1);
+    fence_mbarrier_init();
+  }
   __syncthreads();
+  for (int g = 0; g < p.ring_slots; ++g) ring.issue(g);  // the first GEMVs' weights start now
 
   trace_mark(p, 0);
-  prefetch_layer_l2<T>(layer_table[0], C);
+  // GEMV number (4 per layer) of the last one done; a barrier that times out drains the ring.
+  int gemv_done = -1;
+  auto barrier_passed = [&] {
+    if (stage_barrier(p, barrier)) return true;
+    ring.drain(gemv_done);
+    return false;
+  };
   for (int layer = 0; layer < p.n_layer; ++layer) {
     const PersistentLayer& L = layer_table[layer];
-    if (layer + 1 < p.n_layer) prefetch_layer_l2<T>(layer_table[layer + 1], C);
+    const int g0 = 4 * layer;
 
     // S1: LN1 + QKV + bias; K and V into the cache slot of this step.
     layernorm_rows(h, static_cast<const T*>(L.ln1_gamma), static_cast<const T*>(L.ln1_beta), xs, B, C, p.eps);
@@ -530,7 +595,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       T* q = static_cast<T*>(p.q);
       T* pool = const_cast<T*>(static_cast<const T*>(p.pool)) + layer * p.layer_elems;
       const int page_size = 1 << p.page_size_log2;
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_qkv), 3 * C, C, B, partial, bias, nullptr,
+      gemv_columns<T, kMaxB>(xs, ring.wait(g0), 3 * C, C, B, partial, bias, nullptr,
                              [&](int r, int n, float s, float) {
         const T val = from_float<T>(s);
         if (n < C) {
@@ -544,14 +609,15 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
              cc % kHeadDim] = val;
       });
     }
-    if (!stage_barrier(p, barrier)) return;
+    ring.release(gemv_done = g0);
+    if (!barrier_passed()) return;
 
     // S2: attention partials.
     for (int task = blockIdx.x; task < B * p.H * p.splits; task += gridDim.x) {
       const int split = task % p.splits, bh = task / p.splits;
       attention_task<T>(p, layer, bh / p.H, bh % p.H, split, scratch);
     }
-    if (!stage_barrier(p, barrier)) return;
+    if (!barrier_passed()) return;
 
     // S3: split combine + out-projection + bias + residual.
     combine_attention<T>(p, xs, scratch);
@@ -561,9 +627,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     auto add_to_residual = [&](int r, int n, float s, float res) {
       h[std::int64_t(r) * C + n] = from_float<T>(to_float(from_float<T>(s)) + res);
     };
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_proj), C, C, B, partial, static_cast<const T*>(L.b_proj), h,
+    gemv_columns<T, kMaxB>(xs, ring.wait(g0 + 1), C, C, B, partial, static_cast<const T*>(L.b_proj), h,
                            add_to_residual);
-    if (!stage_barrier(p, barrier)) return;
+    ring.release(gemv_done = g0 + 1);
+    if (!barrier_passed()) return;
 
     // S4: LN2 + FC + bias + GeLU.
     layernorm_rows(h, static_cast<const T*>(L.ln2_gamma), static_cast<const T*>(L.ln2_beta), xs, B, C, p.eps);
@@ -571,10 +638,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
     {
       const T* bias = static_cast<const T*>(L.b_fc);
       T* a = static_cast<T*>(p.a);
-      gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc), 4 * C, C, B, partial, bias, nullptr,
+      gemv_columns<T, kMaxB>(xs, ring.wait(g0 + 2), 4 * C, C, B, partial, bias, nullptr,
                              [&](int r, int n, float s, float) { a[std::int64_t(r) * 4 * C + n] = from_float<T>(gelu_tanh(s)); });
     }
-    if (!stage_barrier(p, barrier)) return;
+    ring.release(gemv_done = g0 + 2);
+    if (!barrier_passed()) return;
 
     // S5: FC2 + bias + residual.
     {
@@ -596,9 +664,10 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
       }
     }
     __syncthreads();
-    gemv_columns<T, kMaxB>(xs, static_cast<const T*>(L.w_fc2), C, 4 * C, B, partial, static_cast<const T*>(L.b_fc2), h,
+    gemv_columns<T, kMaxB>(xs, ring.wait(g0 + 3), C, 4 * C, B, partial, static_cast<const T*>(L.b_fc2), h,
                            add_to_residual);
-    if (!stage_barrier(p, barrier)) return;
+    ring.release(gemv_done = g0 + 3);
+    if (!barrier_passed()) return;
   }
   if (blockIdx.x == 0) {
     layernorm_rows(h, static_cast<const T*>(p.lnf_gamma), static_cast<const T*>(p.lnf_beta),
@@ -654,12 +723,31 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
   pl.split_tokens = static_cast<int>((per + kSplitQuantum - 1) / kSplitQuantum * kSplitQuantum);
   pl.splits = static_cast<int>((a.max_seq_len + pl.split_tokens - 1) / pl.split_tokens);
   pl.workspace_bytes = std::size_t(tasks) * pl.splits * (kHeadDim + 1) * sizeof(float);
-  const std::size_t smem = std::size_t(a.batch) * 4 * a.n_embd * dtype_size(a.dtype) +
-                           scratch_floats(a.batch, a.n_head, pl.splits) * sizeof(float);
-  if (smem > std::size_t(detail::current_smem_optin_bytes())) {
-    return no("needs " + std::to_string(smem) + " bytes of shared memory per block");
-  }
   const void* kernel = kernel_for(a.dtype, a.batch);
+  cudaFuncAttributes attrs{};
+  FK_CUDA_CHECK(cudaFuncGetAttributes(&attrs, kernel));
+  // The weight ring is bulk copies and mbarriers: Hopper code. (The library's sm_80 build of this
+  // kernel is empty; there the engine runs its graph path.)
+  if (attrs.binaryVersion < 90) return no("the kernel was not built for sm_90 (bulk copies)");
+  // Shared memory: the GEMV input rows and the scratch, then the ring. A slot holds the largest
+  // slice of a weight matrix one CTA owns (its columns of [n_cols, k]).
+  const std::size_t elt = dtype_size(a.dtype), C = static_cast<std::size_t>(a.n_embd);
+  const std::size_t ctas = static_cast<std::size_t>(grid);
+  auto slice = [&](std::size_t n_cols, std::size_t k) { return (n_cols + ctas - 1) / ctas * k * elt; };
+  const std::size_t slot_bytes = (std::max({slice(3 * C, C), slice(C, C), slice(4 * C, C), slice(C, 4 * C)}) + 127) /
+                                 128 * 128;
+  const std::size_t ring_offset = (std::size_t(a.batch) * 4 * C * elt +
+                                   scratch_floats(a.batch, a.n_head, pl.splits) * sizeof(float) + 127) /
+                                  128 * 128;
+  const std::size_t budget = std::size_t(detail::current_smem_optin_bytes()) - attrs.sharedSizeBytes;
+  const std::size_t fit = budget > ring_offset ? (budget - ring_offset) / slot_bytes : 0;
+  if (fit < 1) {
+    return no("a weight slice of " + std::to_string(slot_bytes) + " bytes does not fit in shared memory per block");
+  }
+  pl.ring_slots = static_cast<int>(std::min<std::size_t>(kMaxRingSlots, fit));
+  pl.slot_bytes = slot_bytes;
+  const std::size_t smem = ring_offset + pl.ring_slots * slot_bytes;
+  pl.ring_offset = ring_offset;
   FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   int per_sm = 0;
   FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
@@ -705,6 +793,9 @@ void persistent_decode(const PersistentDecodeArgs& a, const PersistentDecodePlan
   p.splits = pl.splits;
   p.split_tokens = pl.split_tokens;
   p.gemv_scratch_offset = static_cast<int>(scratch_floats(a.batch, a.n_head, pl.splits) - kGemvScratchFloats);
+  p.ring_offset = static_cast<int>(pl.ring_offset);
+  p.ring_slots = pl.ring_slots;
+  p.slot_bytes = static_cast<int>(pl.slot_bytes);
   p.eps = a.eps;
   p.scale_log2 = a.scale * softmax::kLog2e;
   p.barrier.count = a.sync;

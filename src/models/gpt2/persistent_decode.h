@@ -61,6 +61,11 @@ struct PersistentDecodePlan {
   int grid = 0;         // CTAs: one per SM, all co-resident (cooperative launch)
   int threads = 0;
   std::size_t smem_bytes = 0;
+  // The weight ring: each GEMV's slice for this CTA is bulk-copied into one of `ring_slots`
+  // shared-memory slots of `slot_bytes`, up to ring_slots GEMVs ahead of the one computing.
+  int ring_slots = 0;
+  std::size_t slot_bytes = 0;
+  std::size_t ring_offset = 0;  // bytes into the dynamic shared memory
   int splits = 0;        // attention splits per (sequence, head)
   int split_tokens = 0;  // tokens per split
   std::size_t workspace_bytes = 0;
