@@ -16,7 +16,8 @@ namespace flashkernel::detail {
 
 struct GridBarrier {
   unsigned int* count = nullptr;  // zeroed before the launch
-  int* fault = nullptr;           // 0, or 1 + the barrier that timed out (first one wins)
+  int* fault = nullptr;           // 0, or 1 + the barrier that timed out (first one wins); a
+                                  // user's own bounded waits may store negative codes
   unsigned long long timeout_ns = 0;
   int drop_arrival = -1;  // test hook: CTA 0 never arrives at this barrier (-1: off)
 };

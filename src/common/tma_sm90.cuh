@@ -81,6 +81,24 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
 #endif
 }
 
+// One "mbarrier.try_wait.parity": true once the phase with parity `parity` completed; false when
+// the instruction's own (hardware-chosen) wait ran out first. For waits that must be bounded.
+__device__ __forceinline__ bool mbarrier_try_wait(std::uint64_t* bar, std::uint32_t parity) {
+#if FK_TMA_AVAILABLE
+  std::uint32_t done = 0;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(smem_address(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+#else
+  return true;
+#endif
+}
+
 // "cp.async.bulk.tensor" (tile mode, 4-D): copies the box at coordinates (c0 innermost .. c3) of
 // the tensor map into shared memory at `dst` and completes `bytes` on `bar`. Out-of-bounds parts
 // of the box are filled with zeros (and still counted in the transaction bytes).

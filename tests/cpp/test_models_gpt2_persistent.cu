@@ -226,6 +226,38 @@ TEST(ModelsGpt2Persistent, AMissingArrivalIsAnErrorNotAHang) {
   expect_greedy_matches_prefill(e, prompts, out, 0.05);
 }
 
+// The weight ring's waits are bounded too: a GEMV whose bulk copy never completes (its bytes
+// announced on the mbarrier but never sent) ends the step with an error naming the GEMV.
+TEST(ModelsGpt2Persistent, AMissingWeightCopyIsAnErrorNotAHang) {
+  FK_SKIP_WITHOUT_GPU();
+  if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";
+  const auto seed = testing::fresh_seed();
+  const auto prompts = random_prompts({5, 3}, seed);
+  GenerationOptions o;
+  o.max_new_tokens = 8;
+  {
+    ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
+    ScopedEnv drop("FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY", "6");  // layer 1, the FC weights
+    ScopedEnv timeout("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", "50");
+    GPT2Engine e(config(), DType::kFloat16);
+    e.init_random(seed);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      e.generate(prompts, o);
+      ADD_FAILURE() << "generate returned although GEMV 6's weights never arrived in block 0";
+    } catch (const CudaError& err) {
+      EXPECT_NE(std::string(err.what()).find("weight copy of GEMV 6 (layer 1)"), std::string::npos) << err.what();
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(s, 30.0);
+  }
+  ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
+  GPT2Engine e(config(), DType::kFloat16);
+  e.init_random(seed);
+  const auto out = e.generate(prompts, o);
+  expect_greedy_matches_prefill(e, prompts, out, 0.05);
+}
+
 TEST(ModelsGpt2Persistent, TraceHasEveryBarrierInOrder) {
   FK_SKIP_WITHOUT_GPU();
   if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";

@@ -46,6 +46,7 @@ GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d)
                     "FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", std::string("must be a number > 0, got '") + t + "'");
   }
   if (const char* k = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER")) persistent_drop_arrival = std::atoi(k);
+  if (const char* k = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY")) persistent_drop_copy = std::atoi(k);
   if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TRACE")) persistent_trace_path = t;
 }
 

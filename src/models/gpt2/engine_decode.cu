@@ -43,6 +43,7 @@ PersistentDecodeArgs GPT2Engine::Impl::persistent_args(std::int64_t B, std::int6
   pa.sync = persist_sync.as<unsigned int>(0);
   pa.timeout_ms = persistent_timeout_ms;
   pa.drop_arrival = persistent_drop_arrival;
+  pa.drop_weight_copy = persistent_drop_copy;
   pa.trace = persist_trace.get() != nullptr ? persist_trace.as<unsigned long long>(0) : nullptr;
   pa.dtype = dtype;
   return pa;
@@ -105,6 +106,12 @@ void GPT2Engine::Impl::check_persistent_fault() {
   FK_CUDA_CHECK(cudaMemcpy(&fault, persist_sync.as<unsigned int>(0) + 1, sizeof(int), cudaMemcpyDeviceToHost));
   if (fault == 0) return;
   FK_CUDA_CHECK(cudaMemset(persist_sync.as<unsigned int>(0) + 1, 0, sizeof(int)));
+  if (fault < 0) {  // WeightRing::wait: the bulk copy of a GEMV's weights never completed
+    const int gemv = -fault - 1;
+    throw CudaError("gpt2 engine: the persistent decode step stopped: the weight copy of GEMV " +
+                    std::to_string(gemv) + " (layer " + std::to_string(gemv / 4) + ") did not complete within " +
+                    std::to_string(persistent_timeout_ms) + " ms; the generation's tokens are invalid");
+  }
   const int layer = (fault - 1) / 5, stage = (fault - 1) % 5 + 1;
   throw CudaError("gpt2 engine: the persistent decode step stopped: a block waited more than " +
                   std::to_string(persistent_timeout_ms) + " ms at grid barrier " + std::to_string(fault - 1) +

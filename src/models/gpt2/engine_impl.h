@@ -112,6 +112,7 @@ struct GPT2Engine::Impl {
   bool use_persistent = false;
   double persistent_timeout_ms = 1000.0;  // grid-barrier watchdog (FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS)
   int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
+  int persistent_drop_copy = -1;          // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY)
   detail::DeviceAllocation persist_layers;  // PersistentLayer[n_layer], built once (weights never move)
   detail::DeviceAllocation persist_sync;    // {barrier count, fault}
   // FLASHKERNEL_GPT2_PERSISTENT_TRACE=<file>: the last persistent step's stage timestamps (CTA 0,

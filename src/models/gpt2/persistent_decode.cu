@@ -95,6 +95,7 @@ struct Params {
   int gemv_scratch_offset;  // floats into the scratch area
   int ring_offset;          // bytes into dynamic shared memory: the weight ring
   int ring_slots, slot_bytes;
+  int drop_weight_copy;  // test hook (PersistentDecodeArgs::drop_weight_copy)
   float eps, scale_log2;
   detail::GridBarrier barrier;
   unsigned long long* trace;  // nullptr, or timestamps of CTA 0 (see PersistentDecodeArgs::trace)
@@ -164,9 +165,13 @@ struct WeightRing {
   std::uint64_t* full;
   const PersistentLayer* layers;
   int n_slots, slot_bytes, C, total;
+  unsigned long long timeout_ns;  // the grid barrier's watchdog bounds every wait too
+  int* fault;
+  int drop;  // test hook: CTA 0 announces GEMV `drop`'s bytes but never copies them
+  int* stopped;  // shared: a wait timed out; no more copies are issued (the phase is broken)
 
   __device__ void issue(int g) const {
-    if (threadIdx.x != 0 || g >= total) return;
+    if (threadIdx.x != 0 || g >= total || *stopped) return;
     const GemvWeights gw = gemv_weights(layers, C, g);
     int c0, c1;
     cta_columns(gw.n_cols, c0, c1);
@@ -176,14 +181,28 @@ struct WeightRing {
     // the caller's __syncthreads); the copy writes it through the async proxy.
     fence_proxy_async_shared();
     mbarrier_arrive_expect_tx(&full[slot], bytes);  // bytes == 0 (no columns): a plain arrival
-    if (bytes != 0) {
+    if (bytes != 0 && !(blockIdx.x == 0 && g == drop)) {
       bulk_load(slots + std::size_t(slot) * slot_bytes,
                 static_cast<const T*>(gw.w) + std::int64_t(c0) * gw.k, bytes, &full[slot]);
     }
   }
+  // Waits for GEMV g's slice. Bounded like the grid barrier: a copy that never completes (a bug)
+  // sets the fault word to -(1 + g) and the wait gives up; the slot then holds stale weights, and
+  // the next grid barrier sees the fault and ends every CTA, so the step reports an error instead
+  // of hanging.
   __device__ const T* wait(int g) const {
     const int slot = g % n_slots;
-    mbarrier_wait(&full[slot], std::uint32_t((g / n_slots) & 1));
+    const std::uint32_t parity = std::uint32_t((g / n_slots) & 1);
+    if (!mbarrier_try_wait(&full[slot], parity)) {
+      const unsigned long long start = detail::global_timer_ns();
+      while (!mbarrier_try_wait(&full[slot], parity)) {
+        if (detail::global_timer_ns() - start > timeout_ns) {
+          atomicCAS(fault, 0, -(1 + g));
+          *stopped = 1;
+          break;
+        }
+      }
+    }
     return reinterpret_cast<const T*>(slots + std::size_t(slot) * slot_bytes);
   }
   // GEMV g has been read by every thread: its slot takes GEMV g + n_slots.
@@ -566,9 +585,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   __shared__ std::int64_t slot[kMaxBatch];
   if (threadIdx.x < B) slot[threadIdx.x] = p.slots[threadIdx.x];
   __shared__ std::uint64_t ring_full[kMaxRingSlots];
+  __shared__ int ring_stopped;
   const WeightRing<T> ring{smem_raw + p.ring_offset, ring_full, layer_table, p.ring_slots, p.slot_bytes, C,
-                           4 * p.n_layer};
+                           4 * p.n_layer, p.barrier.timeout_ns, p.barrier.fault, p.drop_weight_copy,
+                           &ring_stopped};
   if (threadIdx.x == 0) {
+    ring_stopped = 0;
     for (int i = 0; i < p.ring_slots; ++i) mbarrier_init(&ring_full[i], 1);
     fence_mbarrier_init();
   }
@@ -796,6 +818,7 @@ void persistent_decode(const PersistentDecodeArgs& a, const PersistentDecodePlan
   p.ring_offset = static_cast<int>(pl.ring_offset);
   p.ring_slots = pl.ring_slots;
   p.slot_bytes = static_cast<int>(pl.slot_bytes);
+  p.drop_weight_copy = a.drop_weight_copy;
   p.eps = a.eps;
   p.scale_log2 = a.scale * softmax::kLog2e;
   p.barrier.count = a.sync;

@@ -49,6 +49,7 @@ struct PersistentDecodeArgs {
   unsigned int* sync = nullptr;
   double timeout_ms = 1000.0;
   int drop_arrival = -1;  // test hook: CTA 0 skips this barrier (the watchdog test)
+  int drop_weight_copy = -1;  // test hook: CTA 0 never completes this GEMV's weight copy (the ring's watchdog)
   // Debugging aid (nullptr: off): 2 + 10 * n_layer global-timer stamps (ns) of CTA 0 per step:
   // [0] kernel entry, [1 + 2k] CTA 0 reaches barrier k, [2 + 2k] it passed it, [last] ln_f done.
   unsigned long long* trace = nullptr;
