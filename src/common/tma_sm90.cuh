@@ -82,16 +82,19 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
 }
 
 // One "mbarrier.try_wait.parity": true once the phase with parity `parity` completed; false when
-// the instruction's own (hardware-chosen) wait ran out first. For waits that must be bounded.
-__device__ __forceinline__ bool mbarrier_try_wait(std::uint64_t* bar, std::uint32_t parity) {
+// the thread has been suspended for about `suspend_ns` first. For waits that must be bounded:
+// without the hint the suspension limit is the hardware's choice, and the caller's watchdog could
+// only look at its clock after it.
+__device__ __forceinline__ bool mbarrier_try_wait(std::uint64_t* bar, std::uint32_t parity,
+                                                  std::uint32_t suspend_ns = 1000) {
 #if FK_TMA_AVAILABLE
   std::uint32_t done = 0;
   asm volatile(
       "{\n.reg .pred p;\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\n"
       "selp.u32 %0, 1, 0, p;\n}\n"
       : "=r"(done)
-      : "r"(smem_address(bar)), "r"(parity)
+      : "r"(smem_address(bar)), "r"(parity), "r"(suspend_ns)
       : "memory");
   return done != 0;
 #else

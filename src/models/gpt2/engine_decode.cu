@@ -110,7 +110,7 @@ void GPT2Engine::Impl::check_persistent_fault() {
     const int gemv = -fault - 1;
     throw CudaError("gpt2 engine: the persistent decode step stopped: the weight copy of GEMV " +
                     std::to_string(gemv) + " (layer " + std::to_string(gemv / 4) + ") did not complete within " +
-                    std::to_string(persistent_timeout_ms) + " ms; the generation's tokens are invalid");
+                    std::to_string(persistent_timeout_ms / 2) + " ms (half the barrier watchdog); the generation's tokens are invalid");
   }
   const int layer = (fault - 1) / 5, stage = (fault - 1) % 5 + 1;
   throw CudaError("gpt2 engine: the persistent decode step stopped: a block waited more than " +

@@ -165,7 +165,10 @@ struct WeightRing {
   std::uint64_t* full;
   const PersistentLayer* layers;
   int n_slots, slot_bytes, C, total;
-  unsigned long long timeout_ns;  // the grid barrier's watchdog bounds every wait too
+  // Half the grid barrier's watchdog: a copy that never lands must be reported as itself, not as
+  // the barrier the other CTAs then wait at. With equal limits the two timeouts raced (an H100
+  // run reported the barrier), since try_wait may suspend the thread for a hardware-chosen time.
+  unsigned long long timeout_ns;
   int* fault;
   int drop;  // test hook: CTA 0 announces GEMV `drop`'s bytes but never copies them
   int* stopped;  // shared: a wait timed out; no more copies are issued (the phase is broken)
@@ -189,7 +192,8 @@ struct WeightRing {
   // Waits for GEMV g's slice. Bounded like the grid barrier: a copy that never completes (a bug)
   // sets the fault word to -(1 + g) and the wait gives up; the slot then holds stale weights, and
   // the next grid barrier sees the fault and ends every CTA, so the step reports an error instead
-  // of hanging.
+  // of hanging. The copy's fault replaces a barrier's: the other CTAs may time out at the barrier
+  // this one has not reached yet, but the missing copy is the cause.
   __device__ const T* wait(int g) const {
     const int slot = g % n_slots;
     const std::uint32_t parity = std::uint32_t((g / n_slots) & 1);
@@ -197,7 +201,7 @@ struct WeightRing {
       const unsigned long long start = detail::global_timer_ns();
       while (!mbarrier_try_wait(&full[slot], parity)) {
         if (detail::global_timer_ns() - start > timeout_ns) {
-          atomicCAS(fault, 0, -(1 + g));
+          atomicExch(fault, -(1 + g));
           *stopped = 1;
           break;
         }
@@ -587,7 +591,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Params p
   __shared__ std::uint64_t ring_full[kMaxRingSlots];
   __shared__ int ring_stopped;
   const WeightRing<T> ring{smem_raw + p.ring_offset, ring_full, layer_table, p.ring_slots, p.slot_bytes, C,
-                           4 * p.n_layer, p.barrier.timeout_ns, p.barrier.fault, p.drop_weight_copy,
+                           4 * p.n_layer, p.barrier.timeout_ns / 2, p.barrier.fault, p.drop_weight_copy,
                            &ring_stopped};
   if (threadIdx.x == 0) {
     ring_stopped = 0;
