@@ -50,4 +50,29 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
+// The two steps of the multi-stage loop over k tiles that the sm_80 GEMM mainloops share.
+// load_stage(slot, tile) issues one tile's copies into ring slot `slot`.
+//
+// Before the loop: tiles 0..kStages-2 in flight, one group each (empty groups past the end keep
+// the wait count uniform).
+template <int kStages, typename LoadStage>
+__device__ __forceinline__ void cp_async_prologue(int k_tiles, LoadStage& load_stage) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+}
+// At the top of step kt: wait for tile kt (this thread's copies, then everyone's), then refill
+// the slot tile kt-1 used (the same __syncthreads means every warp is done with it). Tile kt is
+// then in slot kt % kStages.
+template <int kStages, typename LoadStage>
+__device__ __forceinline__ void cp_async_next_tile(int kt, int k_tiles, LoadStage& load_stage) {
+  cp_async_wait<kStages - 2>();
+  __syncthreads();
+  const int next = kt + kStages - 1;
+  if (next < k_tiles) load_stage(next % kStages, next);
+  cp_async_commit();
+}
+
 }  // namespace flashkernel

@@ -44,6 +44,17 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t 
 #endif
 }
 
+// Zeroes a tile of mma accumulators (fully unrolled: it stays in registers).
+template <int M, int N, int E>
+__device__ __forceinline__ void zero_accumulators(float (&acc)[M][N][E]) {
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[i][j][e] = 0.f;
+}
+
 // Four 8x8 16-bit matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i,
 // and every lane receives (row lane/4, cols 2*(lane%4)..+1) of matrix i in r[i].
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t smem_addr) {

@@ -151,27 +151,12 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
   };
 
   float acc[MI][NI][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+  zero_accumulators(acc);
 
   const int k_tiles = (k + BK - 1) / BK;
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit();  // empty groups keep the wait count uniform
-  }
-
+  cp_async_prologue<STAGES>(k_tiles, load_stage);
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<STAGES - 2>();  // tile kt has landed (this thread's copies)...
-    __syncthreads();              // ...and everyone's; also: all warps are done with tile kt-1
-    const int next = kt + STAGES - 1;
-    if (next < k_tiles) load_stage(next % STAGES, next);  // refills the slot tile kt-1 used
-    cp_async_commit();
-
+    cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
     const T* a = s_a + (kt % STAGES) * BM * BK;
     const T* b = s_b + (kt % STAGES) * BN * BK;
 #pragma unroll
@@ -267,26 +252,12 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
   };
 
   float acc[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int j = 0; j < NT; ++j)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+  zero_accumulators(acc);
 
   const int k_tiles = (k + BK - 1) / BK;
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit();
-  }
+  cp_async_prologue<STAGES>(k_tiles, load_stage);
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<STAGES - 2>();
-    __syncthreads();
-    const int next = kt + STAGES - 1;
-    if (next < k_tiles) load_stage(next % STAGES, next);
-    cp_async_commit();
-
+    cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
     const T* xs = s_x + (kt % STAGES) * ROWS_X * BK;
     const T* ws = s_w + (kt % STAGES) * ROWS_W * BK;
     const int kw = warp * Cfg::WARP_K;  // this warp's quarter of the stage

@@ -2,7 +2,9 @@
 // (copy-on-write), gather (pages -> contiguous). All memory-bound: one thread per 16-byte unit of
 // a head_dim row, grid-stride loops, rows addressed through the slot / page lists. Slots and page
 // ids come from device memory: each is range-checked before use (common/index_guard.cuh).
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
@@ -115,19 +117,25 @@ void require_pool(const void* pool, const char* op) {
   detail::require(is_aligned(pool), op, "pool", "must be 16-byte aligned");
 }
 
+// The checks append and gather share: the layout, the pool, the layer, a token count >= 0, and
+// the three device arrays of that many tokens.
+void require_layer_tokens(const KVCacheLayout& layout, const void* pool, std::int64_t layer, const char* op,
+                          const char* count_name, std::int64_t count,
+                          std::initializer_list<std::pair<const void*, const char*>> arrays) {
+  validate_kv_layout(layout, op);
+  require_pool(pool, op);
+  require_layer(layout, layer, op);
+  detail::require(count >= 0, op, count_name, "must be >= 0, got " + std::to_string(count));
+  for (const auto& [ptr, name] : arrays) detail::require_device_pointer(ptr, count, op, name);
+}
+
 }  // namespace
 
 void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
                      std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream,
                      std::int32_t* error_flag) {
   constexpr const char* kOp = "kv_cache_append";
-  validate_kv_layout(layout, kOp);
-  require_pool(pool, kOp);
-  require_layer(layout, layer, kOp);
-  detail::require(num_tokens >= 0, kOp, "num_tokens", "must be >= 0, got " + std::to_string(num_tokens));
-  detail::require_device_pointer(slots, num_tokens, kOp, "slots");
-  detail::require_device_pointer(k, num_tokens, kOp, "k");
-  detail::require_device_pointer(v, num_tokens, kOp, "v");
+  require_layer_tokens(layout, pool, layer, kOp, "num_tokens", num_tokens, {{slots, "slots"}, {k, "k"}, {v, "v"}});
   if (num_tokens == 0) return;
   const Geometry g = geometry(layout, layer);
   const std::int64_t rows = num_tokens * 2 * layout.num_kv_heads;
@@ -166,13 +174,8 @@ void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int
 void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
                      std::int64_t length, void* k_out, void* v_out, cudaStream_t stream, std::int32_t* error_flag) {
   constexpr const char* kOp = "kv_cache_gather";
-  validate_kv_layout(layout, kOp);
-  require_pool(pool, kOp);
-  require_layer(layout, layer, kOp);
-  detail::require(length >= 0, kOp, "length", "must be >= 0, got " + std::to_string(length));
-  detail::require_device_pointer(pages, length, kOp, "pages");
-  detail::require_device_pointer(k_out, length, kOp, "k_out");
-  detail::require_device_pointer(v_out, length, kOp, "v_out");
+  require_layer_tokens(layout, pool, layer, kOp, "length", length,
+                       {{pages, "pages"}, {k_out, "k_out"}, {v_out, "v_out"}});
   if (length == 0) return;
   detail::require(length * layout.head_dim < (std::int64_t(1) << 31), kOp, "length",
                   "is too long: length * head_dim must be < 2^31, got " + std::to_string(length));

@@ -137,14 +137,7 @@ GPT2Config small_config() {
 }
 
 std::vector<std::vector<std::int32_t>> random_prompts(const std::vector<int>& lens, int vocab, std::uint64_t seed) {
-  std::mt19937 rng(static_cast<unsigned>(seed));
-  std::vector<std::vector<std::int32_t>> p;
-  for (int len : lens) {
-    std::vector<std::int32_t> row(len);
-    for (auto& t : row) t = static_cast<std::int32_t>(rng() % vocab);
-    p.push_back(row);
-  }
-  return p;
+  return testing::random_token_rows(lens, vocab, seed);
 }
 
 // Every generated token must be the argmax of the teacher-forced logits at its position, unless

@@ -40,14 +40,7 @@ GPT2Config tiny_config() {
 }
 
 Prompts prompts_of(const std::vector<int>& lengths, std::uint64_t seed) {
-  std::mt19937 rng(static_cast<unsigned>(seed));
-  Prompts p;
-  for (int len : lengths) {
-    std::vector<std::int32_t> row(len);
-    for (auto& t : row) t = static_cast<std::int32_t>(rng() % kVocab);
-    p.push_back(row);
-  }
-  return p;
+  return testing::random_token_rows(lengths, kVocab, seed);
 }
 
 std::vector<float> logits_of(GPT2Engine& e, const Prompts& prompts) {

@@ -41,33 +41,10 @@ GPT2Config config() {
   return c;
 }
 
-// Sets an environment variable for the scope (the engine reads its decode switches when built).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = std::string(old);
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_.c_str(), old_->c_str(), 1);
-    else unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
+using testing::ScopedEnv;
 
 Prompts random_prompts(const std::vector<int>& lens, std::uint64_t seed) {
-  std::mt19937 rng(static_cast<unsigned>(seed));
-  Prompts p;
-  for (int len : lens) {
-    std::vector<std::int32_t> row(len);
-    for (auto& t : row) t = static_cast<std::int32_t>(rng() % kVocab);
-    p.push_back(row);
-  }
-  return p;
+  return testing::random_token_rows(lens, kVocab, seed);
 }
 
 // Every generated token is the argmax of the teacher-forced logits at its position, unless the
@@ -194,31 +171,31 @@ TEST(ModelsGpt2Persistent, CompletesWhileOtherWorkHoldsTheGpu) {
   EXPECT_EQ(busy, alone);
 }
 
-TEST(ModelsGpt2Persistent, AMissingArrivalIsAnErrorNotAHang) {
-  FK_SKIP_WITHOUT_GPU();
-  if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";
+// A persistent step that cannot finish, because a test hook (`hook` = `value`) holds back one of
+// its dependencies, ends generate with a CudaError whose message contains `names`, after one
+// 50 ms watchdog period rather than a hang; the device and a new engine are fine afterwards.
+void expect_stuck_step_is_an_error(const char* hook, const char* value, const std::vector<int>& lens, int new_tokens,
+                                   const std::string& names) {
   const auto seed = testing::fresh_seed();
-  const auto prompts = random_prompts({6, 2}, seed);
+  const auto prompts = random_prompts(lens, seed);
   GenerationOptions o;
-  o.max_new_tokens = 12;
+  o.max_new_tokens = new_tokens;
   {
     ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
-    ScopedEnv drop("FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER", "7");  // layer 1, after S3
+    ScopedEnv drop(hook, value);
     ScopedEnv timeout("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", "50");
     GPT2Engine e(config(), DType::kFloat16);
     e.init_random(seed);
     const auto t0 = std::chrono::steady_clock::now();
     try {
       e.generate(prompts, o);
-      ADD_FAILURE() << "generate returned although block 0 never arrived at barrier 7";
+      ADD_FAILURE() << "generate returned although " << hook << "=" << value << " held the step back";
     } catch (const CudaError& err) {
-      EXPECT_NE(std::string(err.what()).find("grid barrier 7 (layer 1, after stage S3)"), std::string::npos)
-          << err.what();
+      EXPECT_NE(std::string(err.what()).find(names), std::string::npos) << err.what();
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(s, 30.0);  // one 50 ms timeout; the later steps stop at once
   }
-  // The device and a new engine are fine afterwards.
   ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
   GPT2Engine e(config(), DType::kFloat16);
   e.init_random(seed);
@@ -226,36 +203,22 @@ TEST(ModelsGpt2Persistent, AMissingArrivalIsAnErrorNotAHang) {
   expect_greedy_matches_prefill(e, prompts, out, 0.05);
 }
 
-// The weight ring's waits are bounded too: a GEMV whose bulk copy never completes (its bytes
-// announced on the mbarrier but never sent) ends the step with an error naming the GEMV.
+// Block 0 never arrives at grid barrier 7 (layer 1, after S3).
+TEST(ModelsGpt2Persistent, AMissingArrivalIsAnErrorNotAHang) {
+  FK_SKIP_WITHOUT_GPU();
+  if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";
+  expect_stuck_step_is_an_error("FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER", "7", {6, 2}, 12,
+                                "grid barrier 7 (layer 1, after stage S3)");
+}
+
+// The weight ring's waits are bounded too: block 0 announces the bytes of GEMV 6 (layer 1, the FC
+// weights) on its mbarrier but never copies them; the error names the GEMV, not the barrier the
+// other blocks then time out at.
 TEST(ModelsGpt2Persistent, AMissingWeightCopyIsAnErrorNotAHang) {
   FK_SKIP_WITHOUT_GPU();
   if (!cooperative_launch_supported()) GTEST_SKIP() << "no cooperative launch: the graph path runs";
-  const auto seed = testing::fresh_seed();
-  const auto prompts = random_prompts({5, 3}, seed);
-  GenerationOptions o;
-  o.max_new_tokens = 8;
-  {
-    ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
-    ScopedEnv drop("FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY", "6");  // layer 1, the FC weights
-    ScopedEnv timeout("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS", "50");
-    GPT2Engine e(config(), DType::kFloat16);
-    e.init_random(seed);
-    const auto t0 = std::chrono::steady_clock::now();
-    try {
-      e.generate(prompts, o);
-      ADD_FAILURE() << "generate returned although GEMV 6's weights never arrived in block 0";
-    } catch (const CudaError& err) {
-      EXPECT_NE(std::string(err.what()).find("weight copy of GEMV 6 (layer 1)"), std::string::npos) << err.what();
-    }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(s, 30.0);
-  }
-  ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "persistent");
-  GPT2Engine e(config(), DType::kFloat16);
-  e.init_random(seed);
-  const auto out = e.generate(prompts, o);
-  expect_greedy_matches_prefill(e, prompts, out, 0.05);
+  expect_stuck_step_is_an_error("FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY", "6", {5, 3}, 8,
+                                "weight copy of GEMV 6 (layer 1)");
 }
 
 TEST(ModelsGpt2Persistent, TraceHasEveryBarrierInOrder) {

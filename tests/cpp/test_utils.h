@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -68,6 +70,40 @@ std::vector<T> random_vector(std::int64_t n, std::uint64_t seed, float lo = -1.f
   for (auto& x : v) x = from_float<T>(dist(rng));
   return v;
 }
+
+// Rows of random token ids in [0, vocab), one row per length (prompts for the GPT-2 tests).
+inline std::vector<std::vector<std::int32_t>> random_token_rows(const std::vector<int>& lengths, std::int64_t vocab,
+                                                                std::uint64_t seed) {
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::vector<std::vector<std::int32_t>> rows;
+  for (int len : lengths) {
+    std::vector<std::int32_t> row(len);
+    for (auto& t : row) t = static_cast<std::int32_t>(rng() % vocab);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// Sets (or, with nullptr, unsets) an environment variable for the scope: the switches the
+// library reads when an object is built.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = std::string(old);
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_.c_str(), old_->c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 
 // A seed that differs between runs (fresh inputs every time) but is reported on failure.
 inline std::uint64_t fresh_seed() { return std::random_device{}(); }

@@ -159,12 +159,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   }
 
   float acc_o[MT][kDTiles][4];
-#pragma unroll
-  for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-    for (int j = 0; j < kDTiles; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc_o[mi][j][e] = 0.f;
+  zero_accumulators(acc_o);
   RowStats<MT> stats;
   const SoftmaxScale sc(fabsf(p.scale));
 
@@ -193,12 +188,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     // ---- S = Q K^T (Q fragments re-read from shared memory: kept in registers they would cost
     // 32 (d=64) or 64 (d=128) registers per thread, which the 128-key tiles at d=64 need for S)
     float acc_s[MT][kNTiles][4];
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc_s[mi][nt][e] = 0.f;
+    zero_accumulators(acc_s);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       std::uint32_t a[MT][4];

@@ -529,6 +529,7 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
   // in flight together (a plain loop would wait one round trip per element).
   constexpr int kElems = 8, kSplits = 4;
   const int total = p.batch * p.C;
+  auto head_row = [&](int idx) { return (idx / p.C) * p.H + (idx % p.C) / D; };  // (sequence, head) of xs[idx]
   for (int first = threadIdx.x; first < total; first += kElems * kThreads) {
     float num[kElems];
 #pragma unroll
@@ -537,8 +538,7 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
       float o[kElems][kSplits];
 #pragma unroll
       for (int e = 0; e < kElems; ++e) {
-        const int idx = first + e * kThreads;
-        const int bh = (idx / p.C) * p.H + (idx % p.C) / D;
+        const int idx = first + e * kThreads, bh = head_row(idx);
 #pragma unroll
         for (int j = 0; j < kSplits; ++j) {
           o[e][j] = (idx < total && s0 + j < S) ? __ldcg(p.part_o + (std::int64_t(bh) * S + s0 + j) * D + idx % D) : 0.f;
@@ -546,8 +546,7 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
       }
 #pragma unroll
       for (int e = 0; e < kElems; ++e) {
-        const int idx = first + e * kThreads;
-        const int bh = (idx / p.C) * p.H + (idx % p.C) / D;
+        const int idx = first + e * kThreads, bh = head_row(idx);
 #pragma unroll
         for (int j = 0; j < kSplits; ++j) {
           if (idx < total && s0 + j < S) num[e] = fmaf(weights[bh * S + s0 + j], o[e][j], num[e]);
@@ -558,7 +557,7 @@ __device__ void combine_attention(const Params& p, T* xs, float* weights) {
     for (int e = 0; e < kElems; ++e) {
       const int idx = first + e * kThreads;
       if (idx < total) {
-        const float den = den_of[(idx / p.C) * p.H + (idx % p.C) / D];
+        const float den = den_of[head_row(idx)];
         xs[idx] = from_float<T>(den > 0.f || den != den ? num[e] / den : 0.f);
       }
     }
