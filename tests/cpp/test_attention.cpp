@@ -117,8 +117,7 @@ void check_attention_on(const Case& c, AttentionBackend backend) {
 
 template <typename T>
 class AttentionTest : public ::testing::Test {};
-using HalfTypes = ::testing::Types<__half, __nv_bfloat16>;
-TYPED_TEST_SUITE(AttentionTest, HalfTypes);
+TYPED_TEST_SUITE(AttentionTest, testing::HalfDtypes);
 
 TYPED_TEST(AttentionTest, OddLengthsBothHeadDims) {
   FK_SKIP_WITHOUT_GPU();

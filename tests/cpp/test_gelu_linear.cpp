@@ -82,8 +82,7 @@ void check_variants(const Problem<T>& p, GeluApproximation form_without_bias,
 
 template <typename T>
 class GeluLinearTest : public ::testing::Test {};
-using HalfTypes = ::testing::Types<__half, __nv_bfloat16>;
-TYPED_TEST_SUITE(GeluLinearTest, HalfTypes);
+TYPED_TEST_SUITE(GeluLinearTest, testing::HalfDtypes);
 
 TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
   FK_SKIP_WITHOUT_GPU();

@@ -15,8 +15,7 @@ using testing::DeviceBuffer;
 
 template <typename T>
 class KVCacheKernelTest : public ::testing::Test {};
-using HalfTypes = ::testing::Types<__half, __nv_bfloat16>;
-TYPED_TEST_SUITE(KVCacheKernelTest, HalfTypes);
+TYPED_TEST_SUITE(KVCacheKernelTest, testing::HalfDtypes);
 
 // Appends `n` tokens to one sequence of `layer`; returns the host K and V written ([n, H, d]).
 template <typename T>

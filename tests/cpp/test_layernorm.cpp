@@ -52,8 +52,7 @@ void check(std::int64_t rows, std::int64_t cols, bool with_residual, bool with_b
 
 template <typename T>
 class AddLayerNormTest : public ::testing::Test {};
-using AllTypes = ::testing::Types<float, __half, __nv_bfloat16>;
-TYPED_TEST_SUITE(AddLayerNormTest, AllTypes);
+TYPED_TEST_SUITE(AddLayerNormTest, testing::AllDtypes);
 
 TYPED_TEST(AddLayerNormTest, MatchesReference) {
   FK_SKIP_WITHOUT_GPU();

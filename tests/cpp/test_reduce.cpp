@@ -17,8 +17,7 @@ using testing::DeviceBuffer;
 
 template <typename T>
 class ReduceTest : public ::testing::Test {};
-using ElementTypes = ::testing::Types<float, __half, __nv_bfloat16>;
-TYPED_TEST_SUITE(ReduceTest, ElementTypes);
+TYPED_TEST_SUITE(ReduceTest, testing::AllDtypes);
 
 // Sum tolerance: one rounding of the result to T, plus fp32 accumulation error, which for any
 // summation order is bounded by a small multiple of eps_fp32 * sum|x| (1e-5 leaves headroom).

@@ -87,26 +87,22 @@ void check_case(const Case& c, bool fused, bool bnhd_layout, bool inplace) {
   std::vector<T> hq = testing::random_vector<T>(c.batch * c.hq * c.seq * c.head_dim, seed + 1);
   std::vector<T> hk = testing::random_vector<T>(c.batch * c.hk * c.seq * c.head_dim, seed + 2);
   // Device storage is [B, N, H, d] when bnhd_layout (viewed through strides), else [B, H, N, d].
-  auto to_device_layout = [&](const std::vector<T>& bhnd, std::int64_t h) {
-    if (!bnhd_layout) return bhnd;
-    std::vector<T> out(bhnd.size());
+  auto relayout = [&](const std::vector<T>& src, std::int64_t h, bool to_bnhd) {
+    if (!bnhd_layout) return src;
+    std::vector<T> out(src.size());
     for (std::int64_t b = 0; b < c.batch; ++b)
       for (std::int64_t hh = 0; hh < h; ++hh)
         for (std::int64_t n = 0; n < c.seq; ++n)
-          for (std::int64_t e = 0; e < c.head_dim; ++e)
-            out[((b * c.seq + n) * h + hh) * c.head_dim + e] = bhnd[((b * h + hh) * c.seq + n) * c.head_dim + e];
+          for (std::int64_t e = 0; e < c.head_dim; ++e) {
+            const std::int64_t bhnd = ((b * h + hh) * c.seq + n) * c.head_dim + e;
+            const std::int64_t bnhd = ((b * c.seq + n) * h + hh) * c.head_dim + e;
+            if (to_bnhd) out[bnhd] = src[bhnd];
+            else out[bhnd] = src[bnhd];
+          }
     return out;
   };
-  auto from_device_layout = [&](const std::vector<T>& dev, std::int64_t h) {
-    if (!bnhd_layout) return dev;
-    std::vector<T> out(dev.size());
-    for (std::int64_t b = 0; b < c.batch; ++b)
-      for (std::int64_t hh = 0; hh < h; ++hh)
-        for (std::int64_t n = 0; n < c.seq; ++n)
-          for (std::int64_t e = 0; e < c.head_dim; ++e)
-            out[((b * h + hh) * c.seq + n) * c.head_dim + e] = dev[((b * c.seq + n) * h + hh) * c.head_dim + e];
-    return out;
-  };
+  auto to_device_layout = [&](const std::vector<T>& bhnd, std::int64_t h) { return relayout(bhnd, h, true); };
+  auto from_device_layout = [&](const std::vector<T>& dev, std::int64_t h) { return relayout(dev, h, false); };
   DeviceBuffer<T> dq(to_device_layout(hq, c.hq)), dk(to_device_layout(hk, c.hk));
   DeviceBuffer<T> dqo(dq.size()), dko(dk.size());
   dqo.poison();
@@ -149,8 +145,7 @@ void check_case(const Case& c, bool fused, bool bnhd_layout, bool inplace) {
 
 template <typename T>
 class RopeTest : public ::testing::Test {};
-using ElementTypes = ::testing::Types<float, __half, __nv_bfloat16>;
-TYPED_TEST_SUITE(RopeTest, ElementTypes);
+TYPED_TEST_SUITE(RopeTest, testing::AllDtypes);
 
 const Case kCases[] = {
     {1, 1, 1, 1, 64, 64, RopeStyle::kNeox, false},  {2, 8, 2, 37, 128, 128, RopeStyle::kNeox, true},

@@ -71,6 +71,10 @@ std::vector<T> random_vector(std::int64_t n, std::uint64_t seed, float lo = -1.f
   return v;
 }
 
+// The element types typed tests run over: every dtype, or the 16-bit ones (tensor-core ops).
+using AllDtypes = ::testing::Types<float, __half, __nv_bfloat16>;
+using HalfDtypes = ::testing::Types<__half, __nv_bfloat16>;
+
 // Rows of random token ids in [0, vocab), one row per length (prompts for the GPT-2 tests).
 inline std::vector<std::vector<std::int32_t>> random_token_rows(const std::vector<int>& lengths, std::int64_t vocab,
                                                                 std::uint64_t seed) {

@@ -16,8 +16,7 @@ using testing::DeviceBuffer;
 
 template <typename T>
 class VectorAddTest : public ::testing::Test {};
-using ElementTypes = ::testing::Types<float, __half, __nv_bfloat16>;
-TYPED_TEST_SUITE(VectorAddTest, ElementTypes);
+TYPED_TEST_SUITE(VectorAddTest, testing::AllDtypes);
 
 // `offset` elements of slack at the front shift the arrays off 16-byte alignment.
 template <typename T>

@@ -50,6 +50,12 @@ def check(op, out, x, dim, what=""):
     assert (err <= tol).all(), f"{what}: max error {err.max().item():.3e} (tolerance {tol.min().item():.3e})"
 
 
+def check_every_dim(impls, op, x, label):
+    """impls[op] reduced over each dim the shape has, against the reference."""
+    for dim in dims_for(tuple(x.shape)):
+        check(op, impls[op](x, dim), x, dim, f"{label}{op} {tuple(x.shape)} dim={dim}")
+
+
 def dims_for(shape):
     return [None, -1] if len(shape) else [None]
 
@@ -59,9 +65,7 @@ def dims_for(shape):
 @pytest.mark.parametrize("op", ["sum", "max"])
 @pytest.mark.parametrize("shape,dtype", MATRIX)
 def test_matrix(op, shape, dtype):
-    x = randn(shape, dtype)
-    for dim in dims_for(shape):
-        check(op, CUDA_IMPLS[op](x, dim), x, dim, f"{op} {shape} dim={dim}")
+    check_every_dim(CUDA_IMPLS, op, randn(shape, dtype), "")
 
 
 @gpu
@@ -295,8 +299,6 @@ def test_triton_bad_inputs():
 @pytest.mark.parametrize("op", ["sum", "max"])
 @pytest.mark.parametrize("shape,dtype", MATRIX)
 def test_triton_matrix_gpu(op, shape, dtype):
-    x = randn(shape, dtype)
-    for dim in dims_for(shape):
-        check(op, TRITON_IMPLS[op](x, dim), x, dim, f"triton {op} {shape} dim={dim}")
+    check_every_dim(TRITON_IMPLS, op, randn(shape, dtype), "triton ")
     y = randn(shape[-1] * 3 + 1, dtype)[1:]
     check(op, TRITON_IMPLS[op](y), y, None, "triton misaligned")

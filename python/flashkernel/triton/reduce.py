@@ -28,6 +28,16 @@ def _max_nan(a, b):
 
 
 @triton.jit
+def _fold_block(acc, IS_MAX: tl.constexpr):
+    """The block's values folded into one (max with NaN propagation, or the sum)."""
+    if IS_MAX:
+        r = tl.reduce(acc, 0, _max_nan)
+    else:
+        r = tl.sum(acc, 0)
+    return r
+
+
+@triton.jit
 def _fold_tile(acc, ptr, offs, mask, IS_MAX: tl.constexpr):
     if IS_MAX:
         v = tl.load(ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
@@ -76,11 +86,7 @@ def _full_kernel(x_ptr, part_ptr, count_ptr, out_ptr, n, num_programs, IS_MAX: t
             else:
                 total += tl.load(part_ptr + p_idx, mask=p_ok, other=0.0, cache_modifier=".cg")
             j += FINAL_BLOCK
-        if IS_MAX:
-            res = tl.reduce(total, 0, _max_nan)
-        else:
-            res = tl.sum(total, 0)
-        tl.store(out_ptr, res.to(out_ptr.dtype.element_ty))
+        tl.store(out_ptr, _fold_block(total, IS_MAX).to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -97,11 +103,7 @@ def _final_kernel(in_ptr, out_ptr, m, IS_MAX: tl.constexpr, BLOCK: tl.constexpr)
         idx = start + offs
         acc = _fold_tile(acc, in_ptr, idx, idx < m, IS_MAX)
         start += BLOCK
-    if IS_MAX:
-        r = tl.reduce(acc, 0, _max_nan)
-    else:
-        r = tl.sum(acc, 0)
-    tl.store(out_ptr, r.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr, _fold_block(acc, IS_MAX).to(out_ptr.dtype.element_ty))
 
 
 @triton.jit
