@@ -3,13 +3,15 @@
 the committed numbers come from `flashkernel bench attention`.
 Usage: python scripts/dev/attention_quick.py [N ...] [--impls sm90,sdpa_cudnn] [--d 128]"""
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flashkernel
-from quick_timing import median_ms  # scripts/dev/quick_timing.py (same folder)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from _common import time_ms  # noqa: E402  (examples/_common.py: the examples' timer)
 
 
 def sdpa(backend, causal):
@@ -52,7 +54,7 @@ def main():
                     for name in names:
                         fn = impls[name]
                         err = (fn(q, k, v).float() - ref).abs().max().item()
-                        ms = median_ms(lambda: fn(q, k, v))
+                        ms = time_ms(lambda: fn(q, k, v), 30)
                         row.append(f"{flops / ms / 1e9:7.1f}{'!' if err > 2e-2 else ' '}")
                     cfg = f"{str(dtype)[6:]} B={b} H={h} N={n} d={d} c={int(causal)}"
                     print(f"{cfg:>28} " + " ".join(f"{x:>12}" for x in row), flush=True)

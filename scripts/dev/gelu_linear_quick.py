@@ -5,13 +5,15 @@ timings, one table. For iterating on the Hopper kernel; the committed numbers co
 Usage: python scripts/dev/gelu_linear_quick.py [MxKxN ...]  (shapes given: compares the automatic
 choice with the sm80 kernels only)"""
 import sys
+from pathlib import Path
 import os
 
 import torch
 import torch.nn.functional as F
 
 import flashkernel
-from quick_timing import median_ms  # scripts/dev/quick_timing.py (same folder)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from _common import time_ms  # noqa: E402  (examples/_common.py: the examples' timer)
 
 SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384), (2048, 3072, 3072), (2048, 768, 3072)]  # (M, K, N)
 
@@ -56,7 +58,7 @@ def main():
             ref = impls["cublaslt"]().float()
             err = {name: (impls[name]().float() - ref).abs().max().item() for name in ("fk",) + variants}
             flops = 2 * m * n * k
-            tf = {name: flops / median_ms(fn) / 1e9 for name, fn in impls.items()}
+            tf = {name: flops / time_ms(fn, 30) / 1e9 for name, fn in impls.items()}
             label = f"({m},{k},{n}) {str(dtype).split('.')[-1]}"
             print(f"{label:>30} " + " ".join(f"{tf[nm]:9.1f}" for nm in names)
                   + f"  {tf['fk'] / tf['cublaslt']:.3f}  max|fk-cublaslt| "

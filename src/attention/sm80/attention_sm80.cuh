@@ -27,6 +27,7 @@
 #include "common/attention_tile.cuh"
 #include "common/cp_async.cuh"
 #include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
 #include "common/launch.h"
 #include "common/mma_sm80.cuh"
 
@@ -256,6 +257,13 @@ void launch(const Params& p, cudaStream_t stream) {
                   unsigned(p.shape.batch));
   kernel<<<grid, Cfg::kThreads, kSmem, stream>>>(p);
   FK_CHECK_LAUNCH();
+}
+
+// Both 16-bit dtypes of one configuration: each head dim's file instantiates its own, so they
+// compile in parallel.
+template <typename Cfg>
+void launch_half_dtypes(const Params& p, DType dtype, cudaStream_t stream) {
+  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) { launch<typename decltype(tag)::type, Cfg>(p, stream); });
 }
 
 }  // namespace flashkernel::attention::sm80

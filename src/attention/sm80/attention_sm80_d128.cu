@@ -5,17 +5,13 @@
 // Registers per thread: O 128 + S 64 fp32 accumulators; Q is re-read from shared memory per key
 // tile (keeping it would add 64 registers and spill).
 #include "attention/sm80/attention_sm80.cuh"
-#include "common/dtype_traits.cuh"
 
 namespace flashkernel::attention::sm80 {
 
 // ConfigD128: attention_sm80_config.h.
 
 void launch_d128(const Params& p, DType dtype, cudaStream_t stream) {
-  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch<T, ConfigD128>(p, stream);
-  });
+  launch_half_dtypes<ConfigD128>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm80

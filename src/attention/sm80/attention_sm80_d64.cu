@@ -6,17 +6,13 @@
 // (112 KiB) measured the same on H100 and would not fit Ada.
 // Registers per thread: S 128 + O 64 fp32 accumulators (255 used, no spill).
 #include "attention/sm80/attention_sm80.cuh"
-#include "common/dtype_traits.cuh"
 
 namespace flashkernel::attention::sm80 {
 
 // ConfigD64: attention_sm80_config.h.
 
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream) {
-  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch<T, ConfigD64>(p, stream);
-  });
+  launch_half_dtypes<ConfigD64>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm80
