@@ -29,29 +29,35 @@ struct MaxCombine {
   __device__ __forceinline__ float operator()(float a, float b) const { return (a > b || a != a) ? a : b; }
 };
 
-// Tree reduction over groups of kWidth consecutive lanes (kWidth a power of two <= 32) with
-// __shfl_down_sync: the group's first lane holds the result, the other lanes hold partials.
-// All 32 lanes of the warp must call it (the shuffles use the full mask).
-template <int kWidth = kWarpSize, typename Combine>
-__device__ __forceinline__ float warp_reduce(float v, Combine combine) {
+// Tree reduction over groups of kWidth consecutive lanes (kWidth a power of two <= 32). All 32
+// lanes of the warp must call it (the shuffles use the full mask). kAllLanes: a butterfly
+// (__shfl_xor_sync) leaves the result in every lane of the group; otherwise __shfl_down_sync
+// leaves it in the group's first lane and partials in the others.
+template <int kWidth, bool kAllLanes, typename Combine>
+__device__ __forceinline__ float warp_tree(float v, Combine combine) {
   static_assert(kWidth >= 1 && kWidth <= kWarpSize && (kWidth & (kWidth - 1)) == 0, "kWidth: power of 2 <= 32");
 #pragma unroll
   for (int offset = kWidth / 2; offset > 0; offset /= 2) {
-    v = combine(v, __shfl_down_sync(kFullWarpMask, v, offset, kWidth));
+    if constexpr (kAllLanes) {
+      v = combine(v, __shfl_xor_sync(kFullWarpMask, v, offset, kWidth));
+    } else {
+      v = combine(v, __shfl_down_sync(kFullWarpMask, v, offset, kWidth));
+    }
   }
   return v;
 }
 
-// Same tree, but every lane of the group gets the result (butterfly with __shfl_xor_sync); for
-// kernels where all threads of a row need the statistic (softmax max/sum, layernorm mean/var).
+// The result in the group's first lane.
+template <int kWidth = kWarpSize, typename Combine>
+__device__ __forceinline__ float warp_reduce(float v, Combine combine) {
+  return warp_tree<kWidth, false>(v, combine);
+}
+
+// The result in every lane of the group: for kernels where all threads of a row need the
+// statistic (softmax max/sum, layernorm mean/var).
 template <int kWidth = kWarpSize, typename Combine>
 __device__ __forceinline__ float warp_allreduce(float v, Combine combine) {
-  static_assert(kWidth >= 1 && kWidth <= kWarpSize && (kWidth & (kWidth - 1)) == 0, "kWidth: power of 2 <= 32");
-#pragma unroll
-  for (int mask = kWidth / 2; mask > 0; mask /= 2) {
-    v = combine(v, __shfl_xor_sync(kFullWarpMask, v, mask, kWidth));
-  }
-  return v;
+  return warp_tree<kWidth, true>(v, combine);
 }
 
 // Block-wide reduction: warp trees, then warp 0 combines the per-warp results in warp order.
