@@ -1,11 +1,10 @@
 """A/B timing of the paged decode kernel's loop variants on the issue's goal shapes.
 
-    FLASHKERNEL_KV_DECODE_VARIANT=<n> python profiling/kv_cache_decode_variants.py
+    python profiling/kv_cache_decode_variants.py [VARIANT]   (PagedDecodeKernel: 0-3; default: the automatic choice)
 
 Prints one line per shape: variant, time, K/V GB/s, and the ratio to a device copy moving the
 same bytes (read + write = K/V bytes), all measured in this process.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ SHAPES = [(16, 4096, 32), (16, 4096, 8), (16, 32768, 32), (16, 32768, 8), (64, 4
 
 
 def main() -> int:
-    variant = os.environ.get("FLASHKERNEL_KV_DECODE_VARIANT", "default")
+    variant = int(sys.argv[1]) if len(sys.argv) > 1 else -1
     ctx = BenchContext(out_dir=Path("/nonexistent"))
     for batch, seq_len, hkv in SHAPES:
         kv_bytes = batch * seq_len * hkv * D * 4
@@ -32,7 +31,7 @@ def main() -> int:
 
         sets = ctx.rotating(make, kv_bytes)
         t = ctx.time(lambda q, pool, table, lens: torch.ops.flashkernel.paged_decode_attention(
-            q, pool, 0, table, lens, seq_len, check_indices=False), sets)
+            q, pool, 0, table, lens, seq_len, check_indices=False, kernel=variant), sets)
         del sets
         n = kv_bytes // 4
         csets = ctx.rotating(lambda: (torch.empty(n, device="cuda", dtype=DTYPE),

@@ -16,6 +16,20 @@ enum class GeluApproximation : int {
   kTanh = 1,  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 };
 
+// Which kernel computes m > 64 (m <= 64 always takes the weight-streaming kernel). kAuto chooses
+// from the device and the shape. kSm80: the portable mma.sync kernels, what GPUs without the Hopper
+// path run (for comparing the two on one card). kSm90*: one variant of the Hopper warp-specialized
+// TMA + wgmma kernel (tile 128x256, 128x192, 128x128, or 128x128 with ping-pong consumers); they
+// need compute capability 9.x and an sm_90a build, else ArgumentError naming `kernel`.
+enum class GeluLinearKernel : int {
+  kAuto = 0,
+  kSm80 = 1,
+  kSm90Wide = 2,
+  kSm90Mid = 3,
+  kSm90Narrow = 4,
+  kSm90PingPong = 5,
+};
+
 // x:      [m, k] row-major (row stride k), device memory
 // weight: [n, k] row-major (nn.Linear's layout)
 // bias:   [n] or nullptr
@@ -26,6 +40,6 @@ enum class GeluApproximation : int {
 // GEMM. Throws ArgumentError naming the argument / CudaError.
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, GeluApproximation approximate = GeluApproximation::kNone,
-                 cudaStream_t stream = nullptr);
+                 cudaStream_t stream = nullptr, GeluLinearKernel kernel = GeluLinearKernel::kAuto);
 
 }  // namespace flashkernel

@@ -6,7 +6,6 @@ Usage: python scripts/dev/gelu_linear_quick.py [MxKxN ...]  (shapes given: compa
 choice with the sm80 kernels only)"""
 import sys
 from pathlib import Path
-import os
 
 import torch
 import torch.nn.functional as F
@@ -16,21 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from _common import time_ms  # noqa: E402  (examples/_common.py: the examples' timer)
 
 SHAPES = [(8192, 768, 3072), (8192, 3072, 768), (2048, 4096, 16384), (2048, 3072, 3072), (2048, 768, 3072)]  # (M, K, N)
-
-
-def with_kernel(choice, fn):
-    """Runs fn with FLASHKERNEL_GELU_LINEAR_KERNEL=choice (read by the library at every call)."""
-    def run():
-        old = os.environ.get("FLASHKERNEL_GELU_LINEAR_KERNEL")
-        os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"] = choice
-        try:
-            return fn()
-        finally:
-            if old is None:
-                del os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"]
-            else:
-                os.environ["FLASHKERNEL_GELU_LINEAR_KERNEL"] = old
-    return run
 
 
 def main():
@@ -45,12 +29,12 @@ def main():
             x = torch.randn(m, k, device="cuda", dtype=dtype)
             w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
             b = torch.randn(n, device="cuda", dtype=dtype)
-            def fk():
-                return flashkernel.gelu_linear(x, w, b, approximate="tanh")
+            def fk(kernel="auto"):
+                return flashkernel.gelu_linear(x, w, b, approximate="tanh", kernel=kernel)
 
             impls = {
                 "fk": fk,
-                **{v: with_kernel(v, fk) for v in variants},
+                **{v: (lambda v=v: fk(v)) for v in variants},
                 "cublaslt": lambda: torch._addmm_activation(b, x, w.t(), use_gelu=True),
                 "linear": lambda: F.linear(x, w, b),
                 "eager": lambda: F.gelu(F.linear(x, w, b), approximate="tanh"),

@@ -1,7 +1,5 @@
 // gelu_linear: argument checks and the choice of kernel (see gelu_linear_kernels.cuh).
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -33,19 +31,12 @@ void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
   }
 }
 
-// FLASHKERNEL_GELU_LINEAR_KERNEL picks a large-M kernel on Hopper: "sm80" keeps the mma.sync
-// kernels (how the tests cover the portable path on an H100, and how the benchmark compares the
-// two), "sm90_wide" | "sm90_mid" | "sm90_narrow" | "sm90_pingpong" one variant of the
-// warp-specialized TMA kernel (gelu_linear_sm90_ws.cu); unset or anything else, the automatic choice.
-bool kernel_choice_is(const char* name) {
-  const char* v = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL");
-  return v != nullptr && std::strcmp(v, name) == 0;
-}
 
 }  // namespace
 
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
-                 std::int64_t k, DType dtype, GeluApproximation approximate, cudaStream_t stream) {
+                 std::int64_t k, DType dtype, GeluApproximation approximate, cudaStream_t stream,
+                 GeluLinearKernel kernel) {
   constexpr const char* kOp = "gelu_linear";
   detail::require(m >= 0, kOp, "m", "must be >= 0, got " + std::to_string(m));
   detail::require(n > 0 && n % 8 == 0, kOp, "n",
@@ -64,6 +55,8 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
                   "times n is too large: more than 2^31 - 1 output tiles of 64 x 64");
   detail::require(approximate == GeluApproximation::kNone || approximate == GeluApproximation::kTanh, kOp,
                   "approximate", "must be kNone or kTanh");
+  detail::require(int(kernel) >= int(GeluLinearKernel::kAuto) && int(kernel) <= int(GeluLinearKernel::kSm90PingPong),
+                  kOp, "kernel", "must be a GeluLinearKernel (0..5), got " + std::to_string(int(kernel)));
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
                   std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
   detail::require_device_pointer(weight, n * k, kOp, "weight");
@@ -92,8 +85,17 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       // On Hopper the wgmma kernel already wins with half the SMs busy: its 128x128 tile runs
       // at >2x the rate of a 64x64 mma.sync tile per SM.
       const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
-      const bool hopper = detail::current_compute_major() == 9 && !kernel_choice_is("sm80");
-      if (hopper && 2 * large_tiles >= sm_count && launch_wgmma_ws<T>(p, sm_count, stream)) return;
+      const bool hopper = detail::current_compute_major() == 9;
+      if (kernel != GeluLinearKernel::kAuto && kernel != GeluLinearKernel::kSm80) {  // one Hopper variant
+        detail::require(hopper, kOp, "kernel", "the sm90 kernels need a compute capability 9.x GPU (H100/H200)");
+        detail::require(launch_wgmma_ws<T>(p, sm_count, stream, kernel), kOp, "kernel",
+                        "the sm90 kernel cannot run here (a build without sm_90a, or tensors TMA cannot describe)");
+        return;
+      }
+      if (kernel == GeluLinearKernel::kAuto && hopper && 2 * large_tiles >= sm_count &&
+          launch_wgmma_ws<T>(p, sm_count, stream, kernel)) {
+        return;
+      }
       if (large_tiles >= sm_count) {
         launch_tiled<T, TiledLarge>(p, stream);
       } else {

@@ -32,8 +32,6 @@
 #include <cuda.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "common/tensor_map.h"
@@ -268,14 +266,13 @@ double wave_efficiency(std::int64_t tiles, int sm_count) {
 }  // namespace
 
 template <typename T>
-bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream) {
-  // FLASHKERNEL_GELU_LINEAR_KERNEL=sm90_wide|sm90_mid|sm90_narrow|sm90_pingpong forces one variant (how the
-  // tests cover each and the benchmark compares them).
-  if (const char* forced = std::getenv("FLASHKERNEL_GELU_LINEAR_KERNEL")) {
-    if (std::strcmp(forced, "sm90_wide") == 0) return launch_ws_with<T, WsWide>(p, sm_count, stream);
-    if (std::strcmp(forced, "sm90_mid") == 0) return launch_ws_with<T, WsMid>(p, sm_count, stream);
-    if (std::strcmp(forced, "sm90_narrow") == 0) return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
-    if (std::strcmp(forced, "sm90_pingpong") == 0) return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
+bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearKernel kernel) {
+  switch (kernel) {  // one variant asked for by name (how the tests cover each and the benchmark compares them)
+    case GeluLinearKernel::kSm90Wide: return launch_ws_with<T, WsWide>(p, sm_count, stream);
+    case GeluLinearKernel::kSm90Mid: return launch_ws_with<T, WsMid>(p, sm_count, stream);
+    case GeluLinearKernel::kSm90Narrow: return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
+    case GeluLinearKernel::kSm90PingPong: return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
+    default: break;
   }
   // Small K (<= 16 k-steps): a tile's math is short next to its epilogue, which ping-pong hides
   // (measured best at K = 768 on H100). Otherwise the widest tile whose last wave is about as full
@@ -294,7 +291,7 @@ bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream) {
   return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
 }
 
-template bool launch_wgmma_ws<__half>(const Problem&, int, cudaStream_t);
-template bool launch_wgmma_ws<__nv_bfloat16>(const Problem&, int, cudaStream_t);
+template bool launch_wgmma_ws<__half>(const Problem&, int, cudaStream_t, GeluLinearKernel);
+template bool launch_wgmma_ws<__nv_bfloat16>(const Problem&, int, cudaStream_t, GeluLinearKernel);
 
 }  // namespace flashkernel::gelu_linear_detail

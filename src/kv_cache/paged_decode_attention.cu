@@ -2,7 +2,6 @@
 // combines the splits' partial outputs by their log-sum-exps.
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -24,18 +23,8 @@ constexpr int kMinSplitTokens = 256;
 constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
-constexpr int kTensorCoreVariant = 3;  // paged_decode_mma_kernel (groups of 4-8 heads)
-constexpr int kDefaultVariant = kTensorCoreVariant;
+constexpr int kTensorCoreVariant = int(PagedDecodeKernel::kTensorCore);  // paged_decode_mma_kernel (groups of 4-8)
 
-// The loop variant: FLASHKERNEL_KV_DECODE_VARIANT overrides the default (for A/B measurements).
-int decode_variant() {
-  static const int v = [] {
-    const char* e = std::getenv("FLASHKERNEL_KV_DECODE_VARIANT");
-    int x = e ? std::atoi(e) : kDefaultVariant;
-    return (x >= 0 && x < kv_decode::kNumVariants) ? x : kDefaultVariant;
-  }();
-  return v;
-}
 
 // Resident CTAs per SM of the kernel a launch will use (from its register count), cached.
 int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
@@ -71,9 +60,11 @@ Plan make_plan(const PagedDecodeArgs& a) {
   const std::int64_t group = a.num_q_heads / a.layout.num_kv_heads;
   pl.g = heads_per_cta(group);
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
-  pl.variant = decode_variant();
-  // The tensor-core variant is sm_80 code; older GPUs run the CUDA-core loop.
-  if (pl.variant == kTensorCoreVariant && detail::current_compute_major() < 8) pl.variant = 0;
+  // The tensor-core variant is sm_80 code: older GPUs run the CUDA-core loop (validate() refuses
+  // the tensor cores asked for by name there).
+  pl.variant = a.kernel != PagedDecodeKernel::kAuto           ? int(a.kernel)
+               : detail::current_compute_major() >= 8 ? kTensorCoreVariant
+                                                       : 0;
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
   const std::int64_t resident = std::int64_t(detail::current_sm_count()) *
                                 resident_ctas_per_sm(a.layout.dtype, int(a.layout.head_dim), pl.g, pl.variant);
@@ -110,6 +101,12 @@ void validate(const PagedDecodeArgs& a) {
                       "], got " + std::to_string(a.max_seq_len));
   detail::require(a.max_seq_len < (std::int64_t(1) << 30), kOp, "max_seq_len", "must be < 2^30");
   detail::require(a.scale > 0.f, kOp, "scale", "must be > 0, got " + std::to_string(a.scale));
+  detail::require(int(a.kernel) >= int(PagedDecodeKernel::kAuto) && int(a.kernel) <= kTensorCoreVariant, kOp,
+                  "kernel", "must be a PagedDecodeKernel (-1..3), got " + std::to_string(int(a.kernel)));
+  if (a.kernel == PagedDecodeKernel::kTensorCore) {
+    detail::require(detail::current_compute_major() >= 8, kOp, "kernel",
+                    "kTensorCore needs compute capability 8.0 or newer (mma.sync m16n8k16)");
+  }
   if (a.batch == 0) return;
   detail::require(a.q != nullptr && is_aligned(a.q), kOp, "q", "must be a non-null 16-byte aligned pointer");
   detail::require(a.out != nullptr, kOp, "out", "must be a non-null device pointer");

@@ -2,8 +2,12 @@
 // copy-on-write), decode attention against the double-precision CPU reference, argument errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
+#include "common/launch.h"
 #include "flashkernel/kv_cache.h"
 #include "reference/kv_cache_reference.h"
 #include "test_utils.h"
@@ -81,6 +85,16 @@ TYPED_TEST(KVCacheKernelTest, AppendGatherRoundTripWithCopyOnWrite) {
   expect_gather_equals(pool, l, alloc, 1, s, cat(k1, k3), cat(v1, v3));
 }
 
+// Every output element near the reference, and no NaN (outputs are poisoned before each run).
+template <typename T>
+void expect_decode_near(const std::vector<T>& got, const std::vector<double>& want, double tol, std::int64_t splits) {
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double g = to_float(got[i]);
+    ASSERT_FALSE(std::isnan(g)) << "index " << i;
+    ASSERT_NEAR(g, want[i], tol) << "index " << i << " splits=" << splits;
+  }
+}
+
 template <typename T>
 void check_decode(std::vector<std::int32_t> lens, std::int64_t hq, std::int64_t hkv, std::int64_t d,
                   std::int64_t page_size) {
@@ -117,22 +131,27 @@ void check_decode(std::vector<std::int32_t> lens, std::int64_t hq, std::int64_t 
   a.seq_lens = dlens.get();
   a.max_seq_len = *std::max_element(lens.begin(), lens.end());
   a.scale = float(1.0 / std::sqrt(double(d)));
-  DeviceBuffer<char> ws(std::int64_t(paged_decode_workspace_bytes(a)));
-  a.workspace = ws.get();
-  a.workspace_bytes = ws.bytes();
-  paged_decode_attention(a);
-  FK_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> want;
   reference::paged_decode_attention(pool.download(), l, 0, q, batch, hq, table, max_pages, lens, a.scale, want);
-  auto got = dout.download();
   double max_abs = 0;
   for (double w : want) max_abs = std::max(max_abs, std::abs(w));
   // fp32 accumulation, one final rounding: a few ulps of the output's scale.
   const double tol = 4 * testing::rounding_tolerance<T>() * std::max(max_abs, 1e-3);
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double g = to_float(got[i]);
-    ASSERT_FALSE(std::isnan(g)) << "index " << i;
-    ASSERT_NEAR(g, want[i], tol) << "index " << i << " splits=" << paged_decode_num_splits(a);
+  // Every loop variant on the same inputs: the automatic choice and each one by name (the tensor
+  // cores from compute capability 8.0).
+  std::vector<PagedDecodeKernel> kernels{PagedDecodeKernel::kAuto, PagedDecodeKernel::kCudaCore,
+                                         PagedDecodeKernel::kCudaCorePrefetch2, PagedDecodeKernel::kCudaCorePrefetch4};
+  if (detail::current_compute_major() >= 8) kernels.push_back(PagedDecodeKernel::kTensorCore);
+  for (const PagedDecodeKernel kernel : kernels) {
+    SCOPED_TRACE("kernel " + std::to_string(int(kernel)));
+    a.kernel = kernel;
+    DeviceBuffer<char> ws(std::int64_t(paged_decode_workspace_bytes(a)));
+    a.workspace = ws.get();
+    a.workspace_bytes = ws.bytes();
+    dout.poison();
+    paged_decode_attention(a);
+    FK_CUDA_CHECK(cudaDeviceSynchronize());
+    expect_decode_near(dout.download(), want, tol, paged_decode_num_splits(a));
   }
 }
 
@@ -225,6 +244,16 @@ TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
     FAIL() << "expected ArgumentError";
   } catch (const ArgumentError& e) {
     EXPECT_EQ(e.argument(), "max_seq_len");
+  }
+  a.max_seq_len = 1;
+  for (const int bad : {-2, 4}) {
+    a.kernel = static_cast<PagedDecodeKernel>(bad);
+    try {
+      paged_decode_num_splits(a);
+      FAIL() << "expected ArgumentError";
+    } catch (const ArgumentError& e) {
+      EXPECT_EQ(e.argument(), "kernel");
+    }
   }
   try {
     kv_cache_gather(dummy, l, 2, nullptr, 0, nullptr, nullptr);

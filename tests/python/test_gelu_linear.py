@@ -98,30 +98,42 @@ def test_gelu_linear_forms_differ_as_in_fp64():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1100, 72, 2048), (2000, 3072, 776)])
-def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype, monkeypatch):
+def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype):
     # On Hopper large M takes the wgmma kernel; this runs the mma.sync (sm_80) kernels there too.
-    monkeypatch.setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", "sm80")
     m, k, n = mkn
     x, w, b = make_inputs((m,), k, n, dtype)
     fresh_output_is_poisoned((m, n), dtype)
-    check(flashkernel.gelu_linear(x, w, b, approximate=approximate), reference(x, w, b, approximate), dtype,
-          f"sm80 m={m} k={k} n={n}")
+    check(flashkernel.gelu_linear(x, w, b, approximate=approximate, kernel="sm80"), reference(x, w, b, approximate),
+          dtype, f"sm80 m={m} k={k} n={n}")
 
 
 @gpu
 @pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"])
 @pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776), (2048, 8, 3072)])
-def test_gelu_linear_each_hopper_kernel(mkn, kernel, monkeypatch):
-    # Each variant of the large-M Hopper kernel on the same checks (on other GPUs the modes fall
-    # back to the default kernels, which the test then checks again). K = 8: one k-step whose
-    # 56 columns past K the TMA copies fill with zeros.
-    monkeypatch.setenv("FLASHKERNEL_GELU_LINEAR_KERNEL", kernel)
+def test_gelu_linear_each_hopper_kernel(mkn, kernel):
+    # Each variant of the large-M Hopper kernel on the same checks; off Hopper, naming one is an
+    # error that names the argument. K = 8: one k-step whose 56 columns past K the TMA copies fill
+    # with zeros.
     m, k, n = mkn
     for dtype in DTYPES:
         x, w, b = make_inputs((m,), k, n, dtype)
+        if torch.cuda.get_device_capability()[0] != 9:
+            with pytest.raises(ValueError, match="'kernel'"):
+                flashkernel.gelu_linear(x, w, b, kernel=kernel)
+            continue
         for approximate in ("none", "tanh"):
-            check(flashkernel.gelu_linear(x, w, b, approximate=approximate), reference(x, w, b, approximate), dtype,
-                  f"{kernel} m={m} k={k} n={n} {approximate}")
+            check(flashkernel.gelu_linear(x, w, b, approximate=approximate, kernel=kernel),
+                  reference(x, w, b, approximate), dtype, f"{kernel} m={m} k={k} n={n} {approximate}")
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+@pytest.mark.parametrize("kernel", ["fastest", "", "SM80"])
+def test_gelu_linear_unknown_kernel_names_the_argument(kernel, device):
+    # The fake implementation (meta tensors, torch.compile) and the C++ op (which CPU tensors
+    # reach, so the message comes before the device check) say the same thing.
+    x, w = (torch.empty(shape, device=device, dtype=torch.float16) for shape in ((2, 8), (8, 8)))
+    with pytest.raises(ValueError, match=f"^flashkernel.gelu_linear: argument 'kernel' must be 'auto', .* got '{kernel}'$"):
+        flashkernel.gelu_linear(x, w, kernel=kernel)
 
 
 @gpu
