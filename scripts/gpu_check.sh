@@ -93,8 +93,10 @@ sanitizer_chain() {
 # One pytest lane: name, then pytest arguments. Prints "rc total failed skipped".
 pytest_lane() {
   local name=$1; shift
-  # shellcheck disable=SC2086  # LANE_PREFIX (a sanitizer command line) is split on purpose
-  ${LANE_PREFIX:-} "$PY" -m pytest -q -rfEs --durations=30 -p no:cacheprovider --basetemp="$BUILD/pytest-tmp-$name" \
+  # LANE_PREFIX (a sanitizer command line) and FK_PYTEST_EXTRA (more pytest flags, e.g. -v, so a
+  # lane cut off by a time limit still shows which tests passed and failed) are split on purpose.
+  # shellcheck disable=SC2086
+  ${LANE_PREFIX:-} "$PY" -m pytest -q -rfEs --durations=30 -p no:cacheprovider ${FK_PYTEST_EXTRA:-} --basetemp="$BUILD/pytest-tmp-$name" \
       --junitxml="$LOGDIR/pytest-$name.xml" "$@" >"$LOGDIR/pytest-$name.log" 2>&1; local rc=$?
   read -r total failed skipped < <("$PY" - "$LOGDIR/pytest-$name.xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
