@@ -214,3 +214,22 @@ def test_harness_stamps_a_dirty_checkout(tmp_path, monkeypatch):
 
 def _git_in(path, *args):
     return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_t4_estimate_scales_the_measured_fraction_of_copy_bandwidth():
+    """A row at 80% of its card's copy bandwidth moving 240 MB is estimated at 240 MB / (300 GB/s * 0.8)
+    = 1 ms on a T4; a latency-bound row (below half the copy bandwidth) and an op without an sm_75
+    kernel get no estimate."""
+    ur = _update_results()
+    row = {"dtype": "float16", "gpu": "Card X", "median_ms": "0.1", "tflops": ""}
+    tables = {
+        ("card-x", "reduce"): [
+            dict(row, impl="device_copy", config="n=1", gbps="3000"),
+            dict(row, impl="flashkernel_cuda", config="n=100000000 op=sum", gbps="2400"),  # 240 MB
+            dict(row, impl="flashkernel_cuda", config="n=1000000 op=sum", gbps="100"),  # latency-bound
+        ],
+        ("card-x", "attention"): [dict(row, impl="flashkernel_cuda", config="B=1 H=1 N=1024 d=64 x", gbps="2900")],
+    }
+    text = ur.t4_estimates(tables)
+    lines = [line for line in text.splitlines() if line.startswith("| reduce") or line.startswith("| attention")]
+    assert lines == ["| reduce | float16 | n=100000000 op=sum | 240.0 | Card X | 0.1000 | 0.80 | 1.000 |"]
