@@ -1,6 +1,6 @@
 """A/B timing of the paged decode kernel's loop variants on the issue's goal shapes.
 
-    python profiling/kv_cache_decode_variants.py [VARIANT]   (PagedDecodeKernel: 0-3; default: the automatic choice)
+    python profiling/kv_cache_decode_variants.py [VARIANT]   (PagedDecodeVariant: 0-3; default: the automatic choice)
 
 Prints one line per shape: variant, time, K/V GB/s, and the ratio to a device copy moving the
 same bytes (read + write = K/V bytes), all measured in this process.
@@ -31,7 +31,7 @@ def main() -> int:
 
         sets = ctx.rotating(make, kv_bytes)
         t = ctx.time(lambda q, pool, table, lens: torch.ops.flashkernel.paged_decode_attention(
-            q, pool, 0, table, lens, seq_len, check_indices=False, kernel=variant), sets)
+            q, pool, 0, table, lens, seq_len, check_indices=False, variant=variant), sets)
         del sets
         n = kv_bytes // 4
         csets = ctx.rotating(lambda: (torch.empty(n, device="cuda", dtype=DTYPE),

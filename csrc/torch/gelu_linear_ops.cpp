@@ -19,23 +19,23 @@ GeluApproximation parse_approximate(const std::string& approximate, const char* 
   TORCH_CHECK_VALUE(false, op, ": argument 'approximate' must be 'none' or 'tanh', got '", approximate, "'");
 }
 
-GeluLinearKernel parse_kernel(const std::string& kernel, const char* op) {
-  static const std::pair<const char*, GeluLinearKernel> kNames[] = {
-      {"auto", GeluLinearKernel::kAuto},           {"sm80", GeluLinearKernel::kSm80},
-      {"sm90_wide", GeluLinearKernel::kSm90Wide},   {"sm90_mid", GeluLinearKernel::kSm90Mid},
-      {"sm90_narrow", GeluLinearKernel::kSm90Narrow}, {"sm90_pingpong", GeluLinearKernel::kSm90PingPong}};
+GeluLinearBackend parse_backend(const std::string& backend, const char* op) {
+  static const std::pair<const char*, GeluLinearBackend> kNames[] = {
+      {"auto", GeluLinearBackend::kAuto},           {"sm80", GeluLinearBackend::kSm80},
+      {"sm90_wide", GeluLinearBackend::kSm90Wide},   {"sm90_mid", GeluLinearBackend::kSm90Mid},
+      {"sm90_narrow", GeluLinearBackend::kSm90Narrow}, {"sm90_pingpong", GeluLinearBackend::kSm90PingPong}};
   for (const auto& [name, value] : kNames) {
-    if (kernel == name) return value;
+    if (backend == name) return value;
   }
-  TORCH_CHECK_VALUE(false, op, ": argument 'kernel' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' ",
-                    "or 'sm90_pingpong', got '", kernel, "'");
+  TORCH_CHECK_VALUE(false, op, ": argument 'backend' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' ",
+                    "or 'sm90_pingpong', got '", backend, "'");
 }
 
 at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            const std::string& approximate, const std::string& kernel) {
+                            const std::string& approximate, const std::string& backend) {
   constexpr const char* kOp = "flashkernel.gelu_linear";
   const GeluApproximation act = parse_approximate(approximate, kOp);
-  const GeluLinearKernel which = parse_kernel(kernel, kOp);
+  const GeluLinearBackend which = parse_backend(backend, kOp);
   check_cuda(x, kOp, "x");
   check_cuda(weight, kOp, "weight");
   check_same_device(x, weight, kOp, "x", "weight");
@@ -77,7 +77,7 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
-  m.def("gelu_linear(Tensor x, Tensor weight, Tensor? bias=None, *, str approximate='none', str kernel='auto') -> Tensor");
+  m.def("gelu_linear(Tensor x, Tensor weight, Tensor? bias=None, *, str approximate='none', str backend='auto') -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {

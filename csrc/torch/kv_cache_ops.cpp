@@ -167,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t l
 
 at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
                              const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale,
-                             bool check_indices, int64_t kernel) {
+                             bool check_indices, int64_t variant) {
   constexpr const char* kOp = "flashkernel.paged_decode_attention";
   check_cuda(q, kOp, "q");
   KVCacheLayout l = layout_of(pool, kOp);
@@ -200,9 +200,9 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   a.seq_lens = seq_lens.data_ptr<int32_t>();
   a.max_seq_len = max_seq_len;
   a.scale = static_cast<float>(sc);
-  // PagedDecodeKernel: -1 chooses, 0..3 name a loop variant (A/B measurements, tests). Out of
+  // PagedDecodeVariant: -1 chooses, 0..3 name a loop variant (A/B measurements, tests). Out of
   // range values are the library's error, which names the argument.
-  a.kernel = static_cast<PagedDecodeKernel>(std::clamp<int64_t>(kernel, -2, 4));
+  a.variant = static_cast<PagedDecodeVariant>(std::clamp<int64_t>(variant, -2, 4));
   const std::size_t ws = call_library([&] { return paged_decode_workspace_bytes(a); });
   at::Tensor workspace;
   if (ws) {
@@ -300,7 +300,7 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       "kv_cache_gather(Tensor pool, int layer, Tensor pages, int length, bool check_indices=True) -> (Tensor, Tensor)");
   m.def(
       "paged_decode_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, int max_seq_len, "
-      "float? scale=None, bool check_indices=True, int kernel=-1) -> Tensor");
+      "float? scale=None, bool check_indices=True, int variant=-1) -> Tensor");
   m.def(
       "kv_cache_check_layout(int num_layers, int num_pages, int page_size, int num_kv_heads, int head_dim, "
       "ScalarType dtype) -> ()",

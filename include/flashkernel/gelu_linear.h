@@ -20,8 +20,8 @@ enum class GeluApproximation : int {
 // from the device and the shape. kSm80: the portable mma.sync kernels, what GPUs without the Hopper
 // path run (for comparing the two on one card). kSm90*: one variant of the Hopper warp-specialized
 // TMA + wgmma kernel (tile 128x256, 128x192, 128x128, or 128x128 with ping-pong consumers); they
-// need compute capability 9.x and an sm_90a build, else ArgumentError naming `kernel`.
-enum class GeluLinearKernel : int {
+// need compute capability 9.x and an sm_90a build, else ArgumentError naming `backend`.
+enum class GeluLinearBackend : int {
   kAuto = 0,
   kSm80 = 1,
   kSm90Wide = 2,
@@ -40,6 +40,6 @@ enum class GeluLinearKernel : int {
 // GEMM. Throws ArgumentError naming the argument / CudaError.
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, GeluApproximation approximate = GeluApproximation::kNone,
-                 cudaStream_t stream = nullptr, GeluLinearKernel kernel = GeluLinearKernel::kAuto);
+                 cudaStream_t stream = nullptr, GeluLinearBackend backend = GeluLinearBackend::kAuto);
 
 }  // namespace flashkernel

@@ -198,7 +198,7 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
 // The kernel loop paged_decode_attention runs, for A/B measurements and tests; kAuto chooses
 // (tensor cores for groups of 4-8 query heads per KV head on compute capability 8.0+, CUDA cores
 // otherwise). kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore) and needs 8.0+.
-enum class PagedDecodeKernel : int {
+enum class PagedDecodeVariant : int {
   kAuto = -1,
   kCudaCore = 0,           // 4 rows per lane per iteration, loads then math
   kCudaCorePrefetch2 = 1,  // 2 rows, the next tile's loads prefetched
@@ -222,7 +222,7 @@ struct PagedDecodeArgs {
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   std::int32_t* error_flag = nullptr;
-  PagedDecodeKernel kernel = PagedDecodeKernel::kAuto;
+  PagedDecodeVariant variant = PagedDecodeVariant::kAuto;
 };
 
 // The number of KV splits and the workspace the call will use (0 bytes when it does not split).

@@ -29,8 +29,8 @@ def main():
             x = torch.randn(m, k, device="cuda", dtype=dtype)
             w = torch.randn(n, k, device="cuda", dtype=dtype) / k**0.5
             b = torch.randn(n, device="cuda", dtype=dtype)
-            def fk(kernel="auto"):
-                return flashkernel.gelu_linear(x, w, b, approximate="tanh", kernel=kernel)
+            def fk(backend="auto"):
+                return flashkernel.gelu_linear(x, w, b, approximate="tanh", backend=backend)
 
             impls = {
                 "fk": fk,

@@ -36,7 +36,7 @@ void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
 
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, GeluApproximation approximate, cudaStream_t stream,
-                 GeluLinearKernel kernel) {
+                 GeluLinearBackend backend) {
   constexpr const char* kOp = "gelu_linear";
   detail::require(m >= 0, kOp, "m", "must be >= 0, got " + std::to_string(m));
   detail::require(n > 0 && n % 8 == 0, kOp, "n",
@@ -55,8 +55,8 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
                   "times n is too large: more than 2^31 - 1 output tiles of 64 x 64");
   detail::require(approximate == GeluApproximation::kNone || approximate == GeluApproximation::kTanh, kOp,
                   "approximate", "must be kNone or kTanh");
-  detail::require(int(kernel) >= int(GeluLinearKernel::kAuto) && int(kernel) <= int(GeluLinearKernel::kSm90PingPong),
-                  kOp, "kernel", "must be a GeluLinearKernel (0..5), got " + std::to_string(int(kernel)));
+  detail::require(int(backend) >= int(GeluLinearBackend::kAuto) && int(backend) <= int(GeluLinearBackend::kSm90PingPong),
+                  kOp, "backend", "must be a GeluLinearBackend (0..5), got " + std::to_string(int(backend)));
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
                   std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
   detail::require_device_pointer(weight, n * k, kOp, "weight");
@@ -86,14 +86,14 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       // at >2x the rate of a 64x64 mma.sync tile per SM.
       const std::int64_t large_tiles = detail::ceil_div(m, TiledLarge::BM) * detail::ceil_div(n, TiledLarge::BN);
       const bool hopper = detail::current_compute_major() == 9;
-      if (kernel != GeluLinearKernel::kAuto && kernel != GeluLinearKernel::kSm80) {  // one Hopper variant
-        detail::require(hopper, kOp, "kernel", "the sm90 kernels need a compute capability 9.x GPU (H100/H200)");
-        detail::require(launch_wgmma_ws<T>(p, sm_count, stream, kernel), kOp, "kernel",
+      if (backend != GeluLinearBackend::kAuto && backend != GeluLinearBackend::kSm80) {  // one Hopper variant
+        detail::require(hopper, kOp, "backend", "the sm90 kernels need a compute capability 9.x GPU (H100/H200)");
+        detail::require(launch_wgmma_ws<T>(p, sm_count, stream, backend), kOp, "backend",
                         "the sm90 kernel cannot run here (a build without sm_90a, or tensors TMA cannot describe)");
         return;
       }
-      if (kernel == GeluLinearKernel::kAuto && hopper && 2 * large_tiles >= sm_count &&
-          launch_wgmma_ws<T>(p, sm_count, stream, kernel)) {
+      if (backend == GeluLinearBackend::kAuto && hopper && 2 * large_tiles >= sm_count &&
+          launch_wgmma_ws<T>(p, sm_count, stream, backend)) {
         return;
       }
       if (large_tiles >= sm_count) {

@@ -325,10 +325,10 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
 // launch_small_m: gelu_linear_config.h.
-// Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu): the variant `kernel` names,
+// Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu): the variant `backend` names,
 // or (kAuto) the one chosen for the shape; false when this build has no sm_90a code for it or TMA
 // cannot describe x or W.
 template <typename T>
-bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearKernel kernel);
+bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearBackend backend);
 
 }  // namespace flashkernel::gelu_linear_detail

@@ -266,12 +266,12 @@ double wave_efficiency(std::int64_t tiles, int sm_count) {
 }  // namespace
 
 template <typename T>
-bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearKernel kernel) {
-  switch (kernel) {  // one variant asked for by name (how the tests cover each and the benchmark compares them)
-    case GeluLinearKernel::kSm90Wide: return launch_ws_with<T, WsWide>(p, sm_count, stream);
-    case GeluLinearKernel::kSm90Mid: return launch_ws_with<T, WsMid>(p, sm_count, stream);
-    case GeluLinearKernel::kSm90Narrow: return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
-    case GeluLinearKernel::kSm90PingPong: return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
+bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearBackend backend) {
+  switch (backend) {  // one variant asked for by name (how the tests cover each and the benchmark compares them)
+    case GeluLinearBackend::kSm90Wide: return launch_ws_with<T, WsWide>(p, sm_count, stream);
+    case GeluLinearBackend::kSm90Mid: return launch_ws_with<T, WsMid>(p, sm_count, stream);
+    case GeluLinearBackend::kSm90Narrow: return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
+    case GeluLinearBackend::kSm90PingPong: return launch_ws_with<T, WsPingPong>(p, sm_count, stream);
     default: break;
   }
   // Small K (<= 16 k-steps): a tile's math is short next to its epilogue, which ping-pong hides
@@ -291,7 +291,7 @@ bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLi
   return launch_ws_with<T, WsNarrow>(p, sm_count, stream);
 }
 
-template bool launch_wgmma_ws<__half>(const Problem&, int, cudaStream_t, GeluLinearKernel);
-template bool launch_wgmma_ws<__nv_bfloat16>(const Problem&, int, cudaStream_t, GeluLinearKernel);
+template bool launch_wgmma_ws<__half>(const Problem&, int, cudaStream_t, GeluLinearBackend);
+template bool launch_wgmma_ws<__nv_bfloat16>(const Problem&, int, cudaStream_t, GeluLinearBackend);
 
 }  // namespace flashkernel::gelu_linear_detail

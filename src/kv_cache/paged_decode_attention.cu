@@ -23,7 +23,7 @@ constexpr int kMinSplitTokens = 256;
 constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
-constexpr int kTensorCoreVariant = int(PagedDecodeKernel::kTensorCore);  // paged_decode_mma_kernel (groups of 4-8)
+constexpr int kTensorCoreVariant = int(PagedDecodeVariant::kTensorCore);  // paged_decode_mma_kernel (groups of 4-8)
 
 
 // Resident CTAs per SM of the kernel a launch will use (from its register count), cached.
@@ -62,7 +62,7 @@ Plan make_plan(const PagedDecodeArgs& a) {
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   // The tensor-core variant is sm_80 code: older GPUs run the CUDA-core loop (validate() refuses
   // the tensor cores asked for by name there).
-  pl.variant = a.kernel != PagedDecodeKernel::kAuto           ? int(a.kernel)
+  pl.variant = a.variant != PagedDecodeVariant::kAuto          ? int(a.variant)
                : detail::current_compute_major() >= 8 ? kTensorCoreVariant
                                                        : 0;
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
@@ -101,10 +101,10 @@ void validate(const PagedDecodeArgs& a) {
                       "], got " + std::to_string(a.max_seq_len));
   detail::require(a.max_seq_len < (std::int64_t(1) << 30), kOp, "max_seq_len", "must be < 2^30");
   detail::require(a.scale > 0.f, kOp, "scale", "must be > 0, got " + std::to_string(a.scale));
-  detail::require(int(a.kernel) >= int(PagedDecodeKernel::kAuto) && int(a.kernel) <= kTensorCoreVariant, kOp,
-                  "kernel", "must be a PagedDecodeKernel (-1..3), got " + std::to_string(int(a.kernel)));
-  if (a.kernel == PagedDecodeKernel::kTensorCore) {
-    detail::require(detail::current_compute_major() >= 8, kOp, "kernel",
+  detail::require(int(a.variant) >= int(PagedDecodeVariant::kAuto) && int(a.variant) <= kTensorCoreVariant, kOp,
+                  "variant", "must be a PagedDecodeVariant (-1..3), got " + std::to_string(int(a.variant)));
+  if (a.variant == PagedDecodeVariant::kTensorCore) {
+    detail::require(detail::current_compute_major() >= 8, kOp, "variant",
                     "kTensorCore needs compute capability 8.0 or newer (mma.sync m16n8k16)");
   }
   if (a.batch == 0) return;

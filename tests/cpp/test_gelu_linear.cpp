@@ -49,10 +49,10 @@ struct Problem {
   std::vector<double> pre;
 };
 
-// Runs one bias/GeLU variant on p and compares with the reference, once per kernel in `kernels`.
+// Runs one bias/GeLU variant on p and compares with the reference, once per backend in `backends`.
 template <typename T>
 void check_gelu_linear(const Problem<T>& p, bool with_bias, GeluApproximation act,
-                       const std::vector<GeluLinearKernel>& kernels) {
+                       const std::vector<GeluLinearBackend>& backends) {
   SCOPED_TRACE("m=" + std::to_string(p.m) + " k=" + std::to_string(p.k) + " n=" + std::to_string(p.n) +
                " bias=" + std::to_string(with_bias) + " tanh=" + std::to_string(int(act)) +
                " seed=" + std::to_string(p.seed));
@@ -60,12 +60,12 @@ void check_gelu_linear(const Problem<T>& p, bool with_bias, GeluApproximation ac
   reference::gelu_epilogue(p.pre, with_bias ? p.b.data() : nullptr, want.data(), p.m, p.n, act);
   double scale = 0;
   for (const T& v : want) scale = std::max(scale, std::abs(double(to_float(v))));
-  for (const GeluLinearKernel kernel : kernels) {
-    SCOPED_TRACE("kernel " + std::to_string(int(kernel)));
+  for (const GeluLinearBackend backend : backends) {
+    SCOPED_TRACE("backend " + std::to_string(int(backend)));
     DeviceBuffer<T> dout(p.m * p.n);
     dout.poison();
     gelu_linear(p.dx.get(), p.dw.get(), with_bias ? p.db.get() : nullptr, dout.get(), p.m, p.n, p.k, dtype_of<T>(),
-                act, nullptr, kernel);
+                act, nullptr, backend);
     FK_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_EQ(testing::first_mismatch(dout.download(), want, 0.0, scale_tolerance<T>() * scale), -1);
   }
@@ -74,18 +74,18 @@ void check_gelu_linear(const Problem<T>& p, bool with_bias, GeluApproximation ac
 // The three variants every shape runs: both GeLU forms with bias, and one form without bias.
 template <typename T>
 void check_variants(const Problem<T>& p, GeluApproximation form_without_bias,
-                    const std::vector<GeluLinearKernel>& kernels = {GeluLinearKernel::kAuto}) {
-  for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) check_gelu_linear(p, true, act, kernels);
-  check_gelu_linear(p, false, form_without_bias, kernels);
+                    const std::vector<GeluLinearBackend>& backends = {GeluLinearBackend::kAuto}) {
+  for (auto act : {GeluApproximation::kNone, GeluApproximation::kTanh}) check_gelu_linear(p, true, act, backends);
+  check_gelu_linear(p, false, form_without_bias, backends);
 }
 
-// Every kernel a caller can name on this GPU: the automatic choice and the portable mma.sync
+// Every backend a caller can name on this GPU: the automatic choice and the portable mma.sync
 // kernels everywhere, each Hopper variant on compute capability 9.x.
-std::vector<GeluLinearKernel> kernels_on_this_gpu() {
-  std::vector<GeluLinearKernel> k{GeluLinearKernel::kAuto, GeluLinearKernel::kSm80};
+std::vector<GeluLinearBackend> backends_on_this_gpu() {
+  std::vector<GeluLinearBackend> k{GeluLinearBackend::kAuto, GeluLinearBackend::kSm80};
   if (detail::current_compute_major() == 9) {
-    k.insert(k.end(), {GeluLinearKernel::kSm90Wide, GeluLinearKernel::kSm90Mid, GeluLinearKernel::kSm90Narrow,
-                       GeluLinearKernel::kSm90PingPong});
+    k.insert(k.end(), {GeluLinearBackend::kSm90Wide, GeluLinearBackend::kSm90Mid, GeluLinearBackend::kSm90Narrow,
+                       GeluLinearBackend::kSm90PingPong});
   }
   return k;
 }
@@ -151,13 +151,13 @@ TYPED_TEST(GeluLinearTest, TiledPath) {
   // ahead would read stale stages), the last an 8-column tail. 257 x 1096 x 4104: 3 x 33 tiles of
   // 128x128, fewer than the SMs of an H100 but over half (the Hopper kernel takes it), a 1-row
   // last M tile, K = 1096 (18 k-steps, past ping-pong's bound: the cooperative variants).
-  // Every shape runs once per kernel, on the same inputs: the default choice, the portable
-  // mma.sync kernels (GeluLinearKernel::kSm80) and, on Hopper, each variant of the
+  // Every shape runs once per backend, on the same inputs: the default choice, the portable
+  // mma.sync kernels (GeluLinearBackend::kSm80) and, on Hopper, each variant of the
   // warp-specialized kernel.
   for (Shape s : {Shape{65, 64, 8}, Shape{127, 136, 72}, Shape{300, 8, 264}, Shape{513, 520, 1032},
                   Shape{1100, 72, 2048}, Shape{2000, 136, 1544}, Shape{1537, 840, 3080},
                   Shape{257, 1096, 4104}}) {
-    check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kTanh, kernels_on_this_gpu());
+    check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kTanh, backends_on_this_gpu());
   }
 }
 
@@ -190,9 +190,9 @@ TEST(GeluLinearArguments, BadShapesNameTheArgument) {
             "approximate");
   EXPECT_EQ(argument_of([&] {
               gelu_linear(buf, buf, nullptr, buf, 1, 8, 8, DType::kFloat16, GeluApproximation::kNone, nullptr,
-                          GeluLinearKernel(6));
+                          GeluLinearBackend(6));
             }),
-            "kernel");
+            "backend");
   EXPECT_EQ(argument_of([&] { gelu_linear(buf, nullptr, nullptr, buf, 1, 8, 8, DType::kFloat16); }), "weight");
   EXPECT_EQ(argument_of([&] { gelu_linear(nullptr, buf, nullptr, buf, 1, 8, 8, DType::kFloat16); }), "x");
   EXPECT_EQ(argument_of([&] { gelu_linear(buf, buf, nullptr, nullptr, 1, 8, 8, DType::kFloat16); }), "out");

@@ -139,12 +139,12 @@ void check_decode(std::vector<std::int32_t> lens, std::int64_t hq, std::int64_t 
   const double tol = 4 * testing::rounding_tolerance<T>() * std::max(max_abs, 1e-3);
   // Every loop variant on the same inputs: the automatic choice and each one by name (the tensor
   // cores from compute capability 8.0).
-  std::vector<PagedDecodeKernel> kernels{PagedDecodeKernel::kAuto, PagedDecodeKernel::kCudaCore,
-                                         PagedDecodeKernel::kCudaCorePrefetch2, PagedDecodeKernel::kCudaCorePrefetch4};
-  if (detail::current_compute_major() >= 8) kernels.push_back(PagedDecodeKernel::kTensorCore);
-  for (const PagedDecodeKernel kernel : kernels) {
-    SCOPED_TRACE("kernel " + std::to_string(int(kernel)));
-    a.kernel = kernel;
+  std::vector<PagedDecodeVariant> variants{PagedDecodeVariant::kAuto, PagedDecodeVariant::kCudaCore,
+                                         PagedDecodeVariant::kCudaCorePrefetch2, PagedDecodeVariant::kCudaCorePrefetch4};
+  if (detail::current_compute_major() >= 8) variants.push_back(PagedDecodeVariant::kTensorCore);
+  for (const PagedDecodeVariant variant : variants) {
+    SCOPED_TRACE("variant " + std::to_string(int(variant)));
+    a.variant = variant;
     DeviceBuffer<char> ws(std::int64_t(paged_decode_workspace_bytes(a)));
     a.workspace = ws.get();
     a.workspace_bytes = ws.bytes();
@@ -247,12 +247,12 @@ TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
   }
   a.max_seq_len = 1;
   for (const int bad : {-2, 4}) {
-    a.kernel = static_cast<PagedDecodeKernel>(bad);
+    a.variant = static_cast<PagedDecodeVariant>(bad);
     try {
       paged_decode_num_splits(a);
       FAIL() << "expected ArgumentError";
     } catch (const ArgumentError& e) {
-      EXPECT_EQ(e.argument(), "kernel");
+      EXPECT_EQ(e.argument(), "variant");
     }
   }
   try {

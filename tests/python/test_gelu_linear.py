@@ -103,14 +103,14 @@ def test_gelu_linear_portable_kernel_on_any_gpu(mkn, approximate, dtype):
     m, k, n = mkn
     x, w, b = make_inputs((m,), k, n, dtype)
     fresh_output_is_poisoned((m, n), dtype)
-    check(flashkernel.gelu_linear(x, w, b, approximate=approximate, kernel="sm80"), reference(x, w, b, approximate),
+    check(flashkernel.gelu_linear(x, w, b, approximate=approximate, backend="sm80"), reference(x, w, b, approximate),
           dtype, f"sm80 m={m} k={k} n={n}")
 
 
 @gpu
-@pytest.mark.parametrize("kernel", ["sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"])
+@pytest.mark.parametrize("backend", ["sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong"])
 @pytest.mark.parametrize("mkn", [(2048, 768, 3072), (1537, 200, 3080), (2000, 3072, 776), (2048, 8, 3072)])
-def test_gelu_linear_each_hopper_kernel(mkn, kernel):
+def test_gelu_linear_each_hopper_kernel(mkn, backend):
     # Each variant of the large-M Hopper kernel on the same checks; off Hopper, naming one is an
     # error that names the argument. K = 8: one k-step whose 56 columns past K the TMA copies fill
     # with zeros.
@@ -118,22 +118,22 @@ def test_gelu_linear_each_hopper_kernel(mkn, kernel):
     for dtype in DTYPES:
         x, w, b = make_inputs((m,), k, n, dtype)
         if torch.cuda.get_device_capability()[0] != 9:
-            with pytest.raises(ValueError, match="'kernel'"):
-                flashkernel.gelu_linear(x, w, b, kernel=kernel)
+            with pytest.raises(ValueError, match="'backend'"):
+                flashkernel.gelu_linear(x, w, b, backend=backend)
             continue
         for approximate in ("none", "tanh"):
-            check(flashkernel.gelu_linear(x, w, b, approximate=approximate, kernel=kernel),
-                  reference(x, w, b, approximate), dtype, f"{kernel} m={m} k={k} n={n} {approximate}")
+            check(flashkernel.gelu_linear(x, w, b, approximate=approximate, backend=backend),
+                  reference(x, w, b, approximate), dtype, f"{backend} m={m} k={k} n={n} {approximate}")
 
 
 @pytest.mark.parametrize("device", ["meta", "cpu"])
-@pytest.mark.parametrize("kernel", ["fastest", "", "SM80"])
-def test_gelu_linear_unknown_kernel_names_the_argument(kernel, device):
+@pytest.mark.parametrize("backend", ["fastest", "", "SM80"])
+def test_gelu_linear_unknown_backend_names_the_argument(backend, device):
     # The fake implementation (meta tensors, torch.compile) and the C++ op (which CPU tensors
     # reach, so the message comes before the device check) say the same thing.
     x, w = (torch.empty(shape, device=device, dtype=torch.float16) for shape in ((2, 8), (8, 8)))
-    with pytest.raises(ValueError, match=f"^flashkernel.gelu_linear: argument 'kernel' must be 'auto', .* got '{kernel}'$"):
-        flashkernel.gelu_linear(x, w, kernel=kernel)
+    with pytest.raises(ValueError, match=f"^flashkernel.gelu_linear: argument 'backend' must be 'auto', .* got '{backend}'$"):
+        flashkernel.gelu_linear(x, w, backend=backend)
 
 
 @gpu
@@ -262,3 +262,15 @@ def test_triton_gelu_linear_every_config(config, dtype):
         out = gelu_linear_with_config(x, w, b, cfg, approximate=approximate)
         assert out.shape == (m, 136) and out.dtype == dtype
         check(out, reference(x, w, b, approximate), dtype, f"config {cfg} m={m}")
+
+
+def test_gelu_linear_compiles_with_every_argument():
+    # Inductor lowers the op as a fallback kernel; an op argument named like one of its own
+    # parameters (`kernel`, the first version's name for `backend`) failed there. The lowering
+    # runs before any kernel, so CPU tensors show it: they must reach the op's own device check.
+    def f(x, w):
+        return flashkernel.gelu_linear(x, w, approximate="tanh", backend="auto")
+
+    x, w = torch.randn(4, 8, dtype=torch.float16), torch.randn(8, 8, dtype=torch.float16)
+    with pytest.raises(ValueError, match="argument 'x' must be a CUDA tensor"):
+        torch.compile(f, fullgraph=True)(x, w)

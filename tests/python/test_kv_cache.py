@@ -544,3 +544,16 @@ def test_decode_op_reports_out_of_range_page_table_and_seq_lens(ctx):
     assert torch.equal(cache.pool.view(torch.int16), before.view(torch.int16))
     # No stale error afterwards.
     assert torch.equal(torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, ctx), good)
+
+
+def test_paged_decode_op_compiles_with_every_argument():
+    # As test_gelu_linear_compiles_with_every_argument: Inductor's lowering of the op with all its
+    # arguments given, on CPU tensors, reaches the op's own device check.
+    def f(q, pool, table, lens):
+        return torch.ops.flashkernel.paged_decode_attention(q, pool, 0, table, lens, 16, scale=0.125,
+                                                            check_indices=False, variant=-1)
+
+    args = (torch.randn(1, 2, 64, dtype=torch.float16), torch.zeros(1, 2, 2, 16, 2, 64, dtype=torch.float16),
+            torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="argument 'q' must be a CUDA tensor"):
+        torch.compile(f, fullgraph=True)(*args)

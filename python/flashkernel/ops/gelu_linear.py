@@ -8,22 +8,22 @@ from flashkernel import _checks, _library
 _OP = "flashkernel.gelu_linear"
 
 
-# The kernels a caller can name for M > 64 (include/flashkernel/gelu_linear.h, GeluLinearKernel).
-KERNELS = ("auto", "sm80", "sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong")
+# The kernels a caller can name for M > 64 (include/flashkernel/gelu_linear.h, GeluLinearBackend).
+BACKENDS = ("auto", "sm80", "sm90_wide", "sm90_mid", "sm90_narrow", "sm90_pingpong")
 
 
 def gelu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-                approximate: str = "none", kernel: str = "auto") -> torch.Tensor:
+                approximate: str = "none", backend: str = "auto") -> torch.Tensor:
     """F.gelu(F.linear(x, weight, bias), approximate=approximate) in one pass over the output.
 
     x [..., K], weight [N, K], bias [N] or None; float16 or bfloat16 (all the same), fp32
     accumulation; contiguous CUDA tensors; K and N positive multiples of 8; approximate "none"
-    (erf) or "tanh". kernel picks what computes M > 64 rows (M <= 64 always streams the
+    (erf) or "tanh". backend picks the kernel for M > 64 rows (M <= 64 always streams the
     weights): "auto" (chosen for the device and shape), "sm80" (the portable mma.sync kernels), or
     one variant of the Hopper TMA + wgmma kernel, "sm90_wide" / "sm90_mid" / "sm90_narrow" /
     "sm90_pingpong" (compute capability 9.x only).
     """
-    return torch.ops.flashkernel.gelu_linear(x, weight, bias, approximate=approximate, kernel=kernel)
+    return torch.ops.flashkernel.gelu_linear(x, weight, bias, approximate=approximate, backend=backend)
 
 
 def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -57,9 +57,9 @@ def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 @_library.register_fake("flashkernel::gelu_linear")
-def _gelu_linear_fake(x, weight, bias=None, *, approximate="none", kernel="auto"):
+def _gelu_linear_fake(x, weight, bias=None, *, approximate="none", backend="auto"):
     check_args(_OP, x, weight, bias, approximate)
-    if kernel not in KERNELS:
-        raise ValueError(f"{_OP}: argument 'kernel' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' "
-                         f"or 'sm90_pingpong', got '{kernel}'")
+    if backend not in BACKENDS:
+        raise ValueError(f"{_OP}: argument 'backend' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' "
+                         f"or 'sm90_pingpong', got '{backend}'")
     return x.new_empty((*x.shape[:-1], weight.shape[0]))

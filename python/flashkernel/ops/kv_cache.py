@@ -307,7 +307,7 @@ def _gather_fake(pool, layer, pages, length, check_indices=True):
 
 @_library.register_fake("flashkernel::paged_decode_attention")
 def _paged_decode_fake(q, pool, layer, page_table, seq_lens, max_seq_len, scale=None, check_indices=True,
-                       kernel=-1):
+                       variant=-1):
     if q.shape[-1] != pool.shape[-1]:
         raise ValueError(f"flashkernel.paged_decode_attention: argument 'q' must have head_dim {pool.shape[-1]} "
                          f"(the pool's), got shape {tuple(q.shape)}")

@@ -38,7 +38,7 @@ def run(ctx, quick: bool) -> None:
     compiled = torch.compile(_eager, dynamic=True)
     # The portable mma.sync kernels on the same card (what non-Hopper GPUs run), timed for M > 64.
     def sm80_kernels(x, w, b):
-        return flashkernel.gelu_linear(x, w, b, approximate="tanh", kernel="sm80")
+        return flashkernel.gelu_linear(x, w, b, approximate="tanh", backend="sm80")
 
     impls = {
         "flashkernel_cuda": lambda x, w, b: flashkernel.gelu_linear(x, w, b, approximate="tanh"),
