@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -220,6 +221,17 @@ TEST(KVCacheKernelIndexFaults, OutOfRangeIndicesAreSkippedAndFlagged) {
   EXPECT_THROW(throw_kv_index_faults(kKVFaultSeqLens, l, "t"), ArgumentError);
 }
 
+// The argument an ArgumentError of `call` names ("" and a test failure when it does not throw one).
+std::string argument_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const ArgumentError& e) {
+    return e.argument();
+  }
+  ADD_FAILURE() << "expected ArgumentError";
+  return "";
+}
+
 TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
   KVCacheLayout l{2, 8, 16, 2, 128, DType::kFloat16};
   PagedDecodeArgs a;
@@ -231,42 +243,17 @@ TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
   a.scale = 1.f;
   alignas(16) static char dummy[16];
   a.pool = dummy;
-  try {
-    paged_decode_num_splits(a);
-    FAIL() << "expected ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), "num_q_heads");
-  }
+  EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "num_q_heads");
   a.num_q_heads = 4;
   a.max_seq_len = 17;
-  try {
-    paged_decode_num_splits(a);
-    FAIL() << "expected ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), "max_seq_len");
-  }
+  EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "max_seq_len");
   a.max_seq_len = 1;
   for (const int bad : {-2, 4}) {
     a.variant = static_cast<PagedDecodeVariant>(bad);
-    try {
-      paged_decode_num_splits(a);
-      FAIL() << "expected ArgumentError";
-    } catch (const ArgumentError& e) {
-      EXPECT_EQ(e.argument(), "variant");
-    }
+    EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "variant") << bad;
   }
-  try {
-    kv_cache_gather(dummy, l, 2, nullptr, 0, nullptr, nullptr);
-    FAIL() << "expected ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), "layer");
-  }
-  try {
-    kv_cache_append(dummy + 2, l, 0, nullptr, 0, nullptr, nullptr);
-    FAIL() << "expected ArgumentError";
-  } catch (const ArgumentError& e) {
-    EXPECT_EQ(e.argument(), "pool");
-  }
+  EXPECT_EQ(argument_of([&] { kv_cache_gather(dummy, l, 2, nullptr, 0, nullptr, nullptr); }), "layer");
+  EXPECT_EQ(argument_of([&] { kv_cache_append(dummy + 2, l, 0, nullptr, 0, nullptr, nullptr); }), "pool");
 }
 
 }  // namespace
