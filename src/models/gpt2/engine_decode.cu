@@ -31,13 +31,8 @@ PersistentDecodeArgs GPT2Engine::Impl::persistent_args(std::int64_t B, std::int6
   pa.a = a;
   pa.workspace = paged_ws.get();
   pa.workspace_bytes = paged_ws.bytes();
-  pa.pool = kv_pool.get();
-  pa.layout = layout;
-  pa.page_table = page_table;
-  pa.max_pages = max_pages;
-  pa.seq_lens = seq_lens;
+  set_cache_view(pa, max_seq_len);
   pa.slots = dec_slots;
-  pa.max_seq_len = max_seq_len;
   pa.eps = cfg.layer_norm_epsilon;
   pa.scale = 1.f / std::sqrt(float(cfg.head_dim()));
   pa.sync = persist_sync.as<unsigned int>(0);
@@ -55,12 +50,7 @@ PagedDecodeArgs GPT2Engine::Impl::paged_decode_args(std::int64_t rows, std::int6
   pa.out = att;
   pa.batch = rows;
   pa.num_q_heads = cfg.n_head;
-  pa.pool = kv_pool.get();
-  pa.layout = layout;
-  pa.page_table = page_table;
-  pa.max_pages = max_pages;
-  pa.seq_lens = seq_lens;
-  pa.max_seq_len = max_seq_len;
+  set_cache_view(pa, max_seq_len);
   pa.scale = 1.f;
   return pa;
 }

@@ -162,6 +162,17 @@ struct GPT2Engine::Impl {
   // Paged decode attention of `rows` sequences over this engine's cache (q -> att); the caller
   // sets the layer, the scale and the workspace.
   PagedDecodeArgs paged_decode_args(std::int64_t rows, std::int64_t max_seq_len) const;
+  // The paged cache as both decode paths read it (PagedDecodeArgs and PersistentDecodeArgs name
+  // these fields alike).
+  template <typename Args>
+  void set_cache_view(Args& a, std::int64_t max_seq_len) const {
+    a.pool = kv_pool.get();
+    a.layout = layout;
+    a.page_table = page_table;
+    a.max_pages = max_pages;
+    a.seq_lens = seq_lens;
+    a.max_seq_len = max_seq_len;
+  }
 
   // The per-layer weight table of the persistent kernel and its barrier words, made once.
   void ensure_persistent_tables();
