@@ -40,7 +40,7 @@ SUMMARY = {
     "attention": ("flashkernel_cuda", "sdpa_cudnn", r"^B=\d+ H=\d+ N=(1024|4096|16384) d=(64|128) "),
     "gelu_linear": ("flashkernel_cuda", "cublaslt_epilogue", r"."),
     "rope": ("flashkernel_cuda", "torch_compile", r"^B=8 "),
-    "layernorm": ("flashkernel", "torch_compile", r"."),
+    "layernorm": ("flashkernel_cuda", "torch_eager", r"rows=(4096|16384) "),
     "kv_cache": ("flashkernel_cuda", "sdpa_contiguous", r"^batch=(16|64) ctx="),
     "e2e_gpt2": ("flashkernel_engine", "torch_compile_static", r"."),
 }
@@ -68,7 +68,7 @@ T4_BANDWIDTH_GBPS = 300.0
 # estimate (scaling their time by bandwidth would be meaningless).
 T4_MIN_FRACTION = 0.5
 T4_OPS = {"vector_add": "flashkernel_cuda", "reduce": "flashkernel_cuda", "rope": "flashkernel_cuda",
-          "layernorm": "flashkernel", "kv_cache": "flashkernel_cuda"}
+          "layernorm": "flashkernel_cuda", "kv_cache": "flashkernel_cuda"}
 
 
 class ResultsError(Exception):

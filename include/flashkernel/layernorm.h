@@ -1,4 +1,5 @@
-// add_layernorm: the transformer block's "residual add + LayerNorm" in one pass over each row.
+// add_layernorm / add_rms_norm: the transformer block's "residual add + LayerNorm (or RMSNorm)"
+// in one pass over each row.
 //   s            = x + residual + bias          (residual, bias optional)
 //   residual_out = s                            (optional; may alias residual or x)
 //   out          = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta
@@ -22,5 +23,14 @@ namespace flashkernel {
 void add_layernorm(const void* x, const void* residual, const void* bias, const void* gamma, const void* beta, void* out,
                    void* residual_out, std::int64_t rows, std::int64_t cols, float eps, DType dtype,
                    cudaStream_t stream = nullptr);
+
+// add_rms_norm: the same with RMSNorm (Llama-family models), no bias and no beta:
+//   s            = x + residual                 (residual optional)
+//   residual_out = s                            (optional; may alias residual or x)
+//   out          = s / sqrt(mean(s^2) + eps) * gamma
+// Semantics of torch.nn.functional.rms_norm(x + residual, ...) with fp32 statistics, s rounded to
+// the tensor dtype once as above. Arguments and errors as add_layernorm's.
+void add_rms_norm(const void* x, const void* residual, const void* gamma, void* out, void* residual_out,
+                  std::int64_t rows, std::int64_t cols, float eps, DType dtype, cudaStream_t stream = nullptr);
 
 }  // namespace flashkernel

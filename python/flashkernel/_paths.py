@@ -66,7 +66,7 @@ def kernel_paths(capability: tuple[int, int], archs: list[str] | None) -> list[t
         ("gelu_linear", gelu),
         ("paged_decode_attention", decode),
         ("kv_cache append/gather/copy", simt),
-        ("add_layernorm", simt),
+        ("add_layernorm / add_rms_norm", simt),
         ("reduce_sum / reduce_max", simt),
         ("rope / rope_fused / rope_cache", simt),
         ("vector_add", simt),

@@ -25,16 +25,19 @@
 namespace flashkernel::rope_detail {
 
 constexpr int kThreads = 256;
-// Heads a thread loads before it stores: 4 independent 16-byte loads in flight per thread either
-// way (neox loads two vectors per head). More made the kernel register-bound (124 registers for
-// bf16 neox at 4 heads: 2 blocks per SM) and slower, not faster.
+// Heads a thread loads before it stores. neox: one head (two 16-byte loads in flight) at 4 blocks
+// of 256 per SM (64 registers, no spill) beat two heads at 3 blocks (85 registers) by 3-6% of
+// copy speed for bf16 in the sweep of docs/ops/rope.md, step 3 (occupancy, not loads per thread,
+// is what hides the latency here); two heads at a 64-register cap spilled and fell to 0.59x.
+// gptj (one vector per head, not swept): 4 heads at 3 blocks per SM, as before.
 template <RopeStyle kStyle>
 constexpr int head_unroll() {
-  return kStyle == RopeStyle::kNeox ? 2 : 4;
+  return kStyle == RopeStyle::kNeox ? 1 : 4;
 }
-// 3 blocks of 256 threads per SM: caps registers at 85 (64 made neox spill; uncapped, bf16 neox
-// took 124 and ran 2 blocks per SM).
-constexpr int kMinBlocksPerSm = 3;
+template <RopeStyle kStyle>
+constexpr int min_blocks_per_sm() {
+  return kStyle == RopeStyle::kNeox ? 4 : 3;
+}
 
 struct InvFreq {
   float v[kRopeMaxRotaryDim / 2];
@@ -149,7 +152,7 @@ __device__ __forceinline__ float rot_second(float a, float b, float c, float s) 
 // kHeadUnroll and kMinBlocks are template parameters (defaulted to the tuned values) so a tuning
 // sweep can instantiate alternatives; the library instantiates only the defaults.
 template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV, int kHeadUnroll = head_unroll<kStyle>(),
-          int kMinBlocks = kMinBlocksPerSm>
+          int kMinBlocks = min_blocks_per_sm<kStyle>()>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     rope_kernel(const __grid_constant__ Params p,
                 const __grid_constant__ std::conditional_t<kFused, InvFreq, NoInvFreq> inv) {
@@ -301,8 +304,9 @@ bool can_vectorize(const Params& p, RopeStyle style, bool check_tables) {
   return true;
 }
 
-// Waves of threads (at 2048 per SM) to launch before threads start walking several heads each.
-constexpr int kTargetWaves = 4;
+// Waves of threads (at 2048 per SM) to launch before threads start walking several heads each:
+// 16 (shorter threads, a smaller tail wave) measured ~2% of copy speed above 4 in the sweep.
+constexpr int kTargetWaves = 16;
 
 // Fills in the unit counts and head groups of p for a launch of units of EV elements.
 template <RopeStyle kStyle, int EV>
@@ -313,7 +317,7 @@ void plan(Params& p, bool inplace, int target_waves) {
   p.units = p.rot_units + copy_units;
   const std::int64_t tokens = p.batch * p.seq;
   const std::int64_t heads = p.q.heads + p.k.heads;
-  // Enough threads for about four full waves; beyond that each thread walks more heads (more
+  // Enough threads for kTargetWaves full waves; beyond that each thread walks more heads (more
   // reuse of its cos/sin registers, fewer index computations). The head groups of one token
   // re-read the same cos/sin row, which is small and stays in L2.
   const std::int64_t target = std::int64_t(detail::current_sm_count()) * 2048 * target_waves;

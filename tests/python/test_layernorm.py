@@ -1,4 +1,4 @@
-"""add_layernorm (CUDA op and Triton twin) against a float64 PyTorch reference."""
+"""add_layernorm and add_rms_norm (CUDA ops and Triton twins) against a float64 PyTorch reference."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from helpers import fresh_generator, gpu, triton_device, triton_twin
 
 import flashkernel  # noqa: F401
-from flashkernel.ops.layernorm import add_layernorm
+from flashkernel.ops.layernorm import add_layernorm, add_rms_norm
 from flashkernel.triton.layernorm import add_layernorm as add_layernorm_triton
+from flashkernel.triton.layernorm import add_rms_norm as add_rms_norm_triton
 
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
@@ -21,19 +22,25 @@ def _inputs(rows, cols, dtype, device):
     return (mk(rows, cols) + 3, mk(rows, cols), mk(cols), mk(cols) * 0.5 + 1, mk(cols)), seed
 
 
-def _reference(x, r, b, w, lb, dtype):
+def _reference(x, r, b, w, lb, dtype, rms=False):
     s = (x.double() + (r.double() if r is not None else 0) + (b.double() if b is not None else 0)).to(dtype)
-    out = F.layer_norm(s.double(), (s.shape[-1],), w.double() if w is not None else None,
-                       lb.double() if lb is not None else None, 1e-5)
+    w64 = w.double() if w is not None else None
+    if rms:
+        return F.rms_norm(s.double(), (s.shape[-1],), w64, 1e-6), s
+    out = F.layer_norm(s.double(), (s.shape[-1],), w64, lb.double() if lb is not None else None, 1e-5)
     return out, s
 
 
-def _check(fn, rows, cols, dtype, device, use_r=True, use_b=True, affine=True):
+def _check(fn, rows, cols, dtype, device, use_r=True, use_b=True, affine=True, rms=False):
     (x, r, b, w, lb), seed = _inputs(rows, cols, dtype, device)
-    r, b = (r if use_r else None), (b if use_b else None)
+    r, b = (r if use_r else None), (b if use_b and not rms else None)
     w, lb = (w, lb) if affine else (None, None)
-    out, s = fn(x, r, bias=b, weight=w, ln_bias=lb)
-    ref, ref_s = _reference(x, r, b, w, lb, dtype)
+    if rms:
+        lb = None
+        out, s = fn(x, r, weight=w)
+    else:
+        out, s = fn(x, r, bias=b, weight=w, ln_bias=lb)
+    ref, ref_s = _reference(x, r, b, w, lb, dtype, rms)
     assert not torch.isnan(out).any()
     tol = TOL[dtype]
     assert (s.double() - ref_s.double()).abs().max().item() <= tol * (1 + ref_s.double().abs().max().item()), seed
@@ -42,9 +49,29 @@ def _check(fn, rows, cols, dtype, device, use_r=True, use_b=True, affine=True):
 
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (3, 1000), (2, 4096), (1, 8192), (4, 256), (2, 520), (3, 1024)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (3, 1000), (2, 4096), (1, 8192), (4, 256), (2, 520),
+                                       (3, 1024), (5, 2048), (3, 2056), (2, 4104), (17, 8192)])
 def test_add_layernorm_cuda(dtype, rows, cols):
     _check(add_layernorm, rows, cols, dtype, "cuda")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 127), (37, 768), (5, 2048), (2, 4104), (3, 8192)])
+def test_add_rms_norm_cuda(dtype, rows, cols):
+    _check(add_rms_norm, rows, cols, dtype, "cuda", rms=True)
+    _check(add_rms_norm, rows, cols, dtype, "cuda", use_r=False, affine=False, rms=True)
+
+
+@gpu
+def test_add_rms_norm_compiles():
+    # The fake implementation lets torch.compile trace the op with fullgraph.
+    x, r, w = (torch.randn(4, 512, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    w = w[0]
+    fn = torch.compile(lambda x, r, w: add_rms_norm(x, r, weight=w), fullgraph=True)
+    got, s = fn(x, r, w)
+    want, want_s = add_rms_norm(x, r, weight=w)
+    assert torch.equal(got, want) and torch.equal(s, want_s)
 
 
 @gpu
@@ -58,6 +85,13 @@ def test_add_layernorm_optional_inputs():
 @pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (5, 127)])
 def test_add_layernorm_triton(dtype, rows, cols):
     _check(add_layernorm_triton, rows, cols, dtype, triton_device())
+
+
+@triton_twin
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (5, 127)])
+def test_add_rms_norm_triton(dtype, rows, cols):
+    _check(add_rms_norm_triton, rows, cols, dtype, triton_device(), rms=True)
 
 
 @triton_twin
@@ -82,6 +116,9 @@ cases = [
     (ValueError, "'cols'", lambda: add_layernorm(torch.randn(1, 8193, device="cuda"))),
     (ValueError, "'eps'", lambda: add_layernorm(x, eps=0.0)),
     (ValueError, "'residual'", lambda: add_layernorm(x, x[:2])),
+    (ValueError, "add_rms_norm: argument 'weight'",
+     lambda: flashkernel.add_rms_norm(x, weight=torch.ones(7, device="cuda", dtype=torch.float16))),
+    (ValueError, "'cols'", lambda: flashkernel.add_rms_norm(torch.randn(1, 8193, device="cuda"))),
 ]
 for exc, text, fn in cases:
     try:

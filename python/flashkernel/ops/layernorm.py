@@ -1,4 +1,5 @@
-"""add_layernorm: residual add + LayerNorm in one kernel (torch.ops.flashkernel.add_layernorm)."""
+"""add_layernorm and add_rms_norm: residual add + LayerNorm / RMSNorm in one kernel
+(torch.ops.flashkernel.add_layernorm, torch.ops.flashkernel.add_rms_norm)."""
 from __future__ import annotations
 
 import torch
@@ -16,6 +17,14 @@ def add_layernorm(x: torch.Tensor, residual: torch.Tensor | None = None, *, bias
     tensors; bias, weight, ln_bias [C] or None; float32, float16 or bfloat16; fp32 statistics;
     C <= 8192."""
     return torch.ops.flashkernel.add_layernorm(x, residual, bias, weight, ln_bias, eps)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None = None, *, weight: torch.Tensor | None = None,
+                 eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """s = x + residual (rounded to x's dtype once); returns
+    (F.rms_norm(s, (C,), weight, eps), s): the RMSNorm of Llama-family models, fp32 statistics.
+    Same tensor rules as add_layernorm; C <= 8192."""
+    return torch.ops.flashkernel.add_rms_norm(x, residual, weight, eps)
 
 
 def check_args(op: str, x, residual, bias, weight, ln_bias) -> None:
@@ -41,4 +50,10 @@ def check_args(op: str, x, residual, bias, weight, ln_bias) -> None:
 @_library.register_fake("flashkernel::add_layernorm")
 def _add_layernorm_fake(x, residual=None, bias=None, weight=None, ln_bias=None, eps=1e-5):
     check_args(_OP, x, residual, bias, weight, ln_bias)
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@_library.register_fake("flashkernel::add_rms_norm")
+def _add_rms_norm_fake(x, residual=None, weight=None, eps=1e-6):
+    check_args("flashkernel.add_rms_norm", x, residual, None, weight, None)
     return torch.empty_like(x), torch.empty_like(x)

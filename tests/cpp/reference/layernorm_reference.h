@@ -1,5 +1,5 @@
-// CPU reference of add_layernorm in double precision (rounding s to T first, like the op's
-// documented semantics).
+// CPU reference of add_layernorm / add_rms_norm (rms: mean taken as 0) in double precision
+// (rounding s to T first, like the ops' documented semantics).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -10,7 +10,7 @@ namespace flashkernel::reference {
 
 template <typename T>
 void add_layernorm(const T* x, const T* residual, const T* bias, const T* gamma, const T* beta, T* out, T* sum_out,
-                   std::int64_t rows, std::int64_t cols, double eps) {
+                   std::int64_t rows, std::int64_t cols, double eps, bool rms = false) {
   for (std::int64_t r = 0; r < rows; ++r) {
     double mean = 0;
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -20,7 +20,7 @@ void add_layernorm(const T* x, const T* residual, const T* bias, const T* gamma,
       sum_out[r * cols + c] = from_float<T>(static_cast<float>(s));
       mean += to_float(sum_out[r * cols + c]);
     }
-    mean /= double(cols);
+    mean = rms ? 0.0 : mean / double(cols);
     double var = 0;
     for (std::int64_t c = 0; c < cols; ++c) {
       const double d = to_float(sum_out[r * cols + c]) - mean;

@@ -1,5 +1,6 @@
-"""RoPE on q and k against the ceiling (a device copy of the same q+k bytes) and the HuggingFace
-formula in eager mode and under torch.compile. GB/s counts q and k read once and written once."""
+"""RoPE on q and k against the ceiling (a device copy of the same q+k bytes), the HuggingFace
+formula in eager mode and under torch.compile, and Liger-Kernel's liger_rotary_pos_emb (when the
+package is importable). GB/s counts q and k read once and written once."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,15 @@ def hf_rope(q, k, cos_table, sin_table):
     return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
+def _liger_rope():
+    """Liger-Kernel's RoPE (it takes HF's [1, N, d] duplicated-half cos/sin), or None."""
+    try:
+        from liger_kernel.transformers.rope import liger_rotary_pos_emb
+    except ImportError:
+        return None
+    return liger_rotary_pos_emb
+
+
 def configs(quick: bool):
     seqs = [512, 1024, 2048, 4096] if not quick else [1024, 4096]
     for batch in (1, 8):
@@ -33,6 +43,7 @@ def configs(quick: bool):
 
 def run(ctx, quick: bool) -> None:
     compiled = torch.compile(hf_rope, dynamic=True)
+    liger = _liger_rope()
     for dtype in (torch.float16, torch.bfloat16):
         elem = torch.tensor([], dtype=dtype).element_size()
         for batch, hq, hk, seq, d in configs(quick):
@@ -49,6 +60,11 @@ def run(ctx, quick: bool) -> None:
                 "torch_eager": lambda q, k: hf_rope(q, k, cos, sin),
                 "torch_compile": lambda q, k: compiled(q, k, cos, sin),
             }
+            if liger is not None:
+                # The tables in the layout a HuggingFace model hands Liger, built once (not timed).
+                cos_hf = torch.cat((cos, cos), -1)[None].to(dtype)
+                sin_hf = torch.cat((sin, sin), -1)[None].to(dtype)
+                impls["liger"] = lambda q, k: liger(q, k, cos_hf, sin_hf)
             for impl, fn in impls.items():
                 ctx.record("rope", impl, dtype, config, ctx.time(fn, sets), bytes_moved=moved)
             del sets
