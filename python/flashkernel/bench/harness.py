@@ -90,6 +90,7 @@ class Timing:
     p10_ms: float
     p90_ms: float
     runs: int
+    host_us: float | None = None  # host cost of one call (call to return, launches queued), if measured
 
 
 @dataclass
@@ -145,7 +146,27 @@ class BenchContext:
         torch.cuda.synchronize()
         times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
         q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-        return Timing(statistics.median(times), q[0], q[-1], runs)
+        return Timing(statistics.median(times), q[0], q[-1], runs, self._host_us(fn, sets))
+
+    def _host_us(self, fn: Callable, sets: Sequence[Sequence], calls: int = 32) -> float | None:
+        """Host cost of one call: the wall time of `calls` back-to-back calls with no
+        synchronization, divided by `calls`. Where the GPU is faster than the host (small sizes) it
+        is also what the CUDA-event time measures; where it is slower, the launches just queue (32
+        calls stay far below the launch queue's depth), so the number is still the host's.
+        Returns None where the GPU time is long enough that the host cost does not matter
+        (> 1 ms a call), so large sweeps do not pay for it."""
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*sets[0])
+        torch.cuda.synchronize()
+        if time.perf_counter() - t0 > 1e-3:
+            return None
+        t0 = time.perf_counter()
+        for i in range(calls):
+            fn(*sets[i % len(sets)])
+        elapsed = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        return elapsed / calls * 1e6
 
     # ------------------------------------------------------------------ results
     def record(self, op: str, impl: str, dtype, config: str, timing: Timing | None,
@@ -165,6 +186,8 @@ class BenchContext:
                 "gbps": f"{bytes_moved / s / 1e9:.2f}" if bytes_moved else "",
                 "p10_ms": f"{timing.p10_ms:.6f}", "p90_ms": f"{timing.p90_ms:.6f}", "runs": timing.runs,
             })
+            if timing.host_us is not None:
+                row["host_us"] = f"{timing.host_us:.1f}"
         if note:
             row["note"] = note
         self.rows.append(row)
