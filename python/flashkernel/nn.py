@@ -4,6 +4,7 @@ are. Each forward is one call to the op (CUDA tensors); argument checks are the 
 
     ln = AddLayerNorm(768).cuda().half()        # nn.LayerNorm(768)'s state dict loads into it
     out, residual = ln(x, residual)              # LayerNorm(x + residual), and x + residual
+    rms = AddRMSNorm.from_rmsnorm(rms_norm)      # the same for nn.RMSNorm (Llama-family models)
     mlp_up = GeluLinear.from_linear(linear)      # GeLU(linear(x)) in one kernel
     q, k = RotaryEmbedding(128, max_positions=4096).cuda()(q, k, positions)
     out = FlashAttention(causal=True)(q, k, v)   # F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -17,12 +18,20 @@ from torch import nn
 
 from flashkernel.ops.attention import flash_attention
 from flashkernel.ops.gelu_linear import gelu_linear
-from flashkernel.ops.layernorm import add_layernorm
+from flashkernel.ops.layernorm import add_layernorm, add_rms_norm
 from flashkernel.ops.rope import STYLES, rope, rope_cache
 
-__all__ = ["AddLayerNorm", "FlashAttention", "GeluLinear", "RotaryEmbedding"]
+__all__ = ["AddLayerNorm", "AddRMSNorm", "FlashAttention", "GeluLinear", "RotaryEmbedding"]
 
 _APPROXIMATE = ("none", "tanh")
+
+
+def _one_dim(owner: str, normalized_shape) -> tuple[int]:
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if len(shape) != 1 or not isinstance(shape[0], int) or shape[0] < 1:
+        raise ValueError(f"flashkernel.nn.{owner}: argument 'normalized_shape' must be one positive int "
+                         f"(the last dimension; the kernel normalizes over one dimension), got {normalized_shape!r}")
+    return shape
 
 
 class AddLayerNorm(nn.Module):
@@ -34,10 +43,7 @@ class AddLayerNorm(nn.Module):
     def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float = 1e-5,
                  elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-        if len(shape) != 1 or not isinstance(shape[0], int) or shape[0] < 1:
-            raise ValueError("flashkernel.nn.AddLayerNorm: argument 'normalized_shape' must be one positive int "
-                             f"(the last dimension; the kernel normalizes over one dimension), got {normalized_shape!r}")
+        shape = _one_dim("AddLayerNorm", normalized_shape)
         self.normalized_shape = shape
         self.eps = float(eps)
         self.elementwise_affine = elementwise_affine
@@ -64,6 +70,44 @@ class AddLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return add_layernorm(x, residual, weight=self.weight, ln_bias=self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class AddRMSNorm(nn.Module):
+    """nn.RMSNorm over the last dimension, fused with the residual add before it:
+    forward(x, residual) returns (rms_norm(x + residual), x + residual). Parameter `weight` [C] as
+    nn.RMSNorm's (absent with elementwise_affine=False); eps=None means torch.finfo(x.dtype).eps,
+    as in nn.RMSNorm."""
+
+    def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float | None = None,
+                 elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        shape = _one_dim("AddRMSNorm", normalized_shape)
+        self.normalized_shape = shape
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+
+    @classmethod
+    def from_rmsnorm(cls, rms_norm: nn.RMSNorm) -> AddRMSNorm:
+        """A copy of `rms_norm`'s configuration and parameters (same device and dtype)."""
+        if not isinstance(rms_norm, nn.RMSNorm):
+            raise TypeError(f"flashkernel.nn.AddRMSNorm.from_rmsnorm: expected an nn.RMSNorm, got "
+                            f"{type(rms_norm).__name__}")
+        w = rms_norm.weight
+        m = cls(rms_norm.normalized_shape, eps=rms_norm.eps, elementwise_affine=w is not None,
+                device=None if w is None else w.device, dtype=None if w is None else w.dtype)
+        m.load_state_dict(rms_norm.state_dict())
+        return m
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
+        return add_rms_norm(x, residual, weight=self.weight, eps=eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flashkernel
-from flashkernel.nn import AddLayerNorm, FlashAttention, GeluLinear, RotaryEmbedding
+from flashkernel.nn import AddLayerNorm, AddRMSNorm, FlashAttention, GeluLinear, RotaryEmbedding
 from helpers import assert_within_torch_error, fresh_generator, gpu, max_rel_error, randn
 
 
@@ -66,6 +66,19 @@ def test_add_layernorm_argument_errors():
         AddLayerNorm.from_layernorm(nn.Linear(8, 8))
     with pytest.raises(RuntimeError, match="size mismatch"):
         AddLayerNorm(64).load_state_dict(nn.LayerNorm(32).state_dict())
+
+
+# ------------------------------------------------------------------ AddRMSNorm (CPU)
+@pytest.mark.parametrize("affine", [True, False])
+def test_add_rms_norm_state_dict_round_trips_with_nn_rmsnorm(affine):
+    rms = randomize_(nn.RMSNorm(64, eps=1e-6, elementwise_affine=affine))
+    ours = AddRMSNorm.from_rmsnorm(rms)
+    assert ours.eps == 1e-6 and ours.normalized_shape == (64,)
+    assert_same_state(ours, rms)
+    with pytest.raises(TypeError, match="nn.RMSNorm"):
+        AddRMSNorm.from_rmsnorm(nn.LayerNorm(8))
+    with pytest.raises(ValueError, match="'normalized_shape'"):
+        AddRMSNorm((4, 8))
 
 
 # ------------------------------------------------------------------ GeluLinear (CPU)
@@ -163,7 +176,7 @@ def test_flash_attention_module_checks_arguments():
 
 def test_modules_are_exported():
     assert flashkernel.nn.GeluLinear is GeluLinear
-    assert set(flashkernel.nn.__all__) == {"AddLayerNorm", "FlashAttention", "GeluLinear", "RotaryEmbedding"}
+    assert set(flashkernel.nn.__all__) == {"AddLayerNorm", "AddRMSNorm", "FlashAttention", "GeluLinear", "RotaryEmbedding"}
 
 
 # ------------------------------------------------------------------ GPU: each wrapper vs the PyTorch module
@@ -195,6 +208,22 @@ def test_add_layernorm_module_matches_nn_layernorm(dtype, shape):
     assert (out.double() - ref).abs().max().item() <= 4 * tol
     with torch.no_grad():
         assert (ln(s).double() - ref).abs().max().item() <= 4 * tol  # the module replaced, same bar
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("eps", [None, 1e-5])
+def test_add_rms_norm_module_matches_nn_rmsnorm(dtype, eps):
+    rms = nn.RMSNorm(4096, eps=eps, device="cuda", dtype=dtype)
+    g, _ = fresh_generator()
+    with torch.no_grad():
+        rms.weight.copy_(torch.randn(4096, generator=g) * 0.5 + 1)
+    ours = AddRMSNorm.from_rmsnorm(rms)
+    x, r = randn((3, 4096), dtype), randn((3, 4096), dtype)
+    out, s = ours(x, r)
+    assert torch.equal(s, x + r)
+    ref = F.rms_norm(s.double(), (4096,), rms.weight.double(), eps if eps is not None else torch.finfo(dtype).eps)
+    assert (out.double() - ref).abs().max().item() <= 4 * LN_TOL[dtype]
 
 
 @gpu
