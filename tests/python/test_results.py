@@ -1,13 +1,14 @@
 """The committed benchmark CSVs (bench/results/<gpu>/<op>.csv) and the tables and plots generated
 from them: every row is traceable to a commit of this repository, parses under the shared schema,
 and the README/docs tables and docs/img/ plots are exactly what scripts/update_results.py makes of
-them. CPU only (runs in CI)."""
+them. CPU only (runs in CI), but for the last test: the harness timing the device, on a GPU."""
 import csv
 import importlib.util
 import math
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,25 @@ def test_t4_estimate_scales_the_measured_fraction_of_copy_bandwidth():
     text = ur.t4_estimates(tables)
     lines = [line for line in text.splitlines() if line.startswith("| reduce") or line.startswith("| attention")]
     assert lines == ["| reduce | float16 | n=100000000 op=sum | 240.0 | Card X | 0.1000 | 0.80 | 1.000 |"]
+
+
+@pytest.mark.gpu
+def test_harness_times_the_device_not_the_host(tmp_path):
+    """A call whose host cost (here 300 us of Python before a tiny kernel) dwarfs its GPU time:
+    the CUDA-event median must time the kernel, not the host, and host_us must report the host.
+    Without the harness's head start the median would be >= 300 us."""
+    import torch
+    harness = _harness()
+    ctx = harness.BenchContext(out_dir=tmp_path, quick=True)
+    x = torch.zeros(1, device="cuda")
+
+    def slow_host_tiny_kernel(t):
+        deadline = time.perf_counter() + 300e-6
+        while time.perf_counter() < deadline:
+            pass
+        t.add_(1)
+
+    timing = ctx.time(slow_host_tiny_kernel, [(x,)])
+    assert timing.host_us is not None and timing.host_us >= 300, timing
+    assert timing.median_ms * 1e3 < 100, f"median {timing.median_ms * 1e3:.1f} us times the host: {timing}"
+    assert x.item() > 0
