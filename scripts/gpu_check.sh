@@ -124,8 +124,11 @@ interpreter_lane() {
 # memcheck over the Python paths: each op through its torch op, the engine and PagedKVCache, on a
 # small representative subset (memcheck slows every launch), checking the kernels whose names hold
 # "flashkernel" (ours; PyTorch's and HF's run unchecked). PyTorch's caching allocator would hide an
-# overrun inside a cached block, so it is switched off for this lane.
-PY_MEMCHECK_TESTS=${FK_PY_MEMCHECK_TESTS:-"tests/python/test_models_gpt2.py::test_greedy_generation_matches_hf
+# overrun inside a cached block, so it is switched off for this lane. The engine enters through a
+# teacher-forced forward (one HF forward to compare with) and the threads test (generate): HF's own
+# 128-token greedy generate, thousands of uncached allocations under the sanitizer, did not finish
+# its first case in 420 s on an H100.
+PY_MEMCHECK_TESTS=${FK_PY_MEMCHECK_TESTS:-"tests/python/test_models_gpt2.py::test_teacher_forced_logits_match_hf[fp16]
   tests/python/test_kv_cache.py::test_decode_mixed_length_batch tests/python/test_kv_cache.py::test_append_from_misaligned_views
   tests/python/test_kv_cache.py::test_append_op_skips_and_reports_out_of_range_slots
   tests/python/test_kv_cache.py::test_gather_op_reports_out_of_range_pages_and_never_reads_them
