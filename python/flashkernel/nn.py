@@ -34,57 +34,15 @@ def _one_dim(owner: str, normalized_shape) -> tuple[int]:
     return shape
 
 
-class AddLayerNorm(nn.Module):
-    """nn.LayerNorm over the last dimension, fused with the residual add before it:
-    forward(x, residual) returns (layer_norm(x + residual), x + residual), the sum rounded to x's
-    dtype once (the new residual stream of a pre-LN transformer block). Parameters `weight` and
-    `bias` [C] as nn.LayerNorm's (absent with elementwise_affine=False; no `bias` with bias=False)."""
+class _AddNorm(nn.Module):
+    """What AddLayerNorm and AddRMSNorm share: the one normalized dimension, eps, the optional
+    `weight` [C] (ones), the copy of a torch norm module and the repr."""
 
-    def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float = 1e-5,
-                 elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None):
+    _NAME = ""
+
+    def __init__(self, normalized_shape, eps, elementwise_affine: bool, device, dtype):
         super().__init__()
-        shape = _one_dim("AddLayerNorm", normalized_shape)
-        self.normalized_shape = shape
-        self.eps = float(eps)
-        self.elementwise_affine = elementwise_affine
-        factory = dict(device=device, dtype=dtype)
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(shape, **factory))
-            self.bias = nn.Parameter(torch.zeros(shape, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-
-    @classmethod
-    def from_layernorm(cls, layer_norm: nn.LayerNorm) -> AddLayerNorm:
-        """A copy of `layer_norm`'s configuration and parameters (same device and dtype)."""
-        if not isinstance(layer_norm, nn.LayerNorm):
-            raise TypeError(f"flashkernel.nn.AddLayerNorm.from_layernorm: expected an nn.LayerNorm, got "
-                            f"{type(layer_norm).__name__}")
-        w = layer_norm.weight
-        m = cls(layer_norm.normalized_shape, eps=layer_norm.eps, elementwise_affine=w is not None,
-                bias=layer_norm.bias is not None, device=None if w is None else w.device,
-                dtype=None if w is None else w.dtype)
-        m.load_state_dict(layer_norm.state_dict())
-        return m
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return add_layernorm(x, residual, weight=self.weight, ln_bias=self.bias, eps=self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
-
-
-class AddRMSNorm(nn.Module):
-    """nn.RMSNorm over the last dimension, fused with the residual add before it:
-    forward(x, residual) returns (rms_norm(x + residual), x + residual). Parameter `weight` [C] as
-    nn.RMSNorm's (absent with elementwise_affine=False); eps=None means torch.finfo(x.dtype).eps,
-    as in nn.RMSNorm."""
-
-    def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float | None = None,
-                 elementwise_affine: bool = True, device=None, dtype=None):
-        super().__init__()
-        shape = _one_dim("AddRMSNorm", normalized_shape)
+        shape = _one_dim(self._NAME, normalized_shape)
         self.normalized_shape = shape
         self.eps = eps
         self.elementwise_affine = elementwise_affine
@@ -94,23 +52,67 @@ class AddRMSNorm(nn.Module):
             self.register_parameter("weight", None)
 
     @classmethod
+    def _copy_of(cls, module: nn.Module, torch_type: type, method: str, **kwargs):
+        """A copy of `module`'s configuration and parameters (same device and dtype)."""
+        if not isinstance(module, torch_type):
+            raise TypeError(f"flashkernel.nn.{cls._NAME}.{method}: expected an nn.{torch_type.__name__}, got "
+                            f"{type(module).__name__}")
+        w = module.weight
+        m = cls(module.normalized_shape, eps=module.eps, elementwise_affine=w is not None,
+                device=None if w is None else w.device, dtype=None if w is None else w.dtype, **kwargs)
+        m.load_state_dict(module.state_dict())
+        return m
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class AddLayerNorm(_AddNorm):
+    """nn.LayerNorm over the last dimension, fused with the residual add before it:
+    forward(x, residual) returns (layer_norm(x + residual), x + residual), the sum rounded to x's
+    dtype once (the new residual stream of a pre-LN transformer block). Parameters `weight` and
+    `bias` [C] as nn.LayerNorm's (absent with elementwise_affine=False; no `bias` with bias=False)."""
+
+    _NAME = "AddLayerNorm"
+
+    def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None):
+        super().__init__(normalized_shape, float(eps), elementwise_affine, device, dtype)
+        if elementwise_affine and bias:
+            self.bias = nn.Parameter(torch.zeros(self.normalized_shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    @classmethod
+    def from_layernorm(cls, layer_norm: nn.LayerNorm) -> AddLayerNorm:
+        """A copy of `layer_norm`'s configuration and parameters (same device and dtype)."""
+        return cls._copy_of(layer_norm, nn.LayerNorm, "from_layernorm",
+                            bias=getattr(layer_norm, "bias", None) is not None)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return add_layernorm(x, residual, weight=self.weight, ln_bias=self.bias, eps=self.eps)
+
+
+class AddRMSNorm(_AddNorm):
+    """nn.RMSNorm over the last dimension, fused with the residual add before it:
+    forward(x, residual) returns (rms_norm(x + residual), x + residual). Parameter `weight` [C] as
+    nn.RMSNorm's (absent with elementwise_affine=False); eps=None means torch.finfo(x.dtype).eps,
+    as in nn.RMSNorm."""
+
+    _NAME = "AddRMSNorm"
+
+    def __init__(self, normalized_shape: int | tuple[int] | list[int], eps: float | None = None,
+                 elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
+
+    @classmethod
     def from_rmsnorm(cls, rms_norm: nn.RMSNorm) -> AddRMSNorm:
         """A copy of `rms_norm`'s configuration and parameters (same device and dtype)."""
-        if not isinstance(rms_norm, nn.RMSNorm):
-            raise TypeError(f"flashkernel.nn.AddRMSNorm.from_rmsnorm: expected an nn.RMSNorm, got "
-                            f"{type(rms_norm).__name__}")
-        w = rms_norm.weight
-        m = cls(rms_norm.normalized_shape, eps=rms_norm.eps, elementwise_affine=w is not None,
-                device=None if w is None else w.device, dtype=None if w is None else w.dtype)
-        m.load_state_dict(rms_norm.state_dict())
-        return m
+        return cls._copy_of(rms_norm, nn.RMSNorm, "from_rmsnorm")
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         return add_rms_norm(x, residual, weight=self.weight, eps=eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
 class GeluLinear(nn.Module):
