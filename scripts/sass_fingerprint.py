@@ -67,6 +67,12 @@ def fingerprints(library: str) -> dict[tuple[str, str], str]:
             close()
             arch, name, body = m.group(1), None, []
             continue
+        if line.startswith("Fatbin"):
+            # The next cubin's header: not part of the last kernel (hashing it made that
+            # kernel "change" whenever the kernel order inside a cubin changed).
+            close()
+            name, body = None, []
+            continue
         m = re.match(r"\s*Function : (.+?)\s*$", line)
         if m:
             close()
