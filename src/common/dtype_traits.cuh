@@ -64,4 +64,46 @@ __host__ __device__ __forceinline__ T from_float(float x) {
   }
 }
 
+// N elements of T to fp32 and back, two at a time where T is 16-bit and N even: one packed cvt
+// per pair instead of one per element (per-element bf16 rounding plus the repacking cost a
+// bf16 kernel ~50% more registers and instructions than fp16; see docs/ops/rope.md). Same values
+// as to_float / from_float element by element (round to nearest even).
+template <typename T, int N>
+__device__ __forceinline__ void to_float_array(const T (&in)[N], float (&out)[N]) {
+  if constexpr (std::is_same_v<T, __half> && N % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) {
+      const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&in[2 * j]));
+      out[2 * j] = x.x;
+      out[2 * j + 1] = x.y;
+    }
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && N % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) {
+      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[2 * j]));
+      out[2 * j] = x.x;
+      out[2 * j + 1] = x.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = to_float(in[j]);
+  }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void from_float_array(const float (&in)[N], T (&out)[N]) {
+  if constexpr (std::is_same_v<T, __half> && N % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) *reinterpret_cast<__half2*>(&out[2 * j]) = __floats2half2_rn(in[2 * j], in[2 * j + 1]);
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && N % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) {
+      *reinterpret_cast<__nv_bfloat162*>(&out[2 * j]) = __floats2bfloat162_rn(in[2 * j], in[2 * j + 1]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = from_float<T>(in[j]);
+  }
+}
+
 }  // namespace flashkernel

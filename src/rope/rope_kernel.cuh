@@ -64,45 +64,16 @@ struct alignas(EV * sizeof(T) >= 16 ? 16 : EV * sizeof(T)) Pack {
   T v[EV];
 };
 
-// Packed 16-bit <-> fp32 conversions: one cvt per two elements instead of one per element
-// (the per-element form made bf16 measurably slower than fp16; see docs/ops/rope.md).
+// Packed 16-bit <-> fp32 conversions (common/dtype_traits.cuh): one cvt per two elements.
 template <typename T, int EV>
-__device__ __forceinline__ void unpack(const Pack<T, EV>& p, float* f) {
-  if constexpr (std::is_same_v<T, __half> && EV % 2 == 0) {
-#pragma unroll
-    for (int j = 0; j < EV / 2; ++j) {
-      const float2 x = __half22float2(*reinterpret_cast<const __half2*>(&p.v[2 * j]));
-      f[2 * j] = x.x;
-      f[2 * j + 1] = x.y;
-    }
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && EV % 2 == 0) {
-#pragma unroll
-    for (int j = 0; j < EV / 2; ++j) {
-      const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&p.v[2 * j]));
-      f[2 * j] = x.x;
-      f[2 * j + 1] = x.y;
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < EV; ++j) f[j] = to_float(p.v[j]);
-  }
+__device__ __forceinline__ void unpack(const Pack<T, EV>& p, float (&f)[EV]) {
+  to_float_array(p.v, f);
 }
 
 template <typename T, int EV>
-__device__ __forceinline__ Pack<T, EV> pack(const float* f) {
+__device__ __forceinline__ Pack<T, EV> pack(const float (&f)[EV]) {
   Pack<T, EV> p;
-  if constexpr (std::is_same_v<T, __half> && EV % 2 == 0) {
-#pragma unroll
-    for (int j = 0; j < EV / 2; ++j) *reinterpret_cast<__half2*>(&p.v[2 * j]) = __floats2half2_rn(f[2 * j], f[2 * j + 1]);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16> && EV % 2 == 0) {
-#pragma unroll
-    for (int j = 0; j < EV / 2; ++j) {
-      *reinterpret_cast<__nv_bfloat162*>(&p.v[2 * j]) = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < EV; ++j) p.v[j] = from_float<T>(f[j]);
-  }
+  from_float_array(f, p.v);
   return p;
 }
 
