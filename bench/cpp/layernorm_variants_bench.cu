@@ -21,68 +21,22 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <type_traits>
 #include <vector>
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "sweep_util.cuh"
 #include "layernorm/add_norm_vector.cuh"
 
 namespace {
 
-using flashkernel::from_float;
 using flashkernel::to_float;
 using flashkernel::layernorm_detail::launch_vector_kernel;
 using flashkernel::layernorm_detail::NormRows;
 using flashkernel::layernorm_detail::norm_variant::kEarlyAffine;
 using flashkernel::layernorm_detail::norm_variant::kPairConvert;
 using flashkernel::layernorm_detail::norm_variant::kSumInT;
-
-// Pseudo-random values in [-2, 2) from the element index.
-template <typename T>
-__global__ void fill_kernel(T* x, std::int64_t n, std::uint32_t seed) {
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += std::int64_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    x[i] = from_float<T>(static_cast<float>(h & 0xffff) / 16384.f - 2.f);
-  }
-}
-
-template <typename T>
-void fill(T* x, std::int64_t n, std::uint32_t seed) {
-  fill_kernel<<<1024, 256>>>(x, n, seed);
-  FK_CUDA_CHECK(cudaGetLastError());
-}
-
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median over `reps` of the mean time of `launches` calls, each call on the next input set.
-float time_us(const std::function<void(int)>& call, int sets, int reps, int launches) {
-  cudaEvent_t a, b;
-  FK_CUDA_CHECK(cudaEventCreate(&a));
-  FK_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < sets; ++i) call(i);  // warm-up
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    FK_CUDA_CHECK(cudaEventRecord(a));
-    for (int i = 0; i < launches; ++i) call((r * launches + i) % sets);
-    FK_CUDA_CHECK(cudaEventRecord(b));
-    FK_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0.f;
-    FK_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.f / launches);
-  }
-  FK_CUDA_CHECK(cudaEventDestroy(a));
-  FK_CUDA_CHECK(cudaEventDestroy(b));
-  return median(t);
-}
 
 template <typename T>
 std::vector<float> to_host(const T* d, std::int64_t n) {
@@ -116,25 +70,25 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
       for (const int cols : {768, 1024, 2048, 4096, 8192}) {
         const std::int64_t n = std::int64_t(rows) * cols;
         const std::int64_t bytes = 4 * n * std::int64_t(sizeof(T));
-        const int sets = static_cast<int>(std::min<std::int64_t>(16, std::max<std::int64_t>(1, 2 * l2_bytes / bytes + 1)));
+        const int sets = sweep::rotation_sets(bytes, l2_bytes);
         std::vector<T*> x(sets), r(sets), out(sets), sum(sets);
         for (int s = 0; s < sets; ++s) {
           for (T** ptr : {&x[s], &r[s], &out[s], &sum[s]}) FK_CUDA_CHECK(cudaMalloc(ptr, n * sizeof(T)));
-          fill(x[s], n, 17u + s);
-          fill(r[s], n, 91u + s);
+          sweep::fill(x[s], n, 17u + s, 2.f);
+          sweep::fill(r[s], n, 91u + s, 2.f);
         }
         T *gamma, *beta;
         FK_CUDA_CHECK(cudaMalloc(&gamma, cols * sizeof(T)));
         FK_CUDA_CHECK(cudaMalloc(&beta, cols * sizeof(T)));
-        fill(gamma, cols, 5u);
-        fill(beta, cols, 6u);
+        sweep::fill(gamma, cols, 5u, 2.f);
+        sweep::fill(beta, cols, 6u, 2.f);
         auto params = [&](int s) {
           return NormRows<T>{x[s], r[s], nullptr, gamma, rms ? nullptr : beta, out[s], sum[s], rows, cols, 1e-5f, rms};
         };
-        const float copy_us = time_us([&](int s) {
+        const float copy_us = sweep::time_us([&](int s) {
           FK_CUDA_CHECK(cudaMemcpyAsync(out[s], x[s], n * sizeof(T), cudaMemcpyDeviceToDevice));
           FK_CUDA_CHECK(cudaMemcpyAsync(sum[s], r[s], n * sizeof(T), cudaMemcpyDeviceToDevice));
-        }, sets, 15, 20);
+        }, sets);
         std::vector<float> ref_out, ref_sum;
         for (const auto& v : variants) {
           // Output check on set 0, poisoned first.
@@ -156,7 +110,7 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
               }
             }
           }
-          const float us = time_us([&](int s) { v.launch(params(s), nullptr); }, sets, 15, 20);
+          const float us = sweep::time_us([&](int s) { v.launch(params(s), nullptr); }, sets);
           std::printf("%s,%s,%d,%d,%s,%.2f,%.3f\n", dtype, rms ? "add_rms_norm" : "add_layernorm", rows, cols, v.name,
                       us, copy_us / us);
         }

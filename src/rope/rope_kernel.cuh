@@ -120,27 +120,47 @@ __device__ __forceinline__ void load_table(const TT* p, float* out) {
 __device__ __forceinline__ float rot_first(float a, float b, float c, float s) { return fmaf(a, c, -b * s); }
 __device__ __forceinline__ float rot_second(float a, float b, float c, float s) { return fmaf(b, c, a * s); }
 
-// kHeadUnroll and kMinBlocks are template parameters (defaulted to the tuned values) so a tuning
-// sweep can instantiate alternatives; the library instantiates only the defaults.
+// kHeadUnroll, kMinBlocks and kIndex32 are template parameters (defaulted to the shipped values)
+// so a tuning sweep (bench/cpp/rope_variants_bench.cu) can instantiate alternatives; the library
+// instantiates only the defaults. kIndex32: the thread -> (unit, token, head group) decomposition
+// in 32-bit unsigned arithmetic (three 64-bit divisions per thread otherwise); only for launches
+// of fewer than 2^32 threads (index32_fits).
 template <typename T, typename TT, RopeStyle kStyle, bool kFused, int EV, int kHeadUnroll = head_unroll<kStyle>(),
-          int kMinBlocks = min_blocks_per_sm<kStyle>()>
+          int kMinBlocks = min_blocks_per_sm<kStyle>(), bool kIndex32 = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     rope_kernel(const __grid_constant__ Params p,
                 const __grid_constant__ std::conditional_t<kFused, InvFreq, NoInvFreq> inv) {
   constexpr bool kNeox = kStyle == RopeStyle::kNeox;
   constexpr int kPairs = kNeox ? EV : EV / 2;  // pairs (and cos/sin entries) per rotating unit
-  const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= p.total_threads) return;
   // unit fastest, then token, then head group: a warp covers consecutive tokens of the same heads,
   // i.e. contiguous rows of [B, H, N, d] storage, so DRAM sees long sequential streams (ordering
   // the head group before the token scattered each warp over several heads and cost ~10%).
-  const std::int64_t tokens = p.batch * p.seq;
-  const int unit = static_cast<int>(t % p.units);
-  const std::int64_t rest = t / p.units;
-  const std::int64_t token = rest % tokens;
-  const int group = static_cast<int>(rest / tokens);
-  const std::int64_t b = token / p.seq;
-  const std::int64_t n = token - b * p.seq;
+  int unit, group;
+  std::int64_t token, b, n;
+  if constexpr (kIndex32) {
+    const std::uint32_t t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= static_cast<std::uint32_t>(p.total_threads)) return;
+    const std::uint32_t units = static_cast<std::uint32_t>(p.units);
+    const std::uint32_t tokens = static_cast<std::uint32_t>(p.batch * p.seq);
+    const std::uint32_t seq = static_cast<std::uint32_t>(p.seq);
+    unit = static_cast<int>(t % units);
+    const std::uint32_t rest = t / units;
+    const std::uint32_t tok = rest % tokens;
+    group = static_cast<int>(rest / tokens);
+    token = tok;
+    b = tok / seq;
+    n = tok - static_cast<std::uint32_t>(b) * seq;
+  } else {
+    const std::int64_t t = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (t >= p.total_threads) return;
+    const std::int64_t tokens = p.batch * p.seq;
+    unit = static_cast<int>(t % p.units);
+    const std::int64_t rest = t / p.units;
+    token = rest % tokens;
+    group = static_cast<int>(rest / tokens);
+    b = token / p.seq;
+    n = token - b * p.seq;
+  }
   const std::int64_t hq = p.q.heads;
   const std::int64_t heads = hq + p.k.heads;
   const std::int64_t half = p.rotary_dim / 2;

@@ -1,0 +1,62 @@
+// What the kernel-variant sweeps (layernorm_variants_bench, rope_variants_bench) share: inputs
+// from an index hash and a CUDA-event timer over rotating input sets.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+
+namespace sweep {
+
+// Pseudo-random values in [-scale, scale) from the element index (no host transfer).
+template <typename T>
+__global__ void fill_kernel(T* x, std::int64_t n, std::uint32_t seed, float scale) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    x[i] = flashkernel::from_float<T>((static_cast<float>(h & 0xffff) / 32768.f - 1.f) * scale);
+  }
+}
+
+template <typename T>
+void fill(T* x, std::int64_t n, std::uint32_t seed, float scale = 1.f) {
+  fill_kernel<<<1024, 256>>>(x, n, seed, scale);
+  FK_CUDA_CHECK(cudaGetLastError());
+}
+
+// Input sets to rotate through so that together they exceed 2x L2 (each call reads HBM).
+inline int rotation_sets(std::int64_t bytes_per_set, std::int64_t l2_bytes) {
+  return static_cast<int>(std::min<std::int64_t>(16, 2 * l2_bytes / bytes_per_set + 1));
+}
+
+// Median over `reps` of the mean time (us) of `launches` calls, call(i) using input set i.
+inline float time_us(const std::function<void(int)>& call, int sets, int reps = 15, int launches = 20) {
+  cudaEvent_t a, b;
+  FK_CUDA_CHECK(cudaEventCreate(&a));
+  FK_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < sets; ++i) call(i);  // warm-up
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    FK_CUDA_CHECK(cudaEventRecord(a));
+    for (int i = 0; i < launches; ++i) call((r * launches + i) % sets);
+    FK_CUDA_CHECK(cudaEventRecord(b));
+    FK_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    FK_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1000.f / launches);
+  }
+  FK_CUDA_CHECK(cudaEventDestroy(a));
+  FK_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace sweep
