@@ -26,7 +26,7 @@
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
-#include "sweep_util.cuh"
+#include "bench_util.cuh"
 #include "layernorm/add_norm_vector.cuh"
 
 namespace {

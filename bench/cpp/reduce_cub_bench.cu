@@ -22,11 +22,10 @@
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "bench_util.cuh"
 #include "flashkernel/reduce.h"
 
 namespace {
-
-using flashkernel::from_float;
 
 struct SumF {
   __device__ float operator()(float a, float b) const { return a + b; }
@@ -34,19 +33,6 @@ struct SumF {
 struct MaxF {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
-
-// Pseudo-random values in [-1, 1) from the element index (no host transfer of gigabytes).
-template <typename T>
-__global__ void fill_kernel(T* x, std::int64_t n, std::uint32_t seed) {
-  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += std::int64_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = std::uint32_t(i) * 2654435761u ^ std::uint32_t(i >> 32) ^ seed;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    x[i] = from_float<T>(float(h) * (2.0f / 4294967296.0f) - 1.0f);
-  }
-}
 
 // Median of `runs` event-timed calls, cycling through the input sets so that each call reads
 // from HBM, not from L2 (the sets together exceed twice the L2 size).
@@ -96,7 +82,7 @@ std::vector<T*> make_sets(std::int64_t n) {
   std::vector<T*> sets(rotation_count(n * sizeof(T)));
   for (std::size_t s = 0; s < sets.size(); ++s) {
     FK_CUDA_CHECK(cudaMalloc(&sets[s], n * sizeof(T)));
-    fill_kernel<T><<<1024, 256>>>(sets[s], n, std::uint32_t(s * 7919 + 1));
+    sweep::fill(sets[s], n, std::uint32_t(s * 7919 + 1));
     FK_CHECK_LAUNCH();
   }
   return sets;

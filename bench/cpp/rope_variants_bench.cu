@@ -23,7 +23,7 @@
 
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
-#include "sweep_util.cuh"
+#include "bench_util.cuh"
 #include "rope/rope_kernel.cuh"
 
 namespace {

@@ -1,5 +1,5 @@
-// What the kernel-variant sweeps (layernorm_variants_bench, rope_variants_bench) share: inputs
-// from an index hash and a CUDA-event timer over rotating input sets.
+// What the C++ benchmarks share: inputs from an index hash (no host transfer of gigabytes) and,
+// for the kernel-variant sweeps, a CUDA-event timer over rotating input sets.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,16 +13,16 @@
 
 namespace sweep {
 
-// Pseudo-random values in [-scale, scale) from the element index (no host transfer).
+// Pseudo-random values in [-scale, scale) from the element index.
 template <typename T>
 __global__ void fill_kernel(T* x, std::int64_t n, std::uint32_t seed, float scale) {
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n;
+  for (std::int64_t i = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += std::int64_t(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    std::uint32_t h = std::uint32_t(i) * 2654435761u ^ std::uint32_t(i >> 32) ^ seed;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
     h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    x[i] = flashkernel::from_float<T>((static_cast<float>(h & 0xffff) / 32768.f - 1.f) * scale);
+    x[i] = flashkernel::from_float<T>((float(h) * (2.0f / 4294967296.0f) - 1.0f) * scale);
   }
 }
 
