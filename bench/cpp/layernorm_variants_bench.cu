@@ -4,9 +4,11 @@
 // CSVs: its job is to decide what the library should pick (DEVELOPMENT_LOG.md, "Memory-bound").
 //
 // Variants (16-bit types; norm_variant:: in src/layernorm/add_norm_vector.cuh):
-//   library  the shipped choice: up to 4 vectors per lane, the rounded sums kept as fp32
-//   early    the same shapes, gamma/beta loaded before the first row reduction
-//   pairs    the same shapes, 16-bit <-> fp32 conversions two elements per instruction
+//   library  the shipped choice (norm_variant::kLibrary): up to 4 vectors per lane, the rounded
+//            sums kept as fp32, 16-bit <-> fp32 conversions two elements per instruction
+//   plain    the same without pair conversions (the library's choice until the first sweep)
+//   early    plain with gamma/beta loaded before the first row reduction
+//   pairs    plain with pair conversions (what the library ships)
 //   sumT8    the rounded sums kept as 16-bit vectors, up to 8 vectors per lane (half the warps
 //            per row at widths >= 2048, so more rows per SM); and combinations
 // Ratio: a cudaMemcpyAsync of the same bytes (half read, half written) over the variant's time.
@@ -54,6 +56,7 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
     const char* name;
     Launch launch;
   } variants[] = {{"library", launch_vector_kernel<T>},
+                  {"plain", launch_vector_kernel<T, 0>},
                   {"early", launch_vector_kernel<T, kEarlyAffine>},
                   {"pairs", launch_vector_kernel<T, kPairConvert>},
                   {"pairs_early", launch_vector_kernel<T, kPairConvert | kEarlyAffine>},

@@ -4,10 +4,12 @@
 // output bit for bit (the same arithmetic, only the index math and the work split differ).
 //
 // Variants:
-//   library     the shipped configuration: 64-bit index math, one head per step, 16 target waves
-//   idx32       the thread decomposition in 32-bit arithmetic (launches under 2^32 threads)
-//   idx32_w4    and 4 target waves (each thread walks ~4x more heads: fewer cos/sin reloads)
-//   idx32_u2mb3 and two heads per step at 3 blocks per SM
+//   library     the shipped configuration: the thread decomposition in 32-bit arithmetic (every
+//               launch under 2^32 threads), one head per step, 16 target waves
+//   idx64       the same in 64-bit arithmetic (what the library ran before the first sweep, and
+//               still runs for launches of 2^32 threads or more)
+//   idx32_w4    library with 4 target waves (each thread walks ~4x more heads: fewer cos/sin reloads)
+//   idx32_u2mb3 library with two heads per step at 3 blocks per SM
 // Ratio: a cudaMemcpyAsync of the same bytes (half read, half written) over the variant's time.
 //
 //   rope_variants_bench [--quick]      prints CSV: dtype,B,N,Hq,Hk,d,variant,us,ratio_copy
@@ -59,9 +61,11 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
     void (*launch)(Params, int);
     int waves;
   } variants[] = {{"library",
+                   launch_instance<T, head_unroll<RopeStyle::kNeox>(), min_blocks_per_sm<RopeStyle::kNeox>(), true>,
+                   kTargetWaves},
+                  {"idx64",
                    launch_instance<T, head_unroll<RopeStyle::kNeox>(), min_blocks_per_sm<RopeStyle::kNeox>(), false>,
                    kTargetWaves},
-                  {"idx32", launch_instance<T, 1, 4, true>, kTargetWaves},
                   {"idx32_w4", launch_instance<T, 1, 4, true>, 4},
                   {"idx32_u2mb3", launch_instance<T, 2, 3, true>, kTargetWaves}};
   int failures = 0;

@@ -64,6 +64,7 @@ __host__ __device__ __forceinline__ T from_float(float x) {
   }
 }
 
+#if defined(__CUDACC__)  // device-only helpers (host compilers reject their #pragma unroll)
 // N elements of T to fp32 and back, two at a time where T is 16-bit and N even: one packed cvt
 // per pair instead of one per element (per-element bf16 rounding plus the repacking cost a
 // bf16 kernel ~50% more registers and instructions than fp16; see docs/ops/rope.md). Same values
@@ -105,5 +106,7 @@ __device__ __forceinline__ void from_float_array(const float (&in)[N], T (&out)[
     for (int j = 0; j < N; ++j) out[j] = from_float<T>(in[j]);
   }
 }
+
+#endif  // __CUDACC__
 
 }  // namespace flashkernel

@@ -71,8 +71,9 @@ __device__ __forceinline__ float row_allreduce(float v, float* slot) {
 }
 
 // Variants of the vector kernel for tuning sweeps (bench/cpp/layernorm_variants_bench.cu), a bit
-// set (nvcc takes no class-type template arguments on kernels); the library uses 0 (all off)
-// until a sweep on the GPU shows a variant faster.
+// set (nvcc takes no class-type template arguments on kernels); the library uses kLibrary, the
+// sweep's winner (DEVELOPMENT_LOG.md: kPairConvert measured 2-14% faster on an H100 at every
+// width, both dtypes, both norms; kEarlyAffine and kSumInT slower or even).
 namespace norm_variant {
 // Keep the rounded sums as vectors of T, not fp32: half the registers for 16-bit T, room for 8
 // vectors per lane (fewer warps per row, more rows per SM).
@@ -83,6 +84,8 @@ inline constexpr unsigned kEarlyAffine = 2;
 // 16-bit <-> fp32 two elements per instruction (to_float_array / from_float_array): otherwise
 // bf16 rounds one element per F2F and repacks with PRMT (88 registers against fp16's 60).
 inline constexpr unsigned kPairConvert = 4;
+// What the library launches.
+inline constexpr unsigned kLibrary = kPairConvert;
 }  // namespace norm_variant
 
 template <typename T, int kVecs, int kWarpsPerRow, unsigned kVariant = 0>
@@ -231,7 +234,7 @@ constexpr int max_vecs() {
 // whose lanes hold it in kMax vectors each; one warp per row takes the fewest vectors (1, 2, 4,
 // 8) that hold it, several warps always kMax. The library uses the defaults; a sweep can ask for
 // kMax = 8 with 16-bit types (with kSumInT, to keep the registers) and the other variants.
-template <typename T, unsigned kVariant = 0, int kMax = max_vecs<T>()>
+template <typename T, unsigned kVariant = norm_variant::kLibrary, int kMax = max_vecs<T>()>
 void launch_vector_kernel(const NormRows<T>& p, cudaStream_t stream) {
   const int nvec = p.cols / vec_size<T>();
   if (nvec <= kWarpSize) return launch_vector_instance<T, 1, 1, kVariant>(p, stream);
