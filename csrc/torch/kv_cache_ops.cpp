@@ -200,9 +200,9 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   a.seq_lens = seq_lens.data_ptr<int32_t>();
   a.max_seq_len = max_seq_len;
   a.scale = static_cast<float>(sc);
-  // PagedDecodeVariant: -1 chooses, 0..3 name a loop variant (A/B measurements, tests). Out of
+  // PagedDecodeVariant: -1 chooses, 0..5 name a loop variant (A/B measurements, tests). Out of
   // range values are the library's error, which names the argument.
-  a.variant = static_cast<PagedDecodeVariant>(std::clamp<int64_t>(variant, -2, 4));
+  a.variant = static_cast<PagedDecodeVariant>(std::clamp<int64_t>(variant, -2, 6));
   const std::size_t ws = call_library([&] { return paged_decode_workspace_bytes(a); });
   at::Tensor workspace;
   if (ws) {

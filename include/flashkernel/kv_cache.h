@@ -197,13 +197,16 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
 // error_flag: see "Index faults" above (kKVFaultSeqLens, kKVFaultPageTable).
 // The kernel loop paged_decode_attention runs, for A/B measurements and tests; kAuto chooses
 // (tensor cores for groups of 4-8 query heads per KV head on compute capability 8.0+, CUDA cores
-// otherwise). kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore) and needs 8.0+.
+// otherwise). kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore); it and the
+// ring variants need 8.0+.
 enum class PagedDecodeVariant : int {
   kAuto = -1,
   kCudaCore = 0,           // 4 rows per lane per iteration, loads then math
   kCudaCorePrefetch2 = 1,  // 2 rows, the next tile's loads prefetched
   kCudaCorePrefetch4 = 2,  // 4 rows, prefetched
-  kTensorCore = 3,         // mma.sync for groups of 4-8 heads
+  kTensorCore = 3,         // mma.sync for groups of 4-8 heads, K/V loaded into registers
+  kTensorCoreRing = 4,     // mma.sync for every group size, K/V through a cp.async shared-memory ring
+  kTensorCoreRing2 = 5,    // the same with a 2-stage ring (less shared memory, more CTAs per SM)
 };
 
 struct PagedDecodeArgs {

@@ -101,11 +101,13 @@ void validate(const PagedDecodeArgs& a) {
                       "], got " + std::to_string(a.max_seq_len));
   detail::require(a.max_seq_len < (std::int64_t(1) << 30), kOp, "max_seq_len", "must be < 2^30");
   detail::require(a.scale > 0.f, kOp, "scale", "must be > 0, got " + std::to_string(a.scale));
-  detail::require(int(a.variant) >= int(PagedDecodeVariant::kAuto) && int(a.variant) <= kTensorCoreVariant, kOp,
-                  "variant", "must be a PagedDecodeVariant (-1..3), got " + std::to_string(int(a.variant)));
-  if (a.variant == PagedDecodeVariant::kTensorCore) {
+  detail::require(int(a.variant) >= int(PagedDecodeVariant::kAuto) && int(a.variant) < kv_decode::kNumVariants, kOp,
+                  "variant",
+                  "must be a PagedDecodeVariant (-1.." + std::to_string(kv_decode::kNumVariants - 1) + "), got " +
+                      std::to_string(int(a.variant)));
+  if (int(a.variant) >= kTensorCoreVariant) {
     detail::require(detail::current_compute_major() >= 8, kOp, "variant",
-                    "kTensorCore needs compute capability 8.0 or newer (mma.sync m16n8k16)");
+                    "the tensor-core variants (3-5) need compute capability 8.0 or newer (mma.sync m16n8k16, cp.async)");
   }
   if (a.batch == 0) return;
   detail::require(a.q != nullptr && is_aligned(a.q), kOp, "q", "must be a non-null 16-byte aligned pointer");

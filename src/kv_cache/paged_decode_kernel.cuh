@@ -13,8 +13,11 @@
 // splits (the combine kernel, by log-sum-exp).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
+#include "common/cp_async.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
 #include "common/index_guard.cuh"
@@ -320,87 +323,48 @@ __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t
 #endif
 }
 
+// A warp's online-softmax state on the tensor-core path, and its 16-token step. Shared by the
+// register-loading kernel (paged_decode_mma_kernel) and the shared-memory ring kernel
+// (paged_decode_ring_kernel), which differ only in how a step's K/V fragments reach registers.
+// Fragments of a step at token `base`, lane (gq, tq):
+//   k[h][j] = K[base + 8h + gq][32j + 8tq .. +7]                     (h < 2, j < D/32)
+//   v[s][i] = V[base + 8(s >> 1) + 2tq + (s & 1)][64i + 8gq .. +7]    (s < 4, i < D/64)
+// Tokens at or past `end` must hold zeros (never a slot's bytes: an unwritten slot may be NaN).
 template <typename T, int D, int G>
-__global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
+struct MmaDecodeState {
   static_assert(G <= 8, "one mma row block holds at most 8 heads");
-  constexpr int kJ = D / 32;      // K vectors per token per lane
-  constexpr int kI = D / 64;      // V vectors per token per lane
-  constexpr int kTiles = D / 8;   // n-tiles of the output
-  constexpr int kBlock = 16;      // tokens per warp step
-  constexpr int kCtaTokens = kWarps * kBlock;
+  static constexpr int kJ = D / 32;     // K vectors per token per lane
+  static constexpr int kI = D / 64;     // V vectors per token per lane
+  static constexpr int kTiles = D / 8;  // n-tiles of the output
+  static constexpr int kBlock = 16;     // tokens per warp step
 
-  const int b = blockIdx.z;
-  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
-  const int split = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gq = lane / 4, tq = lane % 4;
-
-  int start = 0, end = 0;
-  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
-
-  const bool head_ok = gq < G && hc * G + gq < p.group;
   std::uint32_t qa[kJ][4];
+  float m, l;
+  float acc[kTiles][2];
+
+  __device__ __forceinline__ void init(const Params& p, int b, int hk, int hc, int gq, int tq) {
+    const bool head_ok = gq < G && hc * G + gq < p.group;
 #pragma unroll
-  for (int j = 0; j < kJ; ++j) {
-    Vec<T> v;
-    if (head_ok) {
-      v = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hk * p.group + hc * G + gq) * D +
-                   32 * j + 8 * tq);
-    } else {
+    for (int j = 0; j < kJ; ++j) {
+      Vec<T> v;
+      if (head_ok) {
+        v = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hk * p.group + hc * G + gq) * D +
+                     32 * j + 8 * tq);
+      } else {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+        for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+      }
+#pragma unroll
+      for (int w = 0; w < 4; ++w) qa[j][w] = reinterpret_cast<const std::uint32_t*>(&v)[w];
     }
+    m = softmax::kNegInf;
+    l = 0.f;
 #pragma unroll
-    for (int w = 0; w < 4; ++w) qa[j][w] = reinterpret_cast<const std::uint32_t*>(&v)[w];
+    for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = 0.f;
   }
 
-  float m = softmax::kNegInf, l = 0.f;
-  float acc[kTiles][2];
-#pragma unroll
-  for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = 0.f;
-
-  const T* pool = static_cast<const T*>(p.pool);
-  const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
-  const int page_mask = (1 << p.page_size_log2) - 1;
-  const std::int64_t k_head_off = (std::int64_t(hk) << p.page_size_log2) * D;
-  const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
-  auto row_ptr = [&](int tok) {
-    const std::int64_t page = table[tok >> p.page_size_log2];
-    return pool + page * p.page_elems + k_head_off + std::int64_t(tok & page_mask) * D;
-  };
-  auto zero = [](Vec<T>& v) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
-  };
-
-  for (int base = start + warp * kBlock; base < end; base += kCtaTokens) {
-    // Masked tokens load zeros, never the slot's bytes: an unwritten slot may hold NaN, and
-    // 0 * NaN would poison the sum.
-    Vec<T> kx[2][kJ], vx[4][kI];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int tok = base + 8 * h + gq;
-      if (tok < end) {
-        const T* kp = row_ptr(tok);
-#pragma unroll
-        for (int j = 0; j < kJ; ++j) kx[h][j] = load_vec_stream(kp + 32 * j + 8 * tq);
-      } else {
-#pragma unroll
-        for (int j = 0; j < kJ; ++j) zero(kx[h][j]);
-      }
-    }
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const int tok = base + (s >> 1) * 8 + 2 * tq + (s & 1);
-      if (tok < end) {
-        const T* vp = row_ptr(tok) + v_off;
-#pragma unroll
-        for (int i = 0; i < kI; ++i) vx[s][i] = load_vec_stream(vp + 64 * i + 8 * gq);
-      } else {
-#pragma unroll
-        for (int i = 0; i < kI; ++i) zero(vx[s][i]);
-      }
-    }
+  __device__ __forceinline__ void step(const Vec<T> (&kx)[2][kJ], const Vec<T> (&vx)[4][kI], int base, int end,
+                                       float scale_log2, int tq) {
     // Scores of head gq for tokens base + 8h + 2tq + {0, 1}.
     float sc[2][2];
 #pragma unroll
@@ -413,8 +377,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
         mma_top_rows<T>(d0, d1, qa[j][2], qa[j][3], k4[2], k4[3]);
       }
       const int tok = base + 8 * h + 2 * tq;
-      sc[h][0] = tok < end ? d0 * p.scale_log2 : softmax::kNegInf;
-      sc[h][1] = tok + 1 < end ? d1 * p.scale_log2 : softmax::kNegInf;
+      sc[h][0] = tok < end ? d0 * scale_log2 : softmax::kNegInf;
+      sc[h][1] = tok + 1 < end ? d1 * scale_log2 : softmax::kNegInf;
     }
     float mx = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -451,44 +415,259 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
     }
   }
 
-  // l is a per-lane partial sum over this lane's tokens; the row's other 3 lanes hold the rest.
-  l += __shfl_xor_sync(0xffffffffu, l, 1);
-  l += __shfl_xor_sync(0xffffffffu, l, 2);
-  __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
-  __shared__ float sm_acc[kWarps][G][D];
-  if (gq < G) {
-    if (tq == 0) {
-      sm_m[warp][gq] = m;
-      sm_l[warp][gq] = l;
-    }
+  // Merges the warps' states through `scratch` (shared memory the caller may reuse: the whole
+  // CTA must be past its last read of it) and writes the CTA's result.
+  __device__ __forceinline__ void finish(const Params& p, void* scratch, int warp, int gq, int tq, int b, int hk,
+                                         int hc, int split) {
+    struct Merge {
+      float m[kWarps][G], l[kWarps][G];
+      float acc[kWarps][G][D];
+    };
+    Merge& sm = *static_cast<Merge*>(scratch);
+    // l is a per-lane partial sum over this lane's tokens; the row's other 3 lanes hold the rest.
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    if (gq < G) {
+      if (tq == 0) {
+        sm.m[warp][gq] = m;
+        sm.l[warp][gq] = l;
+      }
 #pragma unroll
-    for (int i = 0; i < kI; ++i) {
+      for (int i = 0; i < kI; ++i) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        sm_acc[warp][gq][64 * i + 16 * tq + e] = acc[i * 8 + e][0];
-        sm_acc[warp][gq][64 * i + 16 * tq + 8 + e] = acc[i * 8 + e][1];
+        for (int e = 0; e < 8; ++e) {
+          sm.acc[warp][gq][64 * i + 16 * tq + e] = acc[i * 8 + e][0];
+          sm.acc[warp][gq][64 * i + 16 * tq + 8 + e] = acc[i * 8 + e][1];
+        }
       }
     }
+    __syncthreads();
+    finish_cta<T, D, G>(p, sm.m, sm.l, sm.acc, b, hk, hc, split);
   }
-  __syncthreads();
-  finish_cta<T, D, G>(p, sm_m, sm_l, sm_acc, b, hk, hc, split);
+  static constexpr int kMergeBytes = int(sizeof(float)) * kWarps * G * (D + 2);
+};
+
+template <typename T, int D, int G>
+__global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
+  using State = MmaDecodeState<T, D, G>;
+  constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
+  constexpr int kCtaTokens = kWarps * kBlock;
+
+  const int b = blockIdx.z;
+  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
+  const int split = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, tq = lane % 4;
+
+  int start = 0, end = 0;
+  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
+  State st;
+  st.init(p, b, hk, hc, gq, tq);
+
+  const T* pool = static_cast<const T*>(p.pool);
+  const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
+  const int page_mask = (1 << p.page_size_log2) - 1;
+  const std::int64_t k_head_off = (std::int64_t(hk) << p.page_size_log2) * D;
+  const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
+  auto row_ptr = [&](int tok) {
+    const std::int64_t page = table[tok >> p.page_size_log2];
+    return pool + page * p.page_elems + k_head_off + std::int64_t(tok & page_mask) * D;
+  };
+  auto zero = [](Vec<T>& v) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+  };
+
+  for (int base = start + warp * kBlock; base < end; base += kCtaTokens) {
+    Vec<T> kx[2][kJ], vx[4][kI];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = base + 8 * h + gq;
+      if (tok < end) {
+        const T* kp = row_ptr(tok);
+#pragma unroll
+        for (int j = 0; j < kJ; ++j) kx[h][j] = load_vec_stream(kp + 32 * j + 8 * tq);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kJ; ++j) zero(kx[h][j]);
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int tok = base + (s >> 1) * 8 + 2 * tq + (s & 1);
+      if (tok < end) {
+        const T* vp = row_ptr(tok) + v_off;
+#pragma unroll
+        for (int i = 0; i < kI; ++i) vx[s][i] = load_vec_stream(vp + 64 * i + 8 * gq);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kI; ++i) zero(vx[s][i]);
+      }
+    }
+    st.step(kx, vx, base, end, p.scale_log2, tq);
+  }
+  __shared__ __align__(16) char merge[State::kMergeBytes];
+  st.finish(p, merge, warp, gq, tq, b, hk, hc, split);
 }
 
-// Variants selectable for experiments (the launcher's kDefaultVariant is what the library uses):
-//   0: CUDA cores, 4 rows per lane per iteration, loads then math; 1: 2 rows, next tile
-//   prefetched; 2: 4 rows, prefetched; 3: tensor cores for groups of 4-8 heads, else 0.
-constexpr int kNumVariants = 4;
+// ----------------------------------------------------------------------------- ring path
+// The tensor-core step fed from a shared-memory ring instead of registers: each lane cp.asyncs
+// its own fragments of the next kStages - 1 steps (16 tokens of K and V per warp step, 8 KiB at
+// d 128) while it computes on the current one, so a warp keeps up to 16 KiB (3 stages) in flight
+// without holding it in registers. Every lane reads back only the bytes it copied, so a slot
+// needs no barrier: cp.async.wait_group orders a lane's own copies before its reads, and a slot
+// is refilled one step after its last read. Layout [warp][stage][chunk][lane] of 16-byte units:
+// consecutive lanes hit consecutive 16-byte bank groups on both sides (no bank conflicts).
+// The page ids of the next step to issue are loaded one step ahead, so a copy never waits on a
+// page-table read. Steps start at multiples of 16 tokens (splits are multiples of 64) and pages
+// hold at least 8 tokens, so each 8-token half of a step lies in one page.
+template <int D>
+constexpr int ring_chunks() {
+  return 2 * (D / 32) + 4 * (D / 64);  // 16-byte units per lane per step: K, then V
+}
+template <int D>
+constexpr int ring_bytes(int stages) {
+  return kWarps * stages * ring_chunks<D>() * 32 * 16;
+}
+
+template <typename T, int D, int G, int kStages>
+__global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
+  using State = MmaDecodeState<T, D, G>;
+  constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
+  constexpr int kCtaTokens = kWarps * kBlock;
+  constexpr int kChunks = ring_chunks<D>();
+  static_assert(ring_bytes<D>(kStages) >= State::kMergeBytes, "the merge reuses the ring");
+  extern __shared__ uint4 ring[];
+
+  const int b = blockIdx.z;
+  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
+  const int split = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, tq = lane % 4;
+
+  int start = 0, end = 0;
+  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
+  State st;
+  st.init(p, b, hk, hc, gq, tq);
+
+  const T* pool = static_cast<const T*>(p.pool);
+  const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
+  const int page_mask = (1 << p.page_size_log2) - 1;
+  const T* k_base = pool + (std::int64_t(hk) << p.page_size_log2) * D;
+  const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
+  const int first = start + warp * kBlock;
+  const int steps = first < end ? (end - first + kCtaTokens - 1) / kCtaTokens : 0;
+  uint4* mine = ring + warp * kStages * kChunks * 32 + lane;
+
+  // Page ids of step `it`'s two halves; a half at or past `end` gets page 0 (its copies
+  // zero-fill and read nothing) so no table entry outside the checked range is read.
+  auto pages_of = [&](int it, std::int64_t (&pg)[2]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok0 = first + it * kCtaTokens + 8 * h;
+      pg[h] = it < steps && tok0 < end ? table[tok0 >> p.page_size_log2] : 0;
+    }
+  };
+  auto issue = [&](int it, const std::int64_t (&pg)[2]) {
+    const int base = first + it * kCtaTokens;
+    uint4* dst = mine + (it % kStages) * kChunks * 32;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = base + 8 * h + gq;
+      const T* src = k_base + pg[h] * p.page_elems + std::int64_t(tok & page_mask) * D + 8 * tq;
+#pragma unroll
+      for (int j = 0; j < kJ; ++j) cp_async_16(dst + (h * kJ + j) * 32, src + 32 * j, tok < end);
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int tok = base + (s >> 1) * 8 + 2 * tq + (s & 1);
+      const T* src = k_base + v_off + pg[s >> 1] * p.page_elems + std::int64_t(tok & page_mask) * D + 8 * gq;
+#pragma unroll
+      for (int i = 0; i < kI; ++i) cp_async_16(dst + (2 * kJ + s * kI + i) * 32, src + 64 * i, tok < end);
+    }
+  };
+
+  std::int64_t pg[2], next_pg[2];
+  pages_of(0, pg);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < steps) {
+      pages_of(s + 1, next_pg);
+      issue(s, pg);
+      pg[0] = next_pg[0];
+      pg[1] = next_pg[1];
+    }
+    cp_async_commit();
+  }
+  for (int it = 0; it < steps; ++it) {
+    cp_async_wait<kStages - 2>();  // this lane's copies of step `it` have landed
+    const int ahead = it + kStages - 1;
+    if (ahead < steps) {
+      pages_of(ahead + 1, next_pg);
+      issue(ahead, pg);  // into the slot step it - 1 used, read (and consumed) last iteration
+      pg[0] = next_pg[0];
+      pg[1] = next_pg[1];
+    }
+    cp_async_commit();
+    const uint4* src = mine + (it % kStages) * kChunks * 32;
+    Vec<T> kx[2][kJ], vx[4][kI];
+#pragma unroll
+    for (int c = 0; c < 2 * kJ; ++c) *reinterpret_cast<uint4*>(&kx[c / kJ][c % kJ]) = src[c * 32];
+#pragma unroll
+    for (int c = 0; c < 4 * kI; ++c) *reinterpret_cast<uint4*>(&vx[c / kI][c % kI]) = src[(2 * kJ + c) * 32];
+    st.step(kx, vx, first + it * kCtaTokens, end, p.scale_log2, tq);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is past its last ring read: the merge may reuse the ring
+  st.finish(p, ring, warp, gq, tq, b, hk, hc, split);
+}
+
+// Variants selectable for experiments (PagedDecodeVariant; the launcher's automatic choice is
+// what the library uses): 0: CUDA cores, 4 rows per lane per iteration, loads then math; 1: 2
+// rows, next tile prefetched; 2: 4 rows, prefetched; 3: tensor cores, fragments loaded into
+// registers, for groups of 4-8 heads (else 0); 4 / 5: tensor cores fed by the shared-memory ring
+// (ring_stages: deep / 2 stages), every group size.
+constexpr int kNumVariants = 6;
+
+// Ring depth of variants 4 and 5: 3 stages at d 128 (96 KiB, 2 CTAs per H100 SM), 4 at d 64 (64 KiB).
+constexpr int ring_stages(int variant, int head_dim) { return variant == 5 ? 2 : head_dim == 128 ? 3 : 4; }
+
+// Dynamic shared memory of a variant's kernel (0 unless it is a ring variant).
+inline int dynamic_smem_bytes(int variant, int head_dim) {
+  if (variant != 4 && variant != 5) return 0;
+  const int stages = ring_stages(variant, head_dim);
+  return head_dim == 128 ? ring_bytes<128>(stages) : ring_bytes<64>(stages);
+}
+
+// Above 48 KiB of dynamic shared memory a kernel must opt in (per function); the first call for
+// a kernel sets the attribute, later calls return its result. Thread-safe.
+inline cudaError_t opt_in_dynamic_smem(void (*kernel)(Params), int bytes) {
+  static std::mutex mutex;
+  static std::map<void (*)(Params), cudaError_t> done;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = done.find(kernel);
+  if (it == done.end()) {
+    it = done.emplace(kernel, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)).first;
+  }
+  return it->second;
+}
 
 template <typename T, int D, int G>
 void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
+  const int smem = dynamic_smem_bytes(variant, D);
   auto go = [&](auto kernel) {
+    if (smem > 48 * 1024) FK_CUDA_CHECK(opt_in_dynamic_smem(kernel, smem));
     if (occupancy) {
       // A failed query must surface here (and be consumed), not as a later launch's error.
-      FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, 0));
+      FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, smem));
     } else {
-      kernel<<<grid, kThreads, 0, stream>>>(p);
+      kernel<<<grid, kThreads, smem, stream>>>(p);
     }
   };
+  if (variant == 4 || variant == 5) {
+    if (ring_stages(variant, D) == 2) return go(paged_decode_ring_kernel<T, D, G, 2>);
+    return go(paged_decode_ring_kernel<T, D, G, ring_stages(4, D)>);
+  }
   if constexpr (G >= 4) {
     if (variant == 3) return go(paged_decode_mma_kernel<T, D, G>);
   }

@@ -142,7 +142,12 @@ void check_decode(std::vector<std::int32_t> lens, std::int64_t hq, std::int64_t 
   // cores from compute capability 8.0).
   std::vector<PagedDecodeVariant> variants{PagedDecodeVariant::kAuto, PagedDecodeVariant::kCudaCore,
                                          PagedDecodeVariant::kCudaCorePrefetch2, PagedDecodeVariant::kCudaCorePrefetch4};
-  if (detail::current_compute_major() >= 8) variants.push_back(PagedDecodeVariant::kTensorCore);
+  if (detail::current_compute_major() >= 8) {
+    for (auto v : {PagedDecodeVariant::kTensorCore, PagedDecodeVariant::kTensorCoreRing,
+                   PagedDecodeVariant::kTensorCoreRing2}) {
+      variants.push_back(v);
+    }
+  }
   for (const PagedDecodeVariant variant : variants) {
     SCOPED_TRACE("variant " + std::to_string(int(variant)));
     a.variant = variant;
@@ -161,6 +166,20 @@ TYPED_TEST(KVCacheKernelTest, DecodeMatchesReference) {
   check_decode<TypeParam>({1, 15, 16, 17}, 8, 2, 128, 16);
   check_decode<TypeParam>({4095}, 4, 4, 64, 8);
   check_decode<TypeParam>({3000, 7, 1}, 6, 2, 128, 256);
+}
+
+// Every group size a model uses (1, 2, 4, 8, 16 query heads per KV head; 3 and 6 are partial
+// head chunks), both head dims, page sizes 8-256, mixed lengths around the page and step edges
+// (a ring step is 16 tokens per warp, 64 per CTA) and one long context that splits.
+TYPED_TEST(KVCacheKernelTest, DecodeMatchesReferenceForEveryGroupSize) {
+  FK_SKIP_WITHOUT_GPU();
+  check_decode<TypeParam>({1, 63, 64, 65, 200}, 2, 1, 128, 8);
+  check_decode<TypeParam>({17, 129}, 32, 8, 128, 16);
+  check_decode<TypeParam>({33, 1000, 16}, 16, 8, 64, 32);
+  check_decode<TypeParam>({255, 256, 257}, 8, 1, 128, 64);
+  check_decode<TypeParam>({500, 3}, 16, 1, 64, 128);
+  check_decode<TypeParam>({127, 1}, 12, 2, 128, 256);
+  check_decode<TypeParam>({32768}, 32, 4, 128, 16);
 }
 
 // Device-side indices out of range: the kernels skip them (or write NaN), set the fault flag, and
@@ -248,7 +267,7 @@ TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
   a.max_seq_len = 17;
   EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "max_seq_len");
   a.max_seq_len = 1;
-  for (const int bad : {-2, 4}) {
+  for (const int bad : {-2, 6}) {
     a.variant = static_cast<PagedDecodeVariant>(bad);
     EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "variant") << bad;
   }
