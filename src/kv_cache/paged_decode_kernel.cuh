@@ -511,23 +511,27 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
 }
 
 // ----------------------------------------------------------------------------- ring path
-// The tensor-core step fed from a shared-memory ring instead of registers: each lane cp.asyncs
-// its own fragments of the next kStages - 1 steps (16 tokens of K and V per warp step, 8 KiB at
-// d 128) while it computes on the current one, so a warp keeps up to 16 KiB (3 stages) in flight
-// without holding it in registers. Every lane reads back only the bytes it copied, so a slot
-// needs no barrier: cp.async.wait_group orders a lane's own copies before its reads, and a slot
-// is refilled one step after its last read. Layout [warp][stage][chunk][lane] of 16-byte units:
-// consecutive lanes hit consecutive 16-byte bank groups on both sides (no bank conflicts).
+// The tensor-core step fed from a shared-memory ring instead of registers: a warp cp.asyncs the
+// K and V rows of its next kStages - 1 steps (16 tokens each, 8 KiB at d 128) while it computes
+// on the current one, so it keeps up to 16 KiB (3 stages) in flight without holding them in
+// registers. The copies are whole rows: a step's 8-token halves are each 8 contiguous rows of
+// one page (steps start at multiples of 16 tokens, splits at multiples of 64, pages hold >= 8
+// tokens), so every cp.async instruction of the warp reads 512 contiguous bytes. A slot is
+// private to its warp: after each lane's cp.async.wait_group a __syncwarp makes every lane's
+// copies visible to the others, and the same __syncwarp orders the reads of the step before
+// (the slot being refilled) before the refill's writes. Layout of a slot: K rows 0..15 then V
+// rows 0..15, each D / 8 16-byte units, unit u of row r stored at u ^ (r & 7): the fragment
+// reads (K: rows 8h + gq, units 4j + tq; V: rows 8(s >> 1) + 2tq + (s & 1), units 8i + gq) are
+// then conflict-free for V and 2-way for K, and the row writes conflict-free.
 // The page ids of the next step to issue are loaded one step ahead, so a copy never waits on a
-// page-table read. Steps start at multiples of 16 tokens (splits are multiples of 64) and pages
-// hold at least 8 tokens, so each 8-token half of a step lies in one page.
+// page-table read.
 template <int D>
-constexpr int ring_chunks() {
-  return 2 * (D / 32) + 4 * (D / 64);  // 16-byte units per lane per step: K, then V
+constexpr int ring_slot_bytes() {
+  return 2 * 16 * D * 2;  // K and V rows of one 16-token step, 16-bit elements
 }
 template <int D>
 constexpr int ring_bytes(int stages) {
-  return kWarps * stages * ring_chunks<D>() * 32 * 16;
+  return kWarps * stages * ring_slot_bytes<D>();
 }
 
 template <typename T, int D, int G, int kStages>
@@ -535,7 +539,9 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
-  constexpr int kChunks = ring_chunks<D>();
+  constexpr int kRowUnits = D / 8;                            // 16-byte units per row
+  constexpr int kSlotUnits = ring_slot_bytes<D>() / 16;       // 16-byte units per slot
+  constexpr int kHalfCopies = 8 * kRowUnits / 32;             // warp copies per 8-row half
   static_assert(ring_bytes<D>(kStages) >= State::kMergeBytes, "the merge reuses the ring");
   extern __shared__ uint4 ring[];
 
@@ -557,7 +563,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
   const int first = start + warp * kBlock;
   const int steps = first < end ? (end - first + kCtaTokens - 1) / kCtaTokens : 0;
-  uint4* mine = ring + warp * kStages * kChunks * 32 + lane;
+  uint4* slots = ring + warp * kStages * kSlotUnits;
+  auto at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & 7)); };
 
   // Page ids of step `it`'s two halves; a half at or past `end` gets page 0 (its copies
   // zero-fill and read nothing) so no table entry outside the checked range is read.
@@ -570,20 +577,18 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   };
   auto issue = [&](int it, const std::int64_t (&pg)[2]) {
     const int base = first + it * kCtaTokens;
-    uint4* dst = mine + (it % kStages) * kChunks * 32;
+    uint4* slot = slots + (it % kStages) * kSlotUnits;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int tok = base + 8 * h + gq;
-      const T* src = k_base + pg[h] * p.page_elems + std::int64_t(tok & page_mask) * D + 8 * tq;
+      const T* k_rows = k_base + pg[h] * p.page_elems + std::int64_t((base + 8 * h) & page_mask) * D;
 #pragma unroll
-      for (int j = 0; j < kJ; ++j) cp_async_16(dst + (h * kJ + j) * 32, src + 32 * j, tok < end);
-    }
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const int tok = base + (s >> 1) * 8 + 2 * tq + (s & 1);
-      const T* src = k_base + v_off + pg[s >> 1] * p.page_elems + std::int64_t(tok & page_mask) * D + 8 * gq;
-#pragma unroll
-      for (int i = 0; i < kI; ++i) cp_async_16(dst + (2 * kJ + s * kI + i) * 32, src + 64 * i, tok < end);
+      for (int c = 0; c < kHalfCopies; ++c) {
+        const int unit = c * 32 + lane;  // of the half's 8 rows, row-major
+        const int row = 8 * h + unit / kRowUnits, u = unit % kRowUnits;
+        const bool ok = base + row < end;
+        cp_async_16(slot + at(row, u), k_rows + unit * 8, ok);
+        cp_async_16(slot + 16 * kRowUnits + at(row, u), k_rows + v_off + unit * 8, ok);
+      }
     }
   };
 
@@ -600,21 +605,30 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
     cp_async_commit();
   }
   for (int it = 0; it < steps; ++it) {
-    cp_async_wait<kStages - 2>();  // this lane's copies of step `it` have landed
+    cp_async_wait<kStages - 2>();  // this lane's copies of step `it` have landed ...
+    __syncwarp();                  // ... and every lane's; every lane is done reading step it - 1
     const int ahead = it + kStages - 1;
     if (ahead < steps) {
       pages_of(ahead + 1, next_pg);
-      issue(ahead, pg);  // into the slot step it - 1 used, read (and consumed) last iteration
+      issue(ahead, pg);  // into the slot step it - 1 used
       pg[0] = next_pg[0];
       pg[1] = next_pg[1];
     }
     cp_async_commit();
-    const uint4* src = mine + (it % kStages) * kChunks * 32;
+    const uint4* slot = slots + (it % kStages) * kSlotUnits;
     Vec<T> kx[2][kJ], vx[4][kI];
 #pragma unroll
-    for (int c = 0; c < 2 * kJ; ++c) *reinterpret_cast<uint4*>(&kx[c / kJ][c % kJ]) = src[c * 32];
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
-    for (int c = 0; c < 4 * kI; ++c) *reinterpret_cast<uint4*>(&vx[c / kI][c % kI]) = src[(2 * kJ + c) * 32];
+      for (int j = 0; j < kJ; ++j) *reinterpret_cast<uint4*>(&kx[h][j]) = slot[at(8 * h + gq, 4 * j + tq)];
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+#pragma unroll
+      for (int i = 0; i < kI; ++i) {
+        *reinterpret_cast<uint4*>(&vx[s][i]) = slot[16 * kRowUnits + at(8 * (s >> 1) + 2 * tq + (s & 1), 8 * i + gq)];
+      }
+    }
     st.step(kx, vx, first + it * kCtaTokens, end, p.scale_log2, tq);
   }
   cp_async_wait<0>();
