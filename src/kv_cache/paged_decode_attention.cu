@@ -7,6 +7,7 @@
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/launch.h"
 #include "common/online_softmax.cuh"
@@ -116,16 +117,20 @@ void validate(const PagedDecodeArgs& a) {
   detail::require(a.seq_lens != nullptr, kOp, "seq_lens", "must be a non-null device pointer");
 }
 
-// One CTA per (sequence, q head), one thread per output column.
+// One CTA per (sequence, q head), one thread per output column. Launched as a programmatic
+// dependent of the decode kernel: its CTAs may be resident before the decode grid ends and wait
+// here for its partial outputs, so no launch gap separates the two kernels.
 template <typename T>
 __global__ void combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_lse, T* out,
                                int num_splits, int head_dim) {
+  pdl::wait_for_prior_grid();
   const std::int64_t bh = blockIdx.x;
   const float* lse = part_lse + bh * num_splits;
   float lse_max = softmax::kNegInf;
   for (int s = 0; s < num_splits; ++s) lse_max = fmaxf(lse_max, lse[s]);
   const int c = threadIdx.x;
   float num = 0.f, den = 0.f;
+#pragma unroll 4
   for (int s = 0; s < num_splits; ++s) {
     const float w = softmax::combine_weight(lse[s], lse_max);
     den += w;
@@ -191,9 +196,9 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
     kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), d, pl.g, pl.variant, grid, stream);
     FK_CHECK_LAUNCH();
     if (pl.num_splits > 1) {
-      combine_kernel<T><<<static_cast<unsigned>(a.batch * a.num_q_heads), d, 0, stream>>>(
-          p.part_o, p.part_lse, static_cast<T*>(a.out), pl.num_splits, d);
-      FK_CHECK_LAUNCH();
+      pdl::launch_dependent(combine_kernel<T>, dim3(static_cast<unsigned>(a.batch * a.num_q_heads)), dim3(d), 0,
+                            stream, static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_lse),
+                            static_cast<T*>(a.out), pl.num_splits, d);
     }
   });
 }

@@ -13,12 +13,11 @@
 // splits (the combine kernel, by log-sum-exp).
 #pragma once
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <type_traits>
 
 #include "common/cp_async.cuh"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/index_guard.cuh"
 #include "common/mma_sm80.cuh"
@@ -127,6 +126,7 @@ __device__ __forceinline__ bool cta_token_range(const Params& p, int b, int hk, 
 
 template <typename T, int D, int G, int U, bool kPrefetch>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
+  pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
   constexpr int kVec = 8;                    // elements per 16-byte vector
   constexpr int kLanesPerRow = D / kVec;     // 8 (d=64) or 16 (d=128)
   constexpr int kRowsPerWarp = 32 / kLanesPerRow;
@@ -449,6 +449,7 @@ struct MmaDecodeState {
 
 template <typename T, int D, int G>
 __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
+  pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
@@ -536,6 +537,7 @@ constexpr int ring_bytes(int stages) {
 
 template <typename T, int D, int G, int kStages>
 __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
+  pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
@@ -653,42 +655,34 @@ inline int dynamic_smem_bytes(int variant, int head_dim) {
   return head_dim == 128 ? ring_bytes<128>(stages) : ring_bytes<64>(stages);
 }
 
-// Above 48 KiB of dynamic shared memory a kernel must opt in (per function); the first call for
-// a kernel sets the attribute, later calls return its result. Thread-safe.
-inline cudaError_t opt_in_dynamic_smem(void (*kernel)(Params), int bytes) {
-  static std::mutex mutex;
-  static std::map<void (*)(Params), cudaError_t> done;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = done.find(kernel);
-  if (it == done.end()) {
-    it = done.emplace(kernel, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)).first;
+// Launches one kernel (occupancy == nullptr) or reports its resident CTAs per SM.
+template <auto kernel>
+void launch_or_query(const Params& p, dim3 grid, int smem, cudaStream_t stream, int* occupancy) {
+  if (smem > 48 * 1024) detail::ensure_smem_opt_in<kernel>(smem);
+  if (occupancy) {
+    // A failed query must surface here (and be consumed), not as a later launch's error.
+    FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, smem));
+  } else {
+    kernel<<<grid, kThreads, smem, stream>>>(p);
   }
-  return it->second;
 }
 
 template <typename T, int D, int G>
 void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
   const int smem = dynamic_smem_bytes(variant, D);
-  auto go = [&](auto kernel) {
-    if (smem > 48 * 1024) FK_CUDA_CHECK(opt_in_dynamic_smem(kernel, smem));
-    if (occupancy) {
-      // A failed query must surface here (and be consumed), not as a later launch's error.
-      FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, smem));
-    } else {
-      kernel<<<grid, kThreads, smem, stream>>>(p);
-    }
-  };
   if (variant == 4 || variant == 5) {
-    if (ring_stages(variant, D) == 2) return go(paged_decode_ring_kernel<T, D, G, 2>);
-    return go(paged_decode_ring_kernel<T, D, G, ring_stages(4, D)>);
+    if (ring_stages(variant, D) == 2) {
+      return launch_or_query<paged_decode_ring_kernel<T, D, G, 2>>(p, grid, smem, stream, occupancy);
+    }
+    return launch_or_query<paged_decode_ring_kernel<T, D, G, ring_stages(4, D)>>(p, grid, smem, stream, occupancy);
   }
   if constexpr (G >= 4) {
-    if (variant == 3) return go(paged_decode_mma_kernel<T, D, G>);
+    if (variant == 3) return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
   }
   switch (variant) {
-    case 1: return go(paged_decode_kernel<T, D, G, 2, true>);
-    case 2: return go(paged_decode_kernel<T, D, G, 4, true>);
-    default: return go(paged_decode_kernel<T, D, G, 4, false>);
+    case 1: return launch_or_query<paged_decode_kernel<T, D, G, 2, true>>(p, grid, smem, stream, occupancy);
+    case 2: return launch_or_query<paged_decode_kernel<T, D, G, 4, true>>(p, grid, smem, stream, occupancy);
+    default: return launch_or_query<paged_decode_kernel<T, D, G, 4, false>>(p, grid, smem, stream, occupancy);
   }
 }
 
