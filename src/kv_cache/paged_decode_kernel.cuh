@@ -330,6 +330,12 @@ __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t
 //   k[h][j] = K[base + 8h + gq][32j + 8tq .. +7]                     (h < 2, j < D/32)
 //   v[s][i] = V[base + 8(s >> 1) + 2tq + (s & 1)][64i + 8gq .. +7]    (s < 4, i < D/64)
 // Tokens at or past `end` must hold zeros (never a slot's bytes: an unwritten slot may be NaN).
+// Where a CTA of the tensor-core kernels works (sequence, KV head, head chunk, split, token range)
+// and which mma fragment coordinates (gq, tq) its lane holds.
+struct MmaPlace {
+  int b, hk, hc, split, warp, lane, gq, tq, start, end;
+};
+
 template <typename T, int D, int G>
 struct MmaDecodeState {
   static_assert(G <= 8, "one mma row block holds at most 8 heads");
@@ -341,6 +347,23 @@ struct MmaDecodeState {
   std::uint32_t qa[kJ][4];
   float m, l;
   float acc[kTiles][2];
+
+  // Finds the CTA's place and, unless it has no tokens (or met a bad sequence length or page id,
+  // reported by cta_token_range) and must exit, loads the query fragments.
+  __device__ __forceinline__ bool begin(const Params& p, MmaPlace& at) {
+    at.b = blockIdx.z;
+    at.hk = blockIdx.y / p.head_chunks;
+    at.hc = blockIdx.y % p.head_chunks;
+    at.split = blockIdx.x;
+    at.warp = threadIdx.x / 32;
+    at.lane = threadIdx.x % 32;
+    at.gq = at.lane / 4;
+    at.tq = at.lane % 4;
+    at.start = at.end = 0;
+    if (!cta_token_range<T, D, G>(p, at.b, at.hk, at.hc, at.split, at.start, at.end)) return false;
+    init(p, at.b, at.hk, at.hc, at.gq, at.tq);
+    return true;
+  }
 
   __device__ __forceinline__ void init(const Params& p, int b, int hk, int hc, int gq, int tq) {
     const bool head_ok = gq < G && hc * G + gq < p.group;
@@ -417,8 +440,8 @@ struct MmaDecodeState {
 
   // Merges the warps' states through `scratch` (shared memory the caller may reuse: the whole
   // CTA must be past its last read of it) and writes the CTA's result.
-  __device__ __forceinline__ void finish(const Params& p, void* scratch, int warp, int gq, int tq, int b, int hk,
-                                         int hc, int split) {
+  __device__ __forceinline__ void finish(const Params& p, void* scratch, const MmaPlace& at) {
+    const int warp = at.warp, gq = at.gq, tq = at.tq, b = at.b, hk = at.hk, hc = at.hc, split = at.split;
     struct Merge {
       float m[kWarps][G], l[kWarps][G];
       float acc[kWarps][G][D];
@@ -454,16 +477,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
 
-  const int b = blockIdx.z;
-  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
-  const int split = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gq = lane / 4, tq = lane % 4;
-
-  int start = 0, end = 0;
-  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
   State st;
-  st.init(p, b, hk, hc, gq, tq);
+  MmaPlace at;
+  if (!st.begin(p, at)) return;
+  const int b = at.b, hk = at.hk, warp = at.warp, gq = at.gq, tq = at.tq, start = at.start, end = at.end;
 
   const T* pool = static_cast<const T*>(p.pool);
   const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
@@ -508,7 +525,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
     st.step(kx, vx, base, end, p.scale_log2, tq);
   }
   __shared__ __align__(16) char merge[State::kMergeBytes];
-  st.finish(p, merge, warp, gq, tq, b, hk, hc, split);
+  st.finish(p, merge, at);
 }
 
 // ----------------------------------------------------------------------------- ring path
@@ -547,16 +564,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   static_assert(ring_bytes<D>(kStages) >= State::kMergeBytes, "the merge reuses the ring");
   extern __shared__ uint4 ring[];
 
-  const int b = blockIdx.z;
-  const int hk = blockIdx.y / p.head_chunks, hc = blockIdx.y % p.head_chunks;
-  const int split = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gq = lane / 4, tq = lane % 4;
-
-  int start = 0, end = 0;
-  if (!cta_token_range<T, D, G>(p, b, hk, hc, split, start, end)) return;
   State st;
-  st.init(p, b, hk, hc, gq, tq);
+  MmaPlace at;
+  if (!st.begin(p, at)) return;
+  const int b = at.b, hk = at.hk, warp = at.warp, lane = at.lane, gq = at.gq, tq = at.tq, start = at.start, end = at.end;
 
   const T* pool = static_cast<const T*>(p.pool);
   const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
@@ -566,7 +577,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   const int first = start + warp * kBlock;
   const int steps = first < end ? (end - first + kCtaTokens - 1) / kCtaTokens : 0;
   uint4* slots = ring + warp * kStages * kSlotUnits;
-  auto at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & 7)); };
+  auto unit_at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & 7)); };
 
   // Page ids of step `it`'s two halves; a half at or past `end` gets page 0 (its copies
   // zero-fill and read nothing) so no table entry outside the checked range is read.
@@ -588,8 +599,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
         const int unit = c * 32 + lane;  // of the half's 8 rows, row-major
         const int row = 8 * h + unit / kRowUnits, u = unit % kRowUnits;
         const bool ok = base + row < end;
-        cp_async_16(slot + at(row, u), k_rows + unit * 8, ok);
-        cp_async_16(slot + 16 * kRowUnits + at(row, u), k_rows + v_off + unit * 8, ok);
+        cp_async_16(slot + unit_at(row, u), k_rows + unit * 8, ok);
+        cp_async_16(slot + 16 * kRowUnits + unit_at(row, u), k_rows + v_off + unit * 8, ok);
       }
     }
   };
@@ -622,20 +633,20 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
 #pragma unroll
-      for (int j = 0; j < kJ; ++j) *reinterpret_cast<uint4*>(&kx[h][j]) = slot[at(8 * h + gq, 4 * j + tq)];
+      for (int j = 0; j < kJ; ++j) *reinterpret_cast<uint4*>(&kx[h][j]) = slot[unit_at(8 * h + gq, 4 * j + tq)];
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
 #pragma unroll
       for (int i = 0; i < kI; ++i) {
-        *reinterpret_cast<uint4*>(&vx[s][i]) = slot[16 * kRowUnits + at(8 * (s >> 1) + 2 * tq + (s & 1), 8 * i + gq)];
+        *reinterpret_cast<uint4*>(&vx[s][i]) = slot[16 * kRowUnits + unit_at(8 * (s >> 1) + 2 * tq + (s & 1), 8 * i + gq)];
       }
     }
     st.step(kx, vx, first + it * kCtaTokens, end, p.scale_log2, tq);
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is past its last ring read: the merge may reuse the ring
-  st.finish(p, ring, warp, gq, tq, b, hk, hc, split);
+  st.finish(p, ring, at);
 }
 
 // Variants selectable for experiments (PagedDecodeVariant; the launcher's automatic choice is
