@@ -24,13 +24,13 @@ constexpr int kMinSplitTokens = 256;
 constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
-constexpr int kTensorCoreVariant = int(PagedDecodeVariant::kTensorCore);  // paged_decode_mma_kernel (groups of 4-8)
+constexpr int kTensorCoreVariant = int(PagedDecodeVariant::kTensorCore);  // paged_decode_mma_kernel (groups of 4-16)
 
 
 // Resident CTAs per SM of the kernel a launch will use (from its register count), cached.
 int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
-  static std::atomic<int> cache[2][2][4][kv_decode::kNumVariants];
-  const int gi = g == 1 ? 0 : g == 2 ? 1 : g == 4 ? 2 : 3;
+  static std::atomic<int> cache[2][2][5][kv_decode::kNumVariants];
+  const int gi = g == 1 ? 0 : g == 2 ? 1 : g == 4 ? 2 : g == 8 ? 3 : 4;
   std::atomic<int>& slot = cache[dtype == DType::kBFloat16][head_dim == 128][gi][variant];
   int n = slot.load(std::memory_order_relaxed);
   if (n > 0) return n;
@@ -45,11 +45,15 @@ int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
   return n;
 }
 
-int heads_per_cta(std::int64_t group) {
+// Query heads per CTA (G): the group rounded up to a power of two, at most 8 for the CUDA-core
+// loops and 16 for the tensor-core kernels (one mma row block); larger groups take several head
+// chunks, each reading the KV head again.
+int heads_per_cta(std::int64_t group, int variant) {
   if (group <= 1) return 1;
   if (group <= 2) return 2;
   if (group <= 4) return 4;
-  return 8;
+  if (group <= 8 || variant < kTensorCoreVariant) return 8;
+  return 16;
 }
 
 struct Plan {
@@ -59,13 +63,13 @@ struct Plan {
 Plan make_plan(const PagedDecodeArgs& a) {
   Plan pl{};
   const std::int64_t group = a.num_q_heads / a.layout.num_kv_heads;
-  pl.g = heads_per_cta(group);
-  pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   // The tensor-core variant is sm_80 code: older GPUs run the CUDA-core loop (validate() refuses
   // the tensor cores asked for by name there).
   pl.variant = a.variant != PagedDecodeVariant::kAuto          ? int(a.variant)
                : detail::current_compute_major() >= 8 ? kTensorCoreVariant
                                                        : 0;
+  pl.g = heads_per_cta(group, pl.variant);
+  pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
   const std::int64_t resident = std::int64_t(detail::current_sm_count()) *
                                 resident_ctas_per_sm(a.layout.dtype, int(a.layout.head_dim), pl.g, pl.variant);

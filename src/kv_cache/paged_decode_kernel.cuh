@@ -291,7 +291,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
 // For GQA groups of 4-8 query heads the CUDA-core loop above is instruction-bound (every K/V
 // element is converted and multiplied once per head, and every score is shuffle-reduced). Here a
 // warp takes 16 tokens per step and does both products with mma.sync m16n8k16 (fp32 accumulate):
-//   S = Q K^T : A = Q (the group's heads as rows 0..7, rows 8..15 zero), B = K^T (8 tokens);
+//   S = Q K^T : A = Q (the group's heads as rows: up to 16; with 8 or fewer, rows 8..15 are
+//               zero), B = K^T (8 tokens);
 //   O += P V  : A = P (heads x 16 tokens, packed from S's accumulators), B = V (16 tokens x 8 cols).
 // No shared-memory staging: each lane loads its fragments straight from the pages with 16-byte
 // loads. That works because a dot product does not care about the order of d: lane (g, t) loads
@@ -338,15 +339,29 @@ struct MmaPlace {
 
 template <typename T, int D, int G>
 struct MmaDecodeState {
-  static_assert(G <= 8, "one mma row block holds at most 8 heads");
-  static constexpr int kJ = D / 32;     // K vectors per token per lane
-  static constexpr int kI = D / 64;     // V vectors per token per lane
-  static constexpr int kTiles = D / 8;  // n-tiles of the output
-  static constexpr int kBlock = 16;     // tokens per warp step
+  static_assert(G <= 16, "one mma row block holds at most 16 heads");
+  static constexpr int kRows = G > 8 ? 2 : 1;  // head rows per lane: gq, and gq + 8 when G > 8
+  static constexpr int kJ = D / 32;            // K vectors per token per lane
+  static constexpr int kI = D / 64;            // V vectors per token per lane
+  static constexpr int kTiles = D / 8;         // n-tiles of the output
+  static constexpr int kBlock = 16;            // tokens per warp step
 
-  std::uint32_t qa[kJ][4];
-  float m, l;
-  float acc[kTiles][2];
+  std::uint32_t qa[kRows][kJ][4];
+  float m[kRows], l[kRows];
+  float acc[kTiles][2 * kRows];  // per n-tile: head gq's two columns, then head gq + 8's
+
+  // d += A * B for this lane's head rows: a[r] = head row r's k-pairs {2tq, 2tq + 8}. With one row
+  // the mma's rows 8..15 are zero and their results go to scratch registers.
+  __device__ __forceinline__ static void mma(float (&d)[2 * kRows], const std::uint32_t (&a)[kRows][2],
+                                             std::uint32_t b0, std::uint32_t b1) {
+    if constexpr (kRows == 1) {
+      mma_top_rows<T>(d[0], d[1], a[0][0], a[0][1], b0, b1);
+    } else {
+      const std::uint32_t af[4] = {a[0][0], a[1][0], a[0][1], a[1][1]};
+      const std::uint32_t bf[2] = {b0, b1};
+      mma_m16n8k16<T>(d, af, bf);
+    }
+  }
 
   // Finds the CTA's place and, unless it has no tokens (or met a bad sequence length or page id,
   // reported by cta_token_range) and must exit, loads the query fragments.
@@ -366,62 +381,85 @@ struct MmaDecodeState {
   }
 
   __device__ __forceinline__ void init(const Params& p, int b, int hk, int hc, int gq, int tq) {
-    const bool head_ok = gq < G && hc * G + gq < p.group;
 #pragma unroll
-    for (int j = 0; j < kJ; ++j) {
-      Vec<T> v;
-      if (head_ok) {
-        v = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hk * p.group + hc * G + gq) * D +
-                     32 * j + 8 * tq);
-      } else {
+    for (int r = 0; r < kRows; ++r) {
+      const int head = gq + 8 * r;
+      const bool head_ok = head < G && hc * G + head < p.group;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+      for (int j = 0; j < kJ; ++j) {
+        Vec<T> v;
+        if (head_ok) {
+          v = load_vec(static_cast<const T*>(p.q) + (std::int64_t(b) * p.num_q_heads + hk * p.group + hc * G + head) * D +
+                       32 * j + 8 * tq);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) v.v[i] = from_float<T>(0.f);
+        }
+#pragma unroll
+        for (int w = 0; w < 4; ++w) qa[r][j][w] = reinterpret_cast<const std::uint32_t*>(&v)[w];
       }
-#pragma unroll
-      for (int w = 0; w < 4; ++w) qa[j][w] = reinterpret_cast<const std::uint32_t*>(&v)[w];
+      m[r] = softmax::kNegInf;
+      l[r] = 0.f;
     }
-    m = softmax::kNegInf;
-    l = 0.f;
 #pragma unroll
-    for (int n = 0; n < kTiles; ++n) acc[n][0] = acc[n][1] = 0.f;
+    for (int n = 0; n < kTiles; ++n) {
+#pragma unroll
+      for (int c = 0; c < 2 * kRows; ++c) acc[n][c] = 0.f;
+    }
   }
 
   __device__ __forceinline__ void step(const Vec<T> (&kx)[2][kJ], const Vec<T> (&vx)[4][kI], int base, int end,
                                        float scale_log2, int tq) {
-    // Scores of head gq for tokens base + 8h + 2tq + {0, 1}.
-    float sc[2][2];
+    // Scores of head row r for tokens base + 8h + 2tq + {0, 1}.
+    float sc[kRows][2][2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float d0 = 0.f, d1 = 0.f;
+      float d[2 * kRows] = {};
 #pragma unroll
       for (int j = 0; j < kJ; ++j) {
         const auto* k4 = reinterpret_cast<const std::uint32_t*>(&kx[h][j]);
-        mma_top_rows<T>(d0, d1, qa[j][0], qa[j][1], k4[0], k4[1]);
-        mma_top_rows<T>(d0, d1, qa[j][2], qa[j][3], k4[2], k4[3]);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          std::uint32_t a[kRows][2];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            a[r][0] = qa[r][j][2 * half];
+            a[r][1] = qa[r][j][2 * half + 1];
+          }
+          mma(d, a, k4[2 * half], k4[2 * half + 1]);
+        }
       }
       const int tok = base + 8 * h + 2 * tq;
-      sc[h][0] = tok < end ? d0 * scale_log2 : softmax::kNegInf;
-      sc[h][1] = tok + 1 < end ? d1 * scale_log2 : softmax::kNegInf;
-    }
-    float mx = fmaxf(fmaxf(sc[0][0], sc[0][1]), fmaxf(sc[1][0], sc[1][1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    const float f = softmax::advance_max(m, l, mx);
 #pragma unroll
-    for (int n = 0; n < kTiles; ++n) {
-      acc[n][0] *= f;
-      acc[n][1] *= f;
-    }
-    float pr[2][2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        pr[h][c] = sc[h][c] == softmax::kNegInf ? 0.f : exp2f(sc[h][c] - m);
-        l += pr[h][c];
+      for (int r = 0; r < kRows; ++r) {
+        sc[r][h][0] = tok < end ? d[2 * r] * scale_log2 : softmax::kNegInf;
+        sc[r][h][1] = tok + 1 < end ? d[2 * r + 1] * scale_log2 : softmax::kNegInf;
       }
     }
-    const std::uint32_t pa0 = pack_float2<T>(pr[0][0], pr[0][1]), pa2 = pack_float2<T>(pr[1][0], pr[1][1]);
+    std::uint32_t pa[kRows][2];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float mx = fmaxf(fmaxf(sc[r][0][0], sc[r][0][1]), fmaxf(sc[r][1][0], sc[r][1][1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float f = softmax::advance_max(m[r], l[r], mx);
+#pragma unroll
+      for (int n = 0; n < kTiles; ++n) {
+        acc[n][2 * r] *= f;
+        acc[n][2 * r + 1] *= f;
+      }
+      float pr[2][2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          pr[h][c] = sc[r][h][c] == softmax::kNegInf ? 0.f : exp2f(sc[r][h][c] - m[r]);
+          l[r] += pr[h][c];
+        }
+      }
+      pa[r][0] = pack_float2<T>(pr[0][0], pr[0][1]);
+      pa[r][1] = pack_float2<T>(pr[1][0], pr[1][1]);
+    }
 #pragma unroll
     for (int i = 0; i < kI; ++i) {
       const auto* v0 = reinterpret_cast<const std::uint32_t*>(&vx[0][i]);
@@ -433,7 +471,7 @@ struct MmaDecodeState {
         const unsigned sel = (e & 1) ? 0x7632u : 0x5410u;  // high or low 16-bit halves of two words
         const std::uint32_t b0 = __byte_perm(v0[e / 2], v1[e / 2], sel);
         const std::uint32_t b1 = __byte_perm(v2[e / 2], v3[e / 2], sel);
-        mma_top_rows<T>(acc[i * 8 + e][0], acc[i * 8 + e][1], pa0, pa2, b0, b1);
+        mma(acc[i * 8 + e], pa, b0, b1);
       }
     }
   }
@@ -441,31 +479,36 @@ struct MmaDecodeState {
   // Merges the warps' states through `scratch` (shared memory the caller may reuse: the whole
   // CTA must be past its last read of it) and writes the CTA's result.
   __device__ __forceinline__ void finish(const Params& p, void* scratch, const MmaPlace& at) {
-    const int warp = at.warp, gq = at.gq, tq = at.tq, b = at.b, hk = at.hk, hc = at.hc, split = at.split;
+    const int warp = at.warp, gq = at.gq, tq = at.tq;
     struct Merge {
       float m[kWarps][G], l[kWarps][G];
       float acc[kWarps][G][D];
     };
     Merge& sm = *static_cast<Merge*>(scratch);
-    // l is a per-lane partial sum over this lane's tokens; the row's other 3 lanes hold the rest.
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    if (gq < G) {
-      if (tq == 0) {
-        sm.m[warp][gq] = m;
-        sm.l[warp][gq] = l;
-      }
 #pragma unroll
-      for (int i = 0; i < kI; ++i) {
+    for (int r = 0; r < kRows; ++r) {
+      // l is a per-lane partial sum over this lane's tokens; the row's other 3 lanes hold the rest.
+      float lr = l[r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int head = gq + 8 * r;
+      if (head < G) {
+        if (tq == 0) {
+          sm.m[warp][head] = m[r];
+          sm.l[warp][head] = lr;
+        }
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          sm.acc[warp][gq][64 * i + 16 * tq + e] = acc[i * 8 + e][0];
-          sm.acc[warp][gq][64 * i + 16 * tq + 8 + e] = acc[i * 8 + e][1];
+        for (int i = 0; i < kI; ++i) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            sm.acc[warp][head][64 * i + 16 * tq + e] = acc[i * 8 + e][2 * r];
+            sm.acc[warp][head][64 * i + 16 * tq + 8 + e] = acc[i * 8 + e][2 * r + 1];
+          }
         }
       }
     }
     __syncthreads();
-    finish_cta<T, D, G>(p, sm.m, sm.l, sm.acc, b, hk, hc, split);
+    finish_cta<T, D, G>(p, sm.m, sm.l, sm.acc, at.b, at.hk, at.hc, at.split);
   }
   static constexpr int kMergeBytes = int(sizeof(float)) * kWarps * G * (D + 2);
 };
@@ -687,18 +730,24 @@ void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t s
     }
     return launch_or_query<paged_decode_ring_kernel<T, D, G, ring_stages(4, D)>>(p, grid, smem, stream, occupancy);
   }
-  if constexpr (G >= 4) {
-    if (variant == 3) return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
-  }
-  switch (variant) {
-    case 1: return launch_or_query<paged_decode_kernel<T, D, G, 2, true>>(p, grid, smem, stream, occupancy);
-    case 2: return launch_or_query<paged_decode_kernel<T, D, G, 4, true>>(p, grid, smem, stream, occupancy);
-    default: return launch_or_query<paged_decode_kernel<T, D, G, 4, false>>(p, grid, smem, stream, occupancy);
+  if constexpr (G > 8) {
+    // Only the tensor-core kernels hold 16 heads (make_plan gives the CUDA-core variants 8).
+    return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
+  } else {
+    if constexpr (G >= 4) {
+      if (variant == 3) return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
+    }
+    switch (variant) {
+      case 1: return launch_or_query<paged_decode_kernel<T, D, G, 2, true>>(p, grid, smem, stream, occupancy);
+      case 2: return launch_or_query<paged_decode_kernel<T, D, G, 4, true>>(p, grid, smem, stream, occupancy);
+      default: return launch_or_query<paged_decode_kernel<T, D, G, 4, false>>(p, grid, smem, stream, occupancy);
+    }
   }
 }
 
 // Launches the kernel (occupancy == nullptr) or reports its resident CTAs per SM, for head_dim
-// 64/128 and G in {1, 2, 4, 8}. One overload per element type (the pointer argument only selects
+// 64/128 and G in {1, 2, 4, 8, 16} (16: tensor-core variants 3-5 only). One overload per
+// element type (the pointer argument only selects
 // it), each defined in its own paged_decode_<dtype>.cu.
 void launch_paged_decode_dtype(const Params& p, const __half* tag, int head_dim, int g, int variant, dim3 grid,
                                cudaStream_t stream, int* occupancy = nullptr);
@@ -714,7 +763,8 @@ void launch_paged_decode_dtype(const Params& p, const __nv_bfloat16* tag, int he
         case 1: return launch_paged_decode<T, kD, 1>(p, variant, grid, stream, occupancy);              \
         case 2: return launch_paged_decode<T, kD, 2>(p, variant, grid, stream, occupancy);              \
         case 4: return launch_paged_decode<T, kD, 4>(p, variant, grid, stream, occupancy);              \
-        default: return launch_paged_decode<T, kD, 8>(p, variant, grid, stream, occupancy);             \
+        case 8: return launch_paged_decode<T, kD, 8>(p, variant, grid, stream, occupancy);              \
+        default: return launch_paged_decode<T, kD, 16>(p, variant, grid, stream, occupancy);            \
       }                                                                                                 \
     };                                                                                                  \
     if (head_dim == 64) {                                                                               \

@@ -168,9 +168,10 @@ TYPED_TEST(KVCacheKernelTest, DecodeMatchesReference) {
   check_decode<TypeParam>({3000, 7, 1}, 6, 2, 128, 256);
 }
 
-// Every group size a model uses (1, 2, 4, 8, 16 query heads per KV head; 3 and 6 are partial
-// head chunks), both head dims, page sizes 8-256, mixed lengths around the page and step edges
-// (a ring step is 16 tokens per warp, 64 per CTA) and one long context that splits.
+// Every group size a model uses (1, 2, 4, 8, 16 query heads per KV head; 3, 6 and 12 are partial
+// head chunks, 32 two chunks of 16 on the tensor cores and four of 8 on the CUDA cores), both
+// head dims, page sizes 8-256, mixed lengths around the page and step edges (a ring step is 16
+// tokens per warp, 64 per CTA) and one long context that splits.
 TYPED_TEST(KVCacheKernelTest, DecodeMatchesReferenceForEveryGroupSize) {
   FK_SKIP_WITHOUT_GPU();
   check_decode<TypeParam>({1, 63, 64, 65, 200}, 2, 1, 128, 8);
@@ -179,6 +180,9 @@ TYPED_TEST(KVCacheKernelTest, DecodeMatchesReferenceForEveryGroupSize) {
   check_decode<TypeParam>({255, 256, 257}, 8, 1, 128, 64);
   check_decode<TypeParam>({500, 3}, 16, 1, 64, 128);
   check_decode<TypeParam>({127, 1}, 12, 2, 128, 256);
+  check_decode<TypeParam>({1000, 40}, 32, 2, 128, 16);
+  check_decode<TypeParam>({77, 300}, 24, 2, 128, 32);
+  check_decode<TypeParam>({129, 2}, 32, 1, 64, 8);
   check_decode<TypeParam>({32768}, 32, 4, 128, 16);
 }
 
