@@ -103,8 +103,10 @@ def bench_gather(ctx, quick) -> None:
 def bench_decode(ctx, quick) -> None:
     total_mem = torch.cuda.get_device_properties(0).total_memory
     hq = 32
-    cases = [(b, c, hkv, 16) for b in (1, 16, 64) for c in (512, 4096, 32768) for hkv in (32, 8)]
-    cases += [(16, 4096, 8, 256), (16, 32768, 8, 256), (64, 4096, 32, 256)]
+    # Group sizes 1, 4, 8 (Hkv 32/8/4) at page 16; page 256 at the long shapes; groups of 16.
+    cases = [(b, c, hkv, 16) for b in (1, 16, 64) for c in (512, 4096, 32768) for hkv in (32, 8, 4)]
+    cases += [(b, c, hkv, 256) for b in (16, 64) for c in (4096, 32768) for hkv in (32, 8)]
+    cases += [(b, c, 2, 16) for b in (16, 64) for c in (4096, 32768)]
     if quick:
         cases = [(16, 4096, 8, 16), (1, 32768, 8, 16)]
     for batch, seq_len, hkv, page_size in cases:
@@ -147,8 +149,6 @@ def bench_decode(ctx, quick) -> None:
         else:
             _record_skip(ctx, "flashkernel_cuda", config, "K/V exceeds the memory budget")
         torch.cuda.empty_cache()
-        if page_size != 16:
-            continue
 
         # --- SDPA over a contiguous cache of the same lengths
         if kv_bytes <= budget:
