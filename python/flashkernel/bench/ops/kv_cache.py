@@ -127,9 +127,13 @@ def bench_decode(ctx, quick) -> None:
 
         if kv_bytes <= budget:
             sets = ctx.rotating(make_paged, kv_bytes)
-            ctx.record(OP, "flashkernel_cuda", DTYPE, config,
-                       ctx.time(lambda q, pool, table, lens: torch.ops.flashkernel.paged_decode_attention(
-                           q, pool, 0, table, lens, seq_len, check_indices=False), sets), bytes_moved=kv_bytes)
+            # The library's choice, then the two tensor-core loops by name (PagedDecodeVariant 3:
+            # fragments loaded into registers; 4: the shared-memory ring), for choosing the default.
+            for impl, variant in (("flashkernel_cuda", -1), ("flashkernel_cuda_regs", 3), ("flashkernel_cuda_ring", 4)):
+                ctx.record(OP, impl, DTYPE, config,
+                           ctx.time(lambda q, pool, table, lens, v=variant: torch.ops.flashkernel.paged_decode_attention(
+                               q, pool, 0, table, lens, seq_len, check_indices=False, variant=v), sets),
+                           bytes_moved=kv_bytes)
             if page_size == 16:
                 # gather + SDPA: our gather per sequence into one contiguous batch, then SDPA.
                 if 2 * kv_bytes <= budget:
