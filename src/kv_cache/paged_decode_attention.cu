@@ -45,14 +45,15 @@ int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
   return n;
 }
 
-// Query heads per CTA (G): the group rounded up to a power of two, at most 8 for the CUDA-core
-// loops and 16 for the tensor-core kernels (one mma row block); larger groups take several head
-// chunks, each reading the KV head again.
+// Query heads per CTA (G): the group rounded up to a power of two, at most 8, or 16 (one mma row
+// block) for the ring kernels (variants 4, 5); larger groups take several head chunks, each
+// reading the KV head again. The default variant keeps chunks of 8 for groups above 8 until the
+// 16-row path has been checked and measured on a GPU.
 int heads_per_cta(std::int64_t group, int variant) {
   if (group <= 1) return 1;
   if (group <= 2) return 2;
   if (group <= 4) return 4;
-  if (group <= 8 || variant < kTensorCoreVariant) return 8;
+  if (group <= 8 || variant < kTensorCoreVariant + 1) return 8;
   return 16;
 }
 
