@@ -2,7 +2,9 @@
 device the Triton lane runs on."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -66,3 +68,13 @@ def assert_within_torch_error(out, ref_hi, torch_lowp, factor=2.0, floor=1e-5, w
     ours = (out.double() - ref_hi.double()).abs().max().item()
     theirs = (torch_lowp.double() - ref_hi.double()).abs().max().item()
     assert ours <= factor * theirs + floor, f"{what}: max error {ours:.3e} > {factor} x torch's {theirs:.3e} + {floor}"
+
+
+def load_module(name, path):
+    """A module by file path (scripts/, profiling/): checks that need neither the compiled library
+    nor the package."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module

@@ -3,15 +3,14 @@ from them: every row is traceable to a commit of this repository, parses under t
 and the README/docs tables and docs/img/ plots are exactly what scripts/update_results.py makes of
 them. CPU only (runs in CI), but for the last test: the harness timing the device, on a GPU."""
 import csv
-import importlib.util
 import math
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -20,21 +19,14 @@ NUMERIC = ["median_ms", "tflops", "gbps", "p10_ms", "p90_ms", "runs", "tokens_pe
 CSV_PATHS = sorted(RESULTS.glob("*/*.csv"))
 
 
-def _load(name, path):
-    """A module by file path: these checks need neither the compiled library nor the package."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def _update_results():
-    return _load("update_results", ROOT / "scripts" / "update_results.py")
+    return load_module("update_results", ROOT / "scripts" / "update_results.py")
 
 
 def _harness():
-    return _load("flashkernel_bench_harness", ROOT / "python" / "flashkernel" / "bench" / "harness.py")
+    return load_module("flashkernel_bench_harness", ROOT / "python" / "flashkernel" / "bench" / "harness.py")
 
 
 def _git(*args):

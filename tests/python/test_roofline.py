@@ -3,7 +3,6 @@ Nsight Compute's format, profiling/roofline/generate_roofline.py on a metrics.cs
 analysis.md), its classification rule, profiling/profile_targets.py --list and the shell script's
 syntax. No GPU needed."""
 import csv
-import importlib.util
 import io
 import json
 import shutil
@@ -14,20 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
-parse_ncu = _load("fk_parse_ncu", ROOT / "profiling" / "roofline" / "parse_ncu.py")
-roofline = _load("fk_generate_roofline", ROOT / "profiling" / "roofline" / "generate_roofline.py")
+parse_ncu = load_module("fk_parse_ncu", ROOT / "profiling" / "roofline" / "parse_ncu.py")
+roofline = load_module("fk_generate_roofline", ROOT / "profiling" / "roofline" / "generate_roofline.py")
 
 NVTX = "thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg"
 START_STOP = "Id:Domain:Start/Stop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg"
