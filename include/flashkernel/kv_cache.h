@@ -21,6 +21,11 @@
 namespace flashkernel {
 
 // Geometry of a paged pool. page_size: a power of two in [8, 256]; head_dim: 64 or 128.
+// dtype: the element type stored in the pool, float16, bfloat16 or float8_e4m3fn. A float16 /
+// bfloat16 pool is read and written in its own dtype. A float8 pool (an FP8 KV cache) stores
+// e4m3(x / scale) with a per-(layer, KV head) scale (KVScales) and is read and written in
+// activation_dtype (float16 or bfloat16): the K/V given to append, gather's outputs, and decode's
+// q and out. activation_dtype is not consulted for a 16-bit pool (io_dtype() is then dtype).
 struct KVCacheLayout {
   std::int64_t num_layers = 0;
   std::int64_t num_pages = 0;
@@ -28,6 +33,11 @@ struct KVCacheLayout {
   std::int64_t num_kv_heads = 0;
   std::int64_t head_dim = 0;
   DType dtype = DType::kFloat16;
+  DType activation_dtype = DType::kFloat16;
+
+  bool quantized() const { return dtype == DType::kFloat8E4M3; }
+  // The dtype of the tensors the kernels exchange with the caller.
+  DType io_dtype() const { return quantized() ? activation_dtype : dtype; }
 
   // Elements of one page of one layer (K and V, all heads).
   std::int64_t page_elems() const { return 2 * num_kv_heads * page_size * head_dim; }
@@ -39,6 +49,23 @@ struct KVCacheLayout {
 // Throws ArgumentError (argument "<field_prefix><field>", e.g. "layout.num_kv_heads") unless the
 // layout is one the kernels support and its total size fits in int64 bytes.
 void validate_kv_layout(const KVCacheLayout& layout, const char* op, const char* field_prefix = "layout.");
+
+// Dequantization scales of a float8 pool: float32 device arrays [num_layers, num_kv_heads]; the
+// value of a stored K element of (layer, KV head h) is k[layer * num_kv_heads + h] * e4m3 value
+// (V likewise). append stores e4m3(x / scale), rounded to nearest even and saturated to +-448
+// (e4m3's largest finite value), so an outlier never becomes NaN. The caller chooses the scales
+// (PagedKVCache: 1.0, set_scales, or calibrate = amax / 448) and must keep them fixed while a
+// layer holds tokens written with them. Required (non-null, finite, > 0) for a float8 pool;
+// must be null for a 16-bit pool.
+struct KVScales {
+  const float* k = nullptr;
+  const float* v = nullptr;
+};
+
+// Throws ArgumentError (argument "scales.k" / "scales.v") unless the pointers are given (4-byte
+// aligned) for a float8 pool and null for a 16-bit one. The values live on the device and are not
+// checked: a zero or non-finite scale gives non-finite outputs.
+void validate_kv_scales(const KVCacheLayout& layout, const KVScales& scales, const char* op);
 
 // A copy-on-write page copy the caller must perform (all layers) before writing into `dst`.
 struct PageCopy {
@@ -172,21 +199,23 @@ enum KVIndexFault : std::int32_t {
 // nothing for 0. `op` prefixes the message.
 void throw_kv_index_faults(std::int32_t faults, const KVCacheLayout& layout, const char* op);
 
-// Writes num_tokens rows of K and V ([num_tokens, num_kv_heads, head_dim], contiguous) of `layer`
-// into the slots of an AppendPlan (int64 slot = page * page_size + offset).
+// Writes num_tokens rows of K and V ([num_tokens, num_kv_heads, head_dim], contiguous, in
+// layout.io_dtype()) of `layer` into the slots of an AppendPlan (int64 slot = page * page_size +
+// offset); a float8 pool stores them quantized with `scales` (see KVScales).
 void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
                      std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream = nullptr,
-                     std::int32_t* error_flag = nullptr);
+                     std::int32_t* error_flag = nullptr, KVScales scales = {});
 
-// Copies whole pages (every layer, K and V): pool[:, dst[i]] = pool[:, src[i]].
+// Copies whole pages (every layer, K and V), byte for byte: pool[:, dst[i]] = pool[:, src[i]].
 void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int32_t* src, const std::int32_t* dst,
                          std::int64_t num_copies, cudaStream_t stream = nullptr, std::int32_t* error_flag = nullptr);
 
 // Contiguous copies of one sequence's K and V of `layer`: k_out, v_out [num_kv_heads, length,
-// head_dim]. `pages` lists the sequence's pages in order (at least ceil(length / page_size)).
+// head_dim] in layout.io_dtype() (a float8 pool's values dequantized: scale * e4m3 value, rounded
+// once). `pages` lists the sequence's pages in order (at least ceil(length / page_size)).
 void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
                      std::int64_t length, void* k_out, void* v_out, cudaStream_t stream = nullptr,
-                     std::int32_t* error_flag = nullptr);
+                     std::int32_t* error_flag = nullptr, KVScales scales = {});
 
 // Decode attention straight from the pages: out[b, h] = softmax(scale * q[b, h] . K_b^T) V_b for
 // one query token per sequence, K_b/V_b the first seq_lens[b] tokens of the KV head h / group.
@@ -198,7 +227,11 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
 // The kernel loop paged_decode_attention runs, for A/B measurements and tests; kAuto chooses
 // (tensor cores for groups of 4-8 query heads per KV head on compute capability 8.0+, CUDA cores
 // otherwise). kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore); it and the
-// ring variants need 8.0+.
+// ring variants need 8.0+. A float8 pool is read by the ring variants only (kAuto picks
+// kTensorCoreRing; any other variant is an ArgumentError naming `variant`): q and out are in
+// layout.activation_dtype, the FP8 rows are converted to it in registers (exactly: every e4m3
+// value is a float16 and a bfloat16 value), k scale is folded into the softmax scale and v scale
+// into the output, and every product accumulates in fp32.
 enum class PagedDecodeVariant : int {
   kAuto = -1,
   kCudaCore = 0,           // 4 rows per lane per iteration, loads then math
@@ -226,6 +259,7 @@ struct PagedDecodeArgs {
   std::size_t workspace_bytes = 0;
   std::int32_t* error_flag = nullptr;
   PagedDecodeVariant variant = PagedDecodeVariant::kAuto;
+  KVScales scales;  // float8 pools only (see KVScales)
 };
 
 // The number of KV splits and the workspace the call will use (0 bytes when it does not split).

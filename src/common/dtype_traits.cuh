@@ -24,8 +24,9 @@ decltype(auto) dispatch_dtype(DType dtype, const char* op, Fn&& fn) {
     case DType::kFloat32: return fn(TypeTag<float>{});
     case DType::kFloat16: return fn(TypeTag<__half>{});
     case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
+    default: break;  // float8_e4m3fn is a KV-cache storage type, not a compute type
   }
-  throw ArgumentError(op, "dtype", "is not a supported element type");
+  throw ArgumentError(op, "dtype", std::string("must be float32, float16 or bfloat16, got ") + dtype_name(dtype));
 }
 
 // Same, for ops that only take the 16-bit types (tensor-core kernels).

@@ -1,13 +1,17 @@
 // Data movement of the paged KV cache: append (scatter new tokens into their slots), copy_pages
-// (copy-on-write), gather (pages -> contiguous). All memory-bound: one thread per 16-byte unit of
+// (copy-on-write), gather (pages -> contiguous). A float8 pool is quantized on append and
+// dequantized on gather (common/fp8.cuh). All memory-bound: one thread per 8 elements of
 // a head_dim row, grid-stride loops, rows addressed through the slot / page lists. Slots and page
 // ids come from device memory: each is range-checked before use (common/index_guard.cuh).
 #include <initializer_list>
+#include <type_traits>
 #include <string>
 #include <utility>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+#include "common/fp8.cuh"
 #include "common/index_guard.cuh"
 #include "common/launch.h"
 #include "common/vector_io.cuh"
@@ -18,6 +22,7 @@ namespace {
 
 constexpr int kThreads = 256;
 using Elem = std::uint16_t;  // fp16 and bf16 are moved as raw 2-byte values: no conversion here
+using Fp8 = std::uint8_t;    // e4m3 bytes of a float8 pool
 
 // Byte-level geometry shared by the kernels (elements unless noted).
 struct Geometry {
@@ -28,22 +33,73 @@ Geometry geometry(const KVCacheLayout& l, std::int64_t layer) {
   return {l.num_pages, l.num_kv_heads, l.page_size, l.head_dim, l.page_elems(), l.layer_elems(), layer * l.layer_elems()};
 }
 
-// A unit of NaN: 0x7fff is a NaN in both fp16 and bf16, so no dtype dispatch is needed.
-template <typename Unit>
-__device__ __forceinline__ Unit nan_unit() {
-  if constexpr (sizeof(Unit) == sizeof(Elem)) {
-    return Unit(0x7fff);
+// The per-(layer, KV head) scales of one layer (null pointers for a 16-bit pool: scale 1).
+struct LayerScales {
+  const float* k;
+  const float* v;
+  __device__ __forceinline__ float of(int kv, std::int64_t h) const {
+    const float* s = kv ? v : k;
+    return s ? s[h] : 1.f;
+  }
+};
+
+// kPer elements of one row from src to dst. Src == Dst: the pool holds the caller's dtype and the
+// 2-byte values move unconverted (one int4 for 8, or one element). Dst == Fp8: append into a
+// float8 pool, e4m3(x / scale) (exact division, so the host reference can reproduce every byte).
+// Src == Fp8: gather out of a float8 pool, scale * e4m3 value rounded once to Dst.
+template <int kPer, typename Src, typename Dst>
+__device__ __forceinline__ void move_elems(const Src* src, Dst* dst, float scale) {
+  static_assert(kPer == 8 || kPer == 1, "a unit is 8 elements or one");
+  if constexpr (std::is_same_v<Src, Dst>) {
+    using Unit = std::conditional_t<kPer == 8, int4, Src>;
+    *reinterpret_cast<Unit*>(dst) = *reinterpret_cast<const Unit*>(src);
+  } else if constexpr (std::is_same_v<Dst, Fp8>) {
+    if constexpr (kPer == 8) {
+      float x[8];
+      to_float_array(load_vec(src).v, x);
+      std::uint32_t w[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        w[i] = std::uint32_t(fp8::quantize2(__fdiv_rn(x[4 * i], scale), __fdiv_rn(x[4 * i + 1], scale))) |
+               (std::uint32_t(fp8::quantize2(__fdiv_rn(x[4 * i + 2], scale), __fdiv_rn(x[4 * i + 3], scale))) << 16);
+      }
+      *reinterpret_cast<uint2*>(dst) = make_uint2(w[0], w[1]);
+    } else {
+      *dst = fp8::quantize(__fdiv_rn(to_float(*src), scale));
+    }
   } else {
-    return make_int4(0x7fff7fff, 0x7fff7fff, 0x7fff7fff, 0x7fff7fff);
+    if constexpr (kPer == 8) {
+      const Vec<Dst> raw = fp8::widen8<Dst>(*reinterpret_cast<const uint2*>(src));
+      float x[8];
+      to_float_array(raw.v, x);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) x[i] *= scale;
+      Vec<Dst> out;
+      from_float_array(x, out.v);
+      store_vec(dst, out);
+    } else {
+      *dst = from_float<Dst>(fp8::to_float(*src) * scale);
+    }
   }
 }
 
-// Unit: int4 (16-byte path) or Elem (any alignment). Work item = one unit of one (token, K|V, head) row.
-template <typename Unit>
-__global__ void append_kernel(Elem* __restrict__ pool, Geometry g, const std::int64_t* __restrict__ slots,
-                              std::int64_t num_tokens, const Elem* __restrict__ k, const Elem* __restrict__ v,
-                              std::int32_t* error_flag) {
-  constexpr int kPer = sizeof(Unit) / sizeof(Elem);
+// kPer 2-byte NaNs: 0x7fff is a NaN in both fp16 and bf16, so no dtype dispatch is needed.
+template <int kPer, typename Dst>
+__device__ __forceinline__ void store_nan(Dst* dst) {
+  static_assert(sizeof(Dst) == 2, "outputs are 16-bit");
+  if constexpr (kPer == 8) {
+    *reinterpret_cast<int4*>(dst) = make_int4(0x7fff7fff, 0x7fff7fff, 0x7fff7fff, 0x7fff7fff);
+  } else {
+    *reinterpret_cast<Elem*>(dst) = Elem(0x7fff);
+  }
+}
+
+// Work item = kPer elements of one (token, K|V, head) row. In: the caller's element type (Elem
+// for a 16-bit pool, __half / __nv_bfloat16 for a float8 pool); P: the pool's (Elem or Fp8).
+template <int kPer, typename In, typename P>
+__global__ void append_kernel(P* __restrict__ pool, Geometry g, const std::int64_t* __restrict__ slots,
+                              std::int64_t num_tokens, const In* __restrict__ k, const In* __restrict__ v,
+                              LayerScales scales, std::int32_t* error_flag) {
   const std::int64_t units_per_row = g.head_dim / kPer;
   const std::int64_t total = num_tokens * 2 * g.heads * units_per_row;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
@@ -57,10 +113,10 @@ __global__ void append_kernel(Elem* __restrict__ pool, Geometry g, const std::in
     const std::int64_t slot = slots[t];
     if (!detail::index_in_range(slot, g.num_pages * g.page_size, error_flag, kKVFaultSlots)) continue;
     const std::int64_t page = slot / g.page_size, off = slot % g.page_size;
-    const Elem* src = (kv ? v : k) + (t * g.heads + h) * g.head_dim + c * kPer;
-    Elem* dst = pool + g.layer_offset + page * g.page_elems + ((kv * g.heads + h) * g.page_size + off) * g.head_dim +
-                c * kPer;
-    *reinterpret_cast<Unit*>(dst) = *reinterpret_cast<const Unit*>(src);
+    const In* src = (kv ? v : k) + (t * g.heads + h) * g.head_dim + c * kPer;
+    P* dst = pool + g.layer_offset + page * g.page_elems + ((kv * g.heads + h) * g.page_size + off) * g.head_dim +
+             c * kPer;
+    move_elems<kPer>(src, dst, scales.of(kv, h));
   }
 }
 
@@ -83,13 +139,14 @@ __global__ void copy_pages_kernel(int4* __restrict__ pool, std::int64_t num_laye
   }
 }
 
-// grid.y = (K|V, head); grid.x tiles that head's [length, head_dim] slab. 32-bit index math: the
-// slab of one head of one sequence is far below 2^31 units.
-template <typename Unit>
-__global__ void gather_kernel(const Elem* __restrict__ pool, Geometry g, const std::int32_t* __restrict__ pages,
-                              int length, Elem* __restrict__ k_out, Elem* __restrict__ v_out,
+// grid.y = (K|V, head); grid.x tiles that head's [length, head_dim] slab, kPer elements per
+// thread. P: the pool's element type (Elem or Fp8); Out: the output's (Elem, or the activation
+// type of a float8 pool). 32-bit index math: the slab of one head of one sequence is far below
+// 2^31 elements.
+template <int kPer, typename P, typename Out>
+__global__ void gather_kernel(const P* __restrict__ pool, Geometry g, const std::int32_t* __restrict__ pages,
+                              int length, Out* __restrict__ k_out, Out* __restrict__ v_out, LayerScales scales,
                               std::int32_t* error_flag) {
-  constexpr int kPer = sizeof(Unit) / sizeof(Elem);
   const int units_per_row = int(g.head_dim) / kPer;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= length * units_per_row) return;
@@ -97,14 +154,30 @@ __global__ void gather_kernel(const Elem* __restrict__ pool, Geometry g, const s
   const int t = i / units_per_row, c = i % units_per_row;
   const int ps = int(g.page_size);
   const std::int64_t page = pages[t / ps];
-  Elem* dst = (kv ? v_out : k_out) + (std::int64_t(h) * length + t) * g.head_dim + c * kPer;
+  Out* dst = (kv ? v_out : k_out) + (std::int64_t(h) * length + t) * g.head_dim + c * kPer;
   if (!detail::index_in_range(page, g.num_pages, error_flag, kKVFaultPages)) {
-    *reinterpret_cast<Unit*>(dst) = nan_unit<Unit>();  // every output element is written, visibly wrong here
+    store_nan<kPer>(dst);  // every output element is written, visibly wrong here
     return;
   }
-  const Elem* src = pool + g.layer_offset + page * g.page_elems +
-                    (std::int64_t(kv * g.heads + h) * ps + (t % ps)) * g.head_dim + c * kPer;
-  *reinterpret_cast<Unit*>(dst) = *reinterpret_cast<const Unit*>(src);
+  const P* src = pool + g.layer_offset + page * g.page_elems +
+                 (std::int64_t(kv * g.heads + h) * ps + (t % ps)) * g.head_dim + c * kPer;
+  move_elems<kPer>(src, dst, scales.of(kv, h));
+}
+
+// Calls fn(TypeTag<In>{}, TypeTag<P>{}) with the element types the kernels move: (Elem, Elem) for
+// a 16-bit pool, (activation type, Fp8) for a float8 pool.
+template <typename Fn>
+void dispatch_pool_types(const KVCacheLayout& l, const char* op, Fn&& fn) {
+  if (!l.quantized()) return fn(TypeTag<Elem>{}, TypeTag<Elem>{});
+  dispatch_half_dtype(l.activation_dtype, op, [&](auto tag) { fn(tag, TypeTag<Fp8>{}); });
+}
+
+// The layer's scales (see KVScales), after validate_kv_scales.
+LayerScales layer_scales(const KVCacheLayout& l, std::int64_t layer, const KVScales& s, const char* op) {
+  validate_kv_scales(l, s, op);
+  if (!l.quantized()) return {nullptr, nullptr};
+  const std::int64_t off = layer * l.num_kv_heads;
+  return {s.k + off, s.v + off};
 }
 
 void require_layer(const KVCacheLayout& layout, std::int64_t layer, const char* op) {
@@ -133,24 +206,29 @@ void require_layer_tokens(const KVCacheLayout& layout, const void* pool, std::in
 
 void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int64_t* slots,
                      std::int64_t num_tokens, const void* k, const void* v, cudaStream_t stream,
-                     std::int32_t* error_flag) {
+                     std::int32_t* error_flag, KVScales scales) {
   constexpr const char* kOp = "kv_cache_append";
   require_layer_tokens(layout, pool, layer, kOp, "num_tokens", num_tokens, {{slots, "slots"}, {k, "k"}, {v, "v"}});
+  const LayerScales ls = layer_scales(layout, layer, scales, kOp);
   if (num_tokens == 0) return;
   const Geometry g = geometry(layout, layer);
   const std::int64_t rows = num_tokens * 2 * layout.num_kv_heads;
   const int sms = detail::current_sm_count();
-  auto* p = static_cast<Elem*>(pool);
-  auto* pk = static_cast<const Elem*>(k);
-  auto* pv = static_cast<const Elem*>(v);
-  if (is_aligned(k) && is_aligned(v)) {
-    append_kernel<int4><<<detail::grid_for(rows * layout.head_dim / 8, kThreads, sms), kThreads, 0, stream>>>(
-        p, g, slots, num_tokens, pk, pv, error_flag);
-  } else {
-    append_kernel<Elem><<<detail::grid_for(rows * layout.head_dim, kThreads, sms), kThreads, 0, stream>>>(
-        p, g, slots, num_tokens, pk, pv, error_flag);
-  }
-  FK_CHECK_LAUNCH();
+  dispatch_pool_types(layout, kOp, [&](auto in_tag, auto pool_tag) {
+    using In = typename decltype(in_tag)::type;
+    using P = typename decltype(pool_tag)::type;
+    auto* p = static_cast<P*>(pool);
+    auto* pk = static_cast<const In*>(k);
+    auto* pv = static_cast<const In*>(v);
+    if (is_aligned(k) && is_aligned(v)) {
+      append_kernel<8><<<detail::grid_for(rows * layout.head_dim / 8, kThreads, sms), kThreads, 0, stream>>>(
+          p, g, slots, num_tokens, pk, pv, ls, error_flag);
+    } else {
+      append_kernel<1><<<detail::grid_for(rows * layout.head_dim, kThreads, sms), kThreads, 0, stream>>>(
+          p, g, slots, num_tokens, pk, pv, ls, error_flag);
+    }
+    FK_CHECK_LAUNCH();
+  });
 }
 
 void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int32_t* src, const std::int32_t* dst,
@@ -162,8 +240,9 @@ void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int
   detail::require_device_pointer(src, num_copies, kOp, "src");
   detail::require_device_pointer(dst, num_copies, kOp, "dst");
   if (num_copies == 0) return;
-  // page_elems * 2 bytes is a multiple of 16 (head_dim is 64 or 128), so pages are int4 arrays.
-  const std::int64_t page_units = layout.page_elems() * 2 / 16;
+  // Bytes, whatever the dtype: a page (>= 2 * 8 * 64 elements of >= 1 byte) is a multiple of 16
+  // bytes, so pages are int4 arrays.
+  const std::int64_t page_units = layout.page_elems() * std::int64_t(dtype_size(layout.dtype)) / 16;
   const std::int64_t total = num_copies * layout.num_layers * page_units;
   copy_pages_kernel<<<detail::grid_for(total, kThreads, detail::current_sm_count()), kThreads, 0, stream>>>(
       static_cast<int4*>(pool), layout.num_layers, page_units, layout.num_pages * page_units, src, dst, num_copies,
@@ -172,26 +251,32 @@ void kv_cache_copy_pages(void* pool, const KVCacheLayout& layout, const std::int
 }
 
 void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t layer, const std::int32_t* pages,
-                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream, std::int32_t* error_flag) {
+                     std::int64_t length, void* k_out, void* v_out, cudaStream_t stream, std::int32_t* error_flag,
+                     KVScales scales) {
   constexpr const char* kOp = "kv_cache_gather";
   require_layer_tokens(layout, pool, layer, kOp, "length", length,
                        {{pages, "pages"}, {k_out, "k_out"}, {v_out, "v_out"}});
+  const LayerScales ls = layer_scales(layout, layer, scales, kOp);
   if (length == 0) return;
   detail::require(length * layout.head_dim < (std::int64_t(1) << 31), kOp, "length",
                   "is too long: length * head_dim must be < 2^31, got " + std::to_string(length));
   const Geometry g = geometry(layout, layer);
-  auto* p = static_cast<const Elem*>(pool);
-  auto* ko = static_cast<Elem*>(k_out);
-  auto* vo = static_cast<Elem*>(v_out);
-  const dim3 grid_y(1, static_cast<unsigned>(2 * layout.num_kv_heads));
-  if (is_aligned(k_out) && is_aligned(v_out)) {
-    dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim / 8, kThreads)), grid_y.y);
-    gather_kernel<int4><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, error_flag);
-  } else {
-    dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim, kThreads)), grid_y.y);
-    gather_kernel<Elem><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, error_flag);
-  }
-  FK_CHECK_LAUNCH();
+  const unsigned heads2 = static_cast<unsigned>(2 * layout.num_kv_heads);
+  dispatch_pool_types(layout, kOp, [&](auto out_tag, auto pool_tag) {
+    using Out = typename decltype(out_tag)::type;
+    using P = typename decltype(pool_tag)::type;
+    auto* p = static_cast<const P*>(pool);
+    auto* ko = static_cast<Out*>(k_out);
+    auto* vo = static_cast<Out*>(v_out);
+    if (is_aligned(k_out) && is_aligned(v_out)) {
+      const dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim / 8, kThreads)), heads2);
+      gather_kernel<8><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, ls, error_flag);
+    } else {
+      const dim3 grid(static_cast<unsigned>(detail::ceil_div(length * layout.head_dim, kThreads)), heads2);
+      gather_kernel<1><<<grid, kThreads, 0, stream>>>(p, g, pages, int(length), ko, vo, ls, error_flag);
+    }
+    FK_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace flashkernel

@@ -33,8 +33,14 @@ void validate_kv_layout(const KVCacheLayout& l, const char* op, const char* fiel
                   "must be in [1, 1024], got " + std::to_string(l.num_kv_heads));
   detail::require(l.head_dim == 64 || l.head_dim == 128, op, field("head_dim").c_str(),
                   "must be 64 or 128, got " + std::to_string(l.head_dim));
-  detail::require(l.dtype == DType::kFloat16 || l.dtype == DType::kBFloat16, op, field("dtype").c_str(),
-                  std::string("must be float16 or bfloat16, got ") + dtype_name(l.dtype));
+  detail::require(l.dtype == DType::kFloat16 || l.dtype == DType::kBFloat16 || l.dtype == DType::kFloat8E4M3, op,
+                  field("dtype").c_str(),
+                  std::string("must be float16, bfloat16 or float8_e4m3fn, got ") + dtype_name(l.dtype));
+  if (l.quantized()) {
+    detail::require(l.activation_dtype == DType::kFloat16 || l.activation_dtype == DType::kBFloat16, op,
+                    field("activation_dtype").c_str(),
+                    std::string("must be float16 or bfloat16 for a float8 pool, got ") + dtype_name(l.activation_dtype));
+  }
   // One layer is below 2^31 pages * 2^19 elements; the layer count is the only unbounded factor,
   // and every byte offset the kernels form must fit in int64.
   const std::int64_t layer_bytes = l.layer_elems() * static_cast<std::int64_t>(dtype_size(l.dtype));
@@ -42,6 +48,18 @@ void validate_kv_layout(const KVCacheLayout& l, const char* op, const char* fiel
                   field("num_layers").c_str(),
                   "is too large: the pool would exceed 2^63 bytes (" + std::to_string(l.num_layers) + " layers of " +
                       std::to_string(layer_bytes) + " bytes)");
+}
+
+void validate_kv_scales(const KVCacheLayout& l, const KVScales& s, const char* op) {
+  for (auto [ptr, name] : {std::pair{s.k, "scales.k"}, std::pair{s.v, "scales.v"}}) {
+    if (l.quantized()) {
+      detail::require(ptr != nullptr && reinterpret_cast<std::uintptr_t>(ptr) % 4 == 0, op, name,
+                      "must be a 4-byte aligned float32 device array [num_layers, num_kv_heads] for a float8 pool");
+    } else {
+      detail::require(ptr == nullptr, op, name,
+                      std::string("must be null for a ") + dtype_name(l.dtype) + " pool (scales are for float8 pools)");
+    }
+  }
 }
 
 void throw_kv_index_faults(std::int32_t faults, const KVCacheLayout& l, const char* op) {

@@ -25,20 +25,42 @@ constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
 constexpr int kTensorCoreVariant = int(PagedDecodeVariant::kTensorCore);  // paged_decode_mma_kernel (groups of 4-16)
+// A float8 pool's default: the deep ring, the path that reads e4m3 (every group size).
+constexpr int kFp8Variant = int(PagedDecodeVariant::kTensorCoreRing);
 
 
-// Resident CTAs per SM of the kernel a launch will use (from its register count), cached.
+// Calls fn(TypeTag<T>{}, TypeTag<S>{}): T the q/out type, S the pool's element type.
+template <typename Fn>
+void dispatch_decode_types(const KVCacheLayout& l, const char* op, Fn&& fn) {
+  dispatch_half_dtype(l.io_dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (l.quantized()) {
+      fn(tag, TypeTag<__nv_fp8_e4m3>{});
+    } else {
+      fn(tag, TypeTag<T>{});
+    }
+  });
+}
+
+// Resident CTAs per SM of the kernel a launch will use (from its register count and shared
+// memory), cached. `dtype`: the pool's; a float8 pool is measured with its float16-activation
+// kernel (the bfloat16 one has the same shared memory, which sets its occupancy).
 int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
-  static std::atomic<int> cache[2][2][5][kv_decode::kNumVariants];
+  static std::atomic<int> cache[3][2][5][kv_decode::kNumVariants];
   const int gi = g == 1 ? 0 : g == 2 ? 1 : g == 4 ? 2 : g == 8 ? 3 : 4;
-  std::atomic<int>& slot = cache[dtype == DType::kBFloat16][head_dim == 128][gi][variant];
+  const int di = dtype == DType::kFloat8E4M3 ? 2 : dtype == DType::kBFloat16 ? 1 : 0;
+  std::atomic<int>& slot = cache[di][head_dim == 128][gi][variant];
   int n = slot.load(std::memory_order_relaxed);
   if (n > 0) return n;
   n = 0;
-  dispatch_half_dtype(dtype, "paged_decode_attention", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    kv_decode::launch_paged_decode_dtype(kv_decode::Params{}, static_cast<const T*>(nullptr), head_dim, g, variant,
-                                         dim3(), nullptr, &n);
+  KVCacheLayout l;
+  l.dtype = dtype;
+  l.activation_dtype = DType::kFloat16;
+  dispatch_decode_types(l, "paged_decode_attention", [&](auto t_tag, auto s_tag) {
+    using T = typename decltype(t_tag)::type;
+    using S = typename decltype(s_tag)::type;
+    kv_decode::launch_paged_decode_dtype(kv_decode::Params{}, static_cast<const T*>(nullptr),
+                                         static_cast<const S*>(nullptr), head_dim, g, variant, dim3(), nullptr, &n);
   });
   n = std::max(n, 1);
   slot.store(n, std::memory_order_relaxed);
@@ -69,6 +91,7 @@ Plan make_plan(const PagedDecodeArgs& a) {
   pl.variant = a.variant != PagedDecodeVariant::kAuto          ? int(a.variant)
                : detail::current_compute_major() >= 8 ? kTensorCoreVariant
                                                        : 0;
+  if (a.layout.quantized() && a.variant == PagedDecodeVariant::kAuto) pl.variant = kFp8Variant;
   pl.g = heads_per_cta(group, pl.variant);
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;
@@ -111,10 +134,18 @@ void validate(const PagedDecodeArgs& a) {
                   "variant",
                   "must be a PagedDecodeVariant (-1.." + std::to_string(kv_decode::kNumVariants - 1) + "), got " +
                       std::to_string(int(a.variant)));
+  if (a.layout.quantized()) {
+    detail::require(a.variant == PagedDecodeVariant::kAuto || kv_decode::reads_fp8(int(a.variant)), kOp, "variant",
+                    "must be -1 (auto), 4 or 5 for a float8 pool (only the shared-memory ring variants read FP8), "
+                    "got " + std::to_string(int(a.variant)));
+    detail::require(detail::current_compute_major() >= 8, kOp, "layout.dtype",
+                    "float8_e4m3fn pools need compute capability 8.0 or newer (the ring kernel: mma.sync, cp.async)");
+  }
   if (int(a.variant) >= kTensorCoreVariant) {
     detail::require(detail::current_compute_major() >= 8, kOp, "variant",
                     "the tensor-core variants (3-5) need compute capability 8.0 or newer (mma.sync m16n8k16, cp.async)");
   }
+  validate_kv_scales(a.layout, a.scales, kOp);
   if (a.batch == 0) return;
   detail::require(a.q != nullptr && is_aligned(a.q), kOp, "q", "must be a non-null 16-byte aligned pointer");
   detail::require(a.out != nullptr, kOp, "out", "must be a non-null device pointer");
@@ -177,7 +208,11 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   p.part_o = static_cast<float*>(a.workspace);
   p.part_lse = need ? p.part_o + rows * a.layout.head_dim : nullptr;
   p.page_elems = a.layout.page_elems();
-  p.pool = static_cast<const char*>(a.pool) + a.layer * a.layout.layer_elems() * 2;  // 2-byte elements
+  p.pool = static_cast<const char*>(a.pool) + a.layer * a.layout.layer_elems() * std::int64_t(dtype_size(a.layout.dtype));
+  if (a.layout.quantized()) {
+    p.k_scale = a.scales.k + a.layer * a.layout.num_kv_heads;
+    p.v_scale = a.scales.v + a.layer * a.layout.num_kv_heads;
+  }
   p.num_kv_heads = static_cast<int>(a.layout.num_kv_heads);
   int log2ps = 0;
   while ((std::int64_t(1) << log2ps) < a.layout.page_size) ++log2ps;
@@ -196,9 +231,11 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(pl.num_splits), static_cast<unsigned>(a.layout.num_kv_heads * pl.head_chunks),
                   static_cast<unsigned>(a.batch));
   const int d = static_cast<int>(a.layout.head_dim);
-  dispatch_half_dtype(a.layout.dtype, kOp, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), d, pl.g, pl.variant, grid, stream);
+  dispatch_decode_types(a.layout, kOp, [&](auto t_tag, auto s_tag) {
+    using T = typename decltype(t_tag)::type;
+    using S = typename decltype(s_tag)::type;
+    kv_decode::launch_paged_decode_dtype(p, static_cast<const T*>(nullptr), static_cast<const S*>(nullptr), d, pl.g,
+                                         pl.variant, grid, stream);
     FK_CHECK_LAUNCH();
     if (pl.num_splits > 1) {
       pdl::launch_dependent(combine_kernel<T>, dim3(static_cast<unsigned>(a.batch * a.num_q_heads)), dim3(d), 0,

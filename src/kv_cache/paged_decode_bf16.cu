@@ -2,5 +2,5 @@
 #include "kv_cache/paged_decode_kernel.cuh"
 
 namespace flashkernel::kv_decode {
-FLASHKERNEL_DEFINE_PAGED_DECODE(__nv_bfloat16)
+FLASHKERNEL_DEFINE_PAGED_DECODE(__nv_bfloat16, __nv_bfloat16)
 }  // namespace flashkernel::kv_decode

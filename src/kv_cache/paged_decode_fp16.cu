@@ -2,5 +2,5 @@
 #include "kv_cache/paged_decode_kernel.cuh"
 
 namespace flashkernel::kv_decode {
-FLASHKERNEL_DEFINE_PAGED_DECODE(__half)
+FLASHKERNEL_DEFINE_PAGED_DECODE(__half, __half)
 }  // namespace flashkernel::kv_decode

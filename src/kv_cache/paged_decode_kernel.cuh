@@ -19,6 +19,7 @@
 #include "common/cuda_check.h"
 #include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
+#include "common/fp8.cuh"
 #include "common/index_guard.cuh"
 #include "common/mma_sm80.cuh"
 #include "common/online_softmax.cuh"
@@ -50,7 +51,13 @@ struct Params {
   int num_splits;
   int split_tokens;  // tokens per split (the last split also takes any remainder)
   float scale_log2;  // softmax scale * log2(e)
+  // A float8 pool's scales of this layer, [num_kv_heads] each; null for a 16-bit pool (scale 1).
+  // The kernels compute on the raw e4m3 values: k_scale multiplies scale_log2, v_scale the output.
+  const float* k_scale;
+  const float* v_scale;
 };
+
+__device__ __forceinline__ float head_scale(const float* scales, int hk) { return scales ? scales[hk] : 1.f; }
 
 // Writes column c of query head hq's result: the output itself when the context is not split,
 // else the split's normalized partial output and (column 0) its log2-sum-exp2.
@@ -71,6 +78,7 @@ template <typename T, int D, int G>
 __device__ __forceinline__ void finish_cta(const Params& p, const float (&sm_m)[kWarps][G],
                                            const float (&sm_l)[kWarps][G], const float (&sm_acc)[kWarps][G][D],
                                            int b, int hk, int hc, int split) {
+  const float v_scale = head_scale(p.v_scale, hk);
   for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
     const int g = idx / D, c = idx % D;
     if (hc * G + g >= p.group) continue;
@@ -84,7 +92,7 @@ __device__ __forceinline__ void finish_cta(const Params& p, const float (&sm_m)[
       ll += sm_l[w][g] * f;
       o += sm_acc[w][g][c] * f;
     }
-    store_result<T, D>(p, b, hk * p.group + hc * G + g, split, c, ll > 0.f ? o / ll : 0.f,
+    store_result<T, D>(p, b, hk * p.group + hc * G + g, split, c, ll > 0.f ? o / ll * v_scale : 0.f,
                        softmax::log_sum_exp2(mm, ll));
   }
 }
@@ -586,25 +594,37 @@ __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
 // then conflict-free for V and 2-way for K, and the row writes conflict-free.
 // The page ids of the next step to issue are loaded one step ahead, so a copy never waits on a
 // page-table read.
-template <int D>
+//
+// FP8 pool (S = __nv_fp8_e4m3, T = the activation type): the same ring holds the e4m3 rows (D
+// bytes each, so a step is half the bytes and the same shared memory holds twice the stages),
+// and each fragment is widened to T as it is read from the slot (8 bytes -> one Vec<T>, exact),
+// so the mma step is the 16-bit one unchanged. The 16-byte unit swizzle then spans the row's
+// D / 16 units (u ^ (r & 3) at d 64). The scales never touch the e4m3 values: k scale multiplies
+// the softmax scale, v scale the output (finish_cta).
+template <typename S, int D>
 constexpr int ring_slot_bytes() {
-  return 2 * 16 * D * 2;  // K and V rows of one 16-token step, 16-bit elements
+  return 2 * 16 * D * int(sizeof(S));  // K and V rows of one 16-token step
 }
-template <int D>
+template <typename S, int D>
 constexpr int ring_bytes(int stages) {
-  return kWarps * stages * ring_slot_bytes<D>();
+  return kWarps * stages * ring_slot_bytes<S, D>();
 }
 
-template <typename T, int D, int G, int kStages>
+template <typename T, typename S, int D, int G, int kStages>
 __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
+  static_assert(std::is_same_v<S, T> || std::is_same_v<S, __nv_fp8_e4m3>, "the pool holds T or e4m3");
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
-  constexpr int kRowUnits = D / 8;                            // 16-byte units per row
-  constexpr int kSlotUnits = ring_slot_bytes<D>() / 16;       // 16-byte units per slot
+  constexpr int kElemBytes = int(sizeof(S));
+  constexpr int kUnitElems = 16 / kElemBytes;                 // pool elements per 16-byte unit
+  constexpr int kRowUnits = D / kUnitElems;                   // 16-byte units per row
+  constexpr int kSwizzle = (kRowUnits < 8 ? kRowUnits : 8) - 1;
+  constexpr int kSlotUnits = ring_slot_bytes<S, D>() / 16;    // 16-byte units per slot
   constexpr int kHalfCopies = 8 * kRowUnits / 32;             // warp copies per 8-row half
-  static_assert(ring_bytes<D>(kStages) >= State::kMergeBytes, "the merge reuses the ring");
+  static_assert(kHalfCopies >= 1, "a warp copy covers at most one 8-row half");
+  static_assert(ring_bytes<S, D>(kStages) >= State::kMergeBytes, "the merge reuses the ring");
   extern __shared__ uint4 ring[];
 
   State st;
@@ -612,15 +632,26 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   if (!st.begin(p, at)) return;
   const int b = at.b, hk = at.hk, warp = at.warp, lane = at.lane, gq = at.gq, tq = at.tq, start = at.start, end = at.end;
 
-  const T* pool = static_cast<const T*>(p.pool);
+  const S* pool = static_cast<const S*>(p.pool);
   const std::int32_t* table = p.page_table + std::int64_t(b) * p.max_pages;
   const int page_mask = (1 << p.page_size_log2) - 1;
-  const T* k_base = pool + (std::int64_t(hk) << p.page_size_log2) * D;
+  const S* k_base = pool + (std::int64_t(hk) << p.page_size_log2) * D;
   const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
   const int first = start + warp * kBlock;
   const int steps = first < end ? (end - first + kCtaTokens - 1) / kCtaTokens : 0;
+  const float scale_log2 = p.scale_log2 * head_scale(p.k_scale, hk);
   uint4* slots = ring + warp * kStages * kSlotUnits;
-  auto unit_at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & 7)); };
+  auto unit_at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & kSwizzle)); };
+  // The 8 elements [elem, elem + 8) of slot row `row` as a Vec<T> (elem a multiple of 8).
+  auto fragment = [&](const uint4* slot, int row, int elem) {
+    const int byte = elem * kElemBytes;
+    const auto* unit = reinterpret_cast<const char*>(slot + unit_at(row, byte / 16)) + byte % 16;
+    if constexpr (std::is_same_v<S, T>) {
+      return *reinterpret_cast<const Vec<T>*>(unit);
+    } else {
+      return fp8::widen8<T>(*reinterpret_cast<const uint2*>(unit));
+    }
+  };
 
   // Page ids of step `it`'s two halves; a half at or past `end` gets page 0 (its copies
   // zero-fill and read nothing) so no table entry outside the checked range is read.
@@ -636,14 +667,14 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
     uint4* slot = slots + (it % kStages) * kSlotUnits;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const T* k_rows = k_base + pg[h] * p.page_elems + std::int64_t((base + 8 * h) & page_mask) * D;
+      const S* k_rows = k_base + pg[h] * p.page_elems + std::int64_t((base + 8 * h) & page_mask) * D;
 #pragma unroll
       for (int c = 0; c < kHalfCopies; ++c) {
         const int unit = c * 32 + lane;  // of the half's 8 rows, row-major
         const int row = 8 * h + unit / kRowUnits, u = unit % kRowUnits;
         const bool ok = base + row < end;
-        cp_async_16(slot + unit_at(row, u), k_rows + unit * 8, ok);
-        cp_async_16(slot + 16 * kRowUnits + unit_at(row, u), k_rows + v_off + unit * 8, ok);
+        cp_async_16(slot + unit_at(row, u), k_rows + unit * kUnitElems, ok);
+        cp_async_16(slot + 16 * kRowUnits + unit_at(row, u), k_rows + v_off + unit * kUnitElems, ok);
       }
     }
   };
@@ -676,16 +707,16 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
 #pragma unroll
-      for (int j = 0; j < kJ; ++j) *reinterpret_cast<uint4*>(&kx[h][j]) = slot[unit_at(8 * h + gq, 4 * j + tq)];
+      for (int j = 0; j < kJ; ++j) kx[h][j] = fragment(slot, 8 * h + gq, 32 * j + 8 * tq);
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
 #pragma unroll
       for (int i = 0; i < kI; ++i) {
-        *reinterpret_cast<uint4*>(&vx[s][i]) = slot[16 * kRowUnits + unit_at(8 * (s >> 1) + 2 * tq + (s & 1), 8 * i + gq)];
+        vx[s][i] = fragment(slot + 16 * kRowUnits, 8 * (s >> 1) + 2 * tq + (s & 1), 64 * i + 8 * gq);
       }
     }
-    st.step(kx, vx, first + it * kCtaTokens, end, p.scale_log2, tq);
+    st.step(kx, vx, first + it * kCtaTokens, end, scale_log2, tq);
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is past its last ring read: the merge may reuse the ring
@@ -696,17 +727,22 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
 // what the library uses): 0: CUDA cores, 4 rows per lane per iteration, loads then math; 1: 2
 // rows, next tile prefetched; 2: 4 rows, prefetched; 3: tensor cores, fragments loaded into
 // registers, for groups of 4-8 heads (else 0); 4 / 5: tensor cores fed by the shared-memory ring
-// (ring_stages: deep / 2 stages), every group size.
+// (ring_stages: deep / 2 stages), every group size. A float8 pool: variants 4 and 5 only.
 constexpr int kNumVariants = 6;
+constexpr bool reads_fp8(int variant) { return variant == 4 || variant == 5; }
 
-// Ring depth of variants 4 and 5: 3 stages at d 128 (96 KiB, 2 CTAs per H100 SM), 4 at d 64 (64 KiB).
-constexpr int ring_stages(int variant, int head_dim) { return variant == 5 ? 2 : head_dim == 128 ? 3 : 4; }
+// Ring depth of variants 4 and 5: 3 stages at d 128 (96 KiB, 2 CTAs per H100 SM), 4 at d 64 (64 KiB);
+// variant 5: 2. An FP8 pool's steps are half the bytes: twice the stages in the same shared memory.
+constexpr int ring_stages(int variant, int head_dim, int elem_bytes) {
+  return (variant == 5 ? 2 : head_dim == 128 ? 3 : 4) * (2 / elem_bytes);
+}
 
 // Dynamic shared memory of a variant's kernel (0 unless it is a ring variant).
-inline int dynamic_smem_bytes(int variant, int head_dim) {
+template <typename S>
+int dynamic_smem_bytes(int variant, int head_dim) {
   if (variant != 4 && variant != 5) return 0;
-  const int stages = ring_stages(variant, head_dim);
-  return head_dim == 128 ? ring_bytes<128>(stages) : ring_bytes<64>(stages);
+  const int stages = ring_stages(variant, head_dim, int(sizeof(S)));
+  return head_dim == 128 ? ring_bytes<S, 128>(stages) : ring_bytes<S, 64>(stages);
 }
 
 // Launches one kernel (occupancy == nullptr) or reports its resident CTAs per SM.
@@ -721,57 +757,73 @@ void launch_or_query(const Params& p, dim3 grid, int smem, cudaStream_t stream, 
   }
 }
 
-template <typename T, int D, int G>
+// T: the q/out type; S: the pool's element type (T, or __nv_fp8_e4m3, read by the ring variants
+// only: the launcher refuses the others before it gets here).
+template <typename T, typename S, int D, int G>
 void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
-  const int smem = dynamic_smem_bytes(variant, D);
-  if (variant == 4 || variant == 5) {
-    if (ring_stages(variant, D) == 2) {
-      return launch_or_query<paged_decode_ring_kernel<T, D, G, 2>>(p, grid, smem, stream, occupancy);
+  constexpr int kBytes = int(sizeof(S));
+  const int smem = dynamic_smem_bytes<S>(variant, D);
+  if constexpr (std::is_same_v<S, T>) {
+    if (variant != 4 && variant != 5) {
+      if constexpr (G > 8) {
+        // Only the tensor-core kernels hold 16 heads (make_plan gives the CUDA-core variants 8).
+        return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
+      } else {
+        if constexpr (G >= 4) {
+          if (variant == 3) return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
+        }
+        switch (variant) {
+          case 1: return launch_or_query<paged_decode_kernel<T, D, G, 2, true>>(p, grid, smem, stream, occupancy);
+          case 2: return launch_or_query<paged_decode_kernel<T, D, G, 4, true>>(p, grid, smem, stream, occupancy);
+          default: return launch_or_query<paged_decode_kernel<T, D, G, 4, false>>(p, grid, smem, stream, occupancy);
+        }
+      }
     }
-    return launch_or_query<paged_decode_ring_kernel<T, D, G, ring_stages(4, D)>>(p, grid, smem, stream, occupancy);
   }
-  if constexpr (G > 8) {
-    // Only the tensor-core kernels hold 16 heads (make_plan gives the CUDA-core variants 8).
-    return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
-  } else {
-    if constexpr (G >= 4) {
-      if (variant == 3) return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);
-    }
-    switch (variant) {
-      case 1: return launch_or_query<paged_decode_kernel<T, D, G, 2, true>>(p, grid, smem, stream, occupancy);
-      case 2: return launch_or_query<paged_decode_kernel<T, D, G, 4, true>>(p, grid, smem, stream, occupancy);
-      default: return launch_or_query<paged_decode_kernel<T, D, G, 4, false>>(p, grid, smem, stream, occupancy);
-    }
+  if (variant == 5) {
+    return launch_or_query<paged_decode_ring_kernel<T, S, D, G, ring_stages(5, D, kBytes)>>(p, grid, smem, stream,
+                                                                                           occupancy);
   }
+  return launch_or_query<paged_decode_ring_kernel<T, S, D, G, ring_stages(4, D, kBytes)>>(p, grid, smem, stream,
+                                                                                         occupancy);
 }
 
 // Launches the kernel (occupancy == nullptr) or reports its resident CTAs per SM, for head_dim
-// 64/128 and G in {1, 2, 4, 8, 16} (16: tensor-core variants 3-5 only). One overload per
-// element type (the pointer argument only selects
-// it), each defined in its own paged_decode_<dtype>.cu.
-void launch_paged_decode_dtype(const Params& p, const __half* tag, int head_dim, int g, int variant, dim3 grid,
-                               cudaStream_t stream, int* occupancy = nullptr);
-void launch_paged_decode_dtype(const Params& p, const __nv_bfloat16* tag, int head_dim, int g, int variant,
-                               dim3 grid, cudaStream_t stream, int* occupancy = nullptr);
+// 64/128 and G in {1, 2, 4, 8, 16} (16: tensor-core variants 3-5 only).
+template <typename T, typename S>
+void launch_paged_decode_shape(const Params& p, int head_dim, int g, int variant, dim3 grid, cudaStream_t stream,
+                               int* occupancy) {
+  auto by_g = [&](auto d_tag) {
+    constexpr int kD = decltype(d_tag)::value;
+    switch (g) {
+      case 1: return launch_paged_decode<T, S, kD, 1>(p, variant, grid, stream, occupancy);
+      case 2: return launch_paged_decode<T, S, kD, 2>(p, variant, grid, stream, occupancy);
+      case 4: return launch_paged_decode<T, S, kD, 4>(p, variant, grid, stream, occupancy);
+      case 8: return launch_paged_decode<T, S, kD, 8>(p, variant, grid, stream, occupancy);
+      default: return launch_paged_decode<T, S, kD, 16>(p, variant, grid, stream, occupancy);
+    }
+  };
+  if (head_dim == 64) {
+    by_g(std::integral_constant<int, 64>{});
+  } else {
+    by_g(std::integral_constant<int, 128>{});
+  }
+}
 
-#define FLASHKERNEL_DEFINE_PAGED_DECODE(T)                                                              \
-  void launch_paged_decode_dtype(const Params& p, const T*, int head_dim, int g, int variant, dim3 grid, \
-                                 cudaStream_t stream, int* occupancy) {                                 \
-    auto by_g = [&](auto d_tag) {                                                                       \
-      constexpr int kD = decltype(d_tag)::value;                                                        \
-      switch (g) {                                                                                      \
-        case 1: return launch_paged_decode<T, kD, 1>(p, variant, grid, stream, occupancy);              \
-        case 2: return launch_paged_decode<T, kD, 2>(p, variant, grid, stream, occupancy);              \
-        case 4: return launch_paged_decode<T, kD, 4>(p, variant, grid, stream, occupancy);              \
-        case 8: return launch_paged_decode<T, kD, 8>(p, variant, grid, stream, occupancy);              \
-        default: return launch_paged_decode<T, kD, 16>(p, variant, grid, stream, occupancy);            \
-      }                                                                                                 \
-    };                                                                                                  \
-    if (head_dim == 64) {                                                                               \
-      by_g(std::integral_constant<int, 64>{});                                                          \
-    } else {                                                                                            \
-      by_g(std::integral_constant<int, 128>{});                                                         \
-    }                                                                                                   \
+// One overload per (q/out type, pool element type) (the pointer arguments only select it), each
+// defined in its own paged_decode_<dtype>.cu so the instantiations compile in parallel.
+#define FLASHKERNEL_DECLARE_PAGED_DECODE(T, S)                                                               \
+  void launch_paged_decode_dtype(const Params& p, const T*, const S*, int head_dim, int g, int variant, dim3 grid, \
+                                 cudaStream_t stream, int* occupancy = nullptr)
+FLASHKERNEL_DECLARE_PAGED_DECODE(__half, __half);
+FLASHKERNEL_DECLARE_PAGED_DECODE(__nv_bfloat16, __nv_bfloat16);
+FLASHKERNEL_DECLARE_PAGED_DECODE(__half, __nv_fp8_e4m3);
+FLASHKERNEL_DECLARE_PAGED_DECODE(__nv_bfloat16, __nv_fp8_e4m3);
+
+#define FLASHKERNEL_DEFINE_PAGED_DECODE(T, S)                                                               \
+  void launch_paged_decode_dtype(const Params& p, const T*, const S*, int head_dim, int g, int variant, dim3 grid, \
+                                 cudaStream_t stream, int* occupancy) {                                        \
+    launch_paged_decode_shape<T, S>(p, head_dim, g, variant, grid, stream, occupancy);                         \
   }
 
 }  // namespace flashkernel::kv_decode

@@ -143,6 +143,7 @@ void reduce_full(const void* x, void* out, std::int64_t n, DType dtype, ReduceOp
   detail::require(op != ReduceOp::kMax || n > 0, kOp, "n",
                   "is 0: the max of an empty array is undefined (max has no identity element)");
   reduce_detail::dispatch_reduce_op(op, kOp, [](auto) {});  // rejects an unknown op before any CUDA call
+  dispatch_dtype(dtype, kOp, [](auto) {});  // and a storage-only dtype (float8) before the empty-input memset
   if (n == 0) {
     // Sum of nothing: all-zero bytes are +0.0 in fp32, fp16 and bf16.
     FK_CUDA_CHECK(cudaMemsetAsync(out, 0, dtype_size(dtype), stream));

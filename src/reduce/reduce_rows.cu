@@ -98,6 +98,7 @@ void reduce_rows(const void* x, void* out, std::int64_t rows, std::int64_t cols,
   detail::require(op != ReduceOp::kMax || cols > 0 || rows == 0, kOp, "cols",
                   "is 0: the max of an empty row is undefined (max has no identity element)");
   reduce_detail::dispatch_reduce_op(op, kOp, [](auto) {});  // rejects an unknown op before any CUDA call
+  dispatch_dtype(dtype, kOp, [](auto) {});  // and a storage-only dtype (float8) before the empty-input memset
   if (rows == 0) return;
   if (cols == 0) {
     FK_CUDA_CHECK(cudaMemsetAsync(out, 0, rows * dtype_size(dtype), stream));  // +0.0 in every dtype
