@@ -49,20 +49,29 @@ class IndexFaultCheck {
   at::Tensor flag_;
 };
 
+DType half_dtype(at::ScalarType t) { return t == at::kHalf ? DType::kFloat16 : DType::kBFloat16; }
+
 // Rejects, naming the argument, a cache layout the kernels cannot run: PagedKVCache calls it
-// before it allocates or records anything.
+// before it allocates or records anything. dtype: the activations' (K/V in, gather out, q/out);
+// kv_dtype: the pool's (None: dtype; or torch.float8_e4m3fn).
 void check_layout(int64_t num_layers, int64_t num_pages, int64_t page_size, int64_t num_kv_heads, int64_t head_dim,
-                  at::ScalarType dtype) {
+                  at::ScalarType dtype, std::optional<at::ScalarType> kv_dtype) {
+  constexpr const char* kOp = "flashkernel.PagedKVCache";
   KVCacheLayout l;
   l.num_layers = num_layers;
   l.num_pages = num_pages;
   l.page_size = page_size;
   l.num_kv_heads = num_kv_heads;
   l.head_dim = head_dim;
-  TORCH_CHECK_TYPE(dtype == at::kHalf || dtype == at::kBFloat16,
-                   "flashkernel.PagedKVCache: argument 'dtype' must be torch.float16 or torch.bfloat16, got ", dtype);
-  l.dtype = dtype == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
-  call_library([&] { validate_kv_layout(l, "flashkernel.PagedKVCache", ""); });
+  TORCH_CHECK_TYPE(dtype == at::kHalf || dtype == at::kBFloat16, kOp,
+                   ": argument 'dtype' must be torch.float16 or torch.bfloat16, got ", dtype);
+  const at::ScalarType kv = kv_dtype.value_or(dtype);
+  TORCH_CHECK_TYPE(kv == dtype || kv == at::kFloat8_e4m3fn, kOp,
+                   ": argument 'kv_dtype' must be None, the cache's dtype (", dtype,
+                   ") or torch.float8_e4m3fn, got ", kv);
+  l.activation_dtype = half_dtype(dtype);
+  l.dtype = kv == at::kFloat8_e4m3fn ? DType::kFloat8E4M3 : l.activation_dtype;
+  call_library([&] { validate_kv_layout(l, kOp, ""); });
 }
 
 struct KVPageAllocatorHolder : torch::CustomClassHolder {
@@ -79,8 +88,10 @@ at::Tensor cpu_tensor(const std::vector<T>& v, std::vector<int64_t> shape, at::S
   return t;
 }
 
-// Layout of a pool tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim].
-KVCacheLayout layout_of(const at::Tensor& pool, const char* op) {
+// Layout of a pool tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim] whose
+// activations (K/V in, outputs, q) have dtype `io` (a float8 pool's activation_dtype; a 16-bit
+// pool's activations must have its dtype, which the callers check).
+KVCacheLayout layout_of(const at::Tensor& pool, at::ScalarType io, const char* op) {
   check_cuda(pool, op, "pool");
   check_dim(pool, 6, op, "pool", "[num_layers, num_pages, 2, num_kv_heads, page_size, head_dim]");
   TORCH_CHECK_VALUE(pool.size(2) == 2, op, ": argument 'pool' must have size 2 (K, V) in dim 2, got shape ",
@@ -92,8 +103,52 @@ KVCacheLayout layout_of(const at::Tensor& pool, const char* op) {
   l.num_kv_heads = pool.size(3);
   l.page_size = pool.size(4);
   l.head_dim = pool.size(5);
-  l.dtype = to_dtype(pool, op, "pool", /*allow_fp32=*/false);
+  if (pool.scalar_type() == at::kFloat8_e4m3fn) {
+    l.dtype = DType::kFloat8E4M3;
+    TORCH_CHECK_TYPE(io == at::kHalf || io == at::kBFloat16, op,
+                     ": a float8_e4m3fn pool takes and returns float16 or bfloat16 activations, got ", io);
+    l.activation_dtype = half_dtype(io);
+  } else {
+    TORCH_CHECK_TYPE(pool.scalar_type() == at::kHalf || pool.scalar_type() == at::kBFloat16, op,
+                     ": argument 'pool' has unsupported dtype ", pool.scalar_type(),
+                     "; expected float16, bfloat16 or float8_e4m3fn");
+    l.dtype = half_dtype(pool.scalar_type());
+  }
   return l;
+}
+
+// The scale tensors of a float8 pool (float32 [num_layers, num_kv_heads] on the pool's device),
+// or none for a 16-bit pool; either way a mismatch is an error naming the argument.
+KVScales scales_of(const at::Tensor& pool, const KVCacheLayout& l, const std::optional<at::Tensor>& k_scale,
+                   const std::optional<at::Tensor>& v_scale, const char* op) {
+  KVScales s;
+  for (auto [t, name, out] : {std::tuple{&k_scale, "k_scale", &s.k}, std::tuple{&v_scale, "v_scale", &s.v}}) {
+    if (!l.quantized()) {
+      TORCH_CHECK_VALUE(!t->has_value(), op, ": argument '", name, "' must be None for a ", pool.scalar_type(),
+                        " pool (scales are for float8_e4m3fn pools)");
+      continue;
+    }
+    TORCH_CHECK_VALUE(t->has_value(), op, ": argument '", name,
+                      "' is required for a float8_e4m3fn pool (float32 [num_layers, num_kv_heads])");
+    const at::Tensor& x = **t;
+    check_cuda(x, op, name);
+    check_same_device(x, pool, op, name, "pool");
+    TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": argument '", name, "' must be float32, got ",
+                     x.scalar_type());
+    TORCH_CHECK_VALUE(x.dim() == 2 && x.size(0) == l.num_layers && x.size(1) == l.num_kv_heads, op, ": argument '",
+                      name, "' must have shape [", l.num_layers, ", ", l.num_kv_heads,
+                      "] (num_layers, num_kv_heads), got ", x.sizes());
+    check_contiguous(x, op, name);
+    *out = x.data_ptr<float>();
+  }
+  return s;
+}
+
+// The activations of a 16-bit pool are in its dtype; those of a float8 pool in float16 / bfloat16.
+void check_activation_dtype(const at::Tensor& t, const at::Tensor& pool, const char* op, const char* name) {
+  if (pool.scalar_type() != at::kFloat8_e4m3fn) return check_same_dtype(t, pool, op, name, "pool");
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16, op, ": argument '", name,
+                   "' must be float16 or bfloat16 for a float8_e4m3fn pool, got ", t.scalar_type());
 }
 
 void check_index(const at::Tensor& t, const at::Tensor& pool, at::ScalarType type, const char* op, const char* name) {
@@ -104,33 +159,38 @@ void check_index(const at::Tensor& t, const at::Tensor& pool, at::ScalarType typ
 }
 
 void append_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& slots, const at::Tensor& k,
-                 const at::Tensor& v, bool check_indices) {
+                 const at::Tensor& v, bool check_indices, const std::optional<at::Tensor>& k_scale,
+                 const std::optional<at::Tensor>& v_scale) {
   constexpr const char* kOp = "flashkernel.kv_cache_append";
-  KVCacheLayout l = layout_of(pool, kOp);
+  check_cuda(k, kOp, "k");
+  KVCacheLayout l = layout_of(pool, k.scalar_type(), kOp);
   check_index(slots, pool, at::kLong, kOp, "slots");
   check_dim(slots, 1, kOp, "slots", "[num_tokens]");
   for (auto [t, name] : {std::pair{&k, "k"}, std::pair{&v, "v"}}) {
     check_cuda(*t, kOp, name);
     check_same_device(*t, pool, kOp, name, "pool");
-    check_same_dtype(*t, pool, kOp, name, "pool");
+    check_activation_dtype(*t, pool, kOp, name);
+    check_same_dtype(*t, k, kOp, name, "k");
     check_dim(*t, 3, kOp, name, "[num_tokens, num_kv_heads, head_dim]");
     TORCH_CHECK_VALUE(t->size(0) == slots.size(0) && t->size(1) == l.num_kv_heads && t->size(2) == l.head_dim, kOp,
                       ": argument '", name, "' must have shape [", slots.size(0), ", ", l.num_kv_heads, ", ",
                       l.head_dim, "] (tokens, kv heads, head_dim of the pool), got ", t->sizes());
     check_contiguous(*t, kOp, name);
   }
+  const KVScales scales = scales_of(pool, l, k_scale, v_scale, kOp);
   const c10::cuda::CUDAGuard guard(pool.device());
   IndexFaultCheck check(pool, check_indices && slots.numel() > 0);
   call_library([&] {
     kv_cache_append(pool.data_ptr(), l, layer, slots.data_ptr<int64_t>(), slots.size(0), k.data_ptr(), v.data_ptr(),
-                    stream_of(pool), check.flag());
+                    stream_of(pool), check.flag(), scales);
   });
   check.raise_if_faulted(l, kOp);
 }
 
 void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Tensor& dst, bool check_indices) {
   constexpr const char* kOp = "flashkernel.kv_cache_copy_pages";
-  KVCacheLayout l = layout_of(pool, kOp);
+  // Bytes are copied as they are: the activation dtype plays no part (any 16-bit one will do).
+  KVCacheLayout l = layout_of(pool, at::kHalf, kOp);
   check_index(src, pool, at::kInt, kOp, "src");
   check_index(dst, pool, at::kInt, kOp, "dst");
   TORCH_CHECK_VALUE(src.dim() == 1 && src.sizes() == dst.sizes(), kOp,
@@ -145,21 +205,36 @@ void copy_pages_cuda(const at::Tensor& pool, const at::Tensor& src, const at::Te
   check.raise_if_faulted(l, kOp);
 }
 
+// out_dtype: the outputs' dtype; required for a float8 pool (float16 or bfloat16), else None or the
+// pool's dtype.
 std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& pages,
-                                               int64_t length, bool check_indices) {
+                                               int64_t length, bool check_indices,
+                                               const std::optional<at::Tensor>& k_scale,
+                                               const std::optional<at::Tensor>& v_scale,
+                                               std::optional<at::ScalarType> out_dtype) {
   constexpr const char* kOp = "flashkernel.kv_cache_gather";
-  KVCacheLayout l = layout_of(pool, kOp);
+  check_cuda(pool, kOp, "pool");
+  const bool fp8 = pool.scalar_type() == at::kFloat8_e4m3fn;
+  TORCH_CHECK_VALUE(!fp8 || out_dtype.has_value(), kOp,
+                    ": argument 'out_dtype' is required for a float8_e4m3fn pool (torch.float16 or torch.bfloat16)");
+  const at::ScalarType out_type = out_dtype.value_or(pool.scalar_type());
+  TORCH_CHECK_TYPE(fp8 || out_type == pool.scalar_type(), kOp, ": argument 'out_dtype' must be None or the pool's dtype ",
+                   pool.scalar_type(), " for a 16-bit pool, got ", out_type);
+  TORCH_CHECK_TYPE(!fp8 || out_type == at::kHalf || out_type == at::kBFloat16, kOp,
+                   ": argument 'out_dtype' must be torch.float16 or torch.bfloat16, got ", out_type);
+  KVCacheLayout l = layout_of(pool, out_type, kOp);
   check_index(pages, pool, at::kInt, kOp, "pages");
   check_dim(pages, 1, kOp, "pages", "[num_pages]");
   TORCH_CHECK_VALUE(length >= 0 && length <= pages.size(0) * l.page_size, kOp, ": argument 'length' must be in [0, ",
                     pages.size(0) * l.page_size, "] (pages.size(0) * page_size), got ", length);
+  const KVScales scales = scales_of(pool, l, k_scale, v_scale, kOp);
   const c10::cuda::CUDAGuard guard(pool.device());
-  at::Tensor k = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
-  at::Tensor v = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options());
+  at::Tensor k = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options().dtype(out_type));
+  at::Tensor v = at::empty({l.num_kv_heads, length, l.head_dim}, pool.options().dtype(out_type));
   IndexFaultCheck check(pool, check_indices && length > 0);
   call_library([&] {
     kv_cache_gather(pool.data_ptr(), l, layer, pages.data_ptr<int32_t>(), length, k.data_ptr(), v.data_ptr(),
-                    stream_of(pool), check.flag());
+                    stream_of(pool), check.flag(), scales);
   });
   check.raise_if_faulted(l, kOp);
   return {k, v};
@@ -167,12 +242,14 @@ std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t l
 
 at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
                              const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale,
-                             bool check_indices, int64_t variant) {
+                             bool check_indices, int64_t variant, const std::optional<at::Tensor>& k_scale,
+                             const std::optional<at::Tensor>& v_scale) {
   constexpr const char* kOp = "flashkernel.paged_decode_attention";
   check_cuda(q, kOp, "q");
-  KVCacheLayout l = layout_of(pool, kOp);
+  check_cuda(pool, kOp, "pool");
+  check_activation_dtype(q, pool, kOp, "q");
+  KVCacheLayout l = layout_of(pool, q.scalar_type(), kOp);
   check_same_device(q, pool, kOp, "q", "pool");
-  check_same_dtype(q, pool, kOp, "q", "pool");
   check_dim(q, 3, kOp, "q", "[batch, num_q_heads, head_dim]");
   check_contiguous(q, kOp, "q");
   TORCH_CHECK_VALUE(q.size(2) == l.head_dim, kOp, ": argument 'q' must have head_dim ", l.head_dim,
@@ -200,6 +277,7 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   a.seq_lens = seq_lens.data_ptr<int32_t>();
   a.max_seq_len = max_seq_len;
   a.scale = static_cast<float>(sc);
+  a.scales = scales_of(pool, l, k_scale, v_scale, kOp);
   // PagedDecodeVariant: -1 chooses, 0..5 name a loop variant (A/B measurements, tests). Out of
   // range values are the library's error, which names the argument.
   a.variant = static_cast<PagedDecodeVariant>(std::clamp<int64_t>(variant, -2, 6));
@@ -294,16 +372,21 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("page_size", [](const Handle& self) { return self->alloc.page_size(); })
       .def("num_layers", [](const Handle& self) { return self->alloc.num_layers(); });
 
-  m.def("kv_cache_append(Tensor(a!) pool, int layer, Tensor slots, Tensor k, Tensor v, bool check_indices=True) -> ()");
+  // k_scale / v_scale: a float8_e4m3fn pool's float32 [num_layers, num_kv_heads] scales (see kv_cache.h
+  // KVScales); None for a 16-bit pool.
+  m.def(
+      "kv_cache_append(Tensor(a!) pool, int layer, Tensor slots, Tensor k, Tensor v, bool check_indices=True, "
+      "Tensor? k_scale=None, Tensor? v_scale=None) -> ()");
   m.def("kv_cache_copy_pages(Tensor(a!) pool, Tensor src, Tensor dst, bool check_indices=True) -> ()");
   m.def(
-      "kv_cache_gather(Tensor pool, int layer, Tensor pages, int length, bool check_indices=True) -> (Tensor, Tensor)");
+      "kv_cache_gather(Tensor pool, int layer, Tensor pages, int length, bool check_indices=True, "
+      "Tensor? k_scale=None, Tensor? v_scale=None, ScalarType? out_dtype=None) -> (Tensor, Tensor)");
   m.def(
       "paged_decode_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, int max_seq_len, "
-      "float? scale=None, bool check_indices=True, int variant=-1) -> Tensor");
+      "float? scale=None, bool check_indices=True, int variant=-1, Tensor? k_scale=None, Tensor? v_scale=None) -> Tensor");
   m.def(
       "kv_cache_check_layout(int num_layers, int num_pages, int page_size, int num_kv_heads, int head_dim, "
-      "ScalarType dtype) -> ()",
+      "ScalarType dtype, ScalarType? kv_dtype=None) -> ()",
       &check_layout);
 }
 

@@ -11,6 +11,14 @@ torch tensor [num_layers, num_pages, 2, num_kv_heads, page_size, head_dim]. A ca
 (device="cpu") keeps the same bookkeeping and moves data with plain torch indexing: the reference
 path the Triton-interpreter tests use.
 
+FP8 cache: `PagedKVCache(..., dtype=torch.float16, kv_dtype=torch.float8_e4m3fn)` stores K and V
+as e4m3(x / scale) with one float32 scale per (layer, KV head) for K and one for V (`k_scale`,
+`v_scale`, [num_layers, num_kv_heads], default 1.0), saturated to +-448. append takes and gather /
+paged_decode_attention return `dtype` (float16 or bfloat16) tensors. Scales are the caller's
+choice: `set_scales(layer, k, v)` or `calibrate(layer, k, v)` (amax / 448 per head from sample
+K/V), both only while the layer holds no tokens (tokens already stored keep the scale they were
+written with).
+
 The torch ops (torch.ops.flashkernel.kv_cache_append, kv_cache_copy_pages, kv_cache_gather,
 paged_decode_attention) take their slots, page ids and lengths as device tensors. Their kernels
 never read or write outside the tensors whatever those hold; with check_indices=True (the default)
@@ -28,6 +36,19 @@ import torch
 from flashkernel import _library
 
 _OP = "flashkernel.PagedKVCache"
+_FP8 = torch.float8_e4m3fn
+_FP8_MAX = 448.0  # e4m3fn's largest finite value
+
+
+def _quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """e4m3(x / scale) as the kernels store it: fp32 division, round to nearest even, saturated to
+    +-448 (torch's own cast turns out-of-range values into NaN). scale broadcasts against x."""
+    return (x.float() / scale).clamp(-_FP8_MAX, _FP8_MAX).to(_FP8)
+
+
+def _dequantize(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """scale * e4m3 value in fp32, rounded once to dtype (what gather returns)."""
+    return (x.float() * scale).to(dtype)
 
 
 class OutOfPagesError(RuntimeError):
@@ -67,7 +88,8 @@ class PagedKVCache:
     different streams that touch the same sequence must order their streams themselves."""
 
     def __init__(self, num_layers: int, num_pages: int, num_kv_heads: int, head_dim: int, *,
-                 page_size: int = 16, dtype: torch.dtype = torch.float16, device="cuda"):
+                 page_size: int = 16, dtype: torch.dtype = torch.float16, kv_dtype: torch.dtype | None = None,
+                 device="cuda"):
         for name, val in (("num_layers", num_layers), ("num_pages", num_pages), ("num_kv_heads", num_kv_heads)):
             if not isinstance(val, int) or val < 1:
                 raise ValueError(f"{_OP}: argument '{name}' must be a positive int, got {val!r}")
@@ -77,18 +99,86 @@ class PagedKVCache:
             raise ValueError(f"{_OP}: argument 'page_size' must be a power of two in [8, 256], got {page_size!r}")
         if dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(f"{_OP}: argument 'dtype' must be torch.float16 or torch.bfloat16, got {dtype}")
+        if kv_dtype is None:
+            kv_dtype = dtype
+        if kv_dtype not in (dtype, _FP8):
+            raise TypeError(f"{_OP}: argument 'kv_dtype' must be None, the cache's dtype ({dtype}) or "
+                            f"torch.float8_e4m3fn, got {kv_dtype}")
         # Everything else the kernels need (at most 1024 KV heads, fewer than 2^31 pages, a pool
         # size that fits int64): rejected here, not at the first append after the bookkeeping.
-        torch.ops.flashkernel.kv_cache_check_layout(num_layers, num_pages, page_size, num_kv_heads, head_dim, dtype)
+        torch.ops.flashkernel.kv_cache_check_layout(num_layers, num_pages, page_size, num_kv_heads, head_dim, dtype,
+                                                    kv_dtype)
         self._lock = threading.RLock()
         self.num_layers, self.num_pages, self.page_size = num_layers, num_pages, page_size
-        self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
+        self.num_kv_heads, self.head_dim, self.dtype, self.kv_dtype = num_kv_heads, head_dim, dtype, kv_dtype
         self._alloc = torch.classes.flashkernel.KVPageAllocator(num_pages, page_size, num_layers)
-        self.pool = torch.empty((num_layers, num_pages, 2, num_kv_heads, page_size, head_dim), dtype=dtype,
+        self.pool = torch.empty((num_layers, num_pages, 2, num_kv_heads, page_size, head_dim), dtype=kv_dtype,
                                 device=device)
         self.device = self.pool.device
+        # Dequantization scales of an FP8 cache (None for a 16-bit one): value = scale * e4m3.
+        self.k_scale = self.v_scale = None
+        if self.quantized:
+            self.k_scale = torch.ones((num_layers, num_kv_heads), dtype=torch.float32, device=self.device)
+            self.v_scale = torch.ones_like(self.k_scale)
         self._version = 0          # bumped by every change to page lists or lengths
         self._tables: dict = {}    # (seq_ids, layer) -> (version, table, lens, max_len) on the device
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the pool stores float8_e4m3fn (an FP8 cache)."""
+        return self.kv_dtype == _FP8
+
+    def _scale_args(self) -> dict:
+        return {"k_scale": self.k_scale, "v_scale": self.v_scale} if self.quantized else {}
+
+    # ------------------------------------------------------------------ FP8 scales
+    def set_scales(self, layer: int, k_scale, v_scale) -> None:
+        """Set an FP8 cache's scales of `layer`: each a positive finite float (every KV head) or
+        num_kv_heads of them. Stored values are e4m3(x / scale), so a scale of amax / 448 uses the
+        whole e4m3 range for values up to amax (larger ones saturate). Only while no sequence holds
+        tokens of `layer`: the tokens already stored would otherwise be read with the wrong scale."""
+        op = "flashkernel.PagedKVCache.set_scales"
+        if not self.quantized:
+            raise ValueError(f"{op}: the cache stores {self.kv_dtype}; scales are for kv_dtype=torch.float8_e4m3fn")
+        layer = int(layer)
+        if not 0 <= layer < self.num_layers:
+            raise ValueError(f"{op}: argument 'layer' must be in [0, {self.num_layers}), got {layer}")
+        values = []
+        for name, val in (("k_scale", k_scale), ("v_scale", v_scale)):
+            t = torch.as_tensor(val, dtype=torch.float32).detach().to("cpu").reshape(-1)
+            if t.numel() == 1:
+                t = t.expand(self.num_kv_heads)
+            if t.numel() != self.num_kv_heads:
+                raise ValueError(f"{op}: argument '{name}' must be one value or {self.num_kv_heads} (one per KV head), "
+                                 f"got {t.numel()}")
+            if not bool(torch.isfinite(t).all() and (t > 0).all()):
+                raise ValueError(f"{op}: argument '{name}' must be finite and > 0, got {t.tolist()}")
+            values.append(t)
+        with self._lock:
+            busy = [s for s in self.sequence_ids() if self.seq_len(s, layer) > 0]
+            if busy:
+                raise ValueError(f"{op}: layer {layer} holds tokens of sequence(s) {busy[:8]}; its scales can only "
+                                 f"change while it is empty")
+            self.k_scale[layer] = values[0].to(self.device)
+            self.v_scale[layer] = values[1].to(self.device)
+
+    def calibrate(self, layer: int, k: torch.Tensor, v: torch.Tensor, *, margin: float = 1.0) -> None:
+        """Set `layer`'s scales from sample K/V ([tokens, num_kv_heads, head_dim]): per KV head,
+        scale = margin * amax / 448 (1.0 for a head whose samples are all zero), so the samples use
+        the whole e4m3 range and later values up to `margin` times larger do not saturate."""
+        op = "flashkernel.PagedKVCache.calibrate"
+        if not margin >= 1.0:
+            raise ValueError(f"{op}: argument 'margin' must be >= 1, got {margin}")
+        scales = []
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[1:] != (self.num_kv_heads, self.head_dim):
+                raise ValueError(f"{op}: argument '{name}' must be a tensor [tokens, {self.num_kv_heads}, "
+                                 f"{self.head_dim}], got {tuple(t.shape) if isinstance(t, torch.Tensor) else t!r}")
+            amax = t.detach().float().abs().amax(dim=(0, 2)) if t.shape[0] else torch.zeros(self.num_kv_heads)
+            if not bool(torch.isfinite(amax).all()):
+                raise ValueError(f"{op}: argument '{name}' holds non-finite values")
+            scales.append(torch.where(amax > 0, amax * margin / _FP8_MAX, torch.ones_like(amax)))
+        self.set_scales(layer, scales[0], scales[1])
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -218,8 +308,11 @@ class PagedKVCache:
     def _write_tokens(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         if self.device.type == "cuda":
             torch.ops.flashkernel.kv_cache_append(self.pool, layer, slots.to(self.device, non_blocking=True), k, v,
-                                                  check_indices=False)
+                                                  check_indices=False, **self._scale_args())
         else:
+            if self.quantized:
+                k = _quantize(k, self.k_scale[layer][:, None])
+                v = _quantize(v, self.v_scale[layer][:, None])
             page, off = slots // self.page_size, slots % self.page_size
             lp = self.pool[layer]
             lp[page, 0, :, off] = k
@@ -242,11 +335,16 @@ class PagedKVCache:
             n = self.seq_len(seq_id, layer)
             pages = self._alloc.pages(int(seq_id))
             if self.device.type == "cuda":
+                extra = {**self._scale_args(), "out_dtype": self.dtype} if self.quantized else {}
                 return torch.ops.flashkernel.kv_cache_gather(self.pool, layer, pages.to(self.device), n,
-                                                             check_indices=False)
+                                                             check_indices=False, **extra)
             kv = self.pool[layer, pages.long()]  # [pages, 2, H, page_size, d]
         kv = kv.permute(1, 2, 0, 3, 4).reshape(2, self.num_kv_heads, -1, self.head_dim)[:, :, :n]
-        return kv[0].contiguous(), kv[1].contiguous()
+        k, v = kv[0].contiguous(), kv[1].contiguous()
+        if self.quantized:
+            k = _dequantize(k, self.k_scale[layer][:, None, None], self.dtype)
+            v = _dequantize(v, self.v_scale[layer][:, None, None], self.dtype)
+        return k, v
 
 
 def kv_cache_append(cache: PagedKVCache, layer: int, seq_ids: Sequence[int], k: torch.Tensor, v: torch.Tensor,
@@ -286,11 +384,11 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
         if empty:
             raise ValueError(f"{op}: argument 'seq_ids' lists sequence(s) {empty} with no tokens in layer {layer}")
         return torch.ops.flashkernel.paged_decode_attention(q, cache.pool, layer, table, lens, max_len, scale,
-                                                            check_indices=False)
+                                                            check_indices=False, **cache._scale_args())
 
 
 @_library.register_fake("flashkernel::kv_cache_append")
-def _append_fake(pool, layer, slots, k, v, check_indices=True):
+def _append_fake(pool, layer, slots, k, v, check_indices=True, k_scale=None, v_scale=None):
     return None
 
 
@@ -300,14 +398,15 @@ def _copy_pages_fake(pool, src, dst, check_indices=True):
 
 
 @_library.register_fake("flashkernel::kv_cache_gather")
-def _gather_fake(pool, layer, pages, length, check_indices=True):
+def _gather_fake(pool, layer, pages, length, check_indices=True, k_scale=None, v_scale=None, out_dtype=None):
     shape = (pool.shape[3], length, pool.shape[5])
-    return pool.new_empty(shape), pool.new_empty(shape)
+    dtype = pool.dtype if out_dtype is None else out_dtype
+    return pool.new_empty(shape, dtype=dtype), pool.new_empty(shape, dtype=dtype)
 
 
 @_library.register_fake("flashkernel::paged_decode_attention")
 def _paged_decode_fake(q, pool, layer, page_table, seq_lens, max_seq_len, scale=None, check_indices=True,
-                       variant=-1):
+                       variant=-1, k_scale=None, v_scale=None):
     if q.shape[-1] != pool.shape[-1]:
         raise ValueError(f"flashkernel.paged_decode_attention: argument 'q' must have head_dim {pool.shape[-1]} "
                          f"(the pool's), got shape {tuple(q.shape)}")
