@@ -1,6 +1,8 @@
 """Paged KV cache through Python: PagedKVCache bookkeeping (CPU, always runs), append + gather
 bit-identical to a contiguous concat, copy-on-write after fork, paged decode attention against an
-fp64 reference and SDPA over the same K/V, argument errors, and the Triton gather twin."""
+fp64 reference and SDPA over the same K/V, argument errors, the Triton gather twin, and the FP8
+(float8_e4m3fn) cache: quantize/dequantize against a torch reference, decode against SDPA over
+the dequantized cache, and its error against the fp16 cache, measured and bounded."""
 import math
 
 import pytest
@@ -10,13 +12,14 @@ import torch.nn.functional as F
 import flashkernel
 import flashkernel.triton
 from flashkernel import OutOfPagesError, PagedKVCache
-from helpers import assert_within_torch_error, fresh_generator, gpu, randn, triton_device, triton_twin
+from helpers import (assert_within_torch_error, fresh_generator, gpu, interpreter_rounding_slack, randn, triton_device,
+                     triton_twin)
 
 DTYPES = [torch.float16, torch.bfloat16]
 
 
-def make_cache(device, *, layers=2, pages=64, heads=2, d=64, page_size=16, dtype=torch.float16):
-    return PagedKVCache(layers, pages, heads, d, page_size=page_size, dtype=dtype, device=device)
+def make_cache(device, *, layers=2, pages=64, heads=2, d=64, page_size=16, dtype=torch.float16, kv_dtype=None):
+    return PagedKVCache(layers, pages, heads, d, page_size=page_size, dtype=dtype, kv_dtype=kv_dtype, device=device)
 
 
 def fill(cache, layer, seq_lens, chunk_sizes, device):
@@ -203,20 +206,29 @@ def sdpa_lowp(q, kvs, scale):
     return torch.stack(outs)
 
 
-def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, scale=None):
+def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, scale=None, kv_dtype=None):
     pages = sum(math.ceil(n / page_size) for n in lens) + 4
-    cache = make_cache("cuda", layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype)
+    cache = make_cache("cuda", layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype,
+                       kv_dtype=kv_dtype)
     cache.pool.fill_(float("nan"))  # a read outside the sequences' tokens shows up as NaN
+    if cache.quantized:  # per-head scales around amax / 448 of unit normals, different per head and K/V
+        cache.set_scales(layer, fp8_test_scales(hkv, 0), fp8_test_scales(hkv, 1))
     chunks = [max(1, max(lens) // 3), 1, 17]
     ids, written = fill(cache, layer, lens, chunks, "cuda")
     q = randn((len(lens), hq, d), dtype)
     sc = scale if scale is not None else 1 / math.sqrt(d)
     out = flashkernel.paged_decode_attention(q, cache, layer, ids, scale=scale)
     kvs = [written[s] for s in ids]
+    if cache.quantized:
+        # The kernel attends over the stored values: scale * e4m3 exactly (fp64 here), and torch's
+        # low-precision comparison gets the same values rounded to dtype.
+        kvs = [fp8_reference(cache, layer, k, v, torch.float64) for k, v in kvs]
     assert out.shape == q.shape and out.dtype == dtype
-    assert_within_torch_error(out, reference_decode(q, kvs, sc), sdpa_lowp(q, kvs, sc), factor=2.0,
-                              floor=2e-3 if dtype == torch.bfloat16 else 3e-4,
-                              what=f"lens={lens} hq={hq} hkv={hkv} d={d} {dtype} page={page_size}")
+    assert_within_torch_error(out, reference_decode(q, kvs, sc), sdpa_lowp(q, [(k.to(dtype), v.to(dtype))
+                                                                               for k, v in kvs], sc),
+                              factor=2.0, floor=2e-3 if dtype == torch.bfloat16 else 3e-4,
+                              what=f"lens={lens} hq={hq} hkv={hkv} d={d} {dtype} kv={kv_dtype} page={page_size}")
+    return cache, ids, q, out
 
 
 @gpu
@@ -301,6 +313,308 @@ def test_decode_bad_inputs_name_the_argument():
         torch.ops.flashkernel.paged_decode_attention(q, cache.pool[0], 0, table, lens, 5)
 
 
+# ---------------------------------------------------------------- FP8 (float8_e4m3fn) cache
+FP8 = torch.float8_e4m3fn
+
+
+def fp8_test_scales(heads, which):
+    """Distinct per-head scales near amax / 448 of unit normals (~4.5 / 448), so a few values
+    saturate and a scale applied to the wrong head or to K instead of V shows."""
+    return [0.008 + 0.002 * ((h + 2 * which) % 5) for h in range(heads)]
+
+
+def fp8_reference(cache, layer, k, v, dtype):
+    """What an FP8 cache stores for k, v [tokens, Hkv, d], read back in `dtype`: e4m3(x / scale)
+    computed in fp32, rounded to nearest even, saturated to +-448 (torch's own cast makes NaN of
+    out-of-range values, hence the clamp), times the scale, rounded once to dtype. Independent of
+    the library's kernels and of its CPU path."""
+    out = []
+    for x, s in ((k, cache.k_scale[layer]), (v, cache.v_scale[layer])):
+        s = s.to(x.device)[:, None]
+        e4m3 = (x.float() / s).clamp(-448.0, 448.0).to(FP8)
+        out.append((e4m3.double() * s.double()).to(dtype) if dtype == torch.float64 else (e4m3.float() * s).to(dtype))
+    return out[0], out[1]
+
+
+def check_fp8_gather(cache, layer, ids, written):
+    for s in ids:
+        k, v = cache.gather(layer, s)
+        want_k, want_v = fp8_reference(cache, layer, *written[s], cache.dtype)
+        assert k.dtype == cache.dtype and v.dtype == cache.dtype
+        assert torch.equal(k, want_k.transpose(0, 1)), f"sequence {s}: K differs from the quantized reference"
+        assert torch.equal(v, want_v.transpose(0, 1)), f"sequence {s}: V differs from the quantized reference"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fp8_cpu_cache_quantizes_saturates_and_forks(dtype):
+    cache = make_cache("cpu", layers=2, pages=32, heads=3, page_size=8, dtype=dtype, kv_dtype=FP8)
+    assert cache.pool.dtype == FP8 and cache.bytes_per_page == 2 * 2 * 3 * 8 * 64  # one byte per element
+    cache.set_scales(1, fp8_test_scales(3, 0), fp8_test_scales(3, 1))
+    ids, written = fill(cache, 1, [1, 7, 8, 30], [3, 1, 8], "cpu")
+    check_fp8_gather(cache, 1, ids, written)
+    # Outliers saturate to +-448 * scale; they never become NaN.
+    s = cache.add_sequence()
+    big = torch.full((1, 3, 64), 1e4, dtype=dtype)
+    big[0, :, 1] = -1e4
+    cache.append(1, [s], big, big)
+    k, _ = cache.gather(1, s)
+    assert torch.equal(k[:, 0, 0].float(), (448 * torch.tensor(fp8_test_scales(3, 0))).to(dtype).float())
+    assert torch.equal(k[:, 0, 1], -k[:, 0, 0])
+    f = cache.fork(ids[3])
+    kf, vf = randn((2, 3, 64), dtype, "cpu"), randn((2, 3, 64), dtype, "cpu")
+    cache.append(1, [f], kf, vf, [2])
+    written[f] = (torch.cat([written[ids[3]][0], kf]), torch.cat([written[ids[3]][1], vf]))
+    check_fp8_gather(cache, 1, ids + [f], written)
+    cache.check_invariants()
+
+
+def test_fp8_calibrate_and_bad_arguments():
+    cache = make_cache("cpu", heads=2, kv_dtype=FP8)
+    k = randn((40, 2, 64), torch.float16, "cpu")
+    k[:, 1] *= 10
+    v = torch.zeros((40, 2, 64), dtype=torch.float16)
+    cache.calibrate(0, k, v)
+    amax = k.float().abs().amax(dim=(0, 2))
+    torch.testing.assert_close(cache.k_scale[0], amax / 448, rtol=1e-6, atol=0)
+    assert cache.v_scale[0].tolist() == [1.0, 1.0]  # all-zero samples keep scale 1
+    assert cache.k_scale[1].tolist() == [1.0, 1.0]  # other layers untouched (default 1.0)
+    s = cache.add_sequence()
+    cache.append(0, [s], k, k, [40])
+    kk, _ = cache.gather(0, s)  # calibrated: the largest sample is stored exactly as 448 * scale
+    assert (kk.float() - k.float().transpose(0, 1)).abs().amax().item() <= 0.07 * amax.max().item()
+    for kv_dtype in (torch.float32, torch.float8_e5m2, torch.int8, torch.bfloat16):
+        with pytest.raises(TypeError, match="argument 'kv_dtype'"):
+            make_cache("cpu", kv_dtype=kv_dtype)
+    with pytest.raises(ValueError, match="layer 0 holds tokens"):
+        cache.set_scales(0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="argument 'k_scale' must be finite and > 0"):
+        cache.set_scales(1, [1.0, 0.0], 1.0)
+    with pytest.raises(ValueError, match="argument 'v_scale' must be finite and > 0"):
+        cache.set_scales(1, 1.0, float("nan"))
+    with pytest.raises(ValueError, match="argument 'v_scale' must be one value or 2"):
+        cache.set_scales(1, 1.0, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="argument 'layer'"):
+        cache.set_scales(2, 1.0, 1.0)
+    with pytest.raises(ValueError, match="argument 'k' must be a tensor"):
+        cache.calibrate(1, k[:, :1], v)
+    with pytest.raises(ValueError, match="argument 'margin'"):
+        cache.calibrate(1, k, v, margin=0.5)
+    with pytest.raises(ValueError, match="scales are for kv_dtype=torch.float8_e4m3fn"):
+        make_cache("cpu").set_scales(0, 1.0, 1.0)
+    with pytest.raises(TypeError, match="argument 'k' must have the cache's dtype"):
+        cache.append(1, [s], k.bfloat16()[:1], k[:1])
+
+
+def attention_fp64(q, k, v, scale):
+    """softmax(scale q K^T) V in fp64 for one sequence: q [Hq, d], k, v [Hkv, L, d]."""
+    g = q.shape[0] // k.shape[0]
+    kk, vv = k.double().repeat_interleave(g, 0), v.double().repeat_interleave(g, 0)
+    return torch.einsum("hl,hld->hd", torch.softmax(torch.einsum("hd,hld->hl", q.double(), kk) * scale, -1), vv)
+
+
+# The FP8 error bound (docs/ops/kv_cache.md): attention over the e4m3 cache (scales calibrated to
+# amax / 448 per head) against attention over the same 16-bit K/V, unit-normal q, K, V. Measured on
+# the CPU (fp64 attention, 3 seeds, contexts 16-32768): max error 4-5% of max |out|, mean error 3.5-4%
+# of mean |out| (e4m3 keeps 3 mantissa bits: up to 6.25% per element, averaging down over d and
+# the context). The bounds leave about 2.5x room.
+FP8_MAX_REL_ERROR = 0.12
+FP8_MEAN_REL_ERROR = 0.08
+
+
+def fp8_error(out, ref):
+    """(max abs error / max |ref|, mean abs error / mean |ref|)."""
+    e = (out.double() - ref.double()).abs()
+    return (e.max() / ref.double().abs().max()).item(), (e.mean() / ref.double().abs().mean()).item()
+
+
+@pytest.mark.parametrize("ctx", [16, 4095])
+def test_fp8_attention_error_bound_over_the_cpu_cache(ctx):
+    """The quantization error itself, through the CPU cache (no GPU): attention over the gathered,
+    dequantized K/V against attention over the K/V as written."""
+    hkv, hq, d = 4, 16, 128
+    cache = make_cache("cpu", layers=1, pages=ctx // 16 + 2, heads=hkv, d=d, kv_dtype=FP8)
+    k, v = randn((ctx, hkv, d), torch.float16, "cpu"), randn((ctx, hkv, d), torch.float16, "cpu")
+    cache.calibrate(0, k, v)
+    s = cache.add_sequence()
+    cache.append(0, [s], k, v, [ctx])
+    kq, vq = cache.gather(0, s)
+    q = randn((hq, d), torch.float16, "cpu")
+    ref = attention_fp64(q, k.transpose(0, 1), v.transpose(0, 1), d ** -0.5)
+    err_max, err_mean = fp8_error(attention_fp64(q, kq, vq, d ** -0.5), ref)
+    assert 1e-4 < err_mean <= FP8_MEAN_REL_ERROR and err_max <= FP8_MAX_REL_ERROR, (err_max, err_mean)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("page_size", [8, 16, 256])
+def test_fp8_append_then_gather_matches_the_quantized_reference(dtype, d, page_size):
+    cache = make_cache("cuda", layers=3, pages=80, heads=3, d=d, page_size=page_size, dtype=dtype, kv_dtype=FP8)
+    cache.pool.fill_(float("nan"))
+    cache.set_scales(1, fp8_test_scales(3, 0), fp8_test_scales(3, 1))
+    ids, written = fill(cache, 1, [1, 7, 127, 300, 16], [33, 1, 1, 5, 1], "cuda")
+    check_fp8_gather(cache, 1, ids, written)
+    # The stored bytes themselves: the kernel's e4m3 values equal torch's (saturated) cast.
+    s = ids[2]
+    slot_pages = cache.pages(s)
+    want = (written[s][0][:page_size].float() / cache.k_scale[1][:, None]).clamp(-448, 448).to(FP8)
+    n = min(page_size, 127)
+    got = cache.pool[1, slot_pages[0], 0, :, :n].transpose(0, 1)
+    assert torch.equal(got.view(torch.uint8), want[:n].view(torch.uint8))
+    # Copy-on-write copies FP8 pages byte for byte.
+    f = cache.fork(ids[3])
+    kf, vf = randn((3, 3, d), dtype), randn((3, 3, d), dtype)
+    cache.append(1, [f], kf, vf, [3])
+    written[f] = (torch.cat([written[ids[3]][0], kf]), torch.cat([written[ids[3]][1], vf]))
+    check_fp8_gather(cache, 1, ids + [f], written)
+    cache.check_invariants()
+
+
+@gpu
+def test_fp8_append_from_misaligned_views():
+    cache = make_cache("cuda", d=64, heads=1, kv_dtype=FP8)
+    cache.set_scales(0, 0.01, 0.02)
+    s = cache.add_sequence()
+    big = randn((5 * 64 + 1,), torch.float16)
+    k = big[1:].view(5, 1, 64)  # 2 bytes off 16-byte alignment: takes the one-element path
+    cache.append(0, [s], k, k, [5])
+    check_fp8_gather(cache, 0, [s], {s: (k, k)})
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("group", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("ctx", [1, 15, 16, 17, 4095])
+def test_fp8_decode_matches_reference_over_the_dequantized_cache(ctx, group, d, dtype):
+    check_decode([ctx], hq=2 * group, hkv=2, d=d, dtype=dtype, kv_dtype=FP8)
+
+
+@gpu
+@pytest.mark.parametrize("heads", [(32, 8), (32, 1), (24, 2), (12, 4)])
+def test_fp8_decode_mixed_lengths_and_other_group_sizes(heads):
+    # Group sizes 4, 32 (two chunks of 16), 12 and 3 (padded to 16 / 4).
+    check_decode([1, 15, 16, 17, 300, 4095, 2, 1000], hq=heads[0], hkv=heads[1], d=128, dtype=torch.bfloat16,
+                 page_size=8, kv_dtype=FP8)
+
+
+@gpu
+def test_fp8_decode_long_context_32768():
+    check_decode([32768], hq=32, hkv=8, d=128, dtype=torch.float16, layers=1, layer=0, kv_dtype=FP8)
+
+
+@gpu
+@pytest.mark.parametrize("group", [1, 4, 8])
+@pytest.mark.parametrize("ctx", [16, 4095])
+def test_fp8_decode_error_against_the_fp16_cache(ctx, group):
+    """Same K/V and q through an fp16 cache and an FP8 cache (calibrated scales): the FP8 output's
+    error against the fp16 one is bounded (and is not zero: the test would catch an FP8 cache that
+    silently stores 16 bits). The numbers are printed for docs/ops/kv_cache.md (pytest -s)."""
+    hkv, d, batch = 4, 128, 3
+    caches = [make_cache("cuda", layers=1, pages=batch * (ctx // 16 + 2), heads=hkv, d=d, kv_dtype=kv)
+              for kv in (None, FP8)]
+    ks = [randn((ctx, hkv, d), torch.float16) for _ in range(batch)]
+    vs = [randn((ctx, hkv, d), torch.float16) for _ in range(batch)]
+    caches[1].calibrate(0, torch.cat(ks), torch.cat(vs))
+    ids = []
+    for cache in caches:
+        ids = [cache.add_sequence() for _ in range(batch)]
+        cache.append(0, ids, torch.cat(ks), torch.cat(vs), [ctx] * batch)
+    q = randn((batch, hkv * group, d), torch.float16)
+    out16, out8 = (flashkernel.paged_decode_attention(q, cache, 0, ids) for cache in caches)
+    err_max, err_mean = fp8_error(out8, out16)
+    print(f"fp8 vs fp16 cache, ctx={ctx} group={group}: max abs {(out8.double() - out16.double()).abs().max():.3e} "
+          f"({err_max:.3f} of max |out|), mean abs {(out8.double() - out16.double()).abs().mean():.3e} "
+          f"({err_mean:.3f} of mean |out|)")
+    assert 1e-4 < err_mean <= FP8_MEAN_REL_ERROR and err_max <= FP8_MAX_REL_ERROR, (err_max, err_mean)
+
+
+@gpu
+def test_fp8_decode_ring_variants_only_and_deterministic():
+    cache, ids, q, out = check_decode([300, 17], hq=8, hkv=2, d=64, dtype=torch.float16, kv_dtype=FP8)
+    table, lens = cache.page_table(ids, 1)
+    args = (q, cache.pool, 1, table, lens, 300, None, True)
+    scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
+    for variant in (4, 5):  # the deep and the 2-stage ring read FP8 alike
+        got = torch.ops.flashkernel.paged_decode_attention(*args, variant=variant, **scales)
+        assert torch.equal(got, torch.ops.flashkernel.paged_decode_attention(*args, variant=variant, **scales))
+        torch.testing.assert_close(got, out, rtol=2e-3, atol=2e-3)
+    for variant in (0, 1, 2, 3):
+        with pytest.raises(ValueError, match="argument 'variant' must be -1 \\(auto\\), 4 or 5 for a float8 pool"):
+            torch.ops.flashkernel.paged_decode_attention(*args, variant=variant, **scales)
+
+
+@gpu
+def test_fp8_ops_opcheck_and_compile():
+    cache = make_cache("cuda", d=64, heads=2, kv_dtype=FP8)
+    cache.set_scales(0, 0.01, 0.02)
+    ids, _ = fill(cache, 0, [40, 3], [40], "cuda")
+    table, lens = cache.page_table(ids, 0)
+    scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
+    q = randn((2, 4, 64), torch.float16)
+    torch.library.opcheck(torch.ops.flashkernel.paged_decode_attention.default,
+                          (q, cache.pool, 0, table, lens, 40, None), scales)
+    pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
+    torch.library.opcheck(torch.ops.flashkernel.kv_cache_gather.default, (cache.pool, 0, pages, 40),
+                          {**scales, "out_dtype": torch.float16})
+    k = randn((2, 2, 64), torch.float16)
+    slots = torch.tensor([100, 101], device="cuda")
+    torch.library.opcheck(torch.ops.flashkernel.kv_cache_append.default, (cache.pool, 1, slots, k, k), scales)
+    f = torch.compile(lambda q: torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, 40,
+                                                                             **scales) * 2, fullgraph=True)
+    torch.testing.assert_close(f(q), torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens,
+                                                                                  40, **scales) * 2)
+
+
+@gpu
+def test_fp8_ops_bad_inputs_name_the_argument():
+    cache = make_cache("cuda", d=64, heads=2, kv_dtype=FP8)
+    ids, _ = fill(cache, 0, [5], [5], "cuda")
+    table, lens = cache.page_table(ids, 0)
+    pool, ks, vs = cache.pool, cache.k_scale, cache.v_scale
+    q = randn((1, 4, 64), torch.float16)
+    decode = torch.ops.flashkernel.paged_decode_attention
+    with pytest.raises(ValueError, match="argument 'k_scale' is required for a float8_e4m3fn pool"):
+        decode(q, pool, 0, table, lens, 5)
+    with pytest.raises(ValueError, match="argument 'v_scale' must have shape \\[2, 2\\]"):
+        decode(q, pool, 0, table, lens, 5, k_scale=ks, v_scale=vs[:1])
+    with pytest.raises(TypeError, match="argument 'k_scale' must be float32"):
+        decode(q, pool, 0, table, lens, 5, k_scale=ks.double(), v_scale=vs)
+    with pytest.raises(TypeError, match="argument 'q' must be float16 or bfloat16 for a float8_e4m3fn pool"):
+        decode(q.float(), pool, 0, table, lens, 5, k_scale=ks, v_scale=vs)
+    with pytest.raises(ValueError, match="argument 'k_scale' must be a CUDA tensor"):
+        decode(q, pool, 0, table, lens, 5, k_scale=ks.cpu(), v_scale=vs)
+    pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="argument 'out_dtype' is required"):
+        torch.ops.flashkernel.kv_cache_gather(pool, 0, pages, 5, k_scale=ks, v_scale=vs)
+    with pytest.raises(TypeError, match="argument 'out_dtype' must be torch.float16 or torch.bfloat16"):
+        torch.ops.flashkernel.kv_cache_gather(pool, 0, pages, 5, k_scale=ks, v_scale=vs, out_dtype=torch.float32)
+    k = randn((1, 2, 64), torch.float16)
+    slot = torch.tensor([3], device="cuda")
+    with pytest.raises(ValueError, match="argument 'v_scale' is required"):
+        torch.ops.flashkernel.kv_cache_append(pool, 0, slot, k, k, k_scale=ks)
+    with pytest.raises(TypeError, match="arguments 'v' and 'k' must have the same dtype"):
+        torch.ops.flashkernel.kv_cache_append(pool, 0, slot, k, k.bfloat16(), k_scale=ks, v_scale=vs)
+    # Scales on a 16-bit pool are refused, not ignored.
+    c16 = make_cache("cuda", d=64, heads=2)
+    with pytest.raises(ValueError, match="argument 'k_scale' must be None for a Half pool"):
+        torch.ops.flashkernel.kv_cache_append(c16.pool, 0, slot, k, k, k_scale=ks, v_scale=vs)
+    with pytest.raises(TypeError, match="argument 'out_dtype' must be None or the pool's dtype"):
+        torch.ops.flashkernel.kv_cache_gather(c16.pool, 0, pages, 0, out_dtype=torch.bfloat16)
+
+
+def test_fp8_decode_op_compiles_with_every_argument():
+    # The fake implementation takes the FP8 arguments; on CPU tensors the op's own device check answers.
+    def f(q, pool, table, lens, ks, vs):
+        return torch.ops.flashkernel.paged_decode_attention(q, pool, 0, table, lens, 16, scale=0.125,
+                                                            check_indices=False, variant=-1, k_scale=ks, v_scale=vs)
+
+    args = (torch.randn(1, 2, 64, dtype=torch.float16), torch.zeros(1, 2, 2, 16, 2, 64, dtype=FP8),
+            torch.zeros(1, 1, dtype=torch.int32), torch.ones(1, dtype=torch.int32), torch.ones(1, 2), torch.ones(1, 2))
+    with pytest.raises(ValueError, match="argument 'q' must be a CUDA tensor"):
+        torch.compile(f, fullgraph=True)(*args)
+
+
 # ---------------------------------------------------------------- Triton twin of gather
 @triton_twin
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -318,6 +632,24 @@ def test_triton_gather_bit_identical(page_size, d, dtype):
     kk, vv = flashkernel.triton.kv_cache_gather(cache, 1, f)
     assert torch.equal(kk, torch.cat([written[ids[2]][0], k]).transpose(0, 1))
     assert torch.equal(vv, torch.cat([written[ids[2]][1], v]).transpose(0, 1))
+
+
+@triton_twin
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_gather_fp8_matches_the_quantized_reference(dtype):
+    dev = triton_device()
+    cache = make_cache(dev, layers=2, pages=24, heads=2, d=64, page_size=8, dtype=dtype, kv_dtype=FP8)
+    cache.pool.fill_(float("nan"))
+    cache.set_scales(1, fp8_test_scales(2, 0), fp8_test_scales(2, 1))
+    ids, written = fill(cache, 1, [1, 7, 40], [9, 1], dev)
+    for s in ids:
+        k, v = flashkernel.triton.kv_cache_gather(cache, 1, s)
+        want_k, want_v = fp8_reference(cache, 1, *written[s], dtype)
+        for got, want in ((k, want_k.transpose(0, 1)), (v, want_v.transpose(0, 1))):
+            if interpreter_rounding_slack(dtype) > 1:  # the CPU interpreter truncates fp32 -> bf16: 1 ulp
+                torch.testing.assert_close(got, want, rtol=2 ** -7, atol=0)
+            else:
+                assert torch.equal(got, want), f"sequence {s}: differs from the quantized reference"
 
 
 @triton_twin
