@@ -80,6 +80,7 @@ void add_norm(const char* op, bool rms, const void* x, const void* residual, con
   detail::require(cols >= 1 && cols <= kMaxCols, op, "cols",
                   "must be in [1, " + std::to_string(kMaxCols) + "], got " + std::to_string(cols));
   detail::require(eps > 0.f, op, "eps", "must be > 0, got " + std::to_string(eps));
+  dispatch_dtype(dtype, op, [](auto) {});  // a storage-only dtype (float8) is refused even when rows == 0
   if (rows == 0) return;
   detail::require(x != nullptr, op, "x", "must be a non-null device pointer");
   detail::require(out != nullptr, op, "out", "must be a non-null device pointer");

@@ -76,6 +76,7 @@ void vector_add(const void* a, const void* b, void* out, std::int64_t n, DType d
   detail::require_element_aligned(a, dtype_size(dtype), kOp, "a");
   detail::require_element_aligned(b, dtype_size(dtype), kOp, "b");
   detail::require_element_aligned(out, dtype_size(dtype), kOp, "out");
+  dispatch_dtype(dtype, kOp, [](auto) {});  // a storage-only dtype (float8) is refused even when n == 0
   if (n == 0) return;
   dispatch_dtype(dtype, kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
