@@ -125,6 +125,14 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
   int64_t weight_bytes() { return static_cast<int64_t>(engine->weight_bytes()); }
   int64_t device_bytes() { return static_cast<int64_t>(engine->device_bytes()); }
   std::string dtype() { return dtype_name(engine->dtype()); }
+  // "float16" / "bfloat16" (the engine's dtype) or "float8_e4m3fn".
+  void set_kv_dtype(const std::string& name) {
+    TORCH_CHECK_TYPE(name == "float16" || name == "bfloat16" || name == "float8_e4m3fn", kOp,
+                     ": argument 'kv_dtype' must be the engine's dtype or 'float8_e4m3fn', got '", name, "'");
+    const DType kv = name == "float8_e4m3fn" ? DType::kFloat8E4M3 : parse_dtype(name);
+    call_library([&] { engine->set_kv_dtype(kv); });
+  }
+  std::string kv_dtype() { return dtype_name(engine->kv_dtype()); }
 };
 
 c10::intrusive_ptr<GPT2EngineHolder> from_pretrained(const std::string& path, const std::string& dtype, int64_t device) {
@@ -171,6 +179,8 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("weight_bytes", &GPT2EngineHolder::weight_bytes)
       .def("device_bytes", &GPT2EngineHolder::device_bytes)
       .def("dtype", &GPT2EngineHolder::dtype)
+      .def("set_kv_dtype", &GPT2EngineHolder::set_kv_dtype)
+      .def("kv_dtype", &GPT2EngineHolder::kv_dtype)
       .def_static("from_pretrained", &from_pretrained);
   m.def("gpt2_parse_config(str text) -> (int, int, int, int, int, float)", &parse_config);
   m.def("gpt2_safetensors_index(str path) -> (str[], str[], int[], int[])", &safetensors_index);

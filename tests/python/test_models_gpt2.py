@@ -228,6 +228,53 @@ def test_bad_inputs_raise_clear_errors(hf_and_engine):
         GPT2Engine.random(0, dtype=torch.float32)
 
 
+def _agreement(ours: list[int], hf: list[int]) -> int:
+    """Leading tokens equal to HF's (after the first difference the sequences legitimately differ)."""
+    n = 0
+    while n < min(len(ours), len(hf)) and ours[n] == hf[n]:
+        n += 1
+    return n
+
+
+@gpu
+def test_fp8_kv_cache_greedy_agreement_with_hf(hf_and_engine):
+    """GPT2Engine(kv_dtype=torch.float8_e4m3fn): the decode steps read K/V stored in e4m3 (scale
+    1.0), so greedy tokens may drift from HF's where two logits are close; 100% agreement is not
+    required. Reported: the agreement rate (leading tokens equal to HF's, over all prompts), next to
+    the 16-bit-cache engine's on the same prompts. Checked: the first new token (prefill reads no
+    cache) equals the 16-bit engine's exactly, and at least a quarter of the tokens agree (a broken
+    FP8 path, a wrong scale or head, diverges within a few steps)."""
+    model, engine16, dtype, seed = hf_and_engine
+    engine8 = GPT2Engine.from_hf(model, kv_dtype=torch.float8_e4m3fn)
+    assert engine8.kv_dtype == torch.float8_e4m3fn
+    agree = {8: 0, 16: 0}
+    total = 0
+    reports = []
+    for lengths in ([5], [32], [200], [3, 17, 64, 128]):
+        rows = _prompts(lengths, seed + 3 * sum(lengths))
+        hf_new, _ = _hf_greedy(model, rows)
+        ours8, ours16 = engine8.generate(rows, NEW_TOKENS), engine16.generate(rows, NEW_TOKENS)
+        for b, r in enumerate(rows):
+            t8, t16, hf = ours8[b][len(r):], ours16[b][len(r):], hf_new[b].tolist()
+            assert t8[0] == t16[0], f"prompt {len(r)}: the first token comes from prefill and must not change"
+            agree[8] += _agreement(t8, hf)
+            agree[16] += _agreement(t16, hf)
+            total += len(hf)
+            reports.append(f"[{dtype}] prompt {len(r)}: fp8 cache agrees for {_agreement(t8, hf)}/{len(hf)} tokens, "
+                           f"16-bit cache {_agreement(t16, hf)}/{len(hf)}")
+    rate8, rate16 = agree[8] / total, agree[16] / total
+    print("\n".join(reports) + f"\n[{dtype}] greedy agreement with HF: fp8 cache {rate8:.3f}, 16-bit cache {rate16:.3f}")
+    assert rate8 >= 0.25, f"fp8-cache greedy agreement {rate8:.3f} (16-bit cache: {rate16:.3f})"
+
+
+def test_bad_kv_dtype_is_refused_before_any_work():
+    for kv_dtype in (torch.float32, torch.float8_e5m2, torch.int8):
+        with pytest.raises(TypeError, match="argument 'kv_dtype'"):
+            GPT2Engine.random(0, kv_dtype=kv_dtype)
+    with pytest.raises(TypeError, match="argument 'kv_dtype'"):
+        GPT2Engine.random(0, dtype=torch.float16, kv_dtype=torch.bfloat16)
+
+
 @gpu
 def test_random_engine_is_seeded():
     a = GPT2Engine.random(seed=11)

@@ -148,6 +148,14 @@ class GPT2Engine {
   std::vector<std::vector<std::int32_t>> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                                   const GenerationOptions& options, GenerationStats* stats = nullptr);
 
+  // The KV cache's element type: dtype() (the default) or float8_e4m3fn, an FP8 cache storing K
+  // and V as e4m3 with scale 1.0 for every (layer, head) (why a fixed 1.0: docs/ops/gpt2.md),
+  // which halves the cache's bytes and the bytes decode attention reads. The decode step then
+  // runs on the CUDA-graph path (the persistent kernel reads 16-bit K/V). Drops the cache and the
+  // captured graphs; ArgumentError naming `kv_dtype` for any other type.
+  void set_kv_dtype(DType kv_dtype);
+  DType kv_dtype() const;
+
   const GPT2Config& config() const { return config_; }
   DType dtype() const { return dtype_; }
   int device() const;  // the CUDA device ordinal the engine lives on

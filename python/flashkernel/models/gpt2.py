@@ -53,6 +53,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise TypeError(f"{_OP}: argument 'dtype' must be torch.float16 or torch.bfloat16, got {dtype}")
 
 
+def _kv_dtype_name(kv_dtype: torch.dtype | None, dtype: torch.dtype) -> str:
+    """The engine's name for a KV cache dtype: None (the engine's dtype) or torch.float8_e4m3fn."""
+    if kv_dtype is None or kv_dtype == dtype:
+        return _dtype_name(dtype)
+    if kv_dtype == torch.float8_e4m3fn:
+        return "float8_e4m3fn"
+    raise TypeError(f"{_OP}: argument 'kv_dtype' must be None, the engine's dtype ({dtype}) or "
+                    f"torch.float8_e4m3fn, got {kv_dtype}")
+
+
 def _device_index(device) -> int:
     device = torch.device(device if device is not None else "cuda")
     if device.type != "cuda":
@@ -61,36 +71,45 @@ def _device_index(device) -> int:
 
 
 class GPT2Engine:
-    """A GPT-2 model held by FlashKernel's C++ engine. Build with from_hf / from_pretrained / random."""
+    """A GPT-2 model held by FlashKernel's C++ engine. Build with from_hf / from_pretrained / random.
 
-    def __init__(self, cpp, device_index: int, dtype: torch.dtype, config: dict):
+    kv_dtype (every constructor): None keeps the KV cache in the engine's dtype; torch.float8_e4m3fn
+    makes it an FP8 cache (K/V stored as e4m3 with scale 1.0 per layer and head: half the cache's
+    bytes and half the bytes decode attention reads; docs/ops/gpt2.md says why a fixed scale)."""
+
+    def __init__(self, cpp, device_index: int, dtype: torch.dtype, config: dict, kv_dtype: torch.dtype | None = None):
         self._cpp = cpp
         self.device = torch.device("cuda", device_index)
         self.dtype = dtype
         self.config = dict(config)
         self.last_stats: GenerationStats | None = None
+        self.kv_dtype = dtype if kv_dtype is None else kv_dtype
+        if self.kv_dtype != dtype:  # the C++ engine's cache starts in its own dtype
+            self._cpp.set_kv_dtype(_kv_dtype_name(kv_dtype, dtype))
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def _new(cls, config: dict, dtype: torch.dtype, device) -> "GPT2Engine":
+    def _new(cls, config: dict, dtype: torch.dtype, device, kv_dtype=None) -> "GPT2Engine":
+        _kv_dtype_name(kv_dtype, dtype)  # a bad kv_dtype is refused before the engine is built
         _library.load()
         idx = _device_index(device)
         c = {**DEFAULT_CONFIG, **{k: config[k] for k in DEFAULT_CONFIG if k in config and config[k] is not None}}
         cpp = torch.classes.flashkernel.GPT2Engine(int(c["vocab_size"]), int(c["n_positions"]), int(c["n_embd"]),
                                                    int(c["n_layer"]), int(c["n_head"]),
                                                    float(c["layer_norm_epsilon"]), _dtype_name(dtype), idx)
-        return cls(cpp, idx, dtype, c)
+        return cls(cpp, idx, dtype, c, kv_dtype)
 
     @classmethod
     def random(cls, seed: int = 0, *, dtype: torch.dtype = torch.float16, device=None,
-               config: dict | None = None) -> "GPT2Engine":
+               config: dict | None = None, kv_dtype: torch.dtype | None = None) -> "GPT2Engine":
         """GPT-2 124M (or `config`'s shapes) with HF's initialization, generated on the GPU from `seed`."""
-        engine = cls._new(config or {}, dtype, device)
+        engine = cls._new(config or {}, dtype, device, kv_dtype)
         engine._cpp.init_random(int(seed))
         return engine
 
     @classmethod
-    def from_hf(cls, model, *, dtype: torch.dtype | None = None, device=None) -> "GPT2Engine":
+    def from_hf(cls, model, *, dtype: torch.dtype | None = None, device=None,
+                kv_dtype: torch.dtype | None = None) -> "GPT2Engine":
         """The weights of a transformers GPT2LMHeadModel (any device / dtype); dtype defaults to the
         model's if it is float16/bfloat16, else float16."""
         cfg = model.config
@@ -119,7 +138,7 @@ class GPT2Engine:
             pdev = next(model.parameters()).device
             device = pdev if pdev.type == "cuda" else "cuda"
         config = {k: getattr(cfg, k) for k in DEFAULT_CONFIG}
-        engine = cls._new(config, dtype, device)
+        engine = cls._new(config, dtype, device, kv_dtype)
         with torch.no_grad():
             for name, t in model.state_dict().items():
                 if t.dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -129,8 +148,9 @@ class GPT2Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype = torch.float16,
-                        device=None) -> "GPT2Engine":
+                        device=None, kv_dtype: torch.dtype | None = None) -> "GPT2Engine":
         """A local checkpoint directory (config.json + model.safetensors), parsed and loaded in C++."""
+        _kv_dtype_name(kv_dtype, dtype)
         path = Path(path)
         for need in ("config.json", "model.safetensors"):
             if not (path / need).is_file():
@@ -143,7 +163,7 @@ class GPT2Engine:
             (path / "config.json").read_text())
         config = dict(vocab_size=vocab, n_positions=npos, n_embd=embd, n_layer=nlayer, n_head=nhead,
                       layer_norm_epsilon=eps)
-        return cls(cpp, idx, dtype, config)
+        return cls(cpp, idx, dtype, config, kv_dtype)
 
     # ------------------------------------------------------------------ inference
     @staticmethod

@@ -31,6 +31,7 @@ cudaDataType_t cuda_type(DType d) {
 }  // namespace
 
 GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d), device(dev) {
+  kv_dtype = d;
   const char* env = std::getenv("FLASHKERNEL_GPT2_DECODE_GEMM");
   use_decode_gemv = env == nullptr || std::string(env) != "cublas";
   if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
@@ -153,8 +154,14 @@ void GPT2Engine::Impl::ensure_pool(std::int64_t num_pages) {
   grown.page_size = kPageSize;
   grown.num_kv_heads = cfg.n_head;
   grown.head_dim = cfg.head_dim();
-  grown.dtype = dtype;
+  grown.dtype = kv_dtype;
+  grown.activation_dtype = dtype;
   validate_kv_layout(grown, kOp);
+  if (kv_dtype == DType::kFloat8E4M3 && kv_scales.get() == nullptr) {
+    const std::vector<float> ones(static_cast<std::size_t>(2 * cfg.n_layer * cfg.n_head), 1.f);
+    kv_scales.grow(ones.size() * sizeof(float), "gpt2 engine: KV cache scales");
+    FK_CUDA_CHECK(cudaMemcpy(kv_scales.get(), ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
   drop_pool();
   kv_pool.grow(grown.bytes(), "gpt2 engine: KV cache pool");
   pages = std::make_unique<KVPageAllocator>(grown.num_pages, kPageSize, cfg.n_layer);
@@ -177,7 +184,7 @@ void GPT2Engine::Impl::layers(std::int64_t rows, const std::int64_t* slots_dev,
       gemm(x, w(L(l, "attn.c_attn.weight")), qkv, rows, 3 * C, C, false);
       split_qkv(qkv, w(L(l, "attn.c_attn.bias")), q, k, v, rows, C, dtype, stream);
     }
-    kv_cache_append(kv_pool.get(), layout, l, slots_dev, rows, k, v, stream);
+    kv_cache_append(kv_pool.get(), layout, l, slots_dev, rows, k, v, stream, nullptr, cache_scales());
     if (seq_offsets != nullptr) {
       for (std::size_t s = 0; s + 1 < seq_offsets->size(); ++s) {
         const std::int64_t o = (*seq_offsets)[s], len = (*seq_offsets)[s + 1] - o;
@@ -255,6 +262,25 @@ void GPT2Engine::Impl::prefill(const std::vector<std::vector<std::int32_t>>& pro
 // ------------------------------------------------------------------------------ GPT2Engine
 
 int GPT2Engine::device() const { return impl_->device; }
+
+void GPT2Engine::set_kv_dtype(DType kv_dtype) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  detail::require(kv_dtype == dtype_ || kv_dtype == DType::kFloat8E4M3, kOp, "kv_dtype",
+                  std::string("must be the engine's dtype (") + dtype_name(dtype_) + ") or float8_e4m3fn, got " +
+                      dtype_name(kv_dtype));
+  if (kv_dtype == m.kv_dtype) return;
+  ScopedDevice on_device(m.device);
+  m.drop_pool();  // its pages hold the old element type (and drops the graphs that read them)
+  m.kv_pool.reset();  // sized for the old element type
+  m.kv_dtype = kv_dtype;
+}
+
+DType GPT2Engine::kv_dtype() const {
+  const Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  return m.kv_dtype;
+}
 
 std::size_t GPT2Engine::device_bytes() const {
   const Impl& m = *impl_;

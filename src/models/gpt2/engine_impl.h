@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -99,6 +100,15 @@ struct GPT2Engine::Impl {
 
   KVCacheLayout layout;
   std::unique_ptr<KVPageAllocator> pages;
+  // The cache's element type (dtype, or float8_e4m3fn) and, for FP8, its scales: k then v, each
+  // [n_layer, n_head] float32, all 1.0.
+  DType kv_dtype = DType::kFloat16;
+  detail::DeviceAllocation kv_scales;
+  KVScales cache_scales() const {
+    if (kv_dtype != DType::kFloat8E4M3) return {};
+    const auto* s = kv_scales.as<float>(0);
+    return {s, s + cfg.n_layer * cfg.n_head};
+  }
 
   std::map<std::pair<std::int64_t, std::int64_t>, cudaGraphExec_t> graphs;
   // Decode projections on decode_gemv (default) or cuBLAS (FLASHKERNEL_GPT2_DECODE_GEMM=cublas,
@@ -172,6 +182,7 @@ struct GPT2Engine::Impl {
     a.max_pages = max_pages;
     a.seq_lens = seq_lens;
     a.max_seq_len = max_seq_len;
+    if constexpr (std::is_same_v<Args, PagedDecodeArgs>) a.scales = cache_scales();
   }
 
   // The per-layer weight table of the persistent kernel and its barrier words, made once.

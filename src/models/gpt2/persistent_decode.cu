@@ -731,6 +731,7 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
     return no("page size is not a power of two");
   }
   if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) return no("dtype is not fp16/bf16");
+  if (a.layout.quantized()) return no("the KV cache is float8 (this kernel appends and reads 16-bit K/V)");
   int device = 0, coop = 0;
   FK_CUDA_CHECK(cudaGetDevice(&device));
   FK_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
