@@ -6,7 +6,10 @@ gather: pages -> contiguous K/V (CUDA and Triton) vs a contiguous read (torch cl
         bytes; GB/s counts bytes read + written.
 decode: paged decode attention vs SDPA over a contiguous cache of the same lengths, gather + SDPA,
         and device_copy (a copy whose read + write bytes equal the K/V bytes: the HBM ceiling).
-        GB/s counts the K/V bytes read.
+        GB/s counts the K/V bytes read. flashkernel_cuda_fp8: the same shapes over an FP8 cache
+        (kv_dtype=torch.float8_e4m3fn, fp16 q/out); GB/s counts the e4m3 bytes it reads (half),
+        and the extra column time_ratio_vs_fp16_paged = flashkernel_cuda's time / its time, same
+        run (> 1: the FP8 cache is faster).
 """
 from __future__ import annotations
 
@@ -22,14 +25,19 @@ from flashkernel.triton.kv_cache import gather_pages
 OP = "kv_cache"
 D = 128
 DTYPE = torch.float16
+FP8 = torch.float8_e4m3fn
 
 
-def _filled_cache(batch, ctx, hkv, page_size, layers=1):
+def _filled_cache(batch, ctx, hkv, page_size, layers=1, kv_dtype=None):
     """A cache whose sequences each hold `ctx` tokens of random K/V, pages handed out round-robin
     (a few pages per sequence per round, as decoding interleaves them) so tables are scattered."""
     pages = batch * math.ceil(ctx / page_size)
-    cache = flashkernel.PagedKVCache(layers, pages, hkv, D, page_size=page_size, dtype=DTYPE)
-    cache.pool.normal_()
+    cache = flashkernel.PagedKVCache(layers, pages, hkv, D, page_size=page_size, dtype=DTYPE, kv_dtype=kv_dtype)
+    if cache.quantized:
+        # Random e4m3 codes 0x00-0x5e (finite, up to 15; there is no normal_ for float8), scales 1.
+        cache.pool.view(torch.uint8).random_(0, 0x5f)
+    else:
+        cache.pool.normal_()
     ids = [cache.add_sequence() for _ in range(batch)]
     step = 8 * page_size
     for r in range(0, ctx, step):
@@ -129,11 +137,13 @@ def bench_decode(ctx, quick) -> None:
             sets = ctx.rotating(make_paged, kv_bytes)
             # The library's choice, then the two tensor-core loops by name (PagedDecodeVariant 3:
             # fragments loaded into registers; 4: the shared-memory ring), for choosing the default.
+            paged_rows = {}
             for impl, variant in (("flashkernel_cuda", -1), ("flashkernel_cuda_regs", 3), ("flashkernel_cuda_ring", 4)):
-                ctx.record(OP, impl, DTYPE, config,
-                           ctx.time(lambda q, pool, table, lens, v=variant: torch.ops.flashkernel.paged_decode_attention(
-                               q, pool, 0, table, lens, seq_len, check_indices=False, variant=v), sets),
-                           bytes_moved=kv_bytes)
+                paged_rows[impl] = ctx.record(
+                    OP, impl, DTYPE, config,
+                    ctx.time(lambda q, pool, table, lens, v=variant: torch.ops.flashkernel.paged_decode_attention(
+                        q, pool, 0, table, lens, seq_len, check_indices=False, variant=v), sets),
+                    bytes_moved=kv_bytes)
             if page_size == 16:
                 # gather + SDPA: our gather per sequence into one contiguous batch, then SDPA.
                 if 2 * kv_bytes <= budget:
@@ -150,6 +160,8 @@ def bench_decode(ctx, quick) -> None:
                 else:
                     _record_skip(ctx, "gather_then_sdpa", config, "pool + gathered copy exceed the memory budget")
             del sets
+            torch.cuda.empty_cache()
+            _bench_decode_fp8(ctx, batch, seq_len, hkv, page_size, config, q_of, paged_rows["flashkernel_cuda"])
         else:
             _record_skip(ctx, "flashkernel_cuda", config, "K/V exceeds the memory budget")
         torch.cuda.empty_cache()
@@ -175,6 +187,25 @@ def bench_decode(ctx, quick) -> None:
                    bytes_moved=kv_bytes)
         del dsets
         torch.cuda.empty_cache()
+
+
+def _bench_decode_fp8(ctx, batch, seq_len, hkv, page_size, config, q_of, fp16_row) -> None:
+    """The FP8-cache row of one decode configuration, next to the fp16 paged kernel's row."""
+    fp8_bytes = batch * seq_len * hkv * D * 2  # K + V, one byte each
+
+    def make():
+        cache, ids = _filled_cache(batch, seq_len, hkv, page_size, kv_dtype=FP8)
+        table, lens = cache.page_table(ids, 0)
+        return q_of(), cache.pool, table, lens, cache.k_scale, cache.v_scale
+
+    sets = ctx.rotating(make, fp8_bytes)
+    timing = ctx.time(lambda q, pool, table, lens, ks, vs: torch.ops.flashkernel.paged_decode_attention(
+        q, pool, 0, table, lens, seq_len, check_indices=False, k_scale=ks, v_scale=vs), sets)
+    del sets
+    ratio = float(fp16_row["median_ms"]) / timing.median_ms if fp16_row.get("median_ms") else float("nan")
+    row = ctx.record(OP, "flashkernel_cuda_fp8", DTYPE, config, timing, bytes_moved=fp8_bytes,
+                     note=f"kv_dtype=float8_e4m3fn; {ratio:.2f}x the speed of flashkernel_cuda (fp16 cache), same run")
+    row["time_ratio_vs_fp16_paged"] = f"{ratio:.3f}"
 
 
 def run(ctx, quick: bool) -> None:
