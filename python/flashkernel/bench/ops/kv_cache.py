@@ -34,7 +34,7 @@ def _filled_cache(batch, ctx, hkv, page_size, layers=1, kv_dtype=None):
     pages = batch * math.ceil(ctx / page_size)
     cache = flashkernel.PagedKVCache(layers, pages, hkv, D, page_size=page_size, dtype=DTYPE, kv_dtype=kv_dtype)
     if cache.quantized:
-        # Random e4m3 codes 0x00-0x5e (finite, up to 15; there is no normal_ for float8), scales 1.
+        # Random e4m3 codes 0x00-0x5e (finite, 0 to 28; there is no normal_ for float8), scales 1.
         cache.pool.view(torch.uint8).random_(0, 0x5f)
     else:
         cache.pool.normal_()
