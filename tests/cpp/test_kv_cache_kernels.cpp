@@ -488,17 +488,23 @@ std::string argument_of(const std::function<void()>& call) {
   return "";
 }
 
-TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
-  KVCacheLayout l{2, 8, 16, 2, 128, DType::kFloat16};
+// Decode arguments for one sequence of one token over `pool` (argument checks only: no launch).
+PagedDecodeArgs one_token_args(const KVCacheLayout& l, std::int64_t num_q_heads, const void* pool) {
   PagedDecodeArgs a;
   a.layout = l;
   a.batch = 1;
-  a.num_q_heads = 3;
+  a.num_q_heads = num_q_heads;
   a.max_pages = 1;
   a.max_seq_len = 1;
   a.scale = 1.f;
+  a.pool = pool;
+  return a;
+}
+
+TEST(KVCacheKernelArguments, BadLayoutAndSizesNameTheArgument) {
+  KVCacheLayout l{2, 8, 16, 2, 128, DType::kFloat16};
   alignas(16) static char dummy[16];
-  a.pool = dummy;
+  PagedDecodeArgs a = one_token_args(l, 3, dummy);
   EXPECT_EQ(argument_of([&] { paged_decode_num_splits(a); }), "num_q_heads");
   a.num_q_heads = 4;
   a.max_seq_len = 17;
@@ -535,14 +541,7 @@ TEST(KVCacheKernelArguments, Fp8LayoutScalesAndVariantNameTheArgument) {
   EXPECT_EQ(argument_of([&] { kv_cache_append(dummy, l, 0, nullptr, 0, nullptr, nullptr, nullptr, nullptr,
                                               {one, nullptr}); }),
             "scales.v");
-  PagedDecodeArgs a;
-  a.layout = l;
-  a.batch = 1;
-  a.num_q_heads = 4;
-  a.max_pages = 1;
-  a.max_seq_len = 1;
-  a.scale = 1.f;
-  a.pool = dummy;
+  PagedDecodeArgs a = one_token_args(l, 4, dummy);
   a.scales = {one, one};
   for (const auto v : {PagedDecodeVariant::kCudaCore, PagedDecodeVariant::kCudaCorePrefetch2,
                        PagedDecodeVariant::kCudaCorePrefetch4, PagedDecodeVariant::kTensorCore}) {
