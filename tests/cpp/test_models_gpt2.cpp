@@ -182,6 +182,44 @@ TEST(ModelsGpt2Engine, GreedyDecodeMatchesTeacherForcedPrefill) {
   check_greedy_consistent(DType::kBFloat16, 0.3);
 }
 
+// An FP8 KV cache (set_kv_dtype): the first new token comes from prefill, which reads no cache, so
+// it equals the 16-bit cache's; later greedy tokens may drift where two logits are close (100%
+// agreement is not required: at least a quarter of the tokens, reported). Switching back gives the
+// 16-bit results again, bit for bit; other cache types are refused naming `kv_dtype`.
+TEST(ModelsGpt2Engine, Fp8KvCacheGreedyAgreement) {
+  FK_SKIP_WITHOUT_GPU();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  GPT2Engine e(small_config(), DType::kFloat16);
+  e.init_random(seed);
+  EXPECT_EQ(e.kv_dtype(), DType::kFloat16);
+  const auto prompts = random_prompts({1, 7, 33, 127}, 1000, seed);
+  GenerationOptions o;
+  o.max_new_tokens = 40;
+  const auto ref = e.generate(prompts, o);
+  e.set_kv_dtype(DType::kFloat8E4M3);
+  EXPECT_EQ(e.kv_dtype(), DType::kFloat8E4M3);
+  GenerationStats st;
+  const auto fp8 = e.generate(prompts, o, &st);
+  EXPECT_FALSE(st.persistent_decode);
+  std::size_t agree = 0, total = 0;
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    ASSERT_EQ(fp8[b].size(), ref[b].size());
+    EXPECT_EQ(fp8[b][0], ref[b][0]) << "sequence " << b << ": the first token comes from prefill";
+    std::size_t n = 0;
+    while (n < ref[b].size() && fp8[b][n] == ref[b][n]) ++n;
+    agree += n;
+    total += ref[b].size();
+  }
+  const double rate = double(agree) / double(total);
+  std::printf("fp8 KV cache greedy agreement with the fp16 cache: %.3f (%zu/%zu tokens)\n", rate, agree, total);
+  EXPECT_GE(rate, 0.25);
+  e.set_kv_dtype(DType::kFloat16);
+  EXPECT_EQ(e.generate(prompts, o), ref);
+  expect_argument_error([&] { e.set_kv_dtype(DType::kFloat32); }, "kv_dtype");
+  expect_argument_error([&] { e.set_kv_dtype(DType::kBFloat16); }, "kv_dtype");
+}
+
 TEST(ModelsGpt2Engine, SamplingSeededAndTopK1IsGreedy) {
   FK_SKIP_WITHOUT_GPU();
   const auto seed = testing::fresh_seed();
