@@ -22,6 +22,15 @@ def make_cache(device, *, layers=2, pages=64, heads=2, d=64, page_size=16, dtype
     return PagedKVCache(layers, pages, heads, d, page_size=page_size, dtype=dtype, kv_dtype=kv_dtype, device=device)
 
 
+def poison(cache):
+    """NaN in every pool element, so a read outside the written tokens shows up (0x7f is e4m3's NaN;
+    the byte view needs no float8 fill kernel)."""
+    if cache.pool.dtype == torch.float8_e4m3fn:
+        cache.pool.view(torch.uint8).fill_(0x7F)
+    else:
+        cache.pool.fill_(float("nan"))
+
+
 def fill(cache, layer, seq_lens, chunk_sizes, device):
     """Appends the given lengths in interleaved chunks (a batch per round, variable counts); returns
     per-sequence (K, V) as written, each [tokens, heads, d]."""
@@ -128,7 +137,7 @@ def test_out_of_pages_changes_nothing_and_bad_ids_raise():
 @pytest.mark.parametrize("page_size", [8, 16, 256])
 def test_append_then_gather_is_bit_identical(dtype, d, page_size):
     cache = make_cache("cuda", layers=3, pages=80, heads=3, d=d, page_size=page_size, dtype=dtype)
-    cache.pool.fill_(float("nan"))
+    poison(cache)
     # Prefill chunks then decode steps, variable counts per sequence, on a middle layer.
     ids, written = fill(cache, 1, [1, 7, 127, 300, 16], [33, 1, 1, 5, 1], "cuda")
     check_gather_bit_identical(cache, 1, ids, written, flashkernel.kv_cache_gather)
@@ -210,7 +219,7 @@ def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, sc
     pages = sum(math.ceil(n / page_size) for n in lens) + 4
     cache = make_cache("cuda", layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype,
                        kv_dtype=kv_dtype)
-    cache.pool.fill_(float("nan"))  # a read outside the sequences' tokens shows up as NaN
+    poison(cache)  # a read outside the sequences' tokens shows up as NaN
     if cache.quantized:  # per-head scales around amax / 448 of unit normals, different per head and K/V
         cache.set_scales(layer, fp8_test_scales(hkv, 0), fp8_test_scales(hkv, 1))
     chunks = [max(1, max(lens) // 3), 1, 17]
@@ -450,7 +459,7 @@ def test_fp8_attention_error_bound_over_the_cpu_cache(ctx):
 @pytest.mark.parametrize("page_size", [8, 16, 256])
 def test_fp8_append_then_gather_matches_the_quantized_reference(dtype, d, page_size):
     cache = make_cache("cuda", layers=3, pages=80, heads=3, d=d, page_size=page_size, dtype=dtype, kv_dtype=FP8)
-    cache.pool.fill_(float("nan"))
+    poison(cache)
     cache.set_scales(1, fp8_test_scales(3, 0), fp8_test_scales(3, 1))
     ids, written = fill(cache, 1, [1, 7, 127, 300, 16], [33, 1, 1, 5, 1], "cuda")
     check_fp8_gather(cache, 1, ids, written)
@@ -623,7 +632,7 @@ def test_fp8_decode_op_compiles_with_every_argument():
 def test_triton_gather_bit_identical(page_size, d, dtype):
     dev = triton_device()
     cache = make_cache(dev, layers=2, pages=24, heads=2, d=d, page_size=page_size, dtype=dtype)
-    cache.pool.fill_(float("nan"))
+    poison(cache)
     ids, written = fill(cache, 1, [1, 7, 40], [9, 1], dev)
     check_gather_bit_identical(cache, 1, ids, written, flashkernel.triton.kv_cache_gather)
     f = cache.fork(ids[2])
@@ -639,7 +648,7 @@ def test_triton_gather_bit_identical(page_size, d, dtype):
 def test_triton_gather_fp8_matches_the_quantized_reference(dtype):
     dev = triton_device()
     cache = make_cache(dev, layers=2, pages=24, heads=2, d=64, page_size=8, dtype=dtype, kv_dtype=FP8)
-    cache.pool.fill_(float("nan"))
+    poison(cache)
     cache.set_scales(1, fp8_test_scales(2, 0), fp8_test_scales(2, 1))
     ids, written = fill(cache, 1, [1, 7, 40], [9, 1], dev)
     for s in ids:
