@@ -612,6 +612,36 @@ def test_fp8_ops_bad_inputs_name_the_argument():
         torch.ops.flashkernel.kv_cache_gather(c16.pool, 0, pages, 0, out_dtype=torch.bfloat16)
 
 
+@gpu
+def test_fp8_ops_report_out_of_range_indices():
+    """The index guards hold for an FP8 pool too: a bad page id is reported, its tokens come out NaN
+    (gather) or its sequence's output does (decode), the others are exact."""
+    cache = make_cache("cuda", layers=1, pages=8, heads=2, d=64, kv_dtype=FP8)
+    cache.set_scales(0, 0.01, 0.02)
+    ids, written = fill(cache, 0, [40, 40], [40], "cuda")
+    ks, vs = cache.k_scale, cache.v_scale
+    pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
+    bad = pages.clone()
+    bad[1] = cache.num_pages
+    with pytest.raises(ValueError, match="kv_cache_gather: argument 'pages' has entries outside"):
+        torch.ops.flashkernel.kv_cache_gather(cache.pool, 0, bad, 40, k_scale=ks, v_scale=vs, out_dtype=torch.float16)
+    k, _ = torch.ops.flashkernel.kv_cache_gather(cache.pool, 0, bad, 40, check_indices=False, k_scale=ks, v_scale=vs,
+                                                 out_dtype=torch.float16)
+    want_k, _ = fp8_reference(cache, 0, *written[ids[0]], torch.float16)
+    assert torch.isnan(k[:, 16:32]).all()
+    assert torch.equal(k[:, :16], want_k[:16].transpose(0, 1)) and torch.equal(k[:, 32:], want_k[32:].transpose(0, 1))
+    table, lens = cache.page_table(ids, 0)
+    q = randn((2, 4, 64), torch.float16)
+    good = torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, 40, k_scale=ks, v_scale=vs)
+    bad_table = table.clone()
+    bad_table[1, 1] = -1
+    with pytest.raises(ValueError, match="argument 'page_table' has entries outside"):
+        torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, bad_table, lens, 40, k_scale=ks, v_scale=vs)
+    out = torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, bad_table, lens, 40, check_indices=False,
+                                                       k_scale=ks, v_scale=vs)
+    assert torch.isnan(out[1]).all() and torch.equal(out[0], good[0])
+
+
 def test_fp8_decode_op_compiles_with_every_argument():
     # The fake implementation takes the FP8 arguments; on CPU tensors the op's own device check answers.
     def f(q, pool, table, lens, ks, vs):
