@@ -53,7 +53,7 @@ int heads_per_cta(std::int64_t group, int variant) {
   if (group <= 1) return 1;
   if (group <= 2) return 2;
   if (group <= 4) return 4;
-  if (group <= 8 || variant < kTensorCoreVariant + 1) return 8;
+  if (group <= 8 || !kv_decode::is_ring_variant(variant)) return 8;
   return 16;
 }
 

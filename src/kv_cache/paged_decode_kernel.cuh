@@ -699,12 +699,15 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
 // (ring_stages: deep / 2 stages), every group size.
 constexpr int kNumVariants = 6;
 
+// Variants 4 and 5 feed the tensor cores from the shared-memory ring (and hold groups of 16 heads).
+constexpr bool is_ring_variant(int variant) { return variant == 4 || variant == 5; }
+
 // Ring depth of variants 4 and 5: 3 stages at d 128 (96 KiB, 2 CTAs per H100 SM), 4 at d 64 (64 KiB).
 constexpr int ring_stages(int variant, int head_dim) { return variant == 5 ? 2 : head_dim == 128 ? 3 : 4; }
 
 // Dynamic shared memory of a variant's kernel (0 unless it is a ring variant).
 inline int dynamic_smem_bytes(int variant, int head_dim) {
-  if (variant != 4 && variant != 5) return 0;
+  if (!is_ring_variant(variant)) return 0;
   const int stages = ring_stages(variant, head_dim);
   return head_dim == 128 ? ring_bytes<128>(stages) : ring_bytes<64>(stages);
 }
@@ -724,7 +727,7 @@ void launch_or_query(const Params& p, dim3 grid, int smem, cudaStream_t stream, 
 template <typename T, int D, int G>
 void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t stream, int* occupancy) {
   const int smem = dynamic_smem_bytes(variant, D);
-  if (variant == 4 || variant == 5) {
+  if (is_ring_variant(variant)) {
     if (ring_stages(variant, D) == 2) {
       return launch_or_query<paged_decode_ring_kernel<T, D, G, 2>>(p, grid, smem, stream, occupancy);
     }
