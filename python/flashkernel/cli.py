@@ -10,6 +10,19 @@ import sys
 from pathlib import Path
 
 
+def planned_configs(module, quick: bool) -> int | None:
+    """How many configurations a benchmark module will measure (its count_configs(quick)), for the
+    progress display's estimate of the time left; None when the module does not say."""
+    count = getattr(module, "count_configs", None)
+    if count is None:
+        return None
+    try:
+        n = int(count(quick))
+    except Exception:  # noqa: BLE001 - a wrong count must not stop a benchmark; it only loses the estimate
+        return None
+    return n if n > 0 else None
+
+
 def _bench(args) -> int:
     import torch
 
@@ -39,8 +52,14 @@ def _bench(args) -> int:
     written = []
     for name in names:
         start = len(ctx.rows)
-        print(f"-- {name}", file=sys.stderr)
-        importlib.import_module(BENCHMARKS[name]).run(ctx, args.quick)
+        module = importlib.import_module(BENCHMARKS[name])
+        total = planned_configs(module, args.quick)
+        print(f"-- {name}" + (f" ({total} configurations)" if total else ""), file=sys.stderr)
+        ctx.begin(name, total)
+        try:
+            module.run(ctx, args.quick)
+        finally:
+            ctx.end()
         rows = ctx.rows[start:]
         written.append((name, ctx.write_csv(name, rows), rows))
     for name, path, rows in written:

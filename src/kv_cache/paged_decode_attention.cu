@@ -75,7 +75,7 @@ int heads_per_cta(std::int64_t group, int variant) {
   if (group <= 1) return 1;
   if (group <= 2) return 2;
   if (group <= 4) return 4;
-  if (group <= 8 || variant < kTensorCoreVariant + 1) return 8;
+  if (group <= 8 || !kv_decode::is_ring_variant(variant)) return 8;
   return 16;
 }
 
@@ -135,7 +135,7 @@ void validate(const PagedDecodeArgs& a) {
                   "must be a PagedDecodeVariant (-1.." + std::to_string(kv_decode::kNumVariants - 1) + "), got " +
                       std::to_string(int(a.variant)));
   if (a.layout.quantized()) {
-    detail::require(a.variant == PagedDecodeVariant::kAuto || kv_decode::reads_fp8(int(a.variant)), kOp, "variant",
+    detail::require(a.variant == PagedDecodeVariant::kAuto || kv_decode::is_ring_variant(int(a.variant)), kOp, "variant",
                     "must be -1 (auto), 4 or 5 for a float8 pool (only the shared-memory ring variants read FP8), "
                     "got " + std::to_string(int(a.variant)));
     detail::require(detail::current_compute_major() >= 8, kOp, "layout.dtype",

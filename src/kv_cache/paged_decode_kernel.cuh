@@ -729,7 +729,10 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
 // registers, for groups of 4-8 heads (else 0); 4 / 5: tensor cores fed by the shared-memory ring
 // (ring_stages: deep / 2 stages), every group size. A float8 pool: variants 4 and 5 only.
 constexpr int kNumVariants = 6;
-constexpr bool reads_fp8(int variant) { return variant == 4 || variant == 5; }
+
+// Variants 4 and 5 feed the tensor cores from the shared-memory ring (and hold groups of 16 heads);
+// they are also the only ones that read a float8 pool.
+constexpr bool is_ring_variant(int variant) { return variant == 4 || variant == 5; }
 
 // Ring depth of variants 4 and 5: 3 stages at d 128 (96 KiB, 2 CTAs per H100 SM), 4 at d 64 (64 KiB);
 // variant 5: 2. An FP8 pool's steps are half the bytes: twice the stages in the same shared memory.
@@ -740,7 +743,7 @@ constexpr int ring_stages(int variant, int head_dim, int elem_bytes) {
 // Dynamic shared memory of a variant's kernel (0 unless it is a ring variant).
 template <typename S>
 int dynamic_smem_bytes(int variant, int head_dim) {
-  if (variant != 4 && variant != 5) return 0;
+  if (!is_ring_variant(variant)) return 0;
   const int stages = ring_stages(variant, head_dim, int(sizeof(S)));
   return head_dim == 128 ? ring_bytes<S, 128>(stages) : ring_bytes<S, 64>(stages);
 }
@@ -764,7 +767,7 @@ void launch_paged_decode(const Params& p, int variant, dim3 grid, cudaStream_t s
   constexpr int kBytes = int(sizeof(S));
   const int smem = dynamic_smem_bytes<S>(variant, D);
   if constexpr (std::is_same_v<S, T>) {
-    if (variant != 4 && variant != 5) {
+    if (!is_ring_variant(variant)) {
       if constexpr (G > 8) {
         // Only the tensor-core kernels hold 16 heads (make_plan gives the CUDA-core variants 8).
         return launch_or_query<paged_decode_mma_kernel<T, D, G>>(p, grid, smem, stream, occupancy);

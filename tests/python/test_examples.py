@@ -72,3 +72,23 @@ def test_runs_on_a_gpu(path):
         assert "max |" in proc.stdout, proc.stdout
     else:
         assert "RANDOM weights" in proc.stdout and "tokens/s" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_a_wrong_argument_is_reported_before_the_gpu_check(path):
+    proc = run_example(path, "--no-such-option", hide_gpus=True)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path.name}: error: unrecognized arguments: --no-such-option" in proc.stderr, proc.stderr
+    assert NO_GPU_LINE not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_add_layernorm_example_offers_rms_norm():
+    proc = run_example(REPO / "examples" / "add_layernorm.py", "--help")
+    assert "--rms" in proc.stdout and "add_rms_norm" in proc.stdout
+
+
+@pytest.mark.gpu
+def test_rms_norm_example_runs_on_a_gpu():
+    proc = run_example(REPO / "examples" / "add_layernorm.py", "--rms", "--rows", "256", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "add_rms_norm rows=256" in proc.stdout and "max |" in proc.stdout, proc.stdout

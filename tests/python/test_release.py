@@ -49,3 +49,30 @@ def test_a_placeholder_in_the_docs_is_refused(tmp_path):
     proc = run("--notes-only", declared_version(), root=tmp_path)
     assert proc.returncode == 1
     assert "placeholders in the docs" in proc.stderr and "new_op.md:3" in proc.stderr
+
+
+def changelog_versions(text):
+    return re.findall(r"^## v(\d+\.\d+\.\d+)(?: |$)", text, re.M)
+
+
+def test_the_changelog_has_one_section_per_release_in_the_roadmaps_order():
+    versions = changelog_versions((ROOT / "CHANGELOG.md").read_text())
+    assert versions == [f"1.0.{i}" for i in range(10)] + ["1.1.0"]
+    assert declared_version() in versions
+
+
+def test_notes_of_any_release_section(tmp_path):
+    """Each section prints on its own, whatever its place in the file (a copy declaring that version)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / "release.sh")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    shutil.copy(ROOT / "CHANGELOG.md", tmp_path / "CHANGELOG.md")
+    for version in ("1.0.0", "1.0.8", "1.1.0"):
+        (tmp_path / "pyproject.toml").write_text(f'[project]\nname = "flashkernel"\nversion = "{version}"\n')
+        proc = run("--notes-only", version, root=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        section = changelog.split(f"## v{version}", 1)[1].split("\n## ", 1)[0]
+        body = section.split("\n", 1)[1].strip()
+        heading, notes = proc.stdout.split("\n", 1)
+        assert heading == f"# FlashKernel v{version}" and notes.strip() == body

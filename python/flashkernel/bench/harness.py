@@ -1,5 +1,6 @@
 """The one benchmark harness: CUDA-event timing, inputs rotated past L2, rows in the shared CSV
-schema (op,impl,dtype,config,median_ms,tflops,gbps,gpu,torch,commit), a progress display.
+schema (op,impl,dtype,config,median_ms,tflops,gbps,gpu,torch,commit), a progress display per
+configuration with an estimate of the time left (flashkernel/bench/progress.py).
 
 Each benchmark module (flashkernel/bench/ops/<name>.py) defines `run(ctx, quick)` and calls
 `ctx.time(...)` then `ctx.record(...)` for every (impl, config); baselines are timed in the same
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+
+from flashkernel.bench.progress import SweepProgress
 
 COLUMNS = ["op", "impl", "dtype", "config", "median_ms", "tflops", "gbps", "gpu", "torch", "commit",
            "p10_ms", "p90_ms", "runs"]
@@ -102,6 +105,7 @@ class BenchContext:
     target_seconds: float = 0.25   # per measured (impl, config): keeps a full sweep to minutes
     rows: list[dict] = field(default_factory=list)
     _cycles_per_us: float | None = field(default=None, repr=False)
+    _sweep: SweepProgress | None = field(default=None, repr=False)
 
     def __post_init__(self):
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
@@ -109,7 +113,6 @@ class BenchContext:
         self.l2_bytes = props.L2_cache_size
         self.torch_version = torch.__version__
         self.commit = git_commit()
-        self._started = time.time()
 
     # ------------------------------------------------------------------ inputs
     def rotation_count(self, bytes_per_set: int) -> int:
@@ -226,11 +229,22 @@ class BenchContext:
         self._progress(row)
         return row
 
+    # ------------------------------------------------------------------ progress
+    def begin(self, name: str, total_configs: int | None = None) -> None:
+        """A benchmark starts: its progress is counted per configuration from here, with an
+        estimate of the time left when total_configs (its module's count_configs) is known."""
+        self.end()
+        self._sweep = SweepProgress(name, total_configs)
+
+    def end(self) -> None:
+        if self._sweep is not None:
+            self._sweep.close()
+            self._sweep = None
+
     def _progress(self, row: dict) -> None:
-        elapsed = time.time() - self._started
-        rate = f"{row['tflops']} TFLOP/s" if row["tflops"] else (f"{row['gbps']} GB/s" if row["gbps"] else "")
-        print(f"  [{len(self.rows):4d} | {elapsed:6.1f}s] {row['op']:<14} {row['impl']:<20} {row['dtype']:<9} "
-              f"{row['config']:<40} {row['median_ms'] or 'n/a':>12} ms  {rate}", file=sys.stderr, flush=True)
+        if self._sweep is None:  # rows recorded outside begin()/end(): one sweep of unknown length
+            self._sweep = SweepProgress(row.get("op", "bench"), None)
+        self._sweep.row(row)
 
     def write_csv(self, name: str, rows: list[dict]) -> Path:
         folder = self.out_dir / gpu_slug(self.gpu)

@@ -117,6 +117,36 @@ def _due(what: str) -> bool:
     return False
 
 
+def planned(quick: bool) -> list[tuple[str, tuple, dict]]:
+    """The configurations of a sweep, in order: (label, _bench_config's positional arguments after
+    ctx, its keyword arguments)."""
+    plan = []
+    lengths = [512, 1024, 2048, 4096, 8192, 16384] if not quick else [1024, 4096]
+    for d in (64, 128):
+        for causal in (False, True):
+            for n in lengths:
+                plan.append((f"bf16 d={d} causal={causal} N={n}",
+                             (torch.bfloat16, 16384 // n, 2048 // d, n, d, causal),
+                             dict(with_compile=(n == 4096 and d == 128 and not quick), peak=n in (4096, 16384))))
+    for d in (64, 128):
+        for causal in (False, True):
+            for n in (lengths if not quick else [4096]):
+                plan.append((f"fp16 d={d} causal={causal} N={n}",
+                             (torch.float16, 16384 // n, 2048 // d, n, d, causal), {}))
+    if not quick:
+        for d in (64, 128):
+            for b in (1, 4, 8):
+                for n in (512, 1024, 2048, 4096):
+                    plan.append((f"seed grid B={b} N={n} d={d}", (torch.bfloat16, b, 8, n, d, False),
+                                 dict(baselines=False)))
+    return plan
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations run(ctx, quick) measures, for the progress display."""
+    return len(planned(quick))
+
+
 def run(ctx, quick: bool) -> None:
     budget = float(os.environ.get("FLASHKERNEL_ATTENTION_BENCH_BUDGET_S", "inf"))
     _DEADLINE[0] = time.time() + budget
@@ -124,24 +154,8 @@ def run(ctx, quick: bool) -> None:
     saved = ctx.min_runs, ctx.target_seconds
     ctx.min_runs, ctx.target_seconds = 5, 0.03
     try:
-        lengths = [512, 1024, 2048, 4096, 8192, 16384] if not quick else [1024, 4096]
-        for d in (64, 128):
-            for causal in (False, True):
-                for n in lengths:
-                    if _due(f"bf16 d={d} causal={causal} N={n}"):
-                        _bench_config(ctx, torch.bfloat16, 16384 // n, 2048 // d, n, d, causal,
-                                      with_compile=(n == 4096 and d == 128 and not quick),
-                                      peak=n in (4096, 16384))
-        for d in (64, 128):
-            for causal in (False, True):
-                for n in (lengths if not quick else [4096]):
-                    if _due(f"fp16 d={d} causal={causal} N={n}"):
-                        _bench_config(ctx, torch.float16, 16384 // n, 2048 // d, n, d, causal)
-        if not quick:
-            for d in (64, 128):
-                for b in (1, 4, 8):
-                    for n in (512, 1024, 2048, 4096):
-                        if _due(f"seed grid B={b} N={n} d={d}"):
-                            _bench_config(ctx, torch.bfloat16, b, 8, n, d, False, baselines=False)
+        for label, args, kwargs in planned(quick):
+            if _due(label):
+                _bench_config(ctx, *args, **kwargs)
     finally:
         ctx.min_runs, ctx.target_seconds = saved

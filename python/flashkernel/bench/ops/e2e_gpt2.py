@@ -190,17 +190,27 @@ def _time_device_copy(ctx):
     return timing
 
 
+def configs_of(quick: bool) -> list[tuple[int, int, int]]:
+    """(batch, prompt, generated tokens) of the sweep."""
+    gen = 16 if quick else 128
+    prompts = [32, 128] if quick else [32, 128, 512]
+    configs = [(B, P, gen) for B in (1, 8) for P in prompts]
+    if not quick:
+        configs += [(32, 128, gen), (1, 128, 1024)]
+    return configs
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations run(ctx, quick) measures, for the progress display."""
+    return len(configs_of(quick))
+
+
 def run(ctx, quick: bool) -> None:
     import transformers
 
     from flashkernel.integrations import patch_gpt2, unpatch_gpt2
 
-    gen = 16 if quick else 128
-    prompts = [32, 128] if quick else [32, 128, 512]
-    batches = [1, 8]
-    configs = [(B, P, gen) for B in batches for P in prompts]
-    if not quick:
-        configs += [(32, 128, gen), (1, 128, 1024)]
+    configs = configs_of(quick)
     hf_runs, fast_runs = (1, 3) if quick else (2, 7)
     base_positions = transformers.GPT2Config().n_positions
     models = {}  # n_positions -> (HF model, engines); more than GPT-2's 1024 only where prompt + gen need it

@@ -26,6 +26,14 @@ def configs(quick: bool) -> list[tuple[int, int, int]]:
     return out
 
 
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations (dtype, M, K, N) run(ctx, quick) measures, for the progress display."""
+    return len(DTYPES) * len(configs(quick))
+
+
 def _eager(x, w, b):
     return F.gelu(F.linear(x, w, b), approximate="tanh")
 
@@ -50,7 +58,7 @@ def run(ctx, quick: bool) -> None:
         "linear_only": lambda x, w, b: F.linear(x, w, b),
     }
     try:
-        for dtype in (torch.float16, torch.bfloat16):
+        for dtype in DTYPES:
             for m, k, n in configs(quick):
                 config = f"M={m} K={k} N={n} act=tanh"
                 nbytes = 2 * (m * k + n * k + n + m * n)  # each input read once, output written once

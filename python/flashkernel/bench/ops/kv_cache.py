@@ -53,13 +53,39 @@ def _record_skip(ctx, impl, config, why):
     ctx.record(OP, impl, DTYPE, config, None, note=why)
 
 
+MEMORY_MAX_LENS = (1024, 2048, 4096)
+MEMORY_DISTS = 2  # uniform and skewed lengths
+PAGE_SIZES = (16, 256)
+
+
+def gather_lengths(quick: bool) -> tuple[int, ...]:
+    return (4096,) if quick else (4096, 32768)
+
+
+def decode_cases(quick: bool) -> list[tuple[int, int, int, int]]:
+    """(batch, context, KV heads, page size) of the decode sweep, 32 query heads."""
+    if quick:
+        return [(16, 4096, 8, 16), (1, 32768, 8, 16)]
+    # Group sizes 1, 4, 8 (Hkv 32/8/4) at page 16; page 256 at the long shapes; groups of 16.
+    cases = [(b, c, hkv, 16) for b in (1, 16, 64) for c in (512, 4096, 32768) for hkv in (32, 8, 4)]
+    cases += [(b, c, hkv, 256) for b in (16, 64) for c in (4096, 32768) for hkv in (32, 8)]
+    cases += [(b, c, 2, 16) for b in (16, 64) for c in (4096, 32768)]
+    return cases
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations run(ctx, quick) measures (memory, gather, decode), for the progress display."""
+    return (len(MEMORY_MAX_LENS) * MEMORY_DISTS * len(PAGE_SIZES) + len(gather_lengths(quick)) * len(PAGE_SIZES)
+            + len(decode_cases(quick)))
+
+
 def bench_memory(ctx) -> None:
     # Llama-like per-token K/V footprint: 32 layers x 8 KV heads x d 128, fp16.
     layers, hkv, elem = 32, 8, 2
     bytes_per_token = layers * 2 * hkv * D * elem
     batch = 64
     g = torch.Generator().manual_seed(0)  # a stated, reproducible draw of lengths
-    for max_len in (1024, 2048, 4096):
+    for max_len in MEMORY_MAX_LENS:
         dists = {
             "uniform[1,max]": torch.randint(1, max_len + 1, (batch,), generator=g),
             # many short chats, a few long documents: lengths ~ max * U^3
@@ -67,7 +93,7 @@ def bench_memory(ctx) -> None:
         }
         for dist, lens in dists.items():
             lens = lens.tolist()
-            for page_size in (16, 256):
+            for page_size in PAGE_SIZES:
                 alloc = torch.classes.flashkernel.KVPageAllocator(batch * math.ceil(max_len / page_size), page_size, 1)
                 ids = [alloc.add_sequence() for _ in lens]
                 alloc.plan_append(0, ids, lens)
@@ -84,8 +110,8 @@ def bench_memory(ctx) -> None:
 
 def bench_gather(ctx, quick) -> None:
     hkv = 8
-    for seq_len in ((4096,) if quick else (4096, 32768)):
-        for page_size in (16, 256):
+    for seq_len in gather_lengths(quick):
+        for page_size in PAGE_SIZES:
             nbytes = 2 * hkv * seq_len * D * 2  # K + V of one layer
             config = f"len={seq_len} hkv={hkv} d={D} page={page_size}"
 
@@ -111,13 +137,7 @@ def bench_gather(ctx, quick) -> None:
 def bench_decode(ctx, quick) -> None:
     total_mem = torch.cuda.get_device_properties(0).total_memory
     hq = 32
-    # Group sizes 1, 4, 8 (Hkv 32/8/4) at page 16; page 256 at the long shapes; groups of 16.
-    cases = [(b, c, hkv, 16) for b in (1, 16, 64) for c in (512, 4096, 32768) for hkv in (32, 8, 4)]
-    cases += [(b, c, hkv, 256) for b in (16, 64) for c in (4096, 32768) for hkv in (32, 8)]
-    cases += [(b, c, 2, 16) for b in (16, 64) for c in (4096, 32768)]
-    if quick:
-        cases = [(16, 4096, 8, 16), (1, 32768, 8, 16)]
-    for batch, seq_len, hkv, page_size in cases:
+    for batch, seq_len, hkv, page_size in decode_cases(quick):
         kv_bytes = batch * seq_len * hkv * D * 2 * 2
         config = f"batch={batch} ctx={seq_len} hq/hkv={hq}/{hkv} d={D} page={page_size}"
         # Each impl allocates its own inputs and frees them before the next; an impl that needs

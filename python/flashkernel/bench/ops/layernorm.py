@@ -53,6 +53,14 @@ def configs(quick: bool):
                 yield op, n, cols
 
 
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations (dtype, op, rows, cols) run(ctx, quick) measures, for the progress display."""
+    return len(DTYPES) * len(list(configs(quick)))
+
+
 def run(ctx, quick: bool) -> None:
     liger = _liger_impls()
     ours = {
@@ -67,7 +75,7 @@ def run(ctx, quick: bool) -> None:
     }
     eager = {"add_layernorm": _torch_layernorm, "add_rms_norm": _torch_rms_norm}
     compiled = {op: torch.compile(fn) for op, fn in eager.items()}
-    for dtype in (torch.float16, torch.bfloat16):
+    for dtype in DTYPES:
         elem = torch.finfo(dtype).bits // 8
         for op, rows, cols in configs(quick):
             nbytes = 4 * rows * cols * elem + 2 * cols * elem

@@ -45,8 +45,23 @@ def _time_copy(ctx, dtype, config_base, sets, nbytes):
     del copy_sets
 
 
+def _sizes(quick: bool) -> list[int]:
+    return [10**6, 10**8] if quick else FULL_SIZES
+
+
+def _row_shapes(quick: bool) -> list[tuple[int, int]]:
+    return ROW_SHAPES[:1] if quick else ROW_SHAPES
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations (dtype, config) run(ctx, quick) measures, for the progress display: every
+    whole-tensor size in two dtypes and every row shape in fp16, each for sum and max (the C++
+    benchmark's rows reuse these configs)."""
+    return len(OPS) * (2 * len(_sizes(quick)) + len(_row_shapes(quick)))
+
+
 def run(ctx, quick: bool) -> None:
-    sizes = [10**6, 10**8] if quick else FULL_SIZES
+    sizes = _sizes(quick)
     for dtype in (torch.float32, torch.float16):
         elem = torch.tensor([], dtype=dtype).element_size()
         for n in sizes:
@@ -57,7 +72,7 @@ def run(ctx, quick: bool) -> None:
             del sets
             torch.cuda.empty_cache()
     dtype = torch.float16
-    for rows, cols in ROW_SHAPES[:1] if quick else ROW_SHAPES:
+    for rows, cols in _row_shapes(quick):
         nbytes = rows * cols * 2
         sets = ctx.rotating(lambda: (torch.randn(rows, cols, device="cuda", dtype=dtype),), nbytes)
         _time_impls(ctx, dtype, f"rows={rows} cols={cols}", -1, sets, nbytes)

@@ -41,10 +41,18 @@ def configs(quick: bool):
             yield batch, 32, 8, seq, 128  # GQA
 
 
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations (dtype, B, N, heads, d) run(ctx, quick) measures, for the progress display."""
+    return len(DTYPES) * len(list(configs(quick)))
+
+
 def run(ctx, quick: bool) -> None:
     compiled = torch.compile(hf_rope, dynamic=True)
     liger = _liger_rope()
-    for dtype in (torch.float16, torch.bfloat16):
+    for dtype in DTYPES:
         elem = torch.tensor([], dtype=dtype).element_size()
         for batch, hq, hk, seq, d in configs(quick):
             config = f"B={batch} N={seq} Hq={hq} Hk={hk} d={d}"

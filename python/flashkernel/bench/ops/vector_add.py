@@ -7,11 +7,22 @@ import flashkernel
 import flashkernel.triton
 
 
+DTYPES = (torch.float32, torch.float16)
+
+
+def sizes_mb(quick: bool) -> list[int]:
+    return [1, 16, 64, 256, 1024] if not quick else [16, 256]
+
+
+def count_configs(quick: bool) -> int:
+    """Configurations (dtype, size) run(ctx, quick) measures, for the progress display."""
+    return len(DTYPES) * len(sizes_mb(quick))
+
+
 def run(ctx, quick: bool) -> None:
-    sizes_mb = [1, 16, 64, 256, 1024] if not quick else [16, 256]
-    for dtype in (torch.float32, torch.float16):
+    for dtype in DTYPES:
         elem = torch.tensor([], dtype=dtype).element_size()
-        for mb in sizes_mb:
+        for mb in sizes_mb(quick):
             n = mb * (1 << 20) // elem
             config = f"n={n} MB={mb}"
             # vector_add reads a and b and writes out: 3 arrays of n elements.
