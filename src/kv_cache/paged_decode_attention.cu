@@ -112,8 +112,10 @@ void validate(const PagedDecodeArgs& a) {
                   "must be a PagedDecodeVariant (-1.." + std::to_string(kv_decode::kNumVariants - 1) + "), got " +
                       std::to_string(int(a.variant)));
   if (int(a.variant) >= kTensorCoreVariant) {
-    detail::require(detail::current_compute_major() >= 8, kOp, "variant",
-                    "the tensor-core variants (3-5) need compute capability 8.0 or newer (mma.sync m16n8k16, cp.async)");
+    // On sm_75 they run in fp16 (mma.sync m16n8k8, synchronous copies); bf16 is refused by dtype.
+    detail::require(detail::current_compute_capability() >= detail::kMinTensorCoreArch, kOp, "variant",
+                    "the tensor-core variants (3-5) need compute capability 7.5 or newer (mma.sync)");
+    detail::require_tensor_core_dtype(kOp, a.layout.dtype);
   }
   if (a.batch == 0) return;
   detail::require(a.q != nullptr && is_aligned(a.q), kOp, "q", "must be a non-null 16-byte aligned pointer");
