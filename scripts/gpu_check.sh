@@ -3,7 +3,8 @@
 # ones included), runs compute-sanitizer memcheck and initcheck over the C++ GPU tests,
 # racecheck/synccheck over the shared-memory kernels, memcheck over a representative subset of the
 # Python tests (each op through its torch op, the GPT-2 engine, PagedKVCache; FK_PY_MEMCHECK=0
-# skips it), and prints a summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
+# skips it), the T4 (sm_75) and Ada (99 KiB) paths from PTX builds under FLASHKERNEL_FORCE_ARCH
+# (FK_OLD_ARCHS=0 skips them), and prints a summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
 # error.   Usage: scripts/gpu_check.sh [LOGDIR]
 #
 # Order: build, then the plain C++ test run; then four independent lanes at once: the C++
@@ -38,6 +39,7 @@ step racecheck "racecheck"
 step synccheck "synccheck"
 step pytest-gpu "pytest (GPU)"
 step pytest-interp "pytest (Triton interpreter)"
+[ "${FK_OLD_ARCHS:-1}" = 1 ] && { step arch75 "forced sm_75 (compute_75 PTX)"; step arch86 "forced sm_86 (compute_80, 99 KiB)"; }
 # The Python memcheck lane checks the library's kernels only (--kernel-name kns=flashkernel):
 # instrumenting every kernel module PyTorch loads took more than 300 s before the first test ended
 # on an H200; with the filter two tests took 14 s on an H100.
@@ -149,6 +151,49 @@ python_memcheck_lane() {
   finish memcheck-py $res "$total tests, $failed failed; ${san:-no sanitizer summary}" "$t0"
 }
 
+# The T4 and Ampere/Ada paths on this GPU (issue 22): a second, small build as PTX only
+# (compute_75, then compute_80) that the driver JIT-compiles here, run with FLASHKERNEL_FORCE_ARCH
+# so dispatch, tile choices and shared-memory limits are those of sm_75 (64 KiB) and sm_86 (99 KiB).
+# A representative subset: every tensor-core op, the CUDA-core ops, the KV cache and the GPT-2
+# engine. bf16 is refused on sm_75 (ArchDispatch.* asserts the error), so the typed bf16 cases of
+# the tensor-core suites are left out there; then memcheck over attention and gelu_linear on sm_75.
+# FK_OLD_ARCHS=0 skips the lane.
+OLD_ARCH_FILTER=${FK_OLD_ARCH_FILTER:-"ArchDispatch.*:SmemLimits.*:AttentionTest/*:AttentionGpu.*:GeluLinearTest/*:ReduceTest/*:ReduceGpu.*:RopeTest/*:RopeGpu.*:AddLayerNormTest/*:KVCacheKernelTest/*:ModelsGpt2Engine.*"}
+old_arch_run() {  # id, PTX arch, forced arch, extra negative filter
+  local id=$1 ptx=$2 forced=$3 exclude=$4 t0 rc dir="${BUILD}-compute$2"
+  t0=$(date +%s)
+  rm -rf "$dir"
+  if ! { cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHKERNEL_CUDA_ARCHS="$ptx-virtual" \
+           -DFLASHKERNEL_BUILD_TORCH=OFF -DFLASHKERNEL_BUILD_BENCH=OFF && cmake --build "$dir" -j "$JOBS" --target flashkernel_tests; } \
+         >"$LOGDIR/$id-build.log" 2>&1; then
+    finish "$id" FAIL "build failed: see $id-build.log" "$t0"; return
+  fi
+  FLASHKERNEL_FORCE_ARCH=$forced "$dir/tests/cpp/flashkernel_tests" --gtest_filter="$OLD_ARCH_FILTER${exclude:+-$exclude}" \
+      --gtest_output=xml:"$LOGDIR/$id.xml" >"$LOGDIR/$id.log" 2>&1; rc=$?
+  local summary
+  summary=$("$PY" - "$LOGDIR/$id.xml" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+skipped = sum(int(s.get("skipped", 0)) for s in r.iter("testsuite"))
+print(r.get("tests"), int(r.get("failures", 0)) + int(r.get("errors", 0)), skipped)
+PYEOF
+)
+  read -r total failed skipped <<<"${summary:-0 1 0}"
+  local details="$total tests, $failed failed, $skipped skipped"
+  if [ "$forced" = 75 ] && [ "$rc" -eq 0 ]; then
+    FLASHKERNEL_FORCE_ARCH=75 timeout 300 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 \
+        --print-limit 20 "$dir/tests/cpp/flashkernel_tests" --gtest_filter='AttentionTest/0.*:GeluLinearTest/0.*' \
+        >"$LOGDIR/$id-memcheck.log" 2>&1; rc=$?
+    details="$details; memcheck (attention, gelu_linear fp16) $( [ $rc -eq 0 ] && echo clean || echo "FAILED: see $id-memcheck.log")"
+  fi
+  local res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
+  finish "$id" $res "$details" "$t0"
+}
+old_arch_lane() {
+  old_arch_run arch75 75 75 "AttentionTest/1.*:GeluLinearTest/1.*"
+  old_arch_run arch86 80 86 ""
+}
+
 declare -a BACKGROUND=()
 if [ -x "$TESTS" ]; then
   t0=$(date +%s)
@@ -170,6 +215,7 @@ else
 fi
 
 interpreter_lane & BACKGROUND+=($!)
+[ "${FK_OLD_ARCHS:-1}" = 1 ] && { old_arch_lane & BACKGROUND+=($!); }
 [ "${FK_PY_MEMCHECK:-1}" = 1 ] && { python_memcheck_lane & BACKGROUND+=($!); }
 
 # The Python GPU lane runs as FK_PYTEST_SHARDS pytest processes at once (every n-th test each,

@@ -79,7 +79,9 @@ def fingerprints(library: str) -> dict[tuple[str, str], str]:
             name, body = m.group(1), []
             continue
         if name is not None and line.strip():
-            body.append(line.strip())
+            # Runs of spaces collapsed: cuobjdump pads its columns to the widest instruction of the
+            # whole cubin, so a new kernel in the same translation unit re-pads identical code.
+            body.append(" ".join(line.split()))
     close()
     return result
 

@@ -92,7 +92,8 @@ def _info(_args) -> int:
     print(info)
     from flashkernel import _paths
 
-    print(_paths.describe(info.compute_capability, _paths.built_archs(_library.load())))
+    print(_paths.describe(info.compute_capability, _paths.built_archs(_library.load()),
+                          os.environ.get("FLASHKERNEL_FORCE_ARCH") or None))
     return 0
 
 

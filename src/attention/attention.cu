@@ -1,6 +1,6 @@
 // flash_attention launcher: validates arguments (naming the bad one) and picks a kernel path by
 // architecture and head_dim: the Hopper path (sm90/, TMA + wgmma) on compute capability 9.x when
-// it applies, the portable path (sm80/, mma.sync, sm_80 and newer) otherwise.
+// it applies, the portable path (sm80/, mma.sync: sm_80 and newer, and fp16 on sm_75) otherwise.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -26,7 +26,7 @@ void require_strides(const std::int64_t (&stride)[3], const char* name) {
 }
 
 void launch(const attention::Params& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
-  detail::require_compute_capability(kOp, 8);  // both paths are tensor-core kernels (sm_80 or sm_90a)
+  detail::require_tensor_core_dtype(kOp, dtype);  // both paths are tensor-core kernels
   const bool d64 = p.shape.head_dim == 64;
   if (backend != AttentionBackend::kSm80) {
     const bool hopper = detail::current_compute_major() == 9;

@@ -8,9 +8,9 @@
 #include "common/shared_memory.cuh"
 
 // The sm_80 instructions (cp.async here, mma.sync m16n8k16 in mma_sm80.cuh) exist from sm_80 on.
-// In an sm_75 build their wrappers compile to a trap: the kernels using them are still compiled
-// (one source for every architecture), and the host never launches them on an older GPU
-// (detail::require_compute_capability).
+// Below sm_80 (the T4's sm_75) their wrappers take an sm_75 form with the same results, so one
+// kernel source serves every architecture; the sm_80+ code is exactly what it was (the sm_75 forms
+// sit behind this macro, and scripts/sass_fingerprint.py shows the sm_80/sm_90a SASS unchanged).
 #if !defined(__CUDA_ARCH__) || (__CUDA_ARCH__ >= 800)
 #define FK_SM80_AVAILABLE 1
 #else
@@ -27,7 +27,14 @@ __device__ __forceinline__ void cp_async_16(std::uint32_t smem_dst, const void* 
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_dst), "l"(gmem_src), "r"(src_bytes));
 #else
-  __trap();
+  // sm_75 has no cp.async: the same 16 bytes go through registers (.cg as above), synchronously.
+  // The commit/wait functions below are then no-ops: every caller already follows a wait with the
+  // __syncthreads (or __syncwarp) that publishes other threads' copies, and a thread's own stores
+  // are visible to itself at once. The ring loses its overlap, not its correctness.
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (valid) v = __ldcg(static_cast<const uint4*>(gmem_src));
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
 #endif
 }
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid = true) {

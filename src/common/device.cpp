@@ -1,11 +1,17 @@
-// Device queries: device_info() for users and benchmarks, and a cached SM count for launchers.
+// Device queries: device_info() for users and benchmarks, and for launchers the cached SM count,
+// the compute capability dispatch uses and the shared-memory limit configurations are chosen by.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
 #include <string>
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
 #include "common/launch.h"
+#include "common/smem_budget.h"
 #include "flashkernel/device_info.h"
 
 namespace flashkernel {
@@ -58,14 +64,73 @@ int current_sm_count() {
   return cache.get([](int device) { return attribute(cudaDevAttrMultiProcessorCount, device); });
 }
 
-int current_compute_major() {
-  static PerDeviceCache cache;
-  return cache.get([](int device) { return attribute(cudaDevAttrComputeCapabilityMajor, device); });
+// FLASHKERNEL_FORCE_ARCH (tests only): 75, 80, 86 or 89 makes the library dispatch as on that
+// architecture (its compute capability and its shared-memory opt-in limit), so a Hopper GPU runs
+// the T4 or Ada code paths; with a compute_75 PTX build the driver JIT-compiles that PTX, and the
+// sm_75 instruction forms run too. Read once: a per-call environment lookup would make dispatch
+// depend on when a variable was set. 0: no override.
+int forced_arch() {
+  // A bad value throws here on every call (a static's initializer that throws runs again next
+  // time), so a typo fails loudly instead of silently testing the native path.
+  static const int value = [] {
+    const char* env = std::getenv("FLASHKERNEL_FORCE_ARCH");
+    if (env == nullptr || *env == '\0') return 0;
+    const std::string text(env);
+    for (int sm : {75, 80, 86, 89}) {
+      if (text == std::to_string(sm)) return sm;
+    }
+    throw Error("flashkernel: FLASHKERNEL_FORCE_ARCH must be 75, 80, 86 or 89 (or unset), got '" + text + "'");
+  }();
+  return value;
 }
+
+// The newest architecture of this build whose code the device `native` (10 * major + minor) runs:
+// machine code for its exact capability ("90a"), or PTX / machine code of an older one, which the
+// driver runs (JIT-compiling PTX). A compute_75-only build on an H100 thus dispatches as sm_75:
+// its kernels hold only the sm_75 forms. `native` when the build list says nothing usable
+// ("native", "all", or no list).
+static int newest_built_arch_for(int native) {
+#ifdef FLASHKERNEL_BUILT_ARCHS
+  int best = 0;
+  std::stringstream list(FLASHKERNEL_BUILT_ARCHS);  // "80,90a", "75-virtual", ...
+  for (std::string arch; std::getline(list, arch, ',');) {
+    int sm = 0, digits = 0;
+    if (std::sscanf(arch.c_str(), "%d%n", &sm, &digits) != 1 || sm < 10) return native;
+    const bool specific = arch[digits] == 'a';  // 90a: exactly compute capability 9.0
+    if ((specific ? sm == native : sm <= native) && sm > best) best = sm;
+  }
+  return best > 0 ? best : native;
+#else
+  return native;
+#endif
+}
+
+int current_compute_capability() {
+  static PerDeviceCache cache;
+  return cache.get([](int device) {
+    const int native =
+        10 * attribute(cudaDevAttrComputeCapabilityMajor, device) + attribute(cudaDevAttrComputeCapabilityMinor, device);
+    const int built = newest_built_arch_for(native);
+    const int forced = forced_arch();
+    if (forced == 0) return built;
+    if (forced > built) {
+      throw Error("flashkernel: FLASHKERNEL_FORCE_ARCH=" + std::to_string(forced) +
+                  " is newer than what this GPU runs from this build (sm_" + std::to_string(built) +
+                  "): an override can only select an older architecture's path");
+    }
+    return forced;
+  });
+}
+
+int current_compute_major() { return current_compute_capability() / 10; }
 
 int current_smem_optin_bytes() {
   static PerDeviceCache cache;
-  return cache.get([](int device) { return attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device); });
+  return cache.get([](int device) {
+    const int native = attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    const int forced = forced_arch();
+    return forced == 0 ? native : std::min(native, arch_smem_optin_bytes(forced));
+  });
 }
 
 void require_smem_within_device_limit(int smem_bytes) {
@@ -86,11 +151,22 @@ std::string compute_capability_message(const char* op, int need_major, int have_
 }
 
 void require_compute_capability(const char* op, int major) {
-  const int have = current_compute_major();
-  if (have >= major) return;
-  int device = 0;
-  FK_CUDA_CHECK(cudaGetDevice(&device));
-  throw Error(compute_capability_message(op, major, have, attribute(cudaDevAttrComputeCapabilityMinor, device)));
+  const int have = current_compute_capability();
+  if (have >= 10 * major) return;
+  throw Error(compute_capability_message(op, major, have / 10, have % 10));
+}
+
+void require_tensor_core_dtype(const char* op, DType dtype) {
+  const int have = current_compute_capability();
+  if (have < kMinTensorCoreArch) {
+    throw Error(std::string(op) + ": needs a GPU of compute capability 7.5 or newer (mma.sync tensor cores); this GPU is " +
+                std::to_string(have / 10) + "." + std::to_string(have % 10) +
+                ". There FlashKernel runs vector_add, reduce, rope, add_layernorm, the KV cache copies and paged "
+                "decode attention (CUDA-core kernels).");
+  }
+  require(dtype != DType::kBFloat16 || have >= 80, op, "dtype",
+          "bfloat16 needs compute capability 8.0 or newer (bf16 tensor cores); this GPU runs as " +
+              std::to_string(have / 10) + "." + std::to_string(have % 10) + ": use float16");
 }
 
 }  // namespace detail

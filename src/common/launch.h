@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/cuda_check.h"
+#include "flashkernel/tensor.h"
 
 namespace flashkernel::detail {
 
@@ -47,12 +48,22 @@ class PerDeviceCache {
 // SM count of the current device, cached per device.
 int current_sm_count();
 
-// Compute capability major of the current device (9 = Hopper), cached per device.
+// The compute capability dispatch uses on the current device, as 10 * major + minor, cached per
+// device: the device's own, lowered to the newest architecture this build has code for that the
+// device runs (a compute_75-only build dispatches as sm_75 on any GPU), or to FLASHKERNEL_FORCE_ARCH
+// (forced_arch()). Launchers choose kernels by this, never by the GPU's name.
+int current_compute_capability();
+// Its major part (9 = Hopper).
 int current_compute_major();
 
+// FLASHKERNEL_FORCE_ARCH (75, 80, 86 or 89; 0 when unset), read once per process: a test-only
+// override under which the library dispatches as on that architecture, with that architecture's
+// shared-memory limit (kArchSmemLimits). Throws flashkernel::Error for any other value.
+int forced_arch();
+
 // Shared memory one block of the current device may opt in to
-// (cudaDevAttrMaxSharedMemoryPerBlockOptin), cached per device. Kernel configurations are chosen
-// against it, never against a card's name.
+// (cudaDevAttrMaxSharedMemoryPerBlockOptin, capped at the forced architecture's limit), cached per
+// device. Kernel configurations are chosen against it, never against a card's name.
 int current_smem_optin_bytes();
 
 // Throws flashkernel::Error when `smem_bytes` exceeds the current device's opt-in limit: a clear
@@ -61,11 +72,16 @@ int current_smem_optin_bytes();
 void require_smem_within_device_limit(int smem_bytes);
 
 // Throws flashkernel::Error naming `op` when the current device's compute capability is below
-// `major`.0: the op's kernels use instructions that GPU does not have (sm_80: cp.async and
-// mma.sync m16n8k16, which compile to a trap in an sm_75 build). The message (below) says what
-// does run there.
+// `major`.0. The message (below) says what does run there.
 void require_compute_capability(const char* op, int major);
 std::string compute_capability_message(const char* op, int need_major, int have_major, int have_minor);
+
+// The tensor-core (mma.sync) kernels run from sm_75 on: fp16 everywhere (on sm_75 as mma.sync
+// m16n8k8 and synchronous copies, common/mma_sm80.cuh and cp_async.cuh), bf16 from sm_80 (sm_75
+// has no bf16 mma). Throws flashkernel::Error below 7.5, and ArgumentError naming `dtype` for
+// bfloat16 below 8.0.
+inline constexpr int kMinTensorCoreArch = 75;
+void require_tensor_core_dtype(const char* op, DType dtype);
 
 // Opts `kernel` in to `smem_bytes` of dynamic shared memory (needed above 48 KiB), once per kernel
 // and device, after checking the device allows that much. `kernel` is a template argument so that

@@ -1,5 +1,5 @@
-// Warp-level tensor-core primitives of sm_80 (also valid on sm_86/89/90): `mma.sync` m16n8k16 with
-// fp32 accumulators, `ldmatrix` shared->register fragment loads, and the fragment layouts they
+// Warp-level tensor-core primitives of sm_80 (also valid on sm_86/89/90; fp16 also on sm_75, where
+// mma_m16n8k16 is two m16n8k8): `mma.sync` m16n8k16 with fp32 accumulators, `ldmatrix` shared->register fragment loads, and the fragment layouts they
 // imply. Kernels build GEMM tiles out of these; nothing here knows about a particular op.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4), 16-bit inputs packed 2 per u32:
@@ -26,7 +26,22 @@ template <typename T>
 __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
   static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "mma_m16n8k16: 16-bit inputs only");
 #if !FK_SM80_AVAILABLE
-  __trap();  // see cp_async.cuh
+  // sm_75 has m16n8k8 for fp16 only. By the layouts above, k-half 0 of this tile is A {a0, a1}
+  // with B b0 and k-half 1 is A {a2, a3} with b1, each in m16n8k8's own A/B/C layouts (PTX ISA,
+  // "Matrix Fragments for mma.m16n8k8"), so two of them accumulate the same D. bf16 needs sm_80:
+  // the host refuses it below 8.0 (detail::require_tensor_core_dtype), so it stays a trap.
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b[0]));
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[2]), "r"(a[3]), "r"(b[1]));
+  } else {
+    __trap();
+  }
 #else
   if constexpr (std::is_same_v<T, __half>) {
     asm volatile(

@@ -11,18 +11,12 @@ struct ArchSmemLimit {
   int optin_bytes;  // the per-block opt-in limit
 };
 inline constexpr ArchSmemLimit kArchSmemLimits[] = {
+    {75, 65536},   // T4, RTX 20xx (64 KiB): fp16 only on the tensor-core ops
     {80, 166912},  // A100 (163 KiB)
     {86, 101376},  // A10, RTX 30xx (99 KiB)
     {89, 101376},  // L4, L40, RTX 4090 (99 KiB)
     {90, 232448},  // H100, H200 (227 KiB)
 };
-
-// The smallest opt-in limit of the architectures above: a configuration within it runs on all.
-inline constexpr int kMinSmemOptinBytes = [] {
-  int m = kArchSmemLimits[0].optin_bytes;
-  for (const ArchSmemLimit& a : kArchSmemLimits) m = a.optin_bytes < m ? a.optin_bytes : m;
-  return m;
-}();
 
 // The opt-in limit of compute capability `sm` (0 if it is not in the table).
 constexpr int arch_smem_optin_bytes(int sm) {
@@ -31,6 +25,15 @@ constexpr int arch_smem_optin_bytes(int sm) {
   }
   return 0;
 }
+
+// The smallest opt-in limit from sm_80 on (99 KiB, sm_86/89): the sm_80 kernels' main
+// configurations fit it, so they run unchanged on every Ampere, Ada and Hopper GPU. sm_75's
+// 64 KiB is below it: there each op picks a smaller configuration by the queried limit.
+inline constexpr int kMinSmemOptinBytes = [] {
+  int m = arch_smem_optin_bytes(80);
+  for (const ArchSmemLimit& a : kArchSmemLimits) m = a.sm >= 80 && a.optin_bytes < m ? a.optin_bytes : m;
+  return m;
+}();
 
 // Dynamic shared memory a launch gets without opting in (the same on every architecture).
 inline constexpr int kDefaultSmemBytes = 48 * 1024;

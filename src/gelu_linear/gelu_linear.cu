@@ -19,18 +19,21 @@ namespace {
 // Above this M a 16-row-padded streaming pass stops being cheaper than real GEMM tiles.
 constexpr std::int64_t kSmallMMax = 64;
 
+// Launches the weight-streaming kernel for M <= 16 * MT; false when no ring of its tile fits the
+// device (sm_75 and M > 32: the caller takes the tiled kernel).
 template <typename T, int MT>
-void launch_small_m_for(const Problem& p, int sm_count, cudaStream_t stream) {
-  const int smem_optin = detail::current_smem_optin_bytes();
+bool launch_small_m_for(const Problem& p, int sm_count, int smem_optin, cudaStream_t stream) {
   // Four n tiles per CTA cut the re-reads of x (one per CTA, from L2) by 4x, worth it once there
   // are still >= 2 CTAs per SM; with fewer columns every CTA is needed to keep HBM busy.
-  if (p.n / 32 >= 2 * sm_count) {
+  if (p.n / 32 >= 2 * sm_count && small_m_budget<MT, 4>(smem_optin) > 0) {
     launch_small_m<T, MT, 4>(p, smem_optin, stream);
-  } else {
+  } else if (small_m_budget<MT, 1>(smem_optin) > 0) {
     launch_small_m<T, MT, 1>(p, smem_optin, stream);
+  } else {
+    return false;
   }
+  return true;
 }
-
 
 }  // namespace
 
@@ -68,19 +71,18 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
   detail::require(m == 0 || is_aligned(out), kOp, "out", "must be 16-byte aligned");
   detail::require(bias == nullptr || is_aligned(bias, 2), kOp, "bias", "must be aligned to its 2-byte elements");
   if (m == 0) return;
-  detail::require_compute_capability(kOp, 8);  // every kernel here is mma.sync (sm_80) or wgmma
+  detail::require_tensor_core_dtype(kOp, dtype);  // every kernel here is mma.sync or wgmma
 
   const Problem p{x, weight, bias, out, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), approximate};
   const int sm_count = detail::current_sm_count();
+  const int smem_optin = detail::current_smem_optin_bytes();
   dispatch_half_dtype(dtype, kOp, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (m <= 16) {
-      launch_small_m_for<T, 1>(p, sm_count, stream);
-    } else if (m <= 32) {
-      launch_small_m_for<T, 2>(p, sm_count, stream);
-    } else if (m <= kSmallMMax) {
-      launch_small_m_for<T, 4>(p, sm_count, stream);
-    } else {
+    const bool small_m = m <= 16          ? launch_small_m_for<T, 1>(p, sm_count, smem_optin, stream)
+                         : m <= 32          ? launch_small_m_for<T, 2>(p, sm_count, smem_optin, stream)
+                         : m <= kSmallMMax ? launch_small_m_for<T, 4>(p, sm_count, smem_optin, stream)
+                                           : false;
+    if (!small_m) {
       // Large tiles when they alone give every SM at least one CTA; otherwise 4x as many small ones.
       // On Hopper the wgmma kernel already wins with half the SMs busy: its 128x128 tile runs
       // at >2x the rate of a 64x64 mma.sync tile per SM.
@@ -96,7 +98,7 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
           launch_wgmma_ws<T>(p, sm_count, stream, backend)) {
         return;
       }
-      if (large_tiles >= sm_count) {
+      if (large_tiles >= sm_count && tiled_large_fits(smem_optin)) {
         launch_tiled<T, TiledLarge>(p, stream);
       } else {
         launch_tiled<T, TiledSmall>(p, stream);

@@ -36,17 +36,29 @@ struct TiledConfig {
 using TiledLarge = TiledConfig<128, 128, 2, 4, 3, 2>;
 // 64x64 tiles, 4 warps of 32x32, 4 stages (64 KiB): 4x the CTAs where large tiles leave SMs idle.
 using TiledSmall = TiledConfig<64, 64, 2, 2, 4, 3>;
-// Both run wherever the library does (sm_80 and newer), so both must fit the smallest limit.
+// Both fit every GPU from sm_80 on; sm_75 (64 KiB) has room for TiledSmall only (tiled_uses_large).
 static_assert(TiledLarge::SMEM_BYTES <= detail::kMinSmemOptinBytes, "TiledLarge exceeds the sm_86/89 limit");
-static_assert(TiledSmall::SMEM_BYTES <= detail::kMinSmemOptinBytes, "TiledSmall exceeds the sm_86/89 limit");
+static_assert(TiledSmall::SMEM_BYTES <= detail::arch_smem_optin_bytes(75), "TiledSmall exceeds the sm_75 limit");
+
+// Whether the large tiles may run on a device with `smem_optin_bytes` per block.
+constexpr bool tiled_large_fits(int smem_optin_bytes) { return TiledLarge::SMEM_BYTES <= smem_optin_bytes; }
 
 // ---------------------------------------------------------------------------------------- small_m
 // Ring budgets of the weight-streaming kernel, deepest first. The bytes in flight per SM set its
 // streaming bandwidth, so the ring is as deep as ~110 KiB allows (two CTAs per SM still fit on
-// sm_90); where the device's opt-in limit is below that (99 KiB on sm_86/sm_89), the ring of the
-// same tile takes the stages that fit that limit instead.
+// sm_90); where the device's opt-in limit is below that, the ring of the same tile takes the
+// stages that fit that limit instead: 99 KiB (sm_86/sm_89), then 64 KiB (sm_75, where the M = 33-64
+// tiles fit no 2-stage ring and gelu_linear takes the 64x64 tiled kernel instead).
 inline constexpr int kSmallMDeepBudget = 110 * 1024;
 inline constexpr int kSmallMCompactBudget = detail::kMinSmemOptinBytes;
+inline constexpr int kSmallMSm75Budget = detail::arch_smem_optin_bytes(75);
+
+// One ring stage of the (MT, NT) tile: MT * 16 rows of x and NT * 8 of W, 256 16-bit elements each.
+constexpr int small_m_stage_bytes(int mt, int nt) { return (mt * 16 + nt * 8) * 256 * 2; }
+// Stages of its ring within `budget` (fewer than 2: the tile does not fit it).
+constexpr int small_m_stages(int mt, int nt, int budget) {
+  return detail::stages_within(budget, small_m_stage_bytes(mt, nt), 6);
+}
 
 template <int MT_, int NT_, int kBudget = kSmallMDeepBudget>
 struct SmallMConfig {
@@ -54,30 +66,43 @@ struct SmallMConfig {
   static constexpr int NT = NT_;  // 8-column n tiles per CTA
   static constexpr int BK = 256, THREADS = 128, WARPS = 4, WARP_K = BK / WARPS;
   static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
-  static constexpr int STAGE_BYTES = (ROWS_X + ROWS_W) * BK * 2;
-  static constexpr int STAGES = detail::stages_within(kBudget, STAGE_BYTES, 6);
+  static constexpr int STAGE_BYTES = small_m_stage_bytes(MT, NT);
+  static constexpr int STAGES = small_m_stages(MT, NT, kBudget);
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
   static_assert(STAGES >= 2, "small_m: ring too shallow");
   static_assert(WARPS * ROWS_X * ROWS_W * 4 <= SMEM_BYTES, "small_m: reduction buffer must fit the ring");
 };
 
-// Whether the (MT, NT) tile runs its deep ring on a device with `smem_optin_bytes` per block (else
-// the compact one). The launcher and the limit test both use this one decision.
+// The ring budget the (MT, NT) tile runs with on a device with `smem_optin_bytes` per block: the
+// deepest of the three whose ring fits, 0 if none does. The launcher and the limit test both use
+// this one decision.
 template <int MT, int NT>
-constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
-  return SmallMConfig<MT, NT, kSmallMDeepBudget>::SMEM_BYTES <= smem_optin_bytes;
+constexpr int small_m_budget(int smem_optin_bytes) {
+  for (int budget : {kSmallMDeepBudget, kSmallMCompactBudget, kSmallMSm75Budget}) {
+    const int stages = small_m_stages(MT, NT, budget);
+    if (stages >= 2 && stages * small_m_stage_bytes(MT, NT) <= smem_optin_bytes) return budget;
+  }
+  return 0;
 }
 
-// Launches the (MT, NT) tile with the ring that fits `smem_optin_bytes` (instantiated in
-// gelu_linear_small_m.cu; tests call it with another GPU's limit to run that GPU's choice).
+// Whether the (MT, NT) tile runs its deep ring there.
+template <int MT, int NT>
+constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
+  return small_m_budget<MT, NT>(smem_optin_bytes) == kSmallMDeepBudget;
+}
+
+// Launches the (MT, NT) tile with the ring small_m_budget picks for `smem_optin_bytes`
+// (instantiated in gelu_linear_small_m.cu; tests call it with another GPU's limit to run that
+// GPU's choice). The caller checks that some ring fits (small_m_budget > 0).
 template <typename T, int MT, int NT>
 void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 
-// Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block.
+// Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block (0:
+// no ring of that tile fits there).
 template <int MT, int NT>
 constexpr int small_m_smem_bytes(int smem_optin_bytes) {
-  return small_m_uses_deep_ring<MT, NT>(smem_optin_bytes) ? SmallMConfig<MT, NT, kSmallMDeepBudget>::SMEM_BYTES
-                                                           : SmallMConfig<MT, NT, kSmallMCompactBudget>::SMEM_BYTES;
+  const int budget = small_m_budget<MT, NT>(smem_optin_bytes);
+  return budget == 0 ? 0 : small_m_stages(MT, NT, budget) * small_m_stage_bytes(MT, NT);
 }
 
 // ---------------------------------------------------------------------- Hopper warp-specialized

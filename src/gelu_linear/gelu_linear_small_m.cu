@@ -1,6 +1,9 @@
 // Instantiations of the weight-streaming (M <= 64) gelu_linear kernel: MT in {1, 2, 4} (16-row
 // tiles of M) x NT in {1, 4} (8-column tiles per CTA) x 2 dtypes, each with the deep ring and,
-// where that exceeds the smallest opt-in limit, a compact one (gelu_linear_config.h).
+// where that exceeds a smaller opt-in limit, the rings that fit sm_86/89 and sm_75
+// (gelu_linear_config.h).
+#include <string>
+
 #include "gelu_linear/gelu_linear_kernels.cuh"
 #include "gelu_linear/gelu_linear_launch.cuh"
 
@@ -20,12 +23,19 @@ void launch_small_m_with(const Problem& p, cudaStream_t stream) {
 
 template <typename T, int MT, int NT>
 void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream) {
-  using Compact = SmallMConfig<MT, NT, kSmallMCompactBudget>;
-  static_assert(Compact::SMEM_BYTES <= detail::kMinSmemOptinBytes, "small_m: compact ring must fit every GPU");
-  if (small_m_uses_deep_ring<MT, NT>(smem_optin_bytes)) {
+  static_assert(SmallMConfig<MT, NT, kSmallMCompactBudget>::SMEM_BYTES <= detail::kMinSmemOptinBytes,
+                "small_m: compact ring must fit every GPU from sm_80 on");
+  const int budget = small_m_budget<MT, NT>(smem_optin_bytes);
+  if (budget == kSmallMDeepBudget) {
     launch_small_m_with<T, SmallMConfig<MT, NT, kSmallMDeepBudget>>(p, stream);
+  } else if (budget == kSmallMCompactBudget) {
+    launch_small_m_with<T, SmallMConfig<MT, NT, kSmallMCompactBudget>>(p, stream);
+  } else if constexpr (small_m_stages(MT, NT, kSmallMSm75Budget) >= 2) {  // only the tiles that fit sm_75
+    launch_small_m_with<T, SmallMConfig<MT, NT, kSmallMSm75Budget>>(p, stream);
   } else {
-    launch_small_m_with<T, Compact>(p, stream);
+    throw Error("flashkernel: gelu_linear's M <= " + std::to_string(16 * MT) +
+                " tiles need more shared memory than this GPU allows (" + std::to_string(smem_optin_bytes) +
+                " bytes per block)");
   }
 }
 

@@ -142,8 +142,10 @@ void validate(const PagedDecodeArgs& a) {
                     "float8_e4m3fn pools need compute capability 8.0 or newer (the ring kernel: mma.sync, cp.async)");
   }
   if (int(a.variant) >= kTensorCoreVariant) {
-    detail::require(detail::current_compute_major() >= 8, kOp, "variant",
-                    "the tensor-core variants (3-5) need compute capability 8.0 or newer (mma.sync m16n8k16, cp.async)");
+    // On sm_75 they run in fp16 (mma.sync m16n8k8, synchronous copies); bf16 is refused by dtype.
+    detail::require(detail::current_compute_capability() >= detail::kMinTensorCoreArch, kOp, "variant",
+                    "the tensor-core variants (3-5) need compute capability 7.5 or newer (mma.sync)");
+    detail::require_tensor_core_dtype(kOp, a.layout.dtype);
   }
   validate_kv_scales(a.layout, a.scales, kOp);
   if (a.batch == 0) return;

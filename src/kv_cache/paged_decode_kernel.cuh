@@ -315,7 +315,11 @@ template <typename T>
 __device__ __forceinline__ void mma_top_rows(float& d0, float& d1, std::uint32_t a0, std::uint32_t a2,
                                              std::uint32_t b0, std::uint32_t b1) {
 #if !FK_SM80_AVAILABLE
-  __trap();  // see common/cp_async.cuh
+  // sm_75 (the dispatch takes the CUDA-core variant there, but a compute_75 build running on a
+  // newer GPU may take this one): the full-tile wrapper, which is two m16n8k8 for fp16.
+  float d[4] = {d0, d1, 0.f, 0.f};
+  mma_m16n8k16<T>(d, {a0, 0u, a2, 0u}, {b0, b1});
+  d0 = d[0], d1 = d[1];
 #else
   float x0, x1;
   if constexpr (std::is_same_v<T, __half>) {

@@ -1,5 +1,5 @@
 // Every kernel configuration that uses dynamic shared memory, checked on the CPU against the
-// per-block opt-in limit of each architecture the library supports (sm_80, sm_86, sm_89, sm_90),
+// per-block opt-in limit of each architecture the library supports (sm_75, sm_80, sm_86, sm_89, sm_90),
 // through the same host-side choice the launchers make. Kernels with only static shared memory
 // (paged decode, reduce, rope, the GPT-2 helpers) are held under 48 KiB by the compiler itself.
 #include <gtest/gtest.h>
@@ -19,6 +19,7 @@ using detail::arch_smem_optin_bytes;
 using detail::kArchSmemLimits;
 
 TEST(SmemLimits, ArchitectureTable) {
+  EXPECT_EQ(arch_smem_optin_bytes(75), 64 * 1024);
   EXPECT_EQ(arch_smem_optin_bytes(80), 163 * 1024);
   EXPECT_EQ(arch_smem_optin_bytes(86), 99 * 1024);
   EXPECT_EQ(arch_smem_optin_bytes(89), 99 * 1024);
@@ -30,8 +31,10 @@ TEST(SmemLimits, ArchitectureTable) {
 template <int MT, int NT>
 void check_small_m_fits_everywhere() {
   for (const auto& arch : kArchSmemLimits) {
+    // 0: no ring of this tile fits (sm_75 and M > 32), and gelu_linear takes the tiled kernel.
     const int bytes = gelu_linear_detail::small_m_smem_bytes<MT, NT>(arch.optin_bytes);
     EXPECT_LE(bytes, arch.optin_bytes) << "small_m MT=" << MT << " NT=" << NT << " on sm_" << arch.sm;
+    EXPECT_TRUE(bytes > 0 || (arch.sm == 75 && MT == 4)) << "small_m MT=" << MT << " NT=" << NT << " on sm_" << arch.sm;
   }
 }
 
@@ -83,7 +86,9 @@ TEST(SmemLimits, GeluLinearSmallMUnchangedOnSm80AndSm90) {
 
 TEST(SmemLimits, GeluLinearTiledFitsEveryArchitecture) {
   for (const auto& arch : kArchSmemLimits) {
-    EXPECT_LE(gelu_linear_detail::TiledLarge::SMEM_BYTES, arch.optin_bytes) << "sm_" << arch.sm;
+    if (gelu_linear_detail::tiled_large_fits(arch.optin_bytes)) {
+      EXPECT_LE(gelu_linear_detail::TiledLarge::SMEM_BYTES, arch.optin_bytes) << "sm_" << arch.sm;
+    }
     EXPECT_LE(gelu_linear_detail::TiledSmall::SMEM_BYTES, arch.optin_bytes) << "sm_" << arch.sm;
   }
   EXPECT_EQ(gelu_linear_detail::TiledLarge::SMEM_BYTES, 96 * 1024);
@@ -99,10 +104,18 @@ TEST(SmemLimits, GeluLinearHopperFitsSm90) {
   EXPECT_LE(gelu_linear_detail::WsPingPong::kSmemBytes, limit);
 }
 
+// The configuration the launcher picks (main, else compact) fits every architecture.
+template <typename Main, typename Compact>
+int attention_sm80_smem(int limit) {
+  return attention::sm80::uses_main_config<Main>(limit) ? Main::kSmemBytes : Compact::kSmemBytes;
+}
+
 TEST(SmemLimits, AttentionSm80FitsEveryArchitecture) {
+  using namespace attention::sm80;
   for (const auto& arch : kArchSmemLimits) {
-    EXPECT_LE(attention::sm80::ConfigD64::kSmemBytes, arch.optin_bytes) << "sm_" << arch.sm;
-    EXPECT_LE(attention::sm80::ConfigD128::kSmemBytes, arch.optin_bytes) << "sm_" << arch.sm;
+    EXPECT_LE((attention_sm80_smem<ConfigD64, ConfigD64Compact>(arch.optin_bytes)), arch.optin_bytes) << "sm_" << arch.sm;
+    EXPECT_LE((attention_sm80_smem<ConfigD128, ConfigD128Compact>(arch.optin_bytes)), arch.optin_bytes)
+        << "sm_" << arch.sm;
   }
   EXPECT_EQ(attention::sm80::ConfigD64::kSmemBytes, 80 * 1024);
   EXPECT_EQ(attention::sm80::ConfigD128::kSmemBytes, 96 * 1024);

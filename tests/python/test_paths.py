@@ -22,12 +22,25 @@ def test_hopper_without_sm90a_code_and_ampere_take_the_sm80_kernels():
         assert "wgmma" not in p["gelu_linear"], (capability, archs)
 
 
-def test_a_t4_is_told_what_runs_and_what_needs_8_0():
+def test_a_t4_is_told_it_has_fp16_tensor_cores_and_no_bf16():
     p = paths((7, 5), ["75"])
     for op in ("flash_attention", "gelu_linear"):
-        assert p[op] == "not available: needs compute capability 8.0 (this GPU is 7.5)"
+        assert p[op].startswith("float16 only (bfloat16 needs 8.0)") and "sm_75" in p[op], p[op]
     assert "mma" not in p["paged_decode_attention"]
     assert p["vector_add"].startswith("CUDA cores")
+    p = paths((7, 0), ["70"])
+    assert p["flash_attention"] == "not available: needs compute capability 7.5 (this GPU is 7.0)"
+
+
+def test_dispatch_follows_the_newest_built_code_and_the_override():
+    assert _paths.dispatch_capability((9, 0), ["80", "90a"]) == (9, 0)
+    assert _paths.dispatch_capability((8, 9), ["80", "90a"]) == (8, 0)
+    assert _paths.dispatch_capability((9, 0), ["75-virtual"]) == (7, 5)  # compute_75 PTX, JIT-compiled
+    assert _paths.dispatch_capability((9, 0), ["80", "90a"], "75") == (7, 5)
+    assert _paths.dispatch_capability((9, 0), ["75-virtual"], "86") == (7, 5)  # the library refuses this one
+    assert _paths.dispatch_capability((7, 5), ["80", "90a"]) is None
+    text = _paths.describe((9, 0), ["75-virtual"], "75")
+    assert "override active: FLASHKERNEL_FORCE_ARCH=75" in text and "sm_75" in text
 
 
 def test_build_runs_on():

@@ -1,5 +1,6 @@
 // The portable FlashAttention-2 style forward kernel: mma.sync + ldmatrix + cp.async, so it runs
-// on every GPU from sm_80 on (Ampere, Ada, Hopper). Included by one .cu per head_dim, which
+// on every GPU from sm_80 on (Ampere, Ada, Hopper), and in fp16 on sm_75 (Turing), where the
+// common/ wrappers turn cp.async into synchronous copies and each mma into two m16n8k8. Included by one .cu per head_dim, which
 // instantiates only the tile configurations that head_dim uses.
 //
 // One thread block owns kBlockM query rows of one (batch, head): its Q tile is copied to shared
@@ -259,11 +260,16 @@ void launch(const Params& p, cudaStream_t stream) {
   FK_CHECK_LAUNCH();
 }
 
-// Both 16-bit dtypes of one configuration: each head dim's file instantiates its own, so they
+// One head dim's launch: its main configuration where the device's shared memory allows it, else
+// the compact one, in both 16-bit dtypes. Each head dim's file instantiates its own, so they
 // compile in parallel.
-template <typename Cfg>
+template <typename Main, typename Compact>
 void launch_half_dtypes(const Params& p, DType dtype, cudaStream_t stream) {
-  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) { launch<typename decltype(tag)::type, Cfg>(p, stream); });
+  const bool main = uses_main_config<Main>(detail::current_smem_optin_bytes());
+  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    main ? launch<T, Main>(p, stream) : launch<T, Compact>(p, stream);
+  });
 }
 
 }  // namespace flashkernel::attention::sm80

@@ -8,10 +8,10 @@
 
 namespace flashkernel::attention::sm80 {
 
-// ConfigD128: attention_sm80_config.h.
+// ConfigD128, ConfigD128Compact (sm_75): attention_sm80_config.h.
 
 void launch_d128(const Params& p, DType dtype, cudaStream_t stream) {
-  launch_half_dtypes<ConfigD128>(p, dtype, stream);
+  launch_half_dtypes<ConfigD128, ConfigD128Compact>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm80

@@ -9,10 +9,10 @@
 
 namespace flashkernel::attention::sm80 {
 
-// ConfigD64: attention_sm80_config.h.
+// ConfigD64, ConfigD64Compact (sm_75): attention_sm80_config.h.
 
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream) {
-  launch_half_dtypes<ConfigD64>(p, dtype, stream);
+  launch_half_dtypes<ConfigD64, ConfigD64Compact>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm80

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/arg_check.h"
+#include "common/launch.h"
 #include "flashkernel/device_info.h"
 #include "models/gpt2/engine_impl.h"
 
@@ -47,6 +48,8 @@ GPT2Engine::GPT2Engine(const GPT2Config& config, DType dtype, int device)
   detail::require(m.device < devices, kOp, "device",
                   "is " + std::to_string(m.device) + " but only " + std::to_string(devices) + " CUDA device(s) are visible");
   ScopedDevice on_device(m.device);
+  // Attention and the MLP are tensor-core ops: on sm_75 fp16 only, refused here, before any loading.
+  detail::require_tensor_core_dtype(kOp, dtype);
   FK_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   FK_CUBLAS_CHECK(cublasCreate(&m.blas));
   FK_CUBLAS_CHECK(cublasSetStream(m.blas, m.stream));

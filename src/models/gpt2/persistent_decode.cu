@@ -755,6 +755,9 @@ PersistentDecodePlan plan_persistent_decode(const PersistentDecodeArgs& a) {
   // The weight ring is bulk copies and mbarriers: Hopper code. (The library's sm_80 build of this
   // kernel is empty; there the engine runs its graph path.)
   if (attrs.binaryVersion < 90) return no("the kernel was not built for sm_90 (bulk copies)");
+  // A build whose newest code for this GPU is older PTX (compute_75/80, JIT-compiled: binaryVersion
+  // then names the GPU) or FLASHKERNEL_FORCE_ARCH below 9.0 has only the empty kernel.
+  if (detail::current_compute_major() < 9) return no("dispatch is not sm_90 (an older build target or FLASHKERNEL_FORCE_ARCH)");
   // Shared memory: the GEMV input rows and the scratch, then the ring. A slot holds the largest
   // slice of a weight matrix one CTA owns (its columns of [n_cols, k]).
   const std::size_t elt = dtype_size(a.dtype), C = static_cast<std::size_t>(a.n_embd);
