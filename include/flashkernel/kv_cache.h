@@ -225,10 +225,10 @@ void kv_cache_gather(const void* pool, const KVCacheLayout& layout, std::int64_t
 // across blocks whose partial results are merged by their log-sum-exps; the workspace holds them.
 // error_flag: see "Index faults" above (kKVFaultSeqLens, kKVFaultPageTable).
 // The kernel loop paged_decode_attention runs, for A/B measurements and tests; kAuto chooses
-// (tensor cores for groups of 4-8 query heads per KV head on compute capability 8.0+, CUDA cores
-// otherwise). kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore); it and the
-// ring variants need 8.0+. A float8 pool is read by the ring variants only (kAuto picks
-// kTensorCoreRing; any other variant is an ArgumentError naming `variant`): q and out are in
+// kTensorCoreRing (every group size) on compute capability 8.0+ and kCudaCore below.
+// kTensorCore applies to groups of 4-8 (smaller groups run kCudaCore); the tensor-core variants
+// need 7.5+ (fp16 only below 8.0). A float8 pool is read by the ring variants only (any other
+// variant is an ArgumentError naming `variant`) and needs 8.0+: q and out are in
 // layout.activation_dtype, the FP8 rows are converted to it in registers (exactly: every e4m3
 // value is a float16 and a bfloat16 value), k scale is folded into the softmax scale and v scale
 // into the output, and every product accumulates in fp32.

@@ -19,14 +19,20 @@ namespace {
 
 using kv_decode::Params;
 
-// A split shorter than this spends more on its partial write + combine than it saves.
-constexpr int kMinSplitTokens = 256;
+// The shortest split: one ring step per warp (4 warps x 16 tokens). Short splits only win where
+// the grid would otherwise not fill the GPU (batch 1, few KV heads); the wave-quantization rule
+// in make_plan takes the fewest splits within 5% of the best, so larger grids keep long splits.
+constexpr int kMinSplitTokens = 64;
 constexpr int kMaxSplits = 128;
 // Split sizes are multiples of this: whole loop iterations for every variant and head dim.
 constexpr int kSplitQuantum = 64;
 constexpr int kTensorCoreVariant = int(PagedDecodeVariant::kTensorCore);  // paged_decode_mma_kernel (groups of 4-16)
-// A float8 pool's default: the deep ring, the path that reads e4m3 (every group size).
-constexpr int kFp8Variant = int(PagedDecodeVariant::kTensorCoreRing);
+// The default on compute capability 8.0+, for 16-bit and float8 pools and every group size: the
+// deep shared-memory ring with whole-row copies. Measured against the register-fed variant 3 on
+// an H100 (bench/results/nvidia-h100-80gb-hbm3/kv_cache.csv, DEVELOPMENT_LOG.md) it was as fast
+// or faster on every configuration of the grid: 0.95-1.01x SDPA at context >= 4096 where
+// variant 3 reached 0.48-0.95x.
+constexpr int kDefaultVariant = int(PagedDecodeVariant::kTensorCoreRing);
 
 
 // Calls fn(TypeTag<T>{}, TypeTag<S>{}): T the q/out type, S the pool's element type.
@@ -69,8 +75,7 @@ int resident_ctas_per_sm(DType dtype, int head_dim, int g, int variant) {
 
 // Query heads per CTA (G): the group rounded up to a power of two, at most 8, or 16 (one mma row
 // block) for the ring kernels (variants 4, 5); larger groups take several head chunks, each
-// reading the KV head again. The default variant keeps chunks of 8 for groups above 8 until the
-// 16-row path has been checked and measured on a GPU.
+// reading the KV head again.
 int heads_per_cta(std::int64_t group, int variant) {
   if (group <= 1) return 1;
   if (group <= 2) return 2;
@@ -89,9 +94,8 @@ Plan make_plan(const PagedDecodeArgs& a) {
   // The tensor-core variant is sm_80 code: older GPUs run the CUDA-core loop (validate() refuses
   // the tensor cores asked for by name there).
   pl.variant = a.variant != PagedDecodeVariant::kAuto          ? int(a.variant)
-               : detail::current_compute_major() >= 8 ? kTensorCoreVariant
+               : detail::current_compute_major() >= 8 ? kDefaultVariant
                                                        : 0;
-  if (a.layout.quantized() && a.variant == PagedDecodeVariant::kAuto) pl.variant = kFp8Variant;
   pl.g = heads_per_cta(group, pl.variant);
   pl.head_chunks = static_cast<int>(detail::ceil_div(group, pl.g));
   const std::int64_t ctas = a.batch * a.layout.num_kv_heads * pl.head_chunks;

@@ -561,14 +561,19 @@ def test_fp8_ops_opcheck_and_compile():
     table, lens = cache.page_table(ids, 0)
     scales = {"k_scale": cache.k_scale, "v_scale": cache.v_scale}
     q = randn((2, 4, 64), torch.float16)
+    # opcheck's test_schema is left out: its aliasing check runs elementwise math on every input,
+    # which torch 2.11 does not implement for float8_e4m3fn tensors ("mul_cuda" not implemented);
+    # the faketensor, autograd-registration and AOT-dispatch checks run as for 16-bit pools.
+    checks = ("test_faketensor", "test_autograd_registration", "test_aot_dispatch_dynamic")
     torch.library.opcheck(torch.ops.flashkernel.paged_decode_attention.default,
-                          (q, cache.pool, 0, table, lens, 40, None), scales)
+                          (q, cache.pool, 0, table, lens, 40, None), scales, test_utils=checks)
     pages = torch.tensor(cache.pages(ids[0]), dtype=torch.int32, device="cuda")
     torch.library.opcheck(torch.ops.flashkernel.kv_cache_gather.default, (cache.pool, 0, pages, 40),
-                          {**scales, "out_dtype": torch.float16})
+                          {**scales, "out_dtype": torch.float16}, test_utils=checks)
     k = randn((2, 2, 64), torch.float16)
     slots = torch.tensor([100, 101], device="cuda")
-    torch.library.opcheck(torch.ops.flashkernel.kv_cache_append.default, (cache.pool, 1, slots, k, k), scales)
+    torch.library.opcheck(torch.ops.flashkernel.kv_cache_append.default, (cache.pool, 1, slots, k, k), scales,
+                          test_utils=checks)
     f = torch.compile(lambda q: torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens, 40,
                                                                              **scales) * 2, fullgraph=True)
     torch.testing.assert_close(f(q), torch.ops.flashkernel.paged_decode_attention(q, cache.pool, 0, table, lens,

@@ -155,10 +155,10 @@ def bench_decode(ctx, quick) -> None:
 
         if kv_bytes <= budget:
             sets = ctx.rotating(make_paged, kv_bytes)
-            # The library's choice, then the two tensor-core loops by name (PagedDecodeVariant 3:
-            # fragments loaded into registers; 4: the shared-memory ring), for choosing the default.
+            # The library's choice (the shared-memory ring, PagedDecodeVariant 4), then the
+            # register-fed tensor-core loop (variant 3, the default before it) by name.
             paged_rows = {}
-            for impl, variant in (("flashkernel_cuda", -1), ("flashkernel_cuda_regs", 3), ("flashkernel_cuda_ring", 4)):
+            for impl, variant in (("flashkernel_cuda", -1), ("flashkernel_cuda_regs", 3)):
                 paged_rows[impl] = ctx.record(
                     OP, impl, DTYPE, config,
                     ctx.time(lambda q, pool, table, lens, v=variant: torch.ops.flashkernel.paged_decode_attention(
