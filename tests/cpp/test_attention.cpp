@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/launch.h"
 #include "flashkernel/attention.h"
 #include "flashkernel/status.h"
 #include "reference/attention_reference.h"
@@ -44,12 +45,10 @@ double tolerance() {
   return 4 * testing::rounding_tolerance<T>();
 }
 
-// The kernel paths this GPU can run: the portable one always, the Hopper one on compute 9.x.
+// The kernel paths this GPU runs as the library dispatches it (the built architecture, or
+// FLASHKERNEL_FORCE_ARCH): the portable one always, the Hopper one on compute 9.x.
 std::vector<AttentionBackend> backends_to_test() {
-  int device = 0, major = 0;
-  FK_CUDA_CHECK(cudaGetDevice(&device));
-  FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major == 9) return {AttentionBackend::kSm80, AttentionBackend::kSm90};
+  if (detail::current_compute_major() == 9) return {AttentionBackend::kSm80, AttentionBackend::kSm90};
   return {AttentionBackend::kSm80};
 }
 

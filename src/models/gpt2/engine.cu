@@ -271,6 +271,9 @@ void GPT2Engine::set_kv_dtype(DType kv_dtype) {
                       dtype_name(kv_dtype));
   if (kv_dtype == m.kv_dtype) return;
   ScopedDevice on_device(m.device);
+  // Said here rather than at the first decode step: only the sm_80 ring kernel reads FP8 pages.
+  detail::require(kv_dtype != DType::kFloat8E4M3 || detail::current_compute_major() >= 8, kOp, "kv_dtype",
+                  "float8_e4m3fn needs compute capability 8.0 or newer (paged decode over FP8 pages)");
   m.drop_pool();  // its pages hold the old element type (and drops the graphs that read them)
   m.kv_pool.reset();  // sized for the old element type
   m.kv_dtype = kv_dtype;
