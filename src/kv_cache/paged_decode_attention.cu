@@ -6,7 +6,6 @@
 #include <string>
 
 #include "common/arg_check.h"
-#include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
 #include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
@@ -160,39 +159,28 @@ void validate(const PagedDecodeArgs& a) {
   detail::require(a.seq_lens != nullptr, kOp, "seq_lens", "must be a non-null device pointer");
 }
 
-// One CTA per (sequence, q head), one thread per output column (kThreads = head_dim). Launched as
-// a programmatic dependent of the decode kernel: its CTAs may be resident before the decode grid
-// ends and wait here for its partial outputs, so no launch gap separates the two kernels.
-// The splits' log-sum-exps are read once, side by side (one load per thread), and turned into
-// weights in shared memory; the column sums then issue their loads independently. Reading them in
-// a per-thread loop made the combine a chain of ~num_splits / 4 dependent L2 round trips, which
-// at batch 1 (32-64 splits) cost as much as the decode kernel itself.
-template <typename T, int kThreads>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const float* __restrict__ part_o,
-                                                           const float* __restrict__ part_lse, T* out, int num_splits) {
+// One CTA per (sequence, q head), one thread per output column. Launched as a programmatic
+// dependent of the decode kernel: its CTAs may be resident before the decode grid ends and wait
+// here for its partial outputs, so no launch gap separates the two kernels.
+template <typename T>
+__global__ void combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_lse, T* out,
+                               int num_splits, int head_dim) {
   pdl::wait_for_prior_grid();
-  __shared__ float weight[kMaxSplits];
-  __shared__ float scratch[kThreads / 32 + 1];
   const std::int64_t bh = blockIdx.x;
+  const float* lse = part_lse + bh * num_splits;
+  float lse_max = softmax::kNegInf;
+  for (int s = 0; s < num_splits; ++s) lse_max = fmaxf(lse_max, lse[s]);
   const int c = threadIdx.x;
-  float local_max = softmax::kNegInf;
-  for (int s = c; s < num_splits; s += kThreads) {
-    weight[s] = part_lse[bh * num_splits + s];
-    local_max = fmaxf(local_max, weight[s]);
-  }
-  const float lse_max = block_allreduce<kThreads>(local_max, MaxCombine{}, scratch);
-  for (int s = c; s < num_splits; s += kThreads) weight[s] = softmax::combine_weight(weight[s], lse_max);
-  __syncthreads();
   float num = 0.f, den = 0.f;
-#pragma unroll 8
+#pragma unroll 4
   for (int s = 0; s < num_splits; ++s) {
-    const float w = weight[s];
+    const float w = softmax::combine_weight(lse[s], lse_max);
     den += w;
-    num = fmaf(w, part_o[(bh * num_splits + s) * kThreads + c], num);
+    num = fmaf(w, part_o[(bh * num_splits + s) * head_dim + c], num);
   }
-  // A split that met an out-of-range index reported lse = NaN (fmaxf skips it, its weight is NaN):
-  // den is then NaN, and so is the output (den > 0 alone would turn it into a plausible-looking 0).
-  out[bh * kThreads + c] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
+  // A split that met an out-of-range index reported lse = NaN: den is then NaN, and so is the
+  // output (den > 0 alone would turn it into a plausible-looking 0).
+  out[bh * head_dim + c] = from_float<T>(den > 0.f || den != den ? num / den : 0.f);
 }
 
 }  // namespace
@@ -256,16 +244,9 @@ void paged_decode_attention(const PagedDecodeArgs& a, cudaStream_t stream) {
                                          pl.variant, grid, stream);
     FK_CHECK_LAUNCH();
     if (pl.num_splits > 1) {
-      const dim3 rows(static_cast<unsigned>(a.batch * a.num_q_heads));
-      const auto* part_o = static_cast<const float*>(p.part_o);
-      const auto* part_lse = static_cast<const float*>(p.part_lse);
-      if (d == 128) {
-        pdl::launch_dependent(combine_kernel<T, 128>, rows, dim3(128), 0, stream, part_o, part_lse,
-                              static_cast<T*>(a.out), pl.num_splits);
-      } else {
-        pdl::launch_dependent(combine_kernel<T, 64>, rows, dim3(64), 0, stream, part_o, part_lse,
-                              static_cast<T*>(a.out), pl.num_splits);
-      }
+      pdl::launch_dependent(combine_kernel<T>, dim3(static_cast<unsigned>(a.batch * a.num_q_heads)), dim3(d), 0,
+                            stream, static_cast<const float*>(p.part_o), static_cast<const float*>(p.part_lse),
+                            static_cast<T*>(a.out), pl.num_splits, d);
     }
   });
 }
