@@ -6,8 +6,13 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "flashkernel/models/gpt2.h"
@@ -39,6 +44,36 @@ std::vector<std::vector<std::int32_t>> to_prompts(const std::vector<std::vector<
   }
   return out;
 }
+
+models::GenerationOptions to_options(int64_t max_new_tokens, bool do_sample, double temperature, int64_t top_k,
+                                     double top_p, int64_t eos_token_id, int64_t seed) {
+  models::GenerationOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.do_sample = do_sample;
+  o.temperature = static_cast<float>(temperature);
+  o.top_k = top_k;
+  o.top_p = static_cast<float>(top_p);
+  o.eos_token_id = eos_token_id;
+  o.seed = static_cast<std::uint64_t>(seed);
+  return o;
+}
+
+// One streamed generation's hand-over between the worker thread running generate() (producer, from
+// the on_tokens callback) and generate_stream_next() (consumer). Shared by both, so whichever side
+// lets go last frees it; the worker std::thread itself lives in the holder, which joins it.
+struct TokenStream {
+  int64_t id = 0;  // generate_stream_start()'s return value, checked by next and stop
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<std::vector<std::int32_t>> steps;  // produced, not yet read
+  bool done = false;                            // generate() returned or threw
+  bool cancelled = false;                       // generate_stream_stop(): end at the next step
+  std::exception_ptr error;                     // what generate() threw (never the cancellation)
+};
+
+// Thrown from on_tokens to end a cancelled generation through generate()'s error path, which
+// frees the sequences' pages; it never leaves the worker thread.
+struct StreamCancelled {};
 
 struct GPT2EngineHolder : torch::CustomClassHolder {
   std::unique_ptr<models::GPT2Engine> engine;
@@ -105,14 +140,7 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
       const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample, double temperature,
       int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed) {
     const auto p = to_prompts(prompts);
-    models::GenerationOptions o;
-    o.max_new_tokens = max_new_tokens;
-    o.do_sample = do_sample;
-    o.temperature = static_cast<float>(temperature);
-    o.top_k = top_k;
-    o.top_p = static_cast<float>(top_p);
-    o.eos_token_id = eos_token_id;
-    o.seed = static_cast<std::uint64_t>(seed);
+    const auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed);
     models::GenerationStats st;
     const auto rows = call_library([&] { return engine->generate(p, o, &st); });
     at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), max_new_tokens}, at::kLong);
@@ -121,6 +149,107 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
       for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
     return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures, st.persistent_decode ? 1 : 0}};
   }
+
+  // Streaming. TorchScript methods cannot take a Python callable, so generate() runs on a worker
+  // thread whose on_tokens callback queues each step's tokens, and the caller pulls them with
+  // generate_stream_next(). One stream per holder at a time. Arguments are those of generate();
+  // the engine validates them on the worker, so a bad one is raised by the first
+  // generate_stream_next(). Returns the stream's id: next and stop take it, so a stale handle (a
+  // Python generator closed after a newer stream started) can never read or stop the new one.
+  int64_t generate_stream_start(const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+                                bool do_sample, double temperature, int64_t top_k, double top_p, int64_t eos_token_id,
+                                int64_t seed) {
+    auto p = to_prompts(prompts);
+    auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed);
+    std::lock_guard<std::mutex> lock(stream_mutex_);
+    // Open until read to the end or stopped, even if generate() already returned: refusing only
+    // while the worker runs would make a second start's outcome depend on timing.
+    TORCH_CHECK(!stream_, kOp,
+                ".generate_stream_start: a token stream is already open on this engine; read it to the end with "
+                "generate_stream_next() or end it with generate_stream_stop() first");
+    auto s = std::make_shared<TokenStream>();
+    s->id = ++last_stream_id_;
+    o.on_tokens = [s](std::int64_t, const std::vector<std::int32_t>& tokens) {
+      {
+        std::lock_guard<std::mutex> s_lock(s->mutex);
+        if (s->cancelled) throw StreamCancelled{};
+        s->steps.push_back(tokens);
+      }
+      s->changed.notify_all();
+    };
+    models::GPT2Engine* e = engine.get();  // outlives the worker: the holder joins it first
+    worker_ = std::thread([s, e, p = std::move(p), o = std::move(o)] {
+      std::exception_ptr error;
+      try {
+        e->generate(p, o);
+      } catch (const StreamCancelled&) {
+      } catch (...) {
+        error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> s_lock(s->mutex);
+        s->error = error;
+        s->done = true;
+      }
+      s->changed.notify_all();
+    });
+    stream_ = std::move(s);
+    return last_stream_id_;
+  }
+
+  // The next step's tokens, int64 [batch] on the CPU, blocking until generated; an empty tensor once
+  // all were returned (or after generate_stream_stop()). Raises what the generation raised.
+  at::Tensor generate_stream_next(int64_t stream_id) {
+    std::shared_ptr<TokenStream> s;
+    {
+      std::lock_guard<std::mutex> lock(stream_mutex_);
+      s = stream_;
+    }
+    TORCH_CHECK_VALUE(s != nullptr && s->id == stream_id, kOp, ".generate_stream_next: argument 'stream_id' (",
+                      stream_id,
+                      ") is not a running token stream of this engine (never started, read to the end, or stopped)");
+    std::vector<std::int32_t> step;
+    std::exception_ptr error;
+    bool finished = false;
+    {
+      std::unique_lock<std::mutex> s_lock(s->mutex);
+      s->changed.wait(s_lock, [&] { return !s->steps.empty() || s->done; });
+      finished = s->steps.empty();
+      if (finished) {
+        error = s->error;
+      } else {
+        step = std::move(s->steps.front());
+        s->steps.pop_front();
+      }
+    }
+    if (finished) {  // join the worker (unless generate_stream_stop() already did)
+      {
+        std::lock_guard<std::mutex> lock(stream_mutex_);
+        if (stream_ == s) release_stream_locked();
+      }
+      if (error) call_library([&] { std::rethrow_exception(error); });
+      return at::empty({0}, at::kLong);
+    }
+    at::Tensor out = at::empty({static_cast<int64_t>(step.size())}, at::kLong);
+    auto acc = out.accessor<int64_t, 1>();
+    for (std::size_t b = 0; b < step.size(); ++b) acc[b] = step[b];
+    return out;
+  }
+
+  // Ends the stream (if any): generation stops at its next step, its pages are freed and the tokens
+  // not yet read are dropped. Returns once the worker has finished. stream_id -1: whichever runs.
+  void generate_stream_stop(int64_t stream_id) {
+    std::lock_guard<std::mutex> lock(stream_mutex_);
+    if (!stream_ || (stream_id != -1 && stream_->id != stream_id)) return;
+    {
+      std::lock_guard<std::mutex> s_lock(stream_->mutex);
+      stream_->cancelled = true;
+    }
+    release_stream_locked();
+  }
+
+  // The worker holds a raw pointer to the engine: end it before the engine goes.
+  ~GPT2EngineHolder() override { generate_stream_stop(-1); }
 
   int64_t weight_bytes() { return static_cast<int64_t>(engine->weight_bytes()); }
   int64_t device_bytes() { return static_cast<int64_t>(engine->device_bytes()); }
@@ -133,6 +262,19 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     call_library([&] { engine->set_kv_dtype(kv); });
   }
   std::string kv_dtype() { return dtype_name(engine->kv_dtype()); }
+
+ private:
+  // Caller holds stream_mutex_. The join cannot deadlock on it: the worker never takes it (only the
+  // stream's own mutex and the engine's lock).
+  void release_stream_locked() {
+    if (worker_.joinable()) worker_.join();
+    stream_.reset();
+  }
+
+  std::mutex stream_mutex_;  // guards stream_, worker_ and last_stream_id_
+  std::shared_ptr<TokenStream> stream_;
+  std::thread worker_;
+  int64_t last_stream_id_ = 0;
 };
 
 c10::intrusive_ptr<GPT2EngineHolder> from_pretrained(const std::string& path, const std::string& dtype, int64_t device) {
@@ -176,6 +318,9 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("tensor_shape", &GPT2EngineHolder::tensor_shape)
       .def("forward_logits", &GPT2EngineHolder::forward_logits)
       .def("generate", &GPT2EngineHolder::generate)
+      .def("generate_stream_start", &GPT2EngineHolder::generate_stream_start)
+      .def("generate_stream_next", &GPT2EngineHolder::generate_stream_next)
+      .def("generate_stream_stop", &GPT2EngineHolder::generate_stream_stop)
       .def("weight_bytes", &GPT2EngineHolder::weight_bytes)
       .def("device_bytes", &GPT2EngineHolder::device_bytes)
       .def("dtype", &GPT2EngineHolder::dtype)

@@ -199,6 +199,7 @@ def test_info_from_the_command_line_without_a_visible_gpu():
     (["--sample", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--model", "/no/such/checkpoint"], "is not a directory"),
     (["--prompt", "hello"], "--prompt needs a tokenizer in --model"),
+    (["--stream", "--batch", "2"], "--stream prints one sequence as it is generated and needs --batch 1"),
 ])
 def test_generate_argument_errors_come_before_the_gpu_check(args, message, capsys, cuda_untouched):
     assert cli.main(["generate", *args]) == 2
@@ -222,6 +223,18 @@ def test_generate_without_a_gpu_says_so(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli.main(["generate", "--max-new-tokens", "4"]) == 2
     assert "no CUDA device visible" in capsys.readouterr().err
+
+
+def test_generate_stream_without_a_gpu_says_so(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["generate", "--stream", "--max-new-tokens", "4"]) == 2
+    assert "no CUDA device visible" in capsys.readouterr().err
+
+
+def test_generate_help_offers_stream(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--help"])
+    assert "--stream" in capsys.readouterr().out
 
 
 def test_generate_from_the_command_line_without_a_visible_gpu():
@@ -254,6 +267,11 @@ class FakeEngine:
         self.kw = kw
         return [list(p) + [7] * max_new_tokens for p in prompts]
 
+    def generate_stream(self, prompts, max_new_tokens, **kw):
+        self.stream_kw = kw
+        for _ in range(max_new_tokens):
+            yield torch.full((len(prompts),), 7, dtype=torch.long)
+
 
 @pytest.fixture
 def fake_engine(monkeypatch):
@@ -281,6 +299,28 @@ def test_generate_with_a_model_does_not_warn_about_random_weights(tmp_path, caps
     assert fake_engine.loaded == ("pretrained", str(tmp_path), torch.float16)
     assert "RANDOM" not in captured.err
     assert "[0] 7 7" in captured.out
+
+
+def test_generate_stream_prints_the_tokens_as_they_come(capsys, fake_engine):
+    assert cli.main(["generate", "--stream", "--tokens", "1,2", "--max-new-tokens", "3", "--sample", "--seed",
+                     "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[0] 7 7 7\n") and "streamed 3 tokens" in out and "tokens/s" in out
+
+
+class FakeTokenizer:
+    """Byte-level like GPT-2's: token 200 alone is half of a UTF-8 character, 201 completes it."""
+    def decode(self, ids):
+        return bytes(min(i, 255) if i < 200 else (0xC3 if i == 200 else 0xA9) for i in ids).decode(
+            errors="replace")
+
+
+def test_stream_text_holds_back_a_split_character():
+    from flashkernel.models import stream_text
+
+    steps = [torch.tensor([t]) for t in (72, 200, 201, 33)]
+    assert list(stream_text(steps, [65], FakeTokenizer())) == ["H", "\u00e9", "!"]
+    assert list(stream_text(steps[:2], [65])) == [" 72", " 200"]
 
 
 # ------------------------------------------------------------------ a checkout without a build

@@ -82,6 +82,16 @@ def test_a_wrong_argument_is_reported_before_the_gpu_check(path):
     assert NO_GPU_LINE not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_gpt2_example_streams_one_sequence():
+    path = REPO / "examples" / "gpt2_generate.py"
+    assert "--stream" in run_example(path, "--help").stdout
+    proc = run_example(path, "--stream", hide_gpus=True)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1:] == [f"{path.name}: {NO_GPU_LINE}"], proc.stderr
+    proc = run_example(path, "--stream", "--batch", "2", hide_gpus=True)
+    assert proc.returncode == 2 and "--stream prints one sequence and needs --batch 1" in proc.stderr, proc.stderr
+    assert NO_GPU_LINE not in proc.stderr
+
+
 def test_add_layernorm_example_offers_rms_norm():
     proc = run_example(REPO / "examples" / "add_layernorm.py", "--help")
     assert "--rms" in proc.stdout and "add_rms_norm" in proc.stdout

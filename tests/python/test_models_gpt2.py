@@ -285,6 +285,34 @@ def test_random_engine_is_seeded():
     assert not torch.equal(a.logits(rows), c.logits(rows))
 
 
+@gpu
+def test_streamed_tokens_equal_generate():
+    """generate_stream yields, step by step, exactly generate()'s new tokens (greedy, prompts of
+    different lengths), also with EOS padding after an early stop; a second stream while one runs
+    is refused, and closing a stream early leaves the engine usable."""
+    engine = GPT2Engine.random(seed=5, config=dict(n_layer=2))
+    rows = _prompts([3, 17, 9], 5)
+    new = 40
+    expected = torch.tensor([r[len(p):] for r, p in zip(engine.generate(rows, new), rows)])
+    streamed = list(engine.generate_stream(rows, new))
+    assert len(streamed) == new and all(s.shape == (len(rows),) and s.dtype == torch.long for s in streamed)
+    assert torch.equal(torch.stack(streamed, dim=1), expected)
+    # EOS = the first token of both rows: generation stops early, and the padding steps are streamed too.
+    twins = [rows[0], rows[0]]
+    eos = engine.generate(twins, 1)[0][-1]  # this batch shape's own first token (rounding may differ per shape)
+    padded = torch.tensor([r[len(rows[0]):] for r in engine.generate(twins, new, eos_token_id=eos)])
+    assert torch.equal(padded, torch.full_like(padded, eos))
+    assert torch.equal(torch.stack(list(engine.generate_stream(twins, new, eos_token_id=eos)), dim=1), padded)
+    first = engine.generate_stream(rows, new)
+    next(first)
+    with pytest.raises(RuntimeError, match="already open"):
+        next(engine.generate_stream(rows, new))
+    first.close()
+    assert torch.equal(torch.stack(list(engine.generate_stream(rows, new)), dim=1), expected)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        next(engine.generate_stream(rows, 0))
+
+
 # ---------------------------------------------------------------- CPU: the C++ readers
 def test_config_reader(tmp_path):
     cfg = transformers.GPT2Config(n_layer=3, n_embd=256, n_head=4, vocab_size=999, n_positions=128)

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -84,11 +85,19 @@ struct GenerationOptions {
   float top_p = 1.0f;           // in (0, 1]; 1: off
   std::int64_t eos_token_id = -1;  // -1: none. Finished sequences are padded with it.
   std::uint64_t seed = 0;
+  // Streaming (optional): called on the calling thread once per new-token index, 0 to
+  // max_new_tokens - 1 in order, with one token per prompt (tokens[b] is row b's token `index`),
+  // exactly the columns generate() returns (EOS padding after an early stop included). Each call
+  // costs one device-to-host copy and a stream synchronization per step, which the graph replays
+  // otherwise avoid; unset (the default), generate() makes neither. It runs while the engine's
+  // lock is held, so it must not call the same engine. An exception it throws ends the generation:
+  // the sequences' pages are freed and the exception propagates out of generate().
+  std::function<void(std::int64_t index, const std::vector<std::int32_t>& tokens)> on_tokens;
 };
 
 struct GenerationStats {
   double prefill_ms = 0;
-  double decode_ms = 0;        // all decode steps, wall clock incl. the final token read
+  double decode_ms = 0;        // all decode steps, wall clock incl. the final token read (and on_tokens)
   std::int64_t decode_steps = 0;
   std::int64_t graph_captures = 0;  // captures this call made (0 when a cached graph was reused)
   bool persistent_decode = false;   // the decode steps ran on the persistent kernel (else the graph path)

@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
                         "0 < P <= 1 (default: 1, all)")
     g.add_argument("--seed", type=int, default=0,
                    help="with --sample: random seed; the same seed gives the same tokens (default: %(default)s)")
+    g.add_argument("--stream", action="store_true",
+                   help="print the tokens as they are produced (one sequence: --batch 1); slower, as each "
+                        "step waits for its token to reach the host")
     g.set_defaults(func=main)
 
 
@@ -56,6 +59,8 @@ def _check_args(args) -> str | None:
     """The argument errors found without a GPU (None: none); the engine checks the rest."""
     if args.batch < 1 or args.max_new_tokens < 1:
         return "--batch and --max-new-tokens must be >= 1"
+    if args.stream and args.batch != 1:
+        return f"--stream prints one sequence as it is generated and needs --batch 1, got --batch {args.batch}"
     if args.sample:
         if not args.temperature > 0:
             return f"--temperature must be > 0, got {args.temperature}"
@@ -76,6 +81,21 @@ def _check_args(args) -> str | None:
                                                            for f in ("tokenizer.json", "vocab.json"))):
         return "--prompt needs a tokenizer in --model; pass --tokens instead"
     return None
+
+
+def _stream(engine, ids: list[int], max_new_tokens: int, tokenizer, kw: dict) -> int:
+    """--stream: the text (or token ids) of the one sequence, printed as each token arrives."""
+    from flashkernel.models import stream_text
+
+    print("[0]" + (" " + tokenizer.decode(ids) if tokenizer is not None else ""), end="", flush=True)
+    t0 = time.perf_counter()
+    for piece in stream_text(engine.generate_stream([ids], max_new_tokens, **kw), ids, tokenizer):
+        print(piece, end="", flush=True)
+    seconds = time.perf_counter() - t0
+    print()
+    print(f"streamed {max_new_tokens} tokens in {seconds * 1e3:.2f} ms: {max_new_tokens / max(seconds, 1e-9):.1f} tokens/s "
+          "(wall clock, one host sync per token)")
+    return 0
 
 
 def main(args) -> int:
@@ -118,6 +138,8 @@ def main(args) -> int:
         _stage("warm-up (captures the decode graph for this batch shape)")
         engine.generate([ids] * args.batch, min(args.max_new_tokens, 2), **kw)
         _stage(f"generating {args.max_new_tokens} tokens x batch {args.batch}")
+        if args.stream:
+            return _stream(engine, ids, args.max_new_tokens, tokenizer, kw)
         out = engine.generate([ids] * args.batch, args.max_new_tokens, **kw)
     except (ValueError, TypeError) as e:
         print(f"flashkernel generate: {e}", file=sys.stderr)

@@ -200,16 +200,9 @@ class GPT2Engine:
             out = out.view(len(prompts), len(prompts[0]), -1)
         return out
 
-    def generate(self, input_ids, max_new_tokens: int = 32, *, do_sample: bool = False, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-                 seed: int | None = None):
-        """Greedy (default) or sampled continuation of each prompt.
-
-        Returns, like HF generate, prompt + new tokens: a LongTensor [B, L + max_new_tokens] for a
-        tensor input, a list of lists for list input (prompts may differ in length). After EOS a
-        sequence is padded with eos_token_id. Sampling: temperature, then top-k, then top-p; seed
-        makes it reproducible (None: a fresh random seed)."""
-        prompts, is_tensor = self._prompts(input_ids)
+    def _generation_args(self, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id,
+                         seed) -> tuple:
+        """generate()'s options checked and converted to the C++ methods' positional arguments."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
             raise TypeError(f"{_OP}: argument 'max_new_tokens' must be an int, got {type(max_new_tokens).__name__}")
         if max_new_tokens < 1:
@@ -227,15 +220,49 @@ class GPT2Engine:
                 raise ValueError(f"{_OP}: argument 'top_p' must be in (0, 1], got {top_p}")
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
-        tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(
-            prompts, int(max_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
-            float(1.0 if top_p is None else top_p), -1 if eos_token_id is None else int(eos_token_id),
-            int(seed) & ((1 << 63) - 1))
+        return (int(max_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
+                float(1.0 if top_p is None else top_p), -1 if eos_token_id is None else int(eos_token_id),
+                int(seed) & ((1 << 63) - 1))
+
+    def generate(self, input_ids, max_new_tokens: int = 32, *, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
+                 seed: int | None = None):
+        """Greedy (default) or sampled continuation of each prompt.
+
+        Returns, like HF generate, prompt + new tokens: a LongTensor [B, L + max_new_tokens] for a
+        tensor input, a list of lists for list input (prompts may differ in length). After EOS a
+        sequence is padded with eos_token_id. Sampling: temperature, then top-k, then top-p; seed
+        makes it reproducible (None: a fresh random seed)."""
+        prompts, is_tensor = self._prompts(input_ids)
+        args = self._generation_args(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed)
+        tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(prompts, *args)
         self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens,
                                           bool(persistent))
         if is_tensor:
             return torch.cat([torch.tensor(prompts, dtype=torch.long), tokens], dim=1)
         return [p + t for p, t in zip(prompts, tokens.tolist())]
+
+    def generate_stream(self, input_ids, max_new_tokens: int = 32, *, do_sample: bool = False,
+                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                        eos_token_id: int | None = None, seed: int | None = None):
+        """generate() as a generator: yields, as each step finishes, the new tokens of that step as a
+        LongTensor [B] (one per prompt), max_new_tokens times; stacked they equal generate()'s new
+        tokens for the same arguments. Each step costs a device-to-host copy and a synchronization,
+        so it is slower than generate(); last_stats is not updated. One stream per engine at a time;
+        closing the generator early (break) stops the generation at its next step."""
+        prompts, _ = self._prompts(input_ids)
+        args = self._generation_args(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed)
+        stream_id = self._cpp.generate_stream_start(prompts, *args)
+        try:
+            while True:
+                step = self._cpp.generate_stream_next(stream_id)
+                if step.numel() == 0:
+                    return
+                yield step
+        finally:
+            # No-op once read to the end; after a break or an error it ends the worker and frees the
+            # engine for the next call.
+            self._cpp.generate_stream_stop(stream_id)
 
     def weight_bytes(self) -> int:
         return self._cpp.weight_bytes()
@@ -243,6 +270,27 @@ class GPT2Engine:
     def device_bytes(self) -> int:
         """Weights + KV pool + workspaces the engine holds now."""
         return self._cpp.device_bytes()
+
+
+def stream_text(steps, prompt_ids: list[int], tokenizer=None):
+    """Printable pieces of one sequence (row 0) as generate_stream() produces it: with a tokenizer,
+    the text each new token adds, else " <id>" per token. The whole sequence is decoded again at each
+    step and only the new suffix is yielded, because GPT-2's byte-level tokens can split one UTF-8
+    character; while the text ends in such a partial character nothing is yielded."""
+    new: list[int] = []
+    shown = tokenizer.decode(prompt_ids) if tokenizer is not None else ""
+    for step in steps:
+        new.append(int(step[0]))
+        if tokenizer is None:
+            yield f" {new[-1]}"
+            continue
+        text = tokenizer.decode(prompt_ids + new)
+        if text.endswith("\ufffd"):
+            continue
+        # Text already printed cannot be taken back: if decoding re-spaced it, that is not shown.
+        piece, shown = text[len(shown):], text
+        if piece:
+            yield piece
 
 
 def read_config(path: str | os.PathLike) -> dict:

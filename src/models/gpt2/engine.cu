@@ -436,6 +436,21 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
     const auto t1 = std::chrono::steady_clock::now();
     st.prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
 
+    // Streaming: token `index` of every row is one column of out_tokens ([B, out_stride]), read with
+    // one strided copy. Without on_tokens this is never called, so the default path keeps its
+    // single read at the end.
+    std::vector<std::int32_t> step_tokens(o.on_tokens ? B : 0);
+    auto report_step = [&](std::int64_t index) {
+      FK_CUDA_CHECK(cudaMemcpy2DAsync(step_tokens.data(), sizeof(std::int32_t), m.ds.out_tokens + index,
+                                      m.ds.out_stride * sizeof(std::int32_t), sizeof(std::int32_t), B,
+                                      cudaMemcpyDeviceToHost, m.stream));
+      FK_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+      // A persistent step that tripped its watchdog wrote invalid tokens: fail before handing them out.
+      if (st.persistent_decode) m.check_persistent_fault();
+      o.on_tokens(index, step_tokens);
+    };
+    if (o.on_tokens) report_step(0);
+
     // Decode: the step reads the longest sequence's length bound from the graph key.
     const std::int64_t max_len = longest + o.max_new_tokens - 1;
     const std::int64_t bucket =
@@ -447,6 +462,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
       for (std::int64_t step = 1; step < o.max_new_tokens; ++step) {
         FK_CUDA_CHECK(cudaGraphLaunch(exec, m.stream));
         ++st.decode_steps;
+        if (o.on_tokens) report_step(step);
         if (o.eos_token_id >= 0 && step % kFinishCheckEvery == 0) {
           FK_CUDA_CHECK(cudaMemcpyAsync(fin.data(), m.ds.finished, B * 4, cudaMemcpyDeviceToHost, m.stream));
           FK_CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -469,6 +485,11 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate(const std::vector<st
         // Steps skipped after every sequence finished are EOS padding.
         result[b][i] = i < produced ? out[b * m.ds.out_stride + i] : sp.eos;
       }
+    }
+    if (o.on_tokens) {
+      // Every row finished early: the remaining columns are the EOS padding of `result`.
+      const std::vector<std::int32_t> padding(B, sp.eos);
+      for (std::int64_t i = produced; i < o.max_new_tokens; ++i) o.on_tokens(i, padding);
     }
   } catch (...) {
     free_all();
