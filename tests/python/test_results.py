@@ -203,6 +203,15 @@ def test_harness_stamps_a_dirty_checkout(tmp_path, monkeypatch):
     assert harness.git_commit(tmp_path) == sha
     (tmp_path / "f.txt").write_text("2\n")
     assert harness.git_commit(tmp_path) == sha + "-dirty"
+    # A commit file next to the .git: the same commit is fine, another one is refused (a copied tree
+    # with a stale .git once labelled a whole benchmark run with the wrong commit).
+    (tmp_path / harness.COMMIT_FILE).write_text(sha[:7] + "\n")
+    assert harness.git_commit(tmp_path) == sha + "-dirty"
+    (tmp_path / harness.COMMIT_FILE).write_text("0123456789ab\n")
+    with pytest.raises(harness.CommitUnknownError, match="names two commits"):
+        harness.git_commit(tmp_path)
+    monkeypatch.setenv("FLASHKERNEL_COMMIT", "0123456789ab")
+    assert harness.git_commit(tmp_path) == "0123456789ab"
 
 
 def _git_in(path, *args):

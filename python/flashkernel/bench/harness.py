@@ -45,11 +45,24 @@ def gpu_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def _commit_file(root: Path) -> str | None:
+    """The commit id in root's commit file (written by scripts/export_tree.sh), None without one."""
+    commit_file = root / COMMIT_FILE
+    if not commit_file.exists():
+        return None
+    text = commit_file.read_text().strip()
+    if not _COMMIT_RE.match(text):
+        raise CommitUnknownError(f"{commit_file} does not hold a commit id (found {text[:60]!r})")
+    return text
+
+
 def git_commit(root: Path | None = None) -> str:
     """The commit benchmarked, which every results row carries. In order: FLASHKERNEL_COMMIT;
     git's HEAD of the checkout (+"-dirty" with uncommitted changes to tracked files); the commit
-    file of an exported tree. Raises CommitUnknownError when none of them names a commit: a
-    results file must say which code produced it."""
+    file of an exported tree. Raises CommitUnknownError when none of them names a commit (a
+    results file must say which code produced it), and when a tree holds both a .git and a commit
+    file that disagree: a copied tree can carry a stale .git next to the commit file its binaries
+    were built at, and guessing which one ran would mislabel every row."""
     root = REPO_ROOT if root is None else root
     env = os.environ.get("FLASHKERNEL_COMMIT", "").strip()
     if env:
@@ -69,13 +82,18 @@ def git_commit(root: Path | None = None) -> str:
         if head.returncode != 0 or dirty.returncode != 0:
             raise CommitUnknownError(f"git could not name the commit of {root}: "
                                      f"{(head.stderr or dirty.stderr).strip()}; set FLASHKERNEL_COMMIT")
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    commit_file = root / COMMIT_FILE
-    if commit_file.exists():
-        text = commit_file.read_text().strip()
-        if not _COMMIT_RE.match(text):
-            raise CommitUnknownError(f"{commit_file} does not hold a commit id (found {text[:60]!r})")
-        return text
+        sha = head.stdout.strip()
+        from_file = _commit_file(root)
+        if from_file is not None:
+            a, b = sha, from_file.removesuffix("-dirty")
+            if not (a.startswith(b) or b.startswith(a)):
+                raise CommitUnknownError(
+                    f"{root} names two commits: git's HEAD {sha} and {COMMIT_FILE} {from_file}; set "
+                    "FLASHKERNEL_COMMIT to the commit the benchmarked build came from, or remove the stale one")
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    from_file = _commit_file(root)
+    if from_file is not None:
+        return from_file
     raise CommitUnknownError(
         f"cannot tell which commit is being benchmarked: {root} has no .git (or no git to read it) and no "
         f"{COMMIT_FILE} file. "
