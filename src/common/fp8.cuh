@@ -18,6 +18,9 @@ namespace flashkernel::fp8 {
 constexpr float kE4M3Max = 448.f;
 
 #if defined(__CUDACC__)
+// Head h's entry of a float8 pool's per-(layer, KV head) scales, or 1 for a 16-bit pool (no scales).
+__device__ __forceinline__ float head_scale(const float* scales, std::int64_t h) { return scales ? scales[h] : 1.f; }
+
 // One float -> one e4m3 byte.
 __device__ __forceinline__ std::uint8_t quantize(float x) {
   return static_cast<std::uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));

@@ -38,8 +38,7 @@ struct LayerScales {
   const float* k;
   const float* v;
   __device__ __forceinline__ float of(int kv, std::int64_t h) const {
-    const float* s = kv ? v : k;
-    return s ? s[h] : 1.f;
+    return fp8::head_scale(kv ? v : k, h);
   }
 };
 

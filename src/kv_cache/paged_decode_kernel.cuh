@@ -57,8 +57,6 @@ struct Params {
   const float* v_scale;
 };
 
-__device__ __forceinline__ float head_scale(const float* scales, int hk) { return scales ? scales[hk] : 1.f; }
-
 // Writes column c of query head hq's result: the output itself when the context is not split,
 // else the split's normalized partial output and (column 0) its log2-sum-exp2.
 template <typename T, int D>
@@ -78,7 +76,7 @@ template <typename T, int D, int G>
 __device__ __forceinline__ void finish_cta(const Params& p, const float (&sm_m)[kWarps][G],
                                            const float (&sm_l)[kWarps][G], const float (&sm_acc)[kWarps][G][D],
                                            int b, int hk, int hc, int split) {
-  const float v_scale = head_scale(p.v_scale, hk);
+  const float v_scale = fp8::head_scale(p.v_scale, hk);
   for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
     const int g = idx / D, c = idx % D;
     if (hc * G + g >= p.group) continue;
@@ -643,7 +641,7 @@ __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   const std::int64_t v_off = (std::int64_t(p.num_kv_heads) << p.page_size_log2) * D;
   const int first = start + warp * kBlock;
   const int steps = first < end ? (end - first + kCtaTokens - 1) / kCtaTokens : 0;
-  const float scale_log2 = p.scale_log2 * head_scale(p.k_scale, hk);
+  const float scale_log2 = p.scale_log2 * fp8::head_scale(p.k_scale, hk);
   uint4* slots = ring + warp * kStages * kSlotUnits;
   auto unit_at = [](int row, int unit) { return row * kRowUnits + (unit ^ (row & kSwizzle)); };
   // The 8 elements [elem, elem + 8) of slot row `row` as a Vec<T> (elem a multiple of 8).
