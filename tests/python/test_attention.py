@@ -216,7 +216,7 @@ def bad_inputs(device):
 
     good = dict(q=t(1, 4, 8, 64), k=t(1, 2, 8, 64), v=t(1, 2, 8, 64))
     return [
-        (dict(q=t(1, 4, 8, 80), k=t(1, 2, 8, 80), v=t(1, 2, 8, 80)), ValueError, "head_dim 64 or 128"),
+        (dict(q=t(1, 4, 8, 72), k=t(1, 2, 8, 72), v=t(1, 2, 8, 72)), ValueError, "head_dim 32, 64, 80, 96, 128 or 256"),
         (dict(q=t(1, 4, 8, 64, dtype=torch.float32), k=t(1, 2, 8, 64, dtype=torch.float32),
               v=t(1, 2, 8, 64, dtype=torch.float32)), TypeError, "unsupported dtype"),
         (dict(good, k=t(2, 2, 8, 64), v=t(2, 2, 8, 64)), ValueError, "batch size"),

@@ -1,39 +1,91 @@
-"""flash_attention: softmax(scale * q k^T [causal]) v without materializing the scores
-(torch.ops.flashkernel.flash_attention)."""
+"""flash_attention: softmax(scale * q k^T [masks]) v without materializing the scores
+(torch.ops.flashkernel.flash_attention), and flash_attention_varlen for packed batches of
+sequences of different lengths (torch.ops.flashkernel.flash_attention_varlen)."""
 from __future__ import annotations
+
+import math
 
 import torch
 
 from flashkernel import _library
 
 _OP = "flashkernel.flash_attention"
-SUPPORTED_HEAD_DIMS = (64, 128)
+_OP_VARLEN = "flashkernel.flash_attention_varlen"
+SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128, 256)
 BACKENDS = ("auto", "sm80", "sm90")
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None, return_lse: bool = False, backend: str = "auto"):
+                    scale: float | None = None, window: tuple[int, int] | None = None,
+                    softcap: float | None = None, return_lse: bool = False, backend: str = "auto"):
     """Attention forward on the GPU.
 
     q: [B, Hq, Nq, d]; k, v: [B, Hkv, Nk, d] with Hq % Hkv == 0 (GQA/MQA); float16 or bfloat16;
-    d in {64, 128}; any strides with a contiguous last dim (a [B, N, H, d] tensor's
-    .transpose(1, 2) works without a copy). scale defaults to 1/sqrt(d). causal: query i sees keys
-    j <= i + Nk - Nq (bottom-right aligned, SDPA's is_causal when Nq == Nk); a row that sees no key
-    gets output 0 and LSE -inf. Returns out, or (out, lse) with lse [B, Hq, Nq] float32 (natural
-    log) when return_lse. backend: "auto" (the Hopper TMA + wgmma kernel on sm_90 GPUs, the
-    portable mma.sync kernel elsewhere), "sm80" or "sm90" to force one.
+    d in {32, 64, 80, 96, 128, 256}; any strides with a contiguous last dim (a [B, N, H, d]
+    tensor's .transpose(1, 2) works without a copy). scale defaults to 1/sqrt(d). Query i sits at
+    key position i + Nk - Nq (bottom-right alignment). causal: it sees keys j <= i + Nk - Nq
+    (SDPA's is_causal when Nq == Nk). window=(left, right), FlashAttention's sliding window: keys
+    i + Nk - Nq - left <= j <= i + Nk - Nq + right, a negative bound meaning unbounded on that side
+    (causal sets right to 0). softcap=c > 0: every scaled score s becomes c * tanh(s / c) (Gemma 2)
+    before the softmax. A row that sees no key gets output 0 and LSE -inf. Returns out, or
+    (out, lse) with lse [B, Hq, Nq] float32 (natural log of the row's sum of exp of its final
+    scores) when return_lse. backend: "auto" (the Hopper TMA + wgmma kernel on sm_90 GPUs for
+    head_dim 64/128 without window or softcap, the portable mma.sync kernel otherwise), "sm80" or
+    "sm90" to force one.
     """
-    out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse, backend)
+    left, right, cap = window_and_softcap(_OP, window, softcap)
+    out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse, backend, left, right, cap)
     return (out, lse) if return_lse else out
 
 
-def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """The shape/dtype rules shared by the fake implementation and the Triton twin (the C++ op
-    applies the same ones), with errors naming the argument."""
+def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                           cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, *,
+                           causal: bool = False, scale: float | None = None,
+                           window: tuple[int, int] | None = None, softcap: float | None = None,
+                           return_lse: bool = False):
+    """Attention over a packed batch of sequences of different lengths (the layout of
+    FlashAttention's flash_attn_varlen_func), one launch for the whole batch.
+
+    q: [total_q, Hq, d], k and v: [total_k, Hkv, d] (rows of sequence b at
+    cu_seqlens_q[b]:cu_seqlens_q[b + 1] and cu_seqlens_k[b]:cu_seqlens_k[b + 1]); cu_seqlens_*
+    int32 [B + 1] on the same device, starting at 0 and non-decreasing (the CUDA op trusts the
+    values: it does not read them on the host); max_seqlen_q / max_seqlen_k at least the longest
+    sequence. causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
+    aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
+    float32 (FlashAttention's varlen layout) when return_lse.
+    """
+    left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)
+    out, lse = torch.ops.flashkernel.flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                                            max_seqlen_k, causal, scale, return_lse, left, right, cap)
+    return (out, lse) if return_lse else out
+
+
+def window_and_softcap(op: str, window, softcap) -> tuple[int, int, float]:
+    """(left, right, softcap) as the ops take them: -1 for an unbounded side, 0.0 for no softcap."""
+    if window is None:
+        left, right = -1, -1
+    else:
+        if not isinstance(window, (tuple, list)) or len(window) != 2 or \
+                not all(isinstance(x, int) and not isinstance(x, bool) for x in window):
+            raise ValueError(f"{op}: argument 'window' must be None or a pair of ints (left, right), got {window!r}")
+        left, right = (max(int(x), -1) for x in window)
+    if softcap is None:
+        cap = 0.0
+    else:
+        cap = float(softcap)
+        if not math.isfinite(cap) or cap < 0.0:
+            raise ValueError(f"{op}: argument 'softcap' must be None or a finite number >= 0, got {softcap!r}")
+    return left, right, cap
+
+
+def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: int = 4) -> None:
+    """The shape/dtype rules shared by the fake implementations and the Triton twin (the C++ ops
+    apply the same ones), with errors naming the argument. dims: 4 for [batch, heads, seq,
+    head_dim], 3 for the varlen layout [total, heads, head_dim]."""
+    layout = "[batch, heads, seq, head_dim]" if dims == 4 else "[total_tokens, heads, head_dim]"
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"{op}: argument '{name}' must be 4-D [batch, heads, seq, head_dim], got shape "
-                             f"{tuple(t.shape)}")
+        if t.dim() != dims:
+            raise ValueError(f"{op}: argument '{name}' must be {dims}-D {layout}, got shape {tuple(t.shape)}")
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'q' has unsupported dtype {q.dtype}; expected float16 or bfloat16")
     for name, t in (("k", k), ("v", v)):
@@ -42,26 +94,58 @@ def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
     if k.shape != v.shape:
         raise ValueError(f"{op}: arguments 'k' and 'v' must have the same shape, got {tuple(k.shape)} and "
                          f"{tuple(v.shape)}")
-    if q.shape[0] != k.shape[0]:
+    head_axis = 1
+    if dims == 4 and q.shape[0] != k.shape[0]:
         raise ValueError(f"{op}: argument 'k' must have the batch size of 'q' ({q.shape[0]}), got {k.shape[0]}")
-    if q.shape[3] != k.shape[3]:
-        raise ValueError(f"{op}: argument 'k' must have the head_dim of 'q' ({q.shape[3]}), got {k.shape[3]}")
-    if q.shape[3] not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"{op}: argument 'q' must have head_dim 64 or 128, got {q.shape[3]}")
-    if k.shape[1] < 1 or q.shape[1] % k.shape[1] != 0:
-        raise ValueError(f"{op}: argument 'q' must have a number of heads ({q.shape[1]}) that is a multiple of "
-                         f"the heads of 'k' ({k.shape[1]})")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{op}: argument 'k' must have the head_dim of 'q' ({q.shape[-1]}), got {k.shape[-1]}")
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"{op}: argument 'q' must have head_dim 32, 64, 80, 96, 128 or 256, got {q.shape[-1]}")
+    if k.shape[head_axis] < 1 or q.shape[head_axis] % k.shape[head_axis] != 0:
+        raise ValueError(f"{op}: argument 'q' must have a number of heads ({q.shape[head_axis]}) that is a multiple "
+                         f"of the heads of 'k' ({k.shape[head_axis]})")
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.shape[-1] > 1 and t.stride(-1) != 1:
             raise ValueError(f"{op}: argument '{name}' must have a contiguous last dimension (stride 1), got "
                              f"strides {t.stride()}")
 
 
+def check_varlen_arguments(op: str, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
+    """check_arguments for the varlen layout plus the cu_seqlens / max_seqlen rules (what can be
+    checked without reading device memory)."""
+    check_arguments(op, q, k, v, dims=3)
+    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != torch.int32:
+            raise ValueError(f"{op}: argument '{name}' must be a 1-D int32 tensor [batch + 1]")
+        if t.numel() < 1:
+            raise ValueError(f"{op}: argument '{name}' must have batch + 1 >= 1 elements, got 0")
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"{op}: arguments 'cu_seqlens_q' and 'cu_seqlens_k' must have the same length, got "
+                         f"{cu_seqlens_q.numel()} and {cu_seqlens_k.numel()}")
+    for name, n in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if int(n) < 0:
+            raise ValueError(f"{op}: argument '{name}' must be >= 0, got {n}")
+
+
 @_library.register_fake("flashkernel::flash_attention")
-def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, backend="auto"):
+def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, backend="auto", window_left=-1,
+                          window_right=-1, softcap=0.0):
     check_arguments(_OP, q, k, v)
     if backend not in BACKENDS:
         raise ValueError(f"{_OP}: argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got {backend!r}")
+    if not math.isfinite(softcap) or softcap < 0.0:
+        raise ValueError(f"{_OP}: argument 'softcap' must be a finite number >= 0, got {softcap}")
     out = q.new_empty(q.shape)
     lse = q.new_empty((q.shape[0], q.shape[1], q.shape[2]) if return_lse else (0,), dtype=torch.float32)
+    return out, lse
+
+
+@_library.register_fake("flashkernel::flash_attention_varlen")
+def _flash_attention_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False,
+                                 scale=None, return_lse=False, window_left=-1, window_right=-1, softcap=0.0):
+    check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    if not math.isfinite(softcap) or softcap < 0.0:
+        raise ValueError(f"{_OP_VARLEN}: argument 'softcap' must be a finite number >= 0, got {softcap}")
+    out = q.new_empty(q.shape)
+    lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
     return out, lse
