@@ -33,14 +33,65 @@ struct AttentionShape {
 // (another GPU, a build without 90a) is an ArgumentError naming `backend`.
 enum class AttentionBackend : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 
-// Supported: dtype float16 or bfloat16; head_dim 64 or 128; seq_q, seq_k >= 1 (0 launches
-// nothing); every pointer 16-byte aligned and every stride a multiple of 8 elements (the kernel
-// moves 16-byte chunks). causal: query i sees keys j <= i + seq_k - seq_q (bottom-right
-// alignment; a row that sees no key gets out = 0 and lse = -inf). scale multiplies QK^T.
-// lse (optional, may be null): fp32 [batch, heads_q, seq_q] contiguous, 4-byte aligned, the natural-log
-// log-sum-exp of each row's scaled scores. Throws ArgumentError before any launch, CudaError.
+// Masks and score transforms beyond causal (FlashAttention's semantics). Query i of a sequence
+// sits at key position i + seq_k - seq_q (bottom-right alignment).
+//   window_left / window_right >= 0: a sliding window, query i sees keys j with
+//     i + seq_k - seq_q - window_left <= j <= i + seq_k - seq_q + window_right; a negative bound
+//     is unbounded on that side. causal sets window_right to 0.
+//   softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) before the softmax
+//     (Gemma 2's logit soft-capping); 0 is off.
+struct AttentionOptions {
+  std::int64_t window_left = -1;
+  std::int64_t window_right = -1;
+  float softcap = 0.f;
+};
+
+// Supported: dtype float16 or bfloat16; head_dim 32, 64, 80, 96, 128 or 256; seq_q, seq_k >= 1
+// (0 launches nothing); every pointer 16-byte aligned and every stride a multiple of 8 elements
+// (the kernel moves 16-byte chunks). causal: query i sees keys j <= i + seq_k - seq_q
+// (bottom-right alignment; a row that sees no key gets out = 0 and lse = -inf). scale multiplies
+// QK^T. lse (optional, may be null): fp32 [batch, heads_q, seq_q] contiguous, 4-byte aligned, the
+// natural-log log-sum-exp of each row's final scores. The Hopper kernel (kAuto on sm_90, kSm90)
+// covers head_dim 64 and 128 without window or softcap; everything else runs the portable
+// kernel (kSm90 there is an ArgumentError naming `backend`). Throws ArgumentError before any
+// launch, CudaError.
 void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse,
                      const AttentionShape& shape, DType dtype, bool causal, float scale,
                      cudaStream_t stream = nullptr, AttentionBackend backend = AttentionBackend::kAuto);
+void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse,
+                     const AttentionShape& shape, DType dtype, bool causal, float scale,
+                     const AttentionOptions& options, cudaStream_t stream = nullptr,
+                     AttentionBackend backend = AttentionBackend::kAuto);
+
+// A packed batch of sequences of different lengths (FlashAttention's varlen layout): q is
+// [total_q, heads_q, head_dim], k and v [total_k, heads_kv, head_dim], out like q; sequence b owns
+// rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] of q and out, cu_seqlens_k[b] .. cu_seqlens_k[b + 1]
+// of k and v. cu_seqlens_* are device int32 [batch + 1], read by the kernel only (no host
+// synchronization): each sequence's range is clamped to [0, total) and its length to max_seq, so
+// bad offsets never reach memory outside the tensors (they give wrong results, not a fault).
+struct AttentionVarlenShape {
+  std::int64_t batch = 0;
+  std::int64_t heads_q = 0;
+  std::int64_t heads_kv = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t total_q = 0;
+  std::int64_t total_k = 0;
+  std::int64_t max_seq_q = 0;  // >= every sequence's query length
+  std::int64_t max_seq_k = 0;  // >= every sequence's key length
+  const std::int32_t* cu_seqlens_q = nullptr;
+  const std::int32_t* cu_seqlens_k = nullptr;
+  // {token, head} strides of q, k, v, out (in elements; the last dimension is contiguous).
+  std::int64_t q_stride[2] = {0, 0};
+  std::int64_t k_stride[2] = {0, 0};
+  std::int64_t v_stride[2] = {0, 0};
+  std::int64_t o_stride[2] = {0, 0};
+};
+
+// One launch over every (sequence, query tile). causal, scale and options as flash_attention's,
+// applied per sequence. lse (optional): fp32 [heads_q, total_q] contiguous. Runs the portable
+// kernel (sm_80 and newer; fp16 on sm_75).
+void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,
+                            const AttentionVarlenShape& shape, DType dtype, bool causal, float scale,
+                            const AttentionOptions& options = {}, cudaStream_t stream = nullptr);
 
 }  // namespace flashkernel

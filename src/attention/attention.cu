@@ -17,15 +17,47 @@ namespace {
 
 constexpr const char* kOp = "flash_attention";
 
-void require_strides(const std::int64_t (&stride)[3], const char* name) {
+void require_strides(const std::int64_t (&stride)[3], const char* name, const char* op = kOp) {
   for (int i = 0; i < 3; ++i) {
-    detail::require(stride[i] >= 0 && stride[i] % 8 == 0, kOp, name,
+    detail::require(stride[i] >= 0 && stride[i] % 8 == 0, op, name,
                     "strides must be non-negative multiples of 8 elements (16-byte rows), got " +
                         std::to_string(stride[i]) + " in dimension " + std::to_string(i));
   }
 }
 
-void launch(const attention::Params& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
+bool is_head_dim(std::int64_t d) { return d == 32 || d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
+
+// The plain instances (the Hopper kernel, the portable kernel's tuned head_dim 64/128 ones) cover
+// dense batches of head_dim 64/128 without window or softcap; the rest needs the portable
+// kernel's extended instances.
+bool needs_extended(const attention::ExtendedParams& p) {
+  // (causal arrives as window_right = 0, which the plain instances do themselves)
+  return p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f || p.cu_seqlens_q != nullptr ||
+         (p.shape.head_dim != 64 && p.shape.head_dim != 128);
+}
+
+void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream_t stream) {
+  switch (p.shape.head_dim) {
+    case 32: return attention::sm80::launch_extended_d32(p, dtype, stream);
+    case 64: return attention::sm80::launch_extended_d64(p, dtype, stream);
+    case 80: return attention::sm80::launch_extended_d80(p, dtype, stream);
+    case 96: return attention::sm80::launch_extended_d96(p, dtype, stream);
+    case 128: return attention::sm80::launch_extended_d128(p, dtype, stream);
+    default: return attention::sm80::launch_extended_d256(p, dtype, stream);
+  }
+}
+
+void launch(const attention::ExtendedParams& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
+  if (needs_extended(p)) {
+    detail::require(backend != AttentionBackend::kSm90, kOp, "backend",
+                    "sm90 covers head_dim 64 and 128 without window or softcap; use kAuto or kSm80 for head_dim " +
+                        std::to_string(p.shape.head_dim) +
+                        (p.window_left >= 0 || (p.window_right >= 0 && !p.causal) ? " with a window" : "") +
+                        (p.softcap > 0.f ? " with softcap" : ""));
+    detail::require_tensor_core_dtype(kOp, dtype);
+    launch_extended(p, dtype, stream);
+    return;
+  }
   detail::require_tensor_core_dtype(kOp, dtype);  // both paths are tensor-core kernels
   const bool d64 = p.shape.head_dim == 64;
   if (backend != AttentionBackend::kSm80) {
@@ -39,26 +71,50 @@ void launch(const attention::Params& p, DType dtype, AttentionBackend backend, c
   (d64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
 }
 
+void require_common(const char* op, DType dtype, std::int64_t head_dim, std::int64_t heads_q, std::int64_t heads_kv,
+                    float scale, const AttentionOptions& o) {
+  detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, op, "dtype",
+                  std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
+  detail::require(is_head_dim(head_dim), op, "head_dim",
+                  "must be 32, 64, 80, 96, 128 or 256, got " + std::to_string(head_dim));
+  detail::require(heads_kv >= 1, op, "heads_kv", "must be >= 1, got " + std::to_string(heads_kv));
+  detail::require(heads_q >= 1 && heads_q <= 65535, op, "heads_q", "must be in [1, 65535], got " + std::to_string(heads_q));
+  detail::require(heads_q % heads_kv == 0, op, "heads_q",
+                  "must be a multiple of heads_kv (" + std::to_string(heads_kv) + "), got " + std::to_string(heads_q));
+  detail::require(std::isfinite(scale), op, "scale", "must be finite");
+  detail::require(std::isfinite(o.softcap) && o.softcap >= 0.f, op, "softcap",
+                  "must be finite and >= 0 (0: off), got " + std::to_string(o.softcap));
+}
+
+// The window bounds the kernel takes: negative -> -1 (unbounded), causal -> right 0. A bound that
+// cannot exclude any key is unbounded too (exactly, not FlashAttention's approximation): query
+// i's keys reach down to i + seq_k - seq_q - left, which is <= 0 for every i once left >= seq_k,
+// and up to i + seq_k - seq_q + right >= seq_k - 1 for every i once right >= seq_q. This keeps
+// the kernel's bounds below 2^30 (seq_q, seq_k are; for varlen, their maxima).
+void set_window(attention::ExtendedParams& p, bool causal, const AttentionOptions& o) {
+  auto bound = [](std::int64_t w, std::int64_t limit) { return w < 0 || w >= limit ? -1 : int(w); };
+  p.window_left = bound(o.window_left, p.shape.seq_k);
+  p.window_right = causal ? 0 : bound(o.window_right, p.shape.seq_q);
+  p.softcap = o.softcap;
+}
+
 }  // namespace
 
 void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse, const AttentionShape& s,
                      DType dtype, bool causal, float scale, cudaStream_t stream, AttentionBackend backend) {
-  detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, kOp, "dtype",
-                  std::string("must be float16 or bfloat16, got ") + dtype_name(dtype));
-  detail::require(s.head_dim == 64 || s.head_dim == 128, kOp, "head_dim",
-                  "must be 64 or 128, got " + std::to_string(s.head_dim));
+  flash_attention(q, k, v, out, lse, s, dtype, causal, scale, AttentionOptions{}, stream, backend);
+}
+
+void flash_attention(const void* q, const void* k, const void* v, void* out, float* lse, const AttentionShape& s,
+                     DType dtype, bool causal, float scale, const AttentionOptions& options, cudaStream_t stream,
+                     AttentionBackend backend) {
+  require_common(kOp, dtype, s.head_dim, s.heads_q, s.heads_kv, scale, options);
   detail::require(s.batch >= 0 && s.batch <= 65535, kOp, "batch", "must be in [0, 65535], got " + std::to_string(s.batch));
-  detail::require(s.heads_kv >= 1, kOp, "heads_kv", "must be >= 1, got " + std::to_string(s.heads_kv));
-  detail::require(s.heads_q >= 1 && s.heads_q <= 65535, kOp, "heads_q",
-                  "must be in [1, 65535], got " + std::to_string(s.heads_q));
-  detail::require(s.heads_q % s.heads_kv == 0, kOp, "heads_q",
-                  "must be a multiple of heads_kv (" + std::to_string(s.heads_kv) + "), got " + std::to_string(s.heads_q));
   // 32-bit row indices inside the kernel.
   detail::require(s.seq_q >= 0 && s.seq_q < (std::int64_t(1) << 30), kOp, "seq_q",
                   "must be in [0, 2^30), got " + std::to_string(s.seq_q));
   detail::require(s.seq_k >= 0 && s.seq_k < (std::int64_t(1) << 30), kOp, "seq_k",
                   "must be in [0, 2^30), got " + std::to_string(s.seq_k));
-  detail::require(std::isfinite(scale), kOp, "scale", "must be finite");
   detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
                       backend == AttentionBackend::kSm90,
                   kOp, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
@@ -77,8 +133,67 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
   require_strides(s.v_stride, "v");
   require_strides(s.o_stride, "out");
 
-  attention::Params p{q, k, v, out, lse, s, causal, scale};
+  attention::ExtendedParams p{{q, k, v, out, lse, s, causal, scale}};
+  set_window(p, causal, options);
   launch(p, dtype, backend, stream);
+}
+
+void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,
+                            const AttentionVarlenShape& s, DType dtype, bool causal, float scale,
+                            const AttentionOptions& options, cudaStream_t stream) {
+  constexpr const char* kVarlen = "flash_attention_varlen";
+  require_common(kVarlen, dtype, s.head_dim, s.heads_q, s.heads_kv, scale, options);
+  detail::require(s.batch >= 0 && s.batch <= 65535, kVarlen, "batch",
+                  "must be in [0, 65535], got " + std::to_string(s.batch));
+  detail::require(s.total_q >= 0 && s.total_q < (std::int64_t(1) << 30), kVarlen, "total_q",
+                  "must be in [0, 2^30), got " + std::to_string(s.total_q));
+  detail::require(s.total_k >= 0 && s.total_k < (std::int64_t(1) << 30), kVarlen, "total_k",
+                  "must be in [0, 2^30), got " + std::to_string(s.total_k));
+  detail::require(s.max_seq_q >= 0 && s.max_seq_q < (std::int64_t(1) << 30), kVarlen, "max_seq_q",
+                  "must be in [0, 2^30), got " + std::to_string(s.max_seq_q));
+  detail::require(s.max_seq_k >= 0 && s.max_seq_k < (std::int64_t(1) << 30), kVarlen, "max_seq_k",
+                  "must be in [0, 2^30), got " + std::to_string(s.max_seq_k));
+  if (s.batch == 0 || s.total_q == 0 || s.max_seq_q == 0) return;
+  detail::require_device_pointer(s.cu_seqlens_q, s.batch + 1, kVarlen, "cu_seqlens_q");
+  detail::require_device_pointer(s.cu_seqlens_k, s.batch + 1, kVarlen, "cu_seqlens_k");
+  detail::require_element_aligned(s.cu_seqlens_q, sizeof(std::int32_t), kVarlen, "cu_seqlens_q");
+  detail::require_element_aligned(s.cu_seqlens_k, sizeof(std::int32_t), kVarlen, "cu_seqlens_k");
+  const std::int64_t n = s.total_q * s.heads_q * s.head_dim;
+  detail::require_device_pointer(q, n, kVarlen, "q");
+  detail::require_device_pointer(k, s.total_k, kVarlen, "k");
+  detail::require_device_pointer(v, s.total_k, kVarlen, "v");
+  detail::require_device_pointer(out, n, kVarlen, "out");
+  detail::require(is_aligned(q) && is_aligned(out) && (s.total_k == 0 || (is_aligned(k) && is_aligned(v))), kVarlen,
+                  !is_aligned(q) ? "q" : !is_aligned(out) ? "out" : !is_aligned(k) ? "k" : "v",
+                  "must be 16-byte aligned");
+  detail::require_element_aligned(lse, sizeof(float), kVarlen, "lse");
+  // As the dense strides, {batch = unused, head, token}.
+  AttentionShape d;
+  d.batch = s.batch;
+  d.heads_q = s.heads_q;
+  d.heads_kv = s.heads_kv;
+  d.seq_q = s.max_seq_q;
+  d.seq_k = s.max_seq_k;
+  d.head_dim = s.head_dim;
+  const std::int64_t* src[4] = {s.q_stride, s.k_stride, s.v_stride, s.o_stride};
+  std::int64_t* dst[4] = {d.q_stride, d.k_stride, d.v_stride, d.o_stride};
+  for (int i = 0; i < 4; ++i) {
+    dst[i][0] = 0;
+    dst[i][1] = src[i][1];
+    dst[i][2] = src[i][0];
+  }
+  require_strides(d.q_stride, "q", kVarlen);
+  require_strides(d.k_stride, "k", kVarlen);
+  require_strides(d.v_stride, "v", kVarlen);
+  require_strides(d.o_stride, "out", kVarlen);
+  attention::ExtendedParams p{{q, k, v, out, lse, d, causal, scale}};
+  set_window(p, causal, options);
+  p.cu_seqlens_q = s.cu_seqlens_q;
+  p.cu_seqlens_k = s.cu_seqlens_k;
+  p.total_q = static_cast<int>(s.total_q);
+  p.total_k = static_cast<int>(s.total_k);
+  detail::require_tensor_core_dtype(kVarlen, dtype);
+  launch_extended(p, dtype, stream);
 }
 
 }  // namespace flashkernel

@@ -20,10 +20,34 @@ struct Params {
   float scale;
 };
 
+// What the portable kernel's extended instances take besides (launch_extended_*): a sliding
+// window, softcap, varlen offsets. A separate type so the Params of the other kernels, and with it
+// their machine code, stay as they were.
+struct ExtendedParams : Params {
+  int window_left = -1;   // negative: unbounded
+  int window_right = -1;  // causal arrives here as 0
+  float softcap = 0.f;    // 0: off
+  // Varlen: sequence b's query rows are cu_seqlens_q[b] .. cu_seqlens_q[b + 1] (shape.seq_q is
+  // the longest), its keys likewise; shape's batch strides are unused. total_q/total_k bound the
+  // offsets; lse is [heads_q, total_q]. Null: a dense batch.
+  const std::int32_t* cu_seqlens_q = nullptr;
+  const std::int32_t* cu_seqlens_k = nullptr;
+  int total_q = 0;
+  int total_k = 0;
+};
+
 namespace sm80 {
 // Kernel paths, one translation unit per (head_dim): T is __half or __nv_bfloat16 via DType.
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream);
 void launch_d128(const Params& p, DType dtype, cudaStream_t stream);
+// The extended instances (window, softcap, varlen, every head dim): one function per head_dim,
+// each in its own translation unit; launch_extended picks by p.shape.head_dim.
+void launch_extended_d32(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+void launch_extended_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+void launch_extended_d80(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+void launch_extended_d96(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+void launch_extended_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+void launch_extended_d256(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 }  // namespace sm80
 
 namespace sm90 {

@@ -76,6 +76,50 @@ __device__ __forceinline__ void mask_tile(float (&s)[kMTiles][kNTiles][4], int r
       }
 }
 
+// The sliding-window form of the two above (the portable kernel's extended instances; causal
+// arrives as window_right = 0). Key col is visible from query row when col < seq_k and
+//   diag - window_left <= col - row <= diag + window_right,
+// a negative bound being unbounded. Differences, not sums, so nothing overflows for sequences up
+// to 2^30 and bounds below 2^30.
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ bool window_tile_needs_mask(int col0, int row0, int seq_k, int diag, int window_left,
+                                                       int window_right) {
+  return (col0 + kBlockN > seq_k) || (window_right >= 0 && col0 + kBlockN - 1 - row0 > diag + window_right) ||
+         (window_left >= 0 && col0 - (row0 + kBlockM - 1) < diag - window_left);
+}
+
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ void mask_tile_window(float (&s)[kMTiles][kNTiles][4], int row0, int col0, int seq_k,
+                                                 int diag, int window_left, int window_right, float masked) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int hi = diag + window_right, lo = diag - window_left;
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + mi * 16 + g + (e >= 2 ? 8 : 0);
+        const int col = col0 + nt * 8 + 2 * t + (e & 1);
+        const int d = col - row;
+        if (col >= seq_k || (window_right >= 0 && d > hi) || (window_left >= 0 && d < lo)) s[mi][nt][e] = masked;
+      }
+}
+
+// Logit soft-capping: raw scores s become cap * tanh(s * cap_in) with cap_in = |scale| / cap, i.e.
+// the scaled scores capped; the softmax then takes them with scale 1. tanhf, not the
+// approximate instruction: the capped scores feed exp2 directly, and tanh.approx's 2^-11
+// relative error would be a score error of up to cap * 2^-11.
+template <int kMTiles, int kNTiles>
+__device__ __forceinline__ void softcap_tile(float (&s)[kMTiles][kNTiles][4], float cap_in, float cap) {
+#pragma unroll
+  for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mi][nt][e] = cap * tanhf(s[mi][nt][e] * cap_in);
+}
+
 // Online softmax over one tile of raw (unscaled) scores: updates the row max and sum and turns s
 // into P = exp2(s * scale_log2 - max) in place. alpha receives each row's factor exp2(old max -
 // new max) for the output accumulator; the return value says whether any row of the warp moved

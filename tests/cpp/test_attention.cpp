@@ -1,6 +1,7 @@
-// flash_attention against its double-precision CPU reference: both dtypes and head_dims, odd
-// lengths, Nq != Nk both ways with the causal mask, GQA/MQA, [B, N, H, d] strides, LSE, NaN-
-// poisoned outputs, and argument errors (those run without a GPU).
+// flash_attention against its double-precision CPU reference: both dtypes, every head_dim, odd
+// lengths, Nq != Nk both ways with the causal mask, sliding windows, softcap, GQA/MQA,
+// [B, N, H, d] strides, LSE, NaN-poisoned outputs, varlen batches, and argument errors (those
+// run without a GPU).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,12 +23,21 @@ struct Case {
   std::int64_t batch, heads_q, heads_kv, seq_q, seq_k, head_dim;
   bool causal;
   bool bnhd;  // q/k/v/out stored [B, N, H, d] (the transposed view of [B, H, N, d])
+  AttentionOptions opt{};
 };
+
+// Whether the case needs the portable kernel's extended instances (no sm90 form).
+bool extended(const Case& c) {
+  return c.opt.window_left >= 0 || c.opt.window_right >= 0 || c.opt.softcap > 0.f ||
+         (c.head_dim != 64 && c.head_dim != 128);
+}
 
 std::string describe(const Case& c) {
   return "B=" + std::to_string(c.batch) + " Hq=" + std::to_string(c.heads_q) + " Hkv=" + std::to_string(c.heads_kv) +
          " Nq=" + std::to_string(c.seq_q) + " Nk=" + std::to_string(c.seq_k) + " d=" + std::to_string(c.head_dim) +
-         " causal=" + std::to_string(c.causal) + " bnhd=" + std::to_string(c.bnhd);
+         " causal=" + std::to_string(c.causal) + " bnhd=" + std::to_string(c.bnhd) +
+         " window=(" + std::to_string(c.opt.window_left) + "," + std::to_string(c.opt.window_right) +
+         ") softcap=" + std::to_string(c.opt.softcap);
 }
 
 void set_strides(std::int64_t (&st)[3], std::int64_t heads, std::int64_t seq, std::int64_t d, bool bnhd) {
@@ -60,6 +70,10 @@ void check_attention_on(const Case& c, AttentionBackend backend);
 // Runs the case on every kernel path this GPU has.
 template <typename T>
 void check_attention(const Case& c) {
+  if (extended(c)) {
+    check_attention_on<T>(c, AttentionBackend::kAuto);  // the portable kernel on every GPU
+    return;
+  }
   for (AttentionBackend b : backends_to_test()) check_attention_on<T>(c, b);
 }
 
@@ -85,11 +99,11 @@ void check_attention_on(const Case& c, AttentionBackend backend) {
   dlse.poison();
   const double scale = 1.0 / std::sqrt(double(c.head_dim));
   flash_attention(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(), s,
-                  std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, c.causal, float(scale), nullptr,
-                  backend);
+                  std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, c.causal, float(scale), c.opt,
+                  nullptr, backend);
   FK_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> want, want_lse;
-  reference::flash_attention(hq.data(), hk.data(), hv.data(), s, c.causal, scale, want, want_lse);
+  reference::flash_attention(hq.data(), hk.data(), hv.data(), s, c.causal, scale, want, want_lse, c.opt);
   auto got = dout.download();
   auto got_lse = dlse.download();
   double worst = 0, worst_lse = 0;
@@ -163,6 +177,135 @@ TYPED_TEST(AttentionTest, MoreWorkTilesThanSms) {
   check_attention<TypeParam>({3, 24, 24, 300, 170, 128, true, true});
 }
 
+TYPED_TEST(AttentionTest, EveryHeadDim) {
+  FK_SKIP_WITHOUT_GPU();
+  for (std::int64_t d : {32, 80, 96, 256})
+    for (std::int64_t n : {1, 7, 127, 300})
+      for (bool causal : {false, true}) check_attention<TypeParam>({1, 2, 1, n, n, d, causal, n == 127});
+  check_attention<TypeParam>({2, 4, 2, 70, 200, 256, true, false});
+  check_attention<TypeParam>({1, 2, 2, 200, 70, 96, true, true});
+  check_attention<TypeParam>({2, 6, 2, 333, 333, 80, false, false});
+}
+
+// Sliding windows on both sides, alone and with causal, windows longer than the sequence, left 0
+// (each row sees only its own position), Nq != Nk (the window follows the bottom-right
+// alignment), every head dim's tile shape.
+TYPED_TEST(AttentionTest, SlidingWindow) {
+  FK_SKIP_WITHOUT_GPU();
+  for (std::int64_t d : {64, 128, 32, 256}) {
+    const std::pair<std::int64_t, std::int64_t> windows[] = {{16, -1}, {-1, 5}, {100, 40}, {0, 0}, {300, -1}, {2000, 2000}};
+    for (auto [left, right] : windows) {
+      AttentionOptions o;
+      o.window_left = left, o.window_right = right;
+      check_attention<TypeParam>({1, 2, 1, 300, 300, d, false, false, o});
+      check_attention<TypeParam>({1, 2, 2, 129, 129, d, true, false, o});
+    }
+    AttentionOptions o;
+    o.window_left = 64;
+    check_attention<TypeParam>({1, 2, 1, 70, 500, d, true, true, o});
+    check_attention<TypeParam>({1, 2, 1, 500, 70, d, false, false, o});  // early rows see no key
+  }
+  AttentionOptions o;
+  o.window_left = 200, o.window_right = 0;
+  check_attention<TypeParam>({1, 2, 2, 1000, 1000, 128, false, false, o});  // many skipped tiles
+}
+
+TYPED_TEST(AttentionTest, Softcap) {
+  FK_SKIP_WITHOUT_GPU();
+  for (std::int64_t d : {64, 96, 128, 256})
+    for (float cap : {1.f, 30.f}) {
+      AttentionOptions o;
+      o.softcap = cap;
+      check_attention<TypeParam>({1, 2, 1, 127, 127, d, true, false, o});
+      check_attention<TypeParam>({2, 4, 2, 64, 300, d, false, true, o});
+      o.window_left = 50;
+      check_attention<TypeParam>({1, 2, 2, 300, 300, d, true, false, o});
+    }
+}
+
+// Varlen: sequences of lengths 0, 1, 7, 127, ... packed in one [total, H, d] tensor, each checked
+// against the dense reference of its own rows; rows of q past the last sequence stay untouched.
+template <typename T>
+void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k, std::int64_t hq,
+                  std::int64_t hkv, std::int64_t d, bool causal, AttentionOptions opt = {}) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("varlen d=" + std::to_string(d) + " causal=" + std::to_string(causal) + " window=(" +
+               std::to_string(opt.window_left) + "," + std::to_string(opt.window_right) + ") softcap=" +
+               std::to_string(opt.softcap) + " seed=" + std::to_string(seed));
+  const std::size_t B = lens_q.size();
+  std::vector<std::int32_t> cu_q{0}, cu_k{0};
+  std::int64_t max_q = 0, max_k = 0;
+  for (std::size_t b = 0; b < B; ++b) {
+    cu_q.push_back(cu_q.back() + std::int32_t(lens_q[b]));
+    cu_k.push_back(cu_k.back() + std::int32_t(lens_k[b]));
+    max_q = std::max(max_q, lens_q[b]);
+    max_k = std::max(max_k, lens_k[b]);
+  }
+  const std::int64_t total_q = cu_q.back(), total_k = cu_k.back();
+  auto hq_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_q * hq * d), seed, -2.f, 2.f);
+  auto hk_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 1, -2.f, 2.f);
+  auto hv_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 2);
+  DeviceBuffer<T> dq(hq_), dk(hk_), dv(hv_), dout(std::max<std::int64_t>(1, total_q * hq * d));
+  DeviceBuffer<float> dlse(std::max<std::int64_t>(1, hq * total_q));
+  DeviceBuffer<std::int32_t> dcq(cu_q), dck(cu_k);
+  dout.poison();
+  dlse.poison();
+  AttentionVarlenShape s;
+  s.batch = std::int64_t(B), s.heads_q = hq, s.heads_kv = hkv, s.head_dim = d, s.total_q = total_q,
+  s.total_k = total_k, s.max_seq_q = max_q, s.max_seq_k = max_k;
+  s.cu_seqlens_q = dcq.get(), s.cu_seqlens_k = dck.get();
+  s.q_stride[0] = s.o_stride[0] = hq * d, s.q_stride[1] = s.o_stride[1] = d;
+  s.k_stride[0] = s.v_stride[0] = hkv * d, s.k_stride[1] = s.v_stride[1] = d;
+  const double scale = 1.0 / std::sqrt(double(d));
+  flash_attention_varlen(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(), s,
+                         std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, causal, float(scale), opt);
+  FK_CUDA_CHECK(cudaDeviceSynchronize());
+  auto got = dout.download();
+  auto got_lse = dlse.download();
+  double worst = 0, worst_lse = 0;
+  for (std::size_t b = 0; b < B; ++b) {
+    if (lens_q[b] == 0) continue;
+    // This sequence as a dense batch of one, read in place from the packed host arrays.
+    AttentionShape one;
+    one.batch = 1, one.heads_q = hq, one.heads_kv = hkv, one.seq_q = lens_q[b], one.seq_k = lens_k[b], one.head_dim = d;
+    set_strides(one.q_stride, hq, lens_q[b], d, true);
+    set_strides(one.k_stride, hkv, lens_k[b], d, true);
+    set_strides(one.v_stride, hkv, lens_k[b], d, true);
+    std::vector<double> want, want_lse;
+    reference::flash_attention(hq_.data() + cu_q[b] * hq * d, hk_.data() + cu_k[b] * hkv * d,
+                               hv_.data() + cu_k[b] * hkv * d, one, causal, scale, want, want_lse, opt);
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t i = 0; i < lens_q[b]; ++i) {
+        const std::int64_t row = cu_q[b] + i;
+        for (std::int64_t e = 0; e < d; ++e) {
+          const double g = to_float(got[(row * hq + h) * d + e]);
+          ASSERT_FALSE(std::isnan(g)) << "out NaN at seq " << b << " h=" << h << " i=" << i;
+          worst = std::max(worst, std::abs(g - want[(h * lens_q[b] + i) * d + e]));
+        }
+        const double gl = got_lse[h * total_q + row], wl = want_lse[h * lens_q[b] + i];
+        if (std::isinf(wl)) {
+          ASSERT_TRUE(std::isinf(gl) && gl < 0) << "seq " << b << " row " << i << ": lse must be -inf, got " << gl;
+        } else {
+          worst_lse = std::max(worst_lse, std::abs(gl - wl));
+        }
+      }
+  }
+  EXPECT_LE(worst, tolerance<T>());
+  EXPECT_LE(worst_lse, 1e-3);
+}
+
+TYPED_TEST(AttentionTest, VarlenPackedBatch) {
+  FK_SKIP_WITHOUT_GPU();
+  const std::vector<std::int64_t> lq{7, 0, 1, 127, 300, 64}, lk{7, 5, 1, 127, 300, 200};
+  for (std::int64_t d : {64, 128, 80, 256})
+    for (bool causal : {false, true}) check_varlen<TypeParam>(lq, lk, 4, 2, d, causal);
+  AttentionOptions o;
+  o.window_left = 32;
+  o.softcap = 20.f;
+  check_varlen<TypeParam>(lq, lk, 2, 1, 64, true, o);
+  check_varlen<TypeParam>({1000}, {1000}, 2, 2, 128, true, o);
+}
+
 TEST(AttentionGpu, EmptyQueryIsANoOp) {
   FK_SKIP_WITHOUT_GPU();
   AttentionShape s;
@@ -197,7 +340,7 @@ std::string argument_of_error(const AttentionShape& s, DType dtype, const void* 
 TEST(AttentionArguments, EachBadInputNamesItsArgument) {
   EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat32), "dtype");
   auto s = valid_shape();
-  s.head_dim = 80;
+  s.head_dim = 72;
   EXPECT_EQ(argument_of_error(s, DType::kFloat16), "head_dim");
   s = valid_shape();
   s.heads_q = 3;
@@ -211,6 +354,57 @@ TEST(AttentionArguments, EachBadInputNamesItsArgument) {
   alignas(16) static char buf[32];
   EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat16, buf + 2), "q");
   EXPECT_EQ(argument_of_error(valid_shape(), DType::kFloat16, nullptr, static_cast<AttentionBackend>(7)), "backend");
+}
+
+TEST(AttentionArguments, WindowSoftcapAndVarlenNameTheirArguments) {
+  alignas(16) static char buf[64];
+  AttentionOptions o;
+  o.softcap = -1.f;
+  auto argument = [&](auto&& call) {
+    try {
+      call();
+    } catch (const ArgumentError& e) {
+      return e.argument();
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(argument([&] { flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o); }),
+            "softcap");
+  o.softcap = 0.f;
+  o.window_left = 8;
+  // The Hopper kernel has no window: naming it is an error, before any CUDA call.
+  EXPECT_EQ(argument([&] {
+              flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o, nullptr,
+                              AttentionBackend::kSm90);
+            }),
+            "backend");
+  AttentionVarlenShape v;
+  v.batch = 2, v.heads_q = 4, v.heads_kv = 2, v.head_dim = 64, v.total_q = 16, v.total_k = 16, v.max_seq_q = 8,
+  v.max_seq_k = 8;
+  EXPECT_EQ(argument([&] { flash_attention_varlen(buf, buf, buf, buf, nullptr, v, DType::kFloat16, false, 1.f); }),
+            "cu_seqlens_q");
+  v.max_seq_k = -1;
+  EXPECT_EQ(argument([&] { flash_attention_varlen(buf, buf, buf, buf, nullptr, v, DType::kFloat16, false, 1.f); }),
+            "max_seq_k");
+  v.max_seq_k = 8, v.head_dim = 48;
+  EXPECT_EQ(argument([&] { flash_attention_varlen(buf, buf, buf, buf, nullptr, v, DType::kFloat16, false, 1.f); }),
+            "head_dim");
+}
+
+TEST(ReferenceAttention, WindowAndSoftcapByDefinition) {
+  // One query over 4 keys with window (1, 0): it sees keys 2 and 3 only (position 3).
+  AttentionShape s;
+  s.batch = 1, s.heads_q = 1, s.heads_kv = 1, s.seq_q = 1, s.seq_k = 4, s.head_dim = 1;
+  s.q_stride[2] = s.k_stride[2] = s.v_stride[2] = 1;
+  const float q[1] = {1.f}, k[4] = {5.f, 5.f, 1.f, 2.f}, v[4] = {100.f, 100.f, 1.f, 3.f};
+  AttentionOptions o;
+  o.window_left = 1, o.window_right = 0, o.softcap = 1.f;
+  std::vector<double> out, lse;
+  reference::flash_attention(q, k, v, s, false, 1.0, out, lse, o);
+  const double s2 = std::tanh(1.0), s3 = std::tanh(2.0);
+  const double p2 = std::exp(s2), p3 = std::exp(s3);
+  EXPECT_NEAR(out[0], (p2 * 1.0 + p3 * 3.0) / (p2 + p3), 1e-12);
+  EXPECT_NEAR(lse[0], std::log(p2 + p3), 1e-12);
 }
 
 // lse is written as fp32 scalars: a pointer off 4-byte alignment would fault on the device.

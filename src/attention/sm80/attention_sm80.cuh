@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "attention/attention_params.h"
 #include "attention/sm80/attention_sm80_config.h"
@@ -36,17 +37,19 @@ namespace flashkernel::attention::sm80 {
 
 // TileConfig and the configurations of each head_dim: attention_sm80_config.h.
 
-// Copies tiles of `kRows` rows of kHeadDim elements (row r at src + r * row_stride) into swizzled
-// shared memory with cp.async. kThreads is a multiple of the 16-byte chunks per row, so each thread
-// always copies the same chunk column, of rows row0, row0 + kRowsPerPass, ...: its shared offsets
-// are one precomputed value plus constants, and its global address advances by one add per row.
-template <typename T, int kRows, int kHeadDim, int kThreads>
+// Copies tiles of `kRows` rows of kValidElems elements (row r at src + r * row_stride) into
+// swizzled shared memory rows of kHeadDim elements (kValidElems < kHeadDim: the padding chunks are
+// neither copied nor read) with cp.async. kThreads is a multiple of the 16-byte chunks per row, so
+// each thread always copies the same chunk column, of rows row0, row0 + kRowsPerPass, ...: where
+// kRowsPerPass is a multiple of 8 its shared offsets are one precomputed value plus constants
+// (the rows share the swizzle, row % 8), and its global address advances by one add per row.
+template <typename T, int kRows, int kHeadDim, int kThreads, int kValidElems = kHeadDim>
 struct TileCopy {
   static constexpr int kChunks = kHeadDim / 8;
   static constexpr int kRowsPerPass = kThreads / kChunks;
   static constexpr int kPasses = kRows / kRowsPerPass;
-  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0 && kRowsPerPass % 8 == 0,
-                "every thread copies one chunk column, and its rows share the swizzle (row % 8)");
+  static constexpr bool kSharedSwizzle = kRowsPerPass % 8 == 0;
+  static_assert(kThreads % kChunks == 0 && kRows % kRowsPerPass == 0, "every thread copies one chunk column");
   int row0;                // the thread's first row
   int col;                 // its chunk column, in elements
   std::uint32_t smem_off;  // byte offset of (row0, col) in the swizzled tile
@@ -57,28 +60,38 @@ struct TileCopy {
     smem_off = std::uint32_t(SwizzledTile<kHeadDim>::offset(row0, col) * sizeof(T));
   }
 
+  // Byte offset of pass i's row in the tile.
+  __device__ __forceinline__ std::uint32_t pass_offset(int i) const {
+    if constexpr (kSharedSwizzle) {
+      return smem_off + i * kRowsPerPass * kHeadDim * sizeof(T);
+    } else {
+      return std::uint32_t(SwizzledTile<kHeadDim>::offset(row0 + i * kRowsPerPass, col) * sizeof(T));
+    }
+  }
+
   // kCheckRows: rows at or past `valid_rows` are zero-filled (a NaN there would survive P = 0 as
   // 0 * NaN); only a tile that crosses the end of the sequence needs the check.
   template <bool kCheckRows>
   __device__ __forceinline__ void copy(std::uint32_t smem_tile, const T* src, std::int64_t row_stride,
                                        int valid_rows = kRows) const {
+    if (kValidElems < kHeadDim && col >= kValidElems) return;  // a padding chunk
     const T* g = src + row0 * row_stride + col;
     const std::int64_t step = kRowsPerPass * row_stride;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i, g += step) {
       const bool valid = !kCheckRows || row0 + i * kRowsPerPass < valid_rows;
       // An out-of-range row still needs a legal address; nothing is read from it (src size 0).
-      cp_async_16(smem_tile + smem_off + i * kRowsPerPass * kHeadDim * sizeof(T), valid ? g : src, valid);
+      cp_async_16(smem_tile + pass_offset(i), valid ? g : src, valid);
     }
   }
 
   // Flips the sign of every element this thread copied (the sign bit of each 16-bit value), once
   // its copies have landed.
   __device__ __forceinline__ void negate_own(T* smem_tile) const {
+    if (kValidElems < kHeadDim && col >= kValidElems) return;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      auto* chunk = reinterpret_cast<uint4*>(reinterpret_cast<unsigned char*>(smem_tile) + smem_off +
-                                             i * kRowsPerPass * kHeadDim * sizeof(T));
+      auto* chunk = reinterpret_cast<uint4*>(reinterpret_cast<unsigned char*>(smem_tile) + pass_offset(i));
       uint4 x = *chunk;
       x.x ^= 0x80008000u, x.y ^= 0x80008000u, x.z ^= 0x80008000u, x.w ^= 0x80008000u;
       *chunk = x;
@@ -86,16 +99,24 @@ struct TileCopy {
   }
 };
 
-template <typename T, typename Cfg>
-__global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Params p) {
+// kExtended: the instance that also takes a sliding window, softcap and varlen batches
+// (ExtendedParams) and any head_dim of the configurations; the plain instances
+// (kExtended = false, head_dim 64/128) compile to the same code as before those existed.
+template <bool kExtended>
+using KernelParams = std::conditional_t<kExtended, ExtendedParams, Params>;
+
+template <typename T, typename Cfg, bool kExtended = false>
+__global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const KernelParams<kExtended> p) {
   constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kStages = Cfg::kStages;
+  constexpr int DS = Cfg::kSmemRowElems;  // shared-memory row (D padded to whole swizzle rows)
   constexpr int MT = Cfg::kMTiles;
   constexpr int kNTiles = BN / 8;   // 8-column C fragments of S per 16-row tile
   constexpr int kDTiles = D / 8;    // 8-column C fragments of O per 16-row tile
-  constexpr int kRowBytes = D * int(sizeof(T));
+  constexpr int kRowBytes = DS * int(sizeof(T));
   constexpr int kStageBytes = BN * kRowBytes;
-  using QCopy = TileCopy<T, BM, D, Cfg::kThreads>;
-  using KVCopy = TileCopy<T, BN, D, Cfg::kThreads>;
+  static_assert(kExtended || DS == D, "padded head dims run the extended instances only");
+  using QCopy = TileCopy<T, BM, DS, Cfg::kThreads, D>;
+  using KVCopy = TileCopy<T, BN, DS, Cfg::kThreads, D>;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -109,18 +130,43 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   const int head_kv = head / int(sh.heads_q / sh.heads_kv);
-  const int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
+  int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
   const int m0 = m_block * BM;
+  // Varlen: this sequence's rows start at q_row0 / k_row0 of the packed tensors (batch strides
+  // unused). Offsets are clamped into [0, total] and lengths to the maxima, so no cu_seqlens
+  // value can move an access outside the tensors.
+  int q_row0 = 0, k_row0 = 0;
+  if constexpr (kExtended) {
+    if (p.cu_seqlens_q != nullptr) {
+      auto range = [](const std::int32_t* cu, int b, int total, int max_len, int& first) {
+        first = min(max(cu[b], 0), total);
+        return max(0, min(min(cu[b + 1], total) - first, max_len));
+      };
+      seq_q = range(p.cu_seqlens_q, batch, p.total_q, int(sh.seq_q), q_row0);
+      seq_k = range(p.cu_seqlens_k, batch, p.total_k, int(sh.seq_k), k_row0);
+      if (m0 >= seq_q) return;  // this sequence is shorter than the longest
+    }
+  }
   // Causal: query i sees keys j <= i + diag (bottom-right aligned).
   const int diag = seq_k - seq_q;
 
   const T* q = static_cast<const T*>(p.q) + batch * sh.q_stride[0] + head * sh.q_stride[1] +
-               std::int64_t(m0) * sh.q_stride[2];
-  const T* k = static_cast<const T*>(p.k) + batch * sh.k_stride[0] + head_kv * sh.k_stride[1];
-  const T* v = static_cast<const T*>(p.v) + batch * sh.v_stride[0] + head_kv * sh.v_stride[1];
+               std::int64_t(q_row0 + m0) * sh.q_stride[2];
+  const T* k = static_cast<const T*>(p.k) + batch * sh.k_stride[0] + head_kv * sh.k_stride[1] +
+               std::int64_t(k_row0) * sh.k_stride[2];
+  const T* v = static_cast<const T*>(p.v) + batch * sh.v_stride[0] + head_kv * sh.v_stride[1] +
+               std::int64_t(k_row0) * sh.v_stride[2];
 
   int n_end = seq_k;
-  if (p.causal) n_end = min(seq_k, m0 + BM + diag);  // last row of the block sees keys < this
+  int j_begin = 0;  // the first key tile any row of the block sees
+  if constexpr (kExtended) {
+    // The window (causal is window_right = 0 here): the block's last row sees keys < n_end, its
+    // first row keys >= m0 + diag - window_left.
+    if (p.window_right >= 0) n_end = int(min(std::int64_t(seq_k), std::int64_t(m0) + BM + diag + p.window_right));
+    if (p.window_left >= 0) j_begin = max(0, m0 + diag - p.window_left) / BN;
+  } else {
+    if (p.causal) n_end = min(seq_k, m0 + BM + diag);  // last row of the block sees keys < this
+  }
   const int n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -147,7 +193,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   q_copy.template copy<true>(sQ_addr, q, sh.q_stride[2], seq_q - m0);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_blocks) load_kv(s);
+    if (j_begin + s < n_blocks) load_kv(j_begin + s);
     cp_async_commit();
   }
   // A negative scale: softmax(scale * S) = softmax(|scale| * (-Q) K^T). Negating this block's Q
@@ -163,7 +209,13 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   float acc_o[MT][kDTiles][4];
   zero_accumulators(acc_o);
   RowStats<MT> stats;
-  const SoftmaxScale sc(fabsf(p.scale));
+  // Softcap: the scores become softcap * tanh(|scale| * s / softcap), already scaled, so the
+  // softmax takes them with scale 1.
+  bool softcap = false;
+  float cap = 0.f;
+  if constexpr (kExtended) softcap = p.softcap > 0.f, cap = p.softcap;
+  const SoftmaxScale sc(softcap ? 1.f : fabsf(p.scale));
+  const float cap_in = softcap ? fabsf(p.scale) / cap : 0.f;
 
   // This lane's ldmatrix rows (see the fragment layouts in common/mma_sm80.cuh): Q (A operand)
   // and V^T read rows lane % 16 at chunk bit lane / 16, K (B operand) rows (lane / 16) * 8 +
@@ -173,7 +225,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   const std::uint32_t k_rows = ((lane / 16) * 8 + lane % 8) * kRowBytes;
   const std::uint32_t v_rows = (lane % 16) * kRowBytes;
 
-  for (int j = 0; j < n_blocks; ++j) {
+  for (int j = j_begin; j < n_blocks; ++j) {
     // Refill the stage read in iteration j-1 with key tile j+kStages-1; the barrier makes sure
     // every warp has finished reading it.
     __syncthreads();
@@ -210,7 +262,12 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
     }
 
     // ---- mask where needed (diagonal and tail tiles only), then the online softmax
-    if (tile_needs_mask<BN>(n0, m0, seq_k, p.causal, diag)) {
+    if constexpr (kExtended) {
+      if (softcap) softcap_tile(acc_s, cap_in, cap);
+      if (window_tile_needs_mask<BM, BN>(n0, m0, seq_k, diag, p.window_left, p.window_right)) {
+        mask_tile_window(acc_s, m0 + warp_row0, n0, seq_k, diag, p.window_left, p.window_right, sc.masked);
+      }
+    } else if (tile_needs_mask<BN>(n0, m0, seq_k, p.causal, diag)) {
       mask_tile(acc_s, m0 + warp_row0, n0, seq_k, p.causal, diag, sc.masked);
     }
     float alpha[MT][2];
@@ -243,15 +300,19 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Para
   cp_async_wait<0>();  // nothing may be left in flight into shared memory when the block exits
 
   // ---- epilogue: O / l, LSE
-  T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1];
+  T* out = static_cast<T*>(p.out) + batch * sh.o_stride[0] + head * sh.o_stride[1] +
+           std::int64_t(q_row0) * sh.o_stride[2];
   float* lse = p.lse ? p.lse + (std::int64_t(batch) * sh.heads_q + head) * seq_q : nullptr;
+  if constexpr (kExtended) {  // varlen: lse is [heads_q, total_q]
+    if (p.lse != nullptr && p.cu_seqlens_q != nullptr) lse = p.lse + std::int64_t(head) * p.total_q + q_row0;
+  }
   store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, m0 + warp_row0, seq_q);
 }
 
-template <typename T, typename Cfg>
-void launch(const Params& p, cudaStream_t stream) {
+template <typename T, typename Cfg, bool kExtended = false>
+void launch(const KernelParams<kExtended>& p, cudaStream_t stream) {
   constexpr int kSmem = Cfg::kSmemBytes;
-  constexpr auto kernel = attention_fwd_kernel<T, Cfg>;
+  constexpr auto kernel = attention_fwd_kernel<T, Cfg, kExtended>;
   // Above 48 KiB a kernel must opt in to dynamic shared memory.
   if constexpr (kSmem > detail::kDefaultSmemBytes) detail::ensure_smem_opt_in<kernel>(kSmem);
   const dim3 grid(unsigned((p.shape.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM), unsigned(p.shape.heads_q),
@@ -263,12 +324,12 @@ void launch(const Params& p, cudaStream_t stream) {
 // One head dim's launch: its main configuration where the device's shared memory allows it, else
 // the compact one, in both 16-bit dtypes. Each head dim's file instantiates its own, so they
 // compile in parallel.
-template <typename Main, typename Compact>
-void launch_half_dtypes(const Params& p, DType dtype, cudaStream_t stream) {
+template <typename Main, typename Compact, bool kExtended = false>
+void launch_half_dtypes(const KernelParams<kExtended>& p, DType dtype, cudaStream_t stream) {
   const bool main = uses_main_config<Main>(detail::current_smem_optin_bytes());
   dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    main ? launch<T, Main>(p, stream) : launch<T, Compact>(p, stream);
+    main ? launch<T, Main, kExtended>(p, stream) : launch<T, Compact, kExtended>(p, stream);
   });
 }
 

@@ -1,0 +1,12 @@
+// The extended sm80 instances for head_dim 80 (sliding window, softcap, varlen batches; see
+// attention_sm80.cuh and ConfigD80 in attention_sm80_config.h). One file per head dim so they
+// compile in parallel.
+#include "attention/sm80/attention_sm80.cuh"
+
+namespace flashkernel::attention::sm80 {
+
+void launch_extended_d80(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
+  launch_half_dtypes<ConfigD80, ConfigD80Compact, /*kExtended=*/true>(p, dtype, stream);
+}
+
+}  // namespace flashkernel::attention::sm80
