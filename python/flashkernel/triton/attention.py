@@ -235,7 +235,7 @@ CONFIGS = [
 # holds BLOCK_N x 256 x 2 bytes of K and as much of V, so smaller tiles and fewer stages. Compiled
 # for sm_90 (Triton 3.6, ptxas): 64x32 with 8 warps spills least (40-64 bytes of stack a thread,
 # 64 KiB of shared memory), 64x64 w8 112-352 bytes, 64x64 w4 and 128x64 w8 856-1432 bytes; all
-# within the 227 KiB of shared memory an H100/H200 block may use (96-128 KiB).
+# within the 227 KiB of shared memory an H100/H200 block may use (64-128 KiB).
 CONFIGS_D256 = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=8, num_stages=2),
