@@ -113,10 +113,13 @@ int current_compute_capability() {
     const int built = newest_built_arch_for(native);
     const int forced = forced_arch();
     if (forced == 0) return built;
-    if (forced > built) {
+    // An override may name an older architecture than the built code this GPU runs, or a newer
+    // one that would run the very same code (sm_86 from a compute_80 build: only the limits
+    // differ), never one past the GPU itself.
+    if (forced > native || (forced > built && newest_built_arch_for(forced) != built)) {
       throw Error("flashkernel: FLASHKERNEL_FORCE_ARCH=" + std::to_string(forced) +
                   " is newer than what this GPU runs from this build (sm_" + std::to_string(built) +
-                  "): an override can only select an older architecture's path");
+                  "): an override can only select an older architecture's path, or one that runs the same code");
     }
     return forced;
   });
