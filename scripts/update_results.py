@@ -39,6 +39,8 @@ SUMMARY = {
     "vector_add": ("flashkernel_cuda", "device_copy", r"MB=(256|1024)$"),
     "reduce": ("flashkernel_cuda", "torch_eager", r"^n=(1000000|100000000|1000000000) |^rows="),
     "attention": ("flashkernel_cuda", "sdpa_cudnn", r"^B=\d+ H=\d+ N=(1024|4096|16384) d=(64|128) "),
+    "attention_head_dims": ("flashkernel_cuda", "sdpa_cudnn", r"N=(4096|8192) d=(96|256) "),
+    "attention_varlen": ("flashkernel_cuda", "sdpa_padded", r"."),
     "gelu_linear": ("flashkernel_cuda", "cublaslt_epilogue", r"."),
     "rope": ("flashkernel_cuda", "torch_compile", r"^B=8 "),
     "layernorm": ("flashkernel_cuda", "torch_eager", r"rows=(4096|16384) "),
@@ -53,6 +55,8 @@ OP_SOURCES = {
     "vector_add": ("src/stub", "src/vector_add"),  # src/stub: the folder's earlier name
     "reduce": ("src/reduce",),
     "attention": ("src/attention",),
+    "attention_head_dims": ("src/attention",),
+    "attention_varlen": ("src/attention",),
     "gelu_linear": ("src/gelu_linear",),
     "rope": ("src/rope",),
     "layernorm": ("src/layernorm",),

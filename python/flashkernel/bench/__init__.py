@@ -8,6 +8,8 @@ BENCHMARKS = {
     "kv_cache": "flashkernel.bench.ops.kv_cache",
     "gelu_linear": "flashkernel.bench.ops.gelu_linear",
     "attention": "flashkernel.bench.ops.attention",
+    "attention_head_dims": "flashkernel.bench.ops.attention_head_dims",
+    "attention_varlen": "flashkernel.bench.ops.attention_varlen",
     "rope": "flashkernel.bench.ops.rope",
     "layernorm": "flashkernel.bench.ops.layernorm",
     "e2e_gpt2": "flashkernel.bench.ops.e2e_gpt2",
