@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "flashkernel/attention.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -29,18 +30,15 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
                                                         bool causal, std::optional<double> scale, bool return_lse,
                                                         c10::string_view backend) {
   check_cuda(q, kOp, "q");
-  check_cuda(k, kOp, "k");
-  check_cuda(v, kOp, "v");
-  check_same_device(q, k, kOp, "q", "k");
-  check_same_device(q, v, kOp, "q", "v");
+  check_cuda_on_device_of(k, q, kOp, "k", "q");
+  check_cuda_on_device_of(v, q, kOp, "v", "q");
   check_dim(q, 4, kOp, "q", "[batch, heads_q, seq_q, head_dim]");
   check_dim(k, 4, kOp, "k", "[batch, heads_kv, seq_k, head_dim]");
   check_dim(v, 4, kOp, "v", "[batch, heads_kv, seq_k, head_dim]");
   DType dtype = to_dtype(q, kOp, "q", /*allow_fp32=*/false);
   check_same_dtype(q, k, kOp, "q", "k");
   check_same_dtype(q, v, kOp, "q", "v");
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), kOp, ": arguments 'k' and 'v' must have the same shape, got ", k.sizes(),
-                    " and ", v.sizes());
+  check_same_shape(k, v, kOp, "k", "v");
   TORCH_CHECK_VALUE(q.size(0) == k.size(0), kOp, ": argument 'k' must have the batch size of 'q' (", q.size(0),
                     "), got ", k.size(0));
   TORCH_CHECK_VALUE(q.size(3) == k.size(3), kOp, ": argument 'k' must have the head_dim of 'q' (", q.size(3),
@@ -92,6 +90,10 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   return {out, lse};
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("flash_attention", &flash_attention_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
@@ -99,13 +101,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
         "bool return_lse=False, str backend=\"auto\") -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("flash_attention", &flash_attention_cuda);
-}
-
-// CPU tensors reach the same function, which rejects them naming the argument.
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("flash_attention", &flash_attention_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

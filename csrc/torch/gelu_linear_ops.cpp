@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "flashkernel/gelu_linear.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -37,8 +38,7 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
   const GeluApproximation act = parse_approximate(approximate, kOp);
   const GeluLinearBackend which = parse_backend(backend, kOp);
   check_cuda(x, kOp, "x");
-  check_cuda(weight, kOp, "weight");
-  check_same_device(x, weight, kOp, "x", "weight");
+  check_cuda_on_device_of(weight, x, kOp, "weight", "x");
   const DType dtype = to_dtype(x, kOp, "x", /*allow_fp32=*/false);
   check_same_dtype(x, weight, kOp, "x", "weight");
   check_dim(weight, 2, kOp, "weight", "[out_features, in_features]");
@@ -55,8 +55,7 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
   check_contiguous(weight, kOp, "weight");
   const void* bias_ptr = nullptr;
   if (bias.has_value() && bias->defined()) {
-    check_cuda(*bias, kOp, "bias");
-    check_same_device(x, *bias, kOp, "x", "bias");
+    check_cuda_on_device_of(*bias, x, kOp, "bias", "x");
     check_same_dtype(x, *bias, kOp, "x", "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, kOp, ": argument 'bias' must have shape [", n,
                       "] (out_features), got ", bias->sizes());
@@ -74,19 +73,16 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
   return out;
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("gelu_linear", &gelu_linear_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("gelu_linear(Tensor x, Tensor weight, Tensor? bias=None, *, str approximate='none', str backend='auto') -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("gelu_linear", &gelu_linear_cuda);
-}
-
-// CPU tensors reach the same function so the error names the argument (see vector_add_ops.cpp).
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("gelu_linear", &gelu_linear_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

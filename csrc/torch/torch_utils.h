@@ -37,6 +37,19 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
                     "' must be on the same device, got ", a.device(), " and ", b.device());
 }
 
+// `t` is a CUDA tensor on the device of `ref`, an argument already checked (the error names `ref` first).
+inline void check_cuda_on_device_of(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                                    const char* ref_name) {
+  check_cuda(t, op, name);
+  check_same_device(ref, t, op, ref_name, name);
+}
+
+inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const char* op, const char* name_a,
+                             const char* name_b) {
+  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), op, ": arguments '", name_a, "' and '", name_b,
+                    "' must have the same shape, got ", a.sizes(), " and ", b.sizes());
+}
+
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* op, const char* name, const char* layout) {
   TORCH_CHECK_VALUE(t.dim() == dim, op, ": argument '", name, "' must be ", dim, "-D ", layout, ", got shape ",
                     t.sizes());
