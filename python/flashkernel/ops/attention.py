@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from flashkernel import _library
+from flashkernel import _checks, _library
 
 _OP = "flashkernel.flash_attention"
 SUPPORTED_HEAD_DIMS = (64, 128)
@@ -31,17 +31,12 @@ def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
     """The shape/dtype rules shared by the fake implementation and the Triton twin (the C++ op
     applies the same ones), with errors naming the argument."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4:
-            raise ValueError(f"{op}: argument '{name}' must be 4-D [batch, heads, seq, head_dim], got shape "
-                             f"{tuple(t.shape)}")
+        _checks.dim(op, t, 4, name, "[batch, heads, seq, head_dim]")
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'q' has unsupported dtype {q.dtype}; expected float16 or bfloat16")
-    for name, t in (("k", k), ("v", v)):
-        if t.dtype != q.dtype:
-            raise TypeError(f"{op}: arguments 'q' and '{name}' must have the same dtype, got {q.dtype} and {t.dtype}")
-    if k.shape != v.shape:
-        raise ValueError(f"{op}: arguments 'k' and 'v' must have the same shape, got {tuple(k.shape)} and "
-                         f"{tuple(v.shape)}")
+    _checks.same_dtype(op, q, k, "q", "k")
+    _checks.same_dtype(op, q, v, "q", "v")
+    _checks.same_shape(op, k, v, "k", "v")
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"{op}: argument 'k' must have the batch size of 'q' ({q.shape[0]}), got {k.shape[0]}")
     if q.shape[3] != k.shape[3]:

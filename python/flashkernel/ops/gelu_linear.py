@@ -35,9 +35,7 @@ def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     if x.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'x' has unsupported dtype {x.dtype}; expected float16 or bfloat16")
     _checks.same_dtype(op, x, weight, "x", "weight")
-    if weight.dim() != 2:
-        raise ValueError(f"{op}: argument 'weight' must be 2-D [out_features, in_features], "
-                         f"got shape {tuple(weight.shape)}")
+    _checks.dim(op, weight, 2, "weight", "[out_features, in_features]")
     n, k = weight.shape
     if k <= 0 or k % 8:
         raise ValueError(f"{op}: argument 'weight' must have in_features (size 1) a positive multiple of 8, "
