@@ -30,8 +30,9 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
 def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """The shape/dtype rules shared by the fake implementation and the Triton twin (the C++ op
     applies the same ones), with errors naming the argument."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _checks.dim(op, t, 4, name, "[batch, heads, seq, head_dim]")
+    _checks.dim(op, q, 4, "q", "[batch, heads_q, seq_q, head_dim]")
+    _checks.dim(op, k, 4, "k", "[batch, heads_kv, seq_k, head_dim]")
+    _checks.dim(op, v, 4, "v", "[batch, heads_kv, seq_k, head_dim]")
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'q' has unsupported dtype {q.dtype}; expected float16 or bfloat16")
     _checks.same_dtype(op, q, k, "q", "k")
