@@ -53,15 +53,9 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(double(q.size(3)));
   TORCH_CHECK_VALUE(std::isfinite(sc), kOp, ": argument 'scale' must be finite, got ", sc);
 
-  AttentionBackend which = AttentionBackend::kAuto;
-  if (backend == "sm80") {
-    which = AttentionBackend::kSm80;
-  } else if (backend == "sm90") {
-    which = AttentionBackend::kSm90;
-  } else {
-    TORCH_CHECK_VALUE(backend == "auto", kOp, ": argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got \"",
-                      std::string(backend), "\"");
-  }
+  constexpr std::pair<std::string_view, AttentionBackend> kBackends[] = {
+      {"auto", AttentionBackend::kAuto}, {"sm80", AttentionBackend::kSm80}, {"sm90", AttentionBackend::kSm90}};
+  const AttentionBackend which = parse_choice(backend, kBackends, kOp, "backend");
 
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor qq = kernel_ready(q), kk = kernel_ready(k), vv = kernel_ready(v);

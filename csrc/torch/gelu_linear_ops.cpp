@@ -14,29 +14,18 @@
 namespace flashkernel::torch_ops {
 namespace {
 
-GeluApproximation parse_approximate(const std::string& approximate, const char* op) {
-  if (approximate == "none") return GeluApproximation::kNone;
-  if (approximate == "tanh") return GeluApproximation::kTanh;
-  TORCH_CHECK_VALUE(false, op, ": argument 'approximate' must be 'none' or 'tanh', got '", approximate, "'");
-}
-
-GeluLinearBackend parse_backend(const std::string& backend, const char* op) {
-  static const std::pair<const char*, GeluLinearBackend> kNames[] = {
-      {"auto", GeluLinearBackend::kAuto},           {"sm80", GeluLinearBackend::kSm80},
-      {"sm90_wide", GeluLinearBackend::kSm90Wide},   {"sm90_mid", GeluLinearBackend::kSm90Mid},
-      {"sm90_narrow", GeluLinearBackend::kSm90Narrow}, {"sm90_pingpong", GeluLinearBackend::kSm90PingPong}};
-  for (const auto& [name, value] : kNames) {
-    if (backend == name) return value;
-  }
-  TORCH_CHECK_VALUE(false, op, ": argument 'backend' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' ",
-                    "or 'sm90_pingpong', got '", backend, "'");
-}
+constexpr std::pair<std::string_view, GeluApproximation> kApproximations[] = {{"none", GeluApproximation::kNone},
+                                                                              {"tanh", GeluApproximation::kTanh}};
+constexpr std::pair<std::string_view, GeluLinearBackend> kBackends[] = {
+    {"auto", GeluLinearBackend::kAuto},           {"sm80", GeluLinearBackend::kSm80},
+    {"sm90_wide", GeluLinearBackend::kSm90Wide},   {"sm90_mid", GeluLinearBackend::kSm90Mid},
+    {"sm90_narrow", GeluLinearBackend::kSm90Narrow}, {"sm90_pingpong", GeluLinearBackend::kSm90PingPong}};
 
 at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             const std::string& approximate, const std::string& backend) {
   constexpr const char* kOp = "flashkernel.gelu_linear";
-  const GeluApproximation act = parse_approximate(approximate, kOp);
-  const GeluLinearBackend which = parse_backend(backend, kOp);
+  const GeluApproximation act = parse_choice(approximate, kApproximations, kOp, "approximate");
+  const GeluLinearBackend which = parse_choice(backend, kBackends, kOp, "backend");
   check_cuda(x, kOp, "x");
   check_cuda_on_device_of(weight, x, kOp, "weight", "x");
   const DType dtype = to_dtype(x, kOp, "x", /*allow_fp32=*/false);

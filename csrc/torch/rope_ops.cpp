@@ -17,9 +17,8 @@ namespace flashkernel::torch_ops {
 namespace {
 
 RopeStyle parse_style(const std::string& style, const char* op) {
-  if (style == "neox") return RopeStyle::kNeox;
-  if (style == "gptj") return RopeStyle::kGptj;
-  TORCH_CHECK_VALUE(false, op, ": argument 'style' must be \"neox\" or \"gptj\", got \"", style, "\"");
+  constexpr std::pair<std::string_view, RopeStyle> kStyles[] = {{"neox", RopeStyle::kNeox}, {"gptj", RopeStyle::kGptj}};
+  return parse_choice(style, kStyles, op, "style");
 }
 
 struct Checked {

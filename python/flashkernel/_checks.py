@@ -32,3 +32,10 @@ def contiguous(op: str, t: torch.Tensor, name: str) -> None:
     if not t.is_contiguous():
         raise ValueError(f"{op}: argument '{name}' must be contiguous (call .contiguous() first), "
                          f"got strides {tuple(t.stride())}")
+
+
+def one_of(op: str, value, choices: tuple[str, ...], name: str) -> None:
+    """`value` is one of the string `choices` (the C++ ops' parse_choice says the same)."""
+    if value not in choices:
+        names = ", ".join(f"'{c}'" for c in choices[:-1]) + f" or '{choices[-1]}'"
+        raise ValueError(f"{op}: argument '{name}' must be {names}, got {value!r}")

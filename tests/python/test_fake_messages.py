@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-import flashkernel  # noqa: F401  (loads the ops)
+import flashkernel
 from helpers import gpu
 
 ops = torch.ops.flashkernel
@@ -76,3 +76,15 @@ def test_fake_and_op_agree_on_checks_before_the_device(approximate):
     meta, cpu = _error(call, _tensors("meta")), _error(call, _tensors("cpu"))
     assert meta == cpu
     assert meta[1] == "flashkernel.gelu_linear: argument 'approximate' must be 'none' or 'tanh'"
+
+
+@pytest.mark.parametrize("style", ["NeoX", "", "rotate"])
+def test_python_and_op_agree_on_a_choice_argument(style):
+    # rope's wrapper checks `style` in Python; the C++ op parses it before the device check.
+    q, table = torch.zeros(1, 1, 4, 8), torch.zeros(4, 4)
+    with pytest.raises(ValueError) as python:
+        flashkernel.rope(q, q, table, table, style=style)
+    with pytest.raises(ValueError) as op:
+        ops.rope(q, q, table, table, None, style, None)
+    assert str(python.value) == str(op.value) == (
+        f"flashkernel.rope: argument 'style' must be 'neox' or 'gptj', got '{style}'")

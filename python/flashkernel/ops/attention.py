@@ -56,8 +56,7 @@ def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
 @_library.register_fake("flashkernel::flash_attention")
 def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, backend="auto"):
     check_arguments(_OP, q, k, v)
-    if backend not in BACKENDS:
-        raise ValueError(f"{_OP}: argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got {backend!r}")
+    _checks.one_of(_OP, backend, BACKENDS, "backend")
     out = q.new_empty(q.shape)
     lse = q.new_empty((q.shape[0], q.shape[1], q.shape[2]) if return_lse else (0,), dtype=torch.float32)
     return out, lse

@@ -16,8 +16,7 @@ STYLES = ("neox", "gptj")
 
 
 def _check_style(op: str, style: str) -> None:
-    if style not in STYLES:
-        raise ValueError(f"{op}: argument 'style' must be \"neox\" or \"gptj\", got {style!r}")
+    _checks.one_of(op, style, STYLES, "style")
 
 
 def rope_cache(max_positions: int, rotary_dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32,

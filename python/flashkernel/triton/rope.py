@@ -115,8 +115,7 @@ def _rope_cache_kernel(cos_ptr, sin_ptr, inv_ptr, total, HALF: tl.constexpr, BLO
 
 # ------------------------------------------------------------------ argument checks (as the CUDA op)
 def _check_qk(op, q, k, positions, style):
-    if style not in ("neox", "gptj"):
-        raise ValueError(f"{op}: argument 'style' must be \"neox\" or \"gptj\", got {style!r}")
+    _checks.one_of(op, style, ("neox", "gptj"), "style")
     for name, t in (("q", q), ("k", k)):
         _checks.dim(op, t, 4, name, "[batch, heads, seq, head_dim]")
         if t.dtype not in _DTYPES:
