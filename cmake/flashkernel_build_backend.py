@@ -96,51 +96,32 @@ def _require(*checks) -> None:
         raise SystemExit(1)
 
 
-def _for_wheel() -> None:
-    _require(_check_scikit_build_core, _check_torch, _check_cmake, _check_nvcc)
-
-
 def _backend():
     from scikit_build_core import build
 
     return build
 
 
-def get_requires_for_build_sdist(config_settings=None):
-    _require(_check_scikit_build_core)
-    return _backend().get_requires_for_build_sdist(config_settings)
+_SDIST_CHECKS = (_check_scikit_build_core,)
+_WHEEL_CHECKS = (_check_scikit_build_core, _check_torch, _check_cmake, _check_nvcc)
 
 
-def build_sdist(sdist_directory, config_settings=None):
-    _require(_check_scikit_build_core)
-    return _backend().build_sdist(sdist_directory, config_settings)
+def _hook(name: str, checks):
+    """The PEP 517 hook `name`: runs `checks`, then scikit-build-core's hook of that name."""
+
+    def hook(*args, **kwargs):
+        _require(*checks)
+        return getattr(_backend(), name)(*args, **kwargs)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
 
 
-def get_requires_for_build_wheel(config_settings=None):
-    _for_wheel()
-    return _backend().get_requires_for_build_wheel(config_settings)
-
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    _for_wheel()
-    return _backend().prepare_metadata_for_build_wheel(metadata_directory, config_settings)
-
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    _for_wheel()
-    return _backend().build_wheel(wheel_directory, config_settings, metadata_directory)
-
-
-def get_requires_for_build_editable(config_settings=None):
-    _for_wheel()
-    return _backend().get_requires_for_build_editable(config_settings)
-
-
-def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
-    _for_wheel()
-    return _backend().prepare_metadata_for_build_editable(metadata_directory, config_settings)
-
-
-def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
-    _for_wheel()
-    return _backend().build_editable(wheel_directory, config_settings, metadata_directory)
+get_requires_for_build_sdist = _hook("get_requires_for_build_sdist", _SDIST_CHECKS)
+build_sdist = _hook("build_sdist", _SDIST_CHECKS)
+get_requires_for_build_wheel = _hook("get_requires_for_build_wheel", _WHEEL_CHECKS)
+prepare_metadata_for_build_wheel = _hook("prepare_metadata_for_build_wheel", _WHEEL_CHECKS)
+build_wheel = _hook("build_wheel", _WHEEL_CHECKS)
+get_requires_for_build_editable = _hook("get_requires_for_build_editable", _WHEEL_CHECKS)
+prepare_metadata_for_build_editable = _hook("prepare_metadata_for_build_editable", _WHEEL_CHECKS)
+build_editable = _hook("build_editable", _WHEEL_CHECKS)

@@ -1,10 +1,13 @@
 // What the C++ benchmarks share: inputs from an index hash (no host transfer of gigabytes) and,
-// for the kernel-variant sweeps, a CUDA-event timer over rotating input sets.
+// for the kernel-variant sweeps, a CUDA-event timer over rotating input sets and the start and end
+// of their main().
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -57,6 +60,32 @@ inline float time_us(const std::function<void(int)>& call, int sets, int reps = 
   FK_CUDA_CHECK(cudaEventDestroy(b));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// What a sweep's main() starts from: --quick (a short run) and device 0's properties.
+struct Setup {
+  bool quick = false;
+  cudaDeviceProp prop{};
+};
+
+// Reads the arguments and device 0, and prints the device line and `csv_header`. False (after a
+// message) when there is no CUDA device: main then returns 2.
+inline bool start(int argc, char** argv, const char* name, const char* csv_header, Setup& s) {
+  s.quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::fprintf(stderr, "%s: no CUDA device\n", name);
+    return false;
+  }
+  FK_CUDA_CHECK(cudaGetDeviceProperties(&s.prop, 0));
+  std::printf("# %s, %d SMs\n%s\n", s.prop.name, s.prop.multiProcessorCount, csv_header);
+  return true;
+}
+
+// main's exit status: 1 (with a message) when `failures` variants differed from the library.
+inline int finish(const char* name, int failures) {
+  if (failures) std::fprintf(stderr, "%s: %d variant(s) differ from the library\n", name, failures);
+  return failures ? 1 : 0;
 }
 
 }  // namespace sweep

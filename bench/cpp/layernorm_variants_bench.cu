@@ -132,17 +132,10 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
-  int device = 0, count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::fprintf(stderr, "layernorm_variants_bench: no CUDA device\n");
-    return 2;
-  }
-  cudaDeviceProp prop{};
-  FK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  std::printf("# %s, %d SMs\ndtype,op,rows,cols,variant,us,ratio_copy\n", prop.name, prop.multiProcessorCount);
-  int failures = run_dtype<__half>("float16", quick, prop.l2CacheSize);
-  failures += run_dtype<__nv_bfloat16>("bfloat16", quick, prop.l2CacheSize);
-  if (failures) std::fprintf(stderr, "layernorm_variants_bench: %d variant(s) differ from the library\n", failures);
-  return failures ? 1 : 0;
+  constexpr const char* kName = "layernorm_variants_bench";
+  sweep::Setup s;
+  if (!sweep::start(argc, argv, kName, "dtype,op,rows,cols,variant,us,ratio_copy", s)) return 2;
+  int failures = run_dtype<__half>("float16", s.quick, s.prop.l2CacheSize);
+  failures += run_dtype<__nv_bfloat16>("bfloat16", s.quick, s.prop.l2CacheSize);
+  return sweep::finish(kName, failures);
 }

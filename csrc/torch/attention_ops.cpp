@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "flashkernel/attention.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -35,10 +36,8 @@ at::Tensor kernel_ready(const at::Tensor& t) {
 // messages): dtype, matching shapes, head dims, GQA, contiguous last dimension; returns the dtype.
 DType check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t dims) {
   check_cuda(q, op, "q");
-  check_cuda(k, op, "k");
-  check_cuda(v, op, "v");
-  check_same_device(q, k, op, "q", "k");
-  check_same_device(q, v, op, "q", "v");
+  check_cuda_on_device_of(k, q, op, "k", "q");
+  check_cuda_on_device_of(v, q, op, "v", "q");
   const char* layout_q = dims == 4 ? "[batch, heads_q, seq_q, head_dim]" : "[total_q, heads_q, head_dim]";
   const char* layout_kv = dims == 4 ? "[batch, heads_kv, seq_k, head_dim]" : "[total_k, heads_kv, head_dim]";
   check_dim(q, dims, op, "q", layout_q);
@@ -47,8 +46,7 @@ DType check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const 
   DType dtype = to_dtype(q, op, "q", /*allow_fp32=*/false);
   check_same_dtype(q, k, op, "q", "k");
   check_same_dtype(q, v, op, "q", "v");
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes(), op, ": arguments 'k' and 'v' must have the same shape, got ", k.sizes(),
-                    " and ", v.sizes());
+  check_same_shape(k, v, op, "k", "v");
   if (dims == 4) {
     TORCH_CHECK_VALUE(q.size(0) == k.size(0), op, ": argument 'k' must have the batch size of 'q' (", q.size(0),
                       "), got ", k.size(0));
@@ -90,15 +88,9 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   const double sc = scale_or_default(kOp, scale, q.size(3));
   const AttentionOptions options = options_of(kOp, window_left, window_right, softcap);
 
-  AttentionBackend which = AttentionBackend::kAuto;
-  if (backend == "sm80") {
-    which = AttentionBackend::kSm80;
-  } else if (backend == "sm90") {
-    which = AttentionBackend::kSm90;
-  } else {
-    TORCH_CHECK_VALUE(backend == "auto", kOp, ": argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got \"",
-                      std::string(backend), "\"");
-  }
+  constexpr std::pair<std::string_view, AttentionBackend> kBackends[] = {
+      {"auto", AttentionBackend::kAuto}, {"sm80", AttentionBackend::kSm80}, {"sm90", AttentionBackend::kSm90}};
+  const AttentionBackend which = parse_choice(backend, kBackends, kOp, "backend");
 
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor qq = kernel_ready(q), kk = kernel_ready(k), vv = kernel_ready(v);
@@ -136,8 +128,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_varlen_cuda(
     TORCH_CHECK_VALUE(t->dim() == 1 && t->scalar_type() == at::kInt, kOpVarlen, ": argument '", name,
                       "' must be a 1-D int32 tensor [batch + 1]");
     TORCH_CHECK_VALUE(t->numel() >= 1, kOpVarlen, ": argument '", name, "' must have batch + 1 >= 1 elements, got 0");
-    check_cuda(*t, kOpVarlen, name);
-    check_same_device(q, *t, kOpVarlen, "q", name);
+    check_cuda_on_device_of(*t, q, kOpVarlen, name, "q");
   }
   TORCH_CHECK_VALUE(cu_seqlens_q.numel() == cu_seqlens_k.numel(), kOpVarlen,
                     ": arguments 'cu_seqlens_q' and 'cu_seqlens_k' must have the same length, got ",
@@ -183,6 +174,11 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_varlen_cuda(
   return {out, lse};
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("flash_attention", &flash_attention_cuda);
+  m.impl("flash_attention_varlen", &flash_attention_varlen_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
@@ -194,15 +190,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
         "int window_left=-1, int window_right=-1, float softcap=0.0) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("flash_attention", &flash_attention_cuda);
-  m.impl("flash_attention_varlen", &flash_attention_varlen_cuda);
-}
-
-// CPU tensors reach the same function, which rejects them naming the argument.
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("flash_attention", &flash_attention_cuda);
-  m.impl("flash_attention_varlen", &flash_attention_varlen_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

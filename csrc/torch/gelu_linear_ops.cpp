@@ -8,37 +8,26 @@
 #include <vector>
 
 #include "flashkernel/gelu_linear.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
 namespace {
 
-GeluApproximation parse_approximate(const std::string& approximate, const char* op) {
-  if (approximate == "none") return GeluApproximation::kNone;
-  if (approximate == "tanh") return GeluApproximation::kTanh;
-  TORCH_CHECK_VALUE(false, op, ": argument 'approximate' must be 'none' or 'tanh', got '", approximate, "'");
-}
-
-GeluLinearBackend parse_backend(const std::string& backend, const char* op) {
-  static const std::pair<const char*, GeluLinearBackend> kNames[] = {
-      {"auto", GeluLinearBackend::kAuto},           {"sm80", GeluLinearBackend::kSm80},
-      {"sm90_wide", GeluLinearBackend::kSm90Wide},   {"sm90_mid", GeluLinearBackend::kSm90Mid},
-      {"sm90_narrow", GeluLinearBackend::kSm90Narrow}, {"sm90_pingpong", GeluLinearBackend::kSm90PingPong}};
-  for (const auto& [name, value] : kNames) {
-    if (backend == name) return value;
-  }
-  TORCH_CHECK_VALUE(false, op, ": argument 'backend' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' ",
-                    "or 'sm90_pingpong', got '", backend, "'");
-}
+constexpr std::pair<std::string_view, GeluApproximation> kApproximations[] = {{"none", GeluApproximation::kNone},
+                                                                              {"tanh", GeluApproximation::kTanh}};
+constexpr std::pair<std::string_view, GeluLinearBackend> kBackends[] = {
+    {"auto", GeluLinearBackend::kAuto},           {"sm80", GeluLinearBackend::kSm80},
+    {"sm90_wide", GeluLinearBackend::kSm90Wide},   {"sm90_mid", GeluLinearBackend::kSm90Mid},
+    {"sm90_narrow", GeluLinearBackend::kSm90Narrow}, {"sm90_pingpong", GeluLinearBackend::kSm90PingPong}};
 
 at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             const std::string& approximate, const std::string& backend) {
   constexpr const char* kOp = "flashkernel.gelu_linear";
-  const GeluApproximation act = parse_approximate(approximate, kOp);
-  const GeluLinearBackend which = parse_backend(backend, kOp);
+  const GeluApproximation act = parse_choice(approximate, kApproximations, kOp, "approximate");
+  const GeluLinearBackend which = parse_choice(backend, kBackends, kOp, "backend");
   check_cuda(x, kOp, "x");
-  check_cuda(weight, kOp, "weight");
-  check_same_device(x, weight, kOp, "x", "weight");
+  check_cuda_on_device_of(weight, x, kOp, "weight", "x");
   const DType dtype = to_dtype(x, kOp, "x", /*allow_fp32=*/false);
   check_same_dtype(x, weight, kOp, "x", "weight");
   check_dim(weight, 2, kOp, "weight", "[out_features, in_features]");
@@ -55,8 +44,7 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
   check_contiguous(weight, kOp, "weight");
   const void* bias_ptr = nullptr;
   if (bias.has_value() && bias->defined()) {
-    check_cuda(*bias, kOp, "bias");
-    check_same_device(x, *bias, kOp, "x", "bias");
+    check_cuda_on_device_of(*bias, x, kOp, "bias", "x");
     check_same_dtype(x, *bias, kOp, "x", "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, kOp, ": argument 'bias' must have shape [", n,
                       "] (out_features), got ", bias->sizes());
@@ -74,19 +62,16 @@ at::Tensor gelu_linear_cuda(const at::Tensor& x, const at::Tensor& weight, const
   return out;
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("gelu_linear", &gelu_linear_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("gelu_linear(Tensor x, Tensor weight, Tensor? bias=None, *, str approximate='none', str backend='auto') -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("gelu_linear", &gelu_linear_cuda);
-}
-
-// CPU tensors reach the same function so the error names the argument (see vector_add_ops.cpp).
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("gelu_linear", &gelu_linear_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

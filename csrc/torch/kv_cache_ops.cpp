@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "flashkernel/kv_cache.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -131,8 +132,7 @@ KVScales scales_of(const at::Tensor& pool, const KVCacheLayout& l, const std::op
     TORCH_CHECK_VALUE(t->has_value(), op, ": argument '", name,
                       "' is required for a float8_e4m3fn pool (float32 [num_layers, num_kv_heads])");
     const at::Tensor& x = **t;
-    check_cuda(x, op, name);
-    check_same_device(x, pool, op, name, "pool");
+    check_cuda_on_device_of(x, pool, op, name, "pool");
     TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, op, ": argument '", name, "' must be float32, got ",
                      x.scalar_type());
     TORCH_CHECK_VALUE(x.dim() == 2 && x.size(0) == l.num_layers && x.size(1) == l.num_kv_heads, op, ": argument '",
@@ -152,8 +152,7 @@ void check_activation_dtype(const at::Tensor& t, const at::Tensor& pool, const c
 }
 
 void check_index(const at::Tensor& t, const at::Tensor& pool, at::ScalarType type, const char* op, const char* name) {
-  check_cuda(t, op, name);
-  check_same_device(t, pool, op, name, "pool");
+  check_cuda_on_device_of(t, pool, op, name, "pool");
   TORCH_CHECK_TYPE(t.scalar_type() == type, op, ": argument '", name, "' must be ", type, ", got ", t.scalar_type());
   check_contiguous(t, op, name);
 }
@@ -167,8 +166,7 @@ void append_cuda(const at::Tensor& pool, int64_t layer, const at::Tensor& slots,
   check_index(slots, pool, at::kLong, kOp, "slots");
   check_dim(slots, 1, kOp, "slots", "[num_tokens]");
   for (auto [t, name] : {std::pair{&k, "k"}, std::pair{&v, "v"}}) {
-    check_cuda(*t, kOp, name);
-    check_same_device(*t, pool, kOp, name, "pool");
+    check_cuda_on_device_of(*t, pool, kOp, name, "pool");
     check_activation_dtype(*t, pool, kOp, name);
     check_same_dtype(*t, k, kOp, name, "k");
     check_dim(*t, 3, kOp, name, "[num_tokens, num_kv_heads, head_dim]");
@@ -295,6 +293,13 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   return out;
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("kv_cache_append", &append_cuda);
+  m.impl("kv_cache_copy_pages", &copy_pages_cuda);
+  m.impl("kv_cache_gather", &gather_cuda);
+  m.impl("paged_decode_attention", &paged_decode_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
@@ -390,19 +395,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       &check_layout);
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("kv_cache_append", &append_cuda);
-  m.impl("kv_cache_copy_pages", &copy_pages_cuda);
-  m.impl("kv_cache_gather", &gather_cuda);
-  m.impl("paged_decode_attention", &paged_decode_cuda);
-}
-
-// CPU tensors reach the same functions so the caller gets "must be a CUDA tensor" naming the argument.
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("kv_cache_append", &append_cuda);
-  m.impl("kv_cache_copy_pages", &copy_pages_cuda);
-  m.impl("kv_cache_gather", &gather_cuda);
-  m.impl("paged_decode_attention", &paged_decode_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "flashkernel/layernorm.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -12,8 +13,7 @@ namespace {
 
 void check_vector(const char* op, const std::optional<at::Tensor>& t, const at::Tensor& x, const char* name) {
   if (!t.has_value()) return;
-  check_cuda(*t, op, name);
-  check_same_device(x, *t, op, "x", name);
+  check_cuda_on_device_of(*t, x, op, name, "x");
   check_same_dtype(x, *t, op, "x", name);
   TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == x.size(-1), op, ": argument '", name, "' must have shape [",
                     x.size(-1), "] (x's last dimension), got ", t->sizes());
@@ -34,8 +34,7 @@ std::tuple<at::Tensor, at::Tensor> add_norm_cuda(const char* op, bool rms, const
   check_contiguous(x, op, "x");
   if (residual.has_value()) {
     const at::Tensor& r = residual.value();
-    check_cuda(r, op, "residual");
-    check_same_device(x, r, op, "x", "residual");
+    check_cuda_on_device_of(r, x, op, "residual", "x");
     check_same_dtype(x, r, op, "x", "residual");
     const bool same_shape = r.dim() == x.dim() && r.numel() == x.numel() && r.sizes().equals(x.sizes());
     TORCH_CHECK_VALUE(same_shape, op, ": argument 'residual' must have the shape of 'x' ", x.sizes(), ", got ",
@@ -75,6 +74,11 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm_cuda(const at::Tensor& x, const 
   return add_norm_cuda("flashkernel.add_rms_norm", true, x, residual, std::nullopt, weight, std::nullopt, eps);
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("add_layernorm", &add_layernorm_cuda);
+  m.impl("add_rms_norm", &add_rms_norm_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
@@ -83,13 +87,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("add_rms_norm(Tensor x, Tensor? residual=None, Tensor? weight=None, float eps=1e-06) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("add_layernorm", &add_layernorm_cuda);
-  m.impl("add_rms_norm", &add_rms_norm_cuda);
-}
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("add_layernorm", &add_layernorm_cuda);
-  m.impl("add_rms_norm", &add_rms_norm_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

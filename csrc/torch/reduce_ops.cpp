@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "flashkernel/reduce.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
@@ -67,6 +68,11 @@ at::Tensor reduce_max_cuda(const at::Tensor& x, std::optional<int64_t> dim) {
   return reduce_impl(x, dim, ReduceOp::kMax, "flashkernel.reduce_max");
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("reduce_sum", &reduce_sum_cuda);
+  m.impl("reduce_max", &reduce_max_cuda);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
@@ -74,15 +80,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("reduce_max(Tensor x, int? dim=None) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("reduce_sum", &reduce_sum_cuda);
-  m.impl("reduce_max", &reduce_max_cuda);
-}
-
-// CPU tensors reach the same functions so the caller gets "must be a CUDA tensor" naming 'x'.
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("reduce_sum", &reduce_sum_cuda);
-  m.impl("reduce_max", &reduce_max_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

@@ -10,15 +10,15 @@
 #include <tuple>
 
 #include "flashkernel/rope.h"
+#include "torch/registration.h"
 #include "torch/torch_utils.h"
 
 namespace flashkernel::torch_ops {
 namespace {
 
 RopeStyle parse_style(const std::string& style, const char* op) {
-  if (style == "neox") return RopeStyle::kNeox;
-  if (style == "gptj") return RopeStyle::kGptj;
-  TORCH_CHECK_VALUE(false, op, ": argument 'style' must be \"neox\" or \"gptj\", got \"", style, "\"");
+  constexpr std::pair<std::string_view, RopeStyle> kStyles[] = {{"neox", RopeStyle::kNeox}, {"gptj", RopeStyle::kGptj}};
+  return parse_choice(style, kStyles, op, "style");
 }
 
 struct Checked {
@@ -32,8 +32,7 @@ struct Checked {
 Checked check_qk(const at::Tensor& q, const at::Tensor& k, const std::optional<at::Tensor>& positions,
                  const char* op) {
   check_cuda(q, op, "q");
-  check_cuda(k, op, "k");
-  check_same_device(q, k, op, "q", "k");
+  check_cuda_on_device_of(k, q, op, "k", "q");
   check_dim(q, 4, op, "q", "[batch, heads, seq, head_dim]");
   check_dim(k, 4, op, "k", "[batch, heads, seq, head_dim]");
   check_same_dtype(q, k, op, "q", "k");
@@ -51,8 +50,7 @@ Checked check_qk(const at::Tensor& q, const at::Tensor& k, const std::optional<a
   c.shape.head_dim = q.size(3);
   if (positions.has_value() && positions->defined()) {
     const at::Tensor& pos = *positions;
-    check_cuda(pos, op, "positions");
-    check_same_device(q, pos, op, "q", "positions");
+    check_cuda_on_device_of(pos, q, op, "positions", "q");
     TORCH_CHECK_TYPE(pos.scalar_type() == at::kInt || pos.scalar_type() == at::kLong, op,
                      ": argument 'positions' must be int32 or int64, got ", pos.scalar_type());
     const bool flat = pos.dim() == 1 && pos.size(0) == c.shape.seq;
@@ -91,14 +89,11 @@ std::int64_t resolve_rotary_dim(const std::optional<int64_t>& rotary_dim, std::i
 // output for out-of-table positions, never an out-of-bounds read) is what remains.
 void check_tables(const at::Tensor& q, const at::Tensor& cos, const at::Tensor& sin, Checked& c,
                   const std::optional<int64_t>& rotary_dim, const char* op) {
-  check_cuda(cos, op, "cos");
-  check_cuda(sin, op, "sin");
-  check_same_device(q, cos, op, "q", "cos");
-  check_same_device(q, sin, op, "q", "sin");
+  check_cuda_on_device_of(cos, q, op, "cos", "q");
+  check_cuda_on_device_of(sin, q, op, "sin", "q");
   check_dim(cos, 2, op, "cos", "[max_positions, rotary_dim / 2]");
   check_dim(sin, 2, op, "sin", "[max_positions, rotary_dim / 2]");
-  TORCH_CHECK_VALUE(cos.sizes() == sin.sizes(), op, ": arguments 'cos' and 'sin' must have the same shape, got ",
-                    cos.sizes(), " and ", sin.sizes());
+  check_same_shape(cos, sin, op, "cos", "sin");
   check_same_dtype(cos, sin, op, "cos", "sin");
   to_dtype(cos, op, "cos");
   check_contiguous(cos, op, "cos");
@@ -183,11 +178,9 @@ void rope_fused_inplace_op(const at::Tensor& q, const at::Tensor& k, const std::
 void rope_cache_fill_op(const at::Tensor& cos, const at::Tensor& sin, double base) {
   constexpr const char* kOp = "flashkernel.rope_cache";
   check_cuda(cos, kOp, "cos");
-  check_cuda(sin, kOp, "sin");
-  check_same_device(cos, sin, kOp, "cos", "sin");
+  check_cuda_on_device_of(sin, cos, kOp, "sin", "cos");
   check_dim(cos, 2, kOp, "cos", "[max_positions, rotary_dim / 2]");
-  TORCH_CHECK_VALUE(cos.sizes() == sin.sizes(), kOp, ": arguments 'cos' and 'sin' must have the same shape, got ",
-                    cos.sizes(), " and ", sin.sizes());
+  check_same_shape(cos, sin, kOp, "cos", "sin");
   check_same_dtype(cos, sin, kOp, "cos", "sin");
   DType dtype = to_dtype(cos, kOp, "cos");
   check_contiguous(cos, kOp, "cos");
@@ -196,6 +189,14 @@ void rope_cache_fill_op(const at::Tensor& cos, const at::Tensor& sin, double bas
   call_library([&] {
     rope_cache(cos.data_ptr(), sin.data_ptr(), cos.size(0), 2 * cos.size(1), base, dtype, stream_of(cos));
   });
+}
+
+void impl_kernels(torch::Library& m) {
+  m.impl("rope", &rope_op);
+  m.impl("rope_", &rope_inplace_op);
+  m.impl("rope_fused", &rope_fused_op);
+  m.impl("rope_fused_", &rope_fused_inplace_op);
+  m.impl("rope_cache_fill", &rope_cache_fill_op);
 }
 
 }  // namespace
@@ -212,21 +213,6 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def("rope_cache_fill(Tensor(a!) cos, Tensor(b!) sin, float base) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("rope", &rope_op);
-  m.impl("rope_", &rope_inplace_op);
-  m.impl("rope_fused", &rope_fused_op);
-  m.impl("rope_fused_", &rope_fused_inplace_op);
-  m.impl("rope_cache_fill", &rope_cache_fill_op);
-}
-
-// CPU tensors reach the same functions so the caller gets "must be a CUDA tensor" naming the argument.
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("rope", &rope_op);
-  m.impl("rope_", &rope_inplace_op);
-  m.impl("rope_fused", &rope_fused_op);
-  m.impl("rope_fused_", &rope_fused_inplace_op);
-  m.impl("rope_cache_fill", &rope_cache_fill_op);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

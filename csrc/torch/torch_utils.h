@@ -6,8 +6,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "flashkernel/status.h"
@@ -37,9 +39,38 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
                     "' must be on the same device, got ", a.device(), " and ", b.device());
 }
 
+// `t` is a CUDA tensor on the device of `ref`, an argument already checked (the error names `ref` first).
+inline void check_cuda_on_device_of(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                                    const char* ref_name) {
+  check_cuda(t, op, name);
+  check_same_device(ref, t, op, ref_name, name);
+}
+
+inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const char* op, const char* name_a,
+                             const char* name_b) {
+  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), op, ": arguments '", name_a, "' and '", name_b,
+                    "' must have the same shape, got ", a.sizes(), " and ", b.sizes());
+}
+
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* op, const char* name, const char* layout) {
   TORCH_CHECK_VALUE(t.dim() == dim, op, ": argument '", name, "' must be ", dim, "-D ", layout, ", got shape ",
                     t.sizes());
+}
+
+// The value `arg` names among `choices` ({name, value} pairs); otherwise a ValueError naming the
+// argument and listing the names: "op: argument 'style' must be 'neox' or 'gptj', got 'x'".
+template <typename E, std::size_t N>
+E parse_choice(std::string_view arg, const std::pair<std::string_view, E> (&choices)[N], const char* op,
+               const char* name) {
+  for (const auto& [choice, value] : choices) {
+    if (arg == choice) return value;
+  }
+  std::string names;
+  for (std::size_t i = 0; i < N; ++i) {
+    names += i == 0 ? "'" : (i + 1 == N ? " or '" : ", '");
+    names += std::string(choices[i].first) + "'";
+  }
+  TORCH_CHECK_VALUE(false, op, ": argument '", name, "' must be ", names, ", got '", std::string(arg), "'");
 }
 
 // Maps a torch dtype to a FlashKernel DType; allow_fp32=false for tensor-core ops (fp16/bf16 only).

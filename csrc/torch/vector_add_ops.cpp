@@ -13,10 +13,8 @@ namespace {
 at::Tensor vector_add_cuda(const at::Tensor& a, const at::Tensor& b) {
   constexpr const char* kOp = "flashkernel.vector_add";
   check_cuda(a, kOp, "a");
-  check_cuda(b, kOp, "b");
-  check_same_device(a, b, kOp, "a", "b");
-  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), kOp, ": arguments 'a' and 'b' must have the same shape, got ",
-                    a.sizes(), " and ", b.sizes());
+  check_cuda_on_device_of(b, a, kOp, "b", "a");
+  check_same_shape(a, b, kOp, "a", "b");
   check_same_dtype(a, b, kOp, "a", "b");
   DType dtype = to_dtype(a, kOp, "a");
   check_contiguous(a, kOp, "a");
@@ -43,6 +41,10 @@ device_info_op(int64_t device) {
           info.memory_bus_width_bits};
 }
 
+void impl_kernels(torch::Library& m) {
+  m.impl("vector_add", &vector_add_cuda);
+}
+
 }  // namespace
 
 void define_vector_add_ops(torch::Library& m) {
@@ -50,14 +52,6 @@ void define_vector_add_ops(torch::Library& m) {
   m.def("device_info(int device=-1) -> (str, int, int, int, int, int, int, int, int, int)", &device_info_op);
 }
 
-TORCH_LIBRARY_IMPL(flashkernel, CUDA, m) {
-  m.impl("vector_add", &vector_add_cuda);
-}
-
-// CPU tensors reach the same function so the caller gets "must be a CUDA tensor" naming the
-// argument, not the dispatcher's "could not run with arguments from the CPU backend".
-TORCH_LIBRARY_IMPL(flashkernel, CPU, m) {
-  m.impl("vector_add", &vector_add_cuda);
-}
+FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)
 
 }  // namespace flashkernel::torch_ops

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from flashkernel import _checks
 from flashkernel.ops.attention import flash_attention
 from flashkernel.ops.gelu_linear import gelu_linear
 from flashkernel.ops.layernorm import add_layernorm, add_rms_norm
@@ -128,9 +129,7 @@ class GeluLinear(nn.Module):
             if not isinstance(n, int) or n < 1 or n % 8:
                 raise ValueError(f"flashkernel.nn.GeluLinear: argument '{name}' must be a positive multiple of 8, "
                                  f"got {n!r}")
-        if approximate not in _APPROXIMATE:
-            raise ValueError(f"flashkernel.nn.GeluLinear: argument 'approximate' must be 'none' or 'tanh', got "
-                             f"{approximate!r}")
+        _checks.one_of("flashkernel.nn.GeluLinear", approximate, _APPROXIMATE, "approximate")
         self.in_features, self.out_features, self.approximate = in_features, out_features, approximate
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
@@ -193,9 +192,7 @@ class RotaryEmbedding(nn.Module):
         if not isinstance(max_positions, int) or max_positions < 1:
             raise ValueError("flashkernel.nn.RotaryEmbedding: argument 'max_positions' must be an int >= 1, got "
                              f"{max_positions!r}")
-        if style not in STYLES:
-            raise ValueError(f"flashkernel.nn.RotaryEmbedding: argument 'style' must be \"neox\" or \"gptj\", got "
-                             f"{style!r}")
+        _checks.one_of("flashkernel.nn.RotaryEmbedding", style, STYLES, "style")
         self.dim, self.max_positions, self.base, self.style = dim, max_positions, float(base), style
         cos, sin = _rope_tables(max_positions, dim, self.base, device)
         self.register_buffer("cos", cos, persistent=False)

@@ -6,12 +6,18 @@
 // 16-row tiles. For a thread with g = lane / 4 and t = lane % 4, element [mi][j][e] of a
 // [kMTiles][N / 8][4] array is (row mi * 16 + g + 8 * (e >= 2), column j * 8 + 2 * t + (e & 1)),
 // rows relative to the warp's first row. A row's statistics live in the 4 lanes of one quad.
+//
+// The softmax is online_softmax.cuh's, in its vocabulary (base 2, kLog2e folded into the scale,
+// kNegInf for an empty row): RowStats holds each row's (m, l), softmax_tile is advance_max over a
+// whole tile (with fast_exp2 and a rescale that is skipped where no max moved), finish_output's
+// lse is log_sum_exp2 * kLn2.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
 #include "common/activations.cuh"  // fast_exp2
 #include "common/mma_sm80.cuh"     // pack_float2
+#include "common/online_softmax.cuh"
 
 namespace flashkernel::attention {
 
@@ -32,9 +38,9 @@ __device__ __forceinline__ float quad_sum(float x) {
 // score still gives exp2(-inf) = 0 instead of 0 * inf = NaN.
 struct SoftmaxScale {
   float scale_log2;
-  static constexpr float masked = -INFINITY;  // what a masked score becomes: it loses the max
+  static constexpr float masked = softmax::kNegInf;  // what a masked score becomes: it loses the max
   __device__ __forceinline__ explicit SoftmaxScale(float abs_scale)
-      : scale_log2(fmaxf(abs_scale * 1.4426950408889634f, 1.17549435e-38f)) {}
+      : scale_log2(fmaxf(abs_scale * softmax::kLog2e, 1.17549435e-38f)) {}
 };
 
 // Running statistics of a thread's rows (g and g + 8 of each 16-row tile) in the log2 domain of
@@ -47,7 +53,7 @@ struct RowStats {
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) max[mi][r] = -INFINITY, sum[mi][r] = 0.f;
+      for (int r = 0; r < 2; ++r) max[mi][r] = softmax::kNegInf, sum[mi][r] = 0.f;
   }
 };
 
@@ -139,7 +145,7 @@ __device__ __forceinline__ bool softmax_tile(float (&s)[kMTiles][kNTiles][4], Ro
       const float mx = fmaxf(st.max[mi][r], quad_max(mx_raw) * sc.scale_log2);
       // A row that has seen only masked keys keeps max -inf; subtracting 0 instead keeps
       // exp2(-inf - base) = 0 rather than NaN.
-      const float base = mx == -INFINITY ? 0.f : mx;
+      const float base = mx == softmax::kNegInf ? 0.f : mx;
       alpha[mi][r] = fast_exp2(st.max[mi][r] - base);
       rescale |= mx != st.max[mi][r];
       st.max[mi][r] = mx;
@@ -192,7 +198,7 @@ __device__ __forceinline__ void finish_output(const float (&o)[kMTiles][kDTiles]
         store(local_row, dt, pack_float2<T>(o[mi][dt][2 * r] * inv, o[mi][dt][2 * r + 1] * inv));
       }
       if (lse != nullptr && t == 0 && row0 + local_row < seq_q) {
-        lse[row0 + local_row] = l > 0.f ? (st.max[mi][r] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+        lse[row0 + local_row] = l > 0.f ? (st.max[mi][r] + log2f(l)) * softmax::kLn2 : softmax::kNegInf;
       }
     }
 }

@@ -116,4 +116,12 @@ bool kernel_has_sm90a_code() {
   return value;
 }
 
+// Whether the sm_90a `kernel` can run here with `smem_bytes` of shared memory per block: its sm_90a
+// code is in the build and the current device lets a block opt in to that much (a device with less
+// shared memory per block than sm_90's takes the op's portable kernels instead).
+template <auto kernel>
+bool sm90a_kernel_can_run(int smem_bytes) {
+  return kernel_has_sm90a_code<kernel>() && smem_bytes <= current_smem_optin_bytes();
+}
+
 }  // namespace flashkernel::detail

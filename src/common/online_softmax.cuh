@@ -14,6 +14,7 @@
 namespace flashkernel::softmax {
 
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;  // a base-2 log-sum-exp times kLn2 is the natural-log one
 constexpr float kNegInf = -INFINITY;
 
 // exp2(m_old - m_new) with the empty-set convention: a state whose max is -inf contributes 0

@@ -241,9 +241,7 @@ bool make_matrix_map(CUtensorMap* map, const void* ptr, DType dtype, int rows, i
 template <typename T, typename Cfg>
 bool launch_ws_with(const Problem& p, int sm_count, cudaStream_t stream) {
   constexpr auto kernel = gelu_linear_ws_kernel<T, Cfg>;
-  if (!detail::kernel_has_sm90a_code<kernel>()) return false;
-  // A device with less shared memory per block than sm_90's takes the mma.sync kernels instead.
-  if (Cfg::kSmemBytes > detail::current_smem_optin_bytes()) return false;
+  if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes)) return false;  // mma.sync kernels instead
   CUtensorMap tm_x, tm_w;
   if (!make_matrix_map(&tm_x, p.x, dtype_of<T>(), p.m, p.k, Cfg::kBlockM) ||
       !make_matrix_map(&tm_w, p.w, dtype_of<T>(), p.n, p.k, Cfg::kBlockN)) {

@@ -128,9 +128,7 @@ void check_attention_on(const Case& c, AttentionBackend backend) {
   EXPECT_LE(worst_lse, 1e-3);  // fp32 statistics of scores of magnitude <= ~8
 }
 
-template <typename T>
-class AttentionTest : public ::testing::Test {};
-TYPED_TEST_SUITE(AttentionTest, testing::HalfDtypes);
+FK_DTYPE_TEST_SUITE(AttentionTest, testing::HalfDtypes);
 
 TYPED_TEST(AttentionTest, OddLengthsBothHeadDims) {
   FK_SKIP_WITHOUT_GPU();

@@ -90,9 +90,7 @@ std::vector<GeluLinearBackend> backends_on_this_gpu() {
   return k;
 }
 
-template <typename T>
-class GeluLinearTest : public ::testing::Test {};
-TYPED_TEST_SUITE(GeluLinearTest, testing::HalfDtypes);
+FK_DTYPE_TEST_SUITE(GeluLinearTest, testing::HalfDtypes);
 
 TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
   FK_SKIP_WITHOUT_GPU();

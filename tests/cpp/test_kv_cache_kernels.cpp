@@ -26,9 +26,7 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename T>
-class KVCacheKernelTest : public ::testing::Test {};
-TYPED_TEST_SUITE(KVCacheKernelTest, testing::HalfDtypes);
+FK_DTYPE_TEST_SUITE(KVCacheKernelTest, testing::HalfDtypes);
 
 // Appends `n` tokens to one sequence of `layer`; returns the host K and V written ([n, H, d]).
 // P: the pool's element type (T, or std::uint8_t for an FP8 pool with `scales`); values in

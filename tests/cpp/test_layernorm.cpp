@@ -64,9 +64,7 @@ void check(std::int64_t rows, std::int64_t cols, bool with_residual, bool with_b
   EXPECT_EQ(testing::first_mismatch(dout.download(), want, 4 * tol, 4 * tol), -1);
 }
 
-template <typename T>
-class AddLayerNormTest : public ::testing::Test {};
-TYPED_TEST_SUITE(AddLayerNormTest, testing::AllDtypes);
+FK_DTYPE_TEST_SUITE(AddLayerNormTest, testing::AllDtypes);
 
 TYPED_TEST(AddLayerNormTest, MatchesReference) {
   FK_SKIP_WITHOUT_GPU();

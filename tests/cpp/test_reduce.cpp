@@ -15,9 +15,7 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename T>
-class ReduceTest : public ::testing::Test {};
-TYPED_TEST_SUITE(ReduceTest, testing::AllDtypes);
+FK_DTYPE_TEST_SUITE(ReduceTest, testing::AllDtypes);
 
 // Sum tolerance: one rounding of the result to T, plus fp32 accumulation error, which for any
 // summation order is bounded by a small multiple of eps_fp32 * sum|x| (1e-5 leaves headroom).

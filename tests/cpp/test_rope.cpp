@@ -143,9 +143,7 @@ void check_case(const Case& c, bool fused, bool bnhd_layout, bool inplace) {
   }
 }
 
-template <typename T>
-class RopeTest : public ::testing::Test {};
-TYPED_TEST_SUITE(RopeTest, testing::AllDtypes);
+FK_DTYPE_TEST_SUITE(RopeTest, testing::AllDtypes);
 
 const Case kCases[] = {
     {1, 1, 1, 1, 64, 64, RopeStyle::kNeox, false},  {2, 8, 2, 37, 128, 128, RopeStyle::kNeox, true},

@@ -75,6 +75,14 @@ std::vector<T> random_vector(std::int64_t n, std::uint64_t seed, float lo = -1.f
 using AllDtypes = ::testing::Types<float, __half, __nv_bfloat16>;
 using HalfDtypes = ::testing::Types<__half, __nv_bfloat16>;
 
+// Declares the typed test fixture `Suite` over a list of element types, e.g.
+//   FK_DTYPE_TEST_SUITE(ReduceTest, testing::AllDtypes);
+//   TYPED_TEST(ReduceTest, Sum) { ... TypeParam ... }
+#define FK_DTYPE_TEST_SUITE(Suite, Dtypes) \
+  template <typename T>                    \
+  class Suite : public ::testing::Test {}; \
+  TYPED_TEST_SUITE(Suite, Dtypes)
+
 // Rows of random token ids in [0, vocab), one row per length (prompts for the GPT-2 tests).
 inline std::vector<std::vector<std::int32_t>> random_token_rows(const std::vector<int>& lengths, std::int64_t vocab,
                                                                 std::uint64_t seed) {

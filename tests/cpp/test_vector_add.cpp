@@ -14,9 +14,7 @@ namespace {
 
 using testing::DeviceBuffer;
 
-template <typename T>
-class VectorAddTest : public ::testing::Test {};
-TYPED_TEST_SUITE(VectorAddTest, testing::AllDtypes);
+FK_DTYPE_TEST_SUITE(VectorAddTest, testing::AllDtypes);
 
 // `offset` elements of slack at the front shift the arrays off 16-byte alignment.
 template <typename T>

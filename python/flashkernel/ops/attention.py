@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from flashkernel import _library
+from flashkernel import _checks, _library
 
 _OP = "flashkernel.flash_attention"
 _OP_VARLEN = "flashkernel.flash_attention_varlen"
@@ -80,20 +80,20 @@ def window_and_softcap(op: str, window, softcap) -> tuple[int, int, float]:
 
 def check_arguments(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dims: int = 4) -> None:
     """The shape/dtype rules shared by the fake implementations and the Triton twin (the C++ ops
-    apply the same ones), with errors naming the argument. dims: 4 for [batch, heads, seq,
-    head_dim], 3 for the varlen layout [total, heads, head_dim]."""
-    layout = "[batch, heads, seq, head_dim]" if dims == 4 else "[total_tokens, heads, head_dim]"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != dims:
-            raise ValueError(f"{op}: argument '{name}' must be {dims}-D {layout}, got shape {tuple(t.shape)}")
+    apply the same ones, with the same messages), naming the argument. dims: 4 for [batch, heads,
+    seq, head_dim], 3 for the varlen layout [total, heads, head_dim]."""
+    if dims == 4:
+        layout_q, layout_kv = "[batch, heads_q, seq_q, head_dim]", "[batch, heads_kv, seq_k, head_dim]"
+    else:
+        layout_q, layout_kv = "[total_q, heads_q, head_dim]", "[total_k, heads_kv, head_dim]"
+    _checks.dim(op, q, dims, "q", layout_q)
+    _checks.dim(op, k, dims, "k", layout_kv)
+    _checks.dim(op, v, dims, "v", layout_kv)
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'q' has unsupported dtype {q.dtype}; expected float16 or bfloat16")
-    for name, t in (("k", k), ("v", v)):
-        if t.dtype != q.dtype:
-            raise TypeError(f"{op}: arguments 'q' and '{name}' must have the same dtype, got {q.dtype} and {t.dtype}")
-    if k.shape != v.shape:
-        raise ValueError(f"{op}: arguments 'k' and 'v' must have the same shape, got {tuple(k.shape)} and "
-                         f"{tuple(v.shape)}")
+    _checks.same_dtype(op, q, k, "q", "k")
+    _checks.same_dtype(op, q, v, "q", "v")
+    _checks.same_shape(op, k, v, "k", "v")
     head_axis = 1
     if dims == 4 and q.shape[0] != k.shape[0]:
         raise ValueError(f"{op}: argument 'k' must have the batch size of 'q' ({q.shape[0]}), got {k.shape[0]}")
@@ -131,8 +131,7 @@ def check_varlen_arguments(op: str, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
 def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, backend="auto", window_left=-1,
                           window_right=-1, softcap=0.0):
     check_arguments(_OP, q, k, v)
-    if backend not in BACKENDS:
-        raise ValueError(f"{_OP}: argument 'backend' must be \"auto\", \"sm80\" or \"sm90\", got {backend!r}")
+    _checks.one_of(_OP, backend, BACKENDS, "backend")
     if not math.isfinite(softcap) or softcap < 0.0:
         raise ValueError(f"{_OP}: argument 'softcap' must be a finite number >= 0, got {softcap}")
     out = q.new_empty(q.shape)

@@ -30,14 +30,11 @@ def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
                approximate: str) -> None:
     """The shape/dtype rules of gelu_linear, shared by the fake impl and the Triton twin (same
     messages as the C++ checks)."""
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"{op}: argument 'approximate' must be 'none' or 'tanh', got {approximate!r}")
+    _checks.one_of(op, approximate, ("none", "tanh"), "approximate")
     if x.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'x' has unsupported dtype {x.dtype}; expected float16 or bfloat16")
     _checks.same_dtype(op, x, weight, "x", "weight")
-    if weight.dim() != 2:
-        raise ValueError(f"{op}: argument 'weight' must be 2-D [out_features, in_features], "
-                         f"got shape {tuple(weight.shape)}")
+    _checks.dim(op, weight, 2, "weight", "[out_features, in_features]")
     n, k = weight.shape
     if k <= 0 or k % 8:
         raise ValueError(f"{op}: argument 'weight' must have in_features (size 1) a positive multiple of 8, "
@@ -59,7 +56,5 @@ def check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 @_library.register_fake("flashkernel::gelu_linear")
 def _gelu_linear_fake(x, weight, bias=None, *, approximate="none", backend="auto"):
     check_args(_OP, x, weight, bias, approximate)
-    if backend not in BACKENDS:
-        raise ValueError(f"{_OP}: argument 'backend' must be 'auto', 'sm80', 'sm90_wide', 'sm90_mid', 'sm90_narrow' "
-                         f"or 'sm90_pingpong', got '{backend}'")
+    _checks.one_of(_OP, backend, BACKENDS, "backend")
     return x.new_empty((*x.shape[:-1], weight.shape[0]))

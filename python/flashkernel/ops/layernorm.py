@@ -36,7 +36,7 @@ def check_args(op: str, x, residual, bias, weight, ln_bias) -> None:
     if residual is not None:
         _checks.same_dtype(op, x, residual, "x", "residual")
         if residual.shape != x.shape:
-            raise ValueError(f"{op}: argument 'residual' must have x's shape {tuple(x.shape)}, got "
+            raise ValueError(f"{op}: argument 'residual' must have the shape of 'x' {tuple(x.shape)}, got "
                              f"{tuple(residual.shape)}")
     for name, t in (("bias", bias), ("weight", weight), ("ln_bias", ln_bias)):
         if t is None:

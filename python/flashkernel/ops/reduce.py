@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from flashkernel import _library
+from flashkernel import _checks, _library
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -37,8 +37,7 @@ def check_input(op: str, x: torch.Tensor, is_max: bool, dim) -> bool:
         raise TypeError(f"{op}: argument 'x' must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{op}: argument 'x' has unsupported dtype {x.dtype}; expected float32, float16 or bfloat16")
-    if not x.is_contiguous():
-        raise ValueError(f"{op}: argument 'x' must be contiguous (call .contiguous() first), got strides {x.stride()}")
+    _checks.contiguous(op, x, "x")
     whole = check_dim(op, x, dim)
     if is_max:
         if whole and x.numel() == 0:

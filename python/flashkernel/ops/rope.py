@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from flashkernel import _library
+from flashkernel import _checks, _library
 
 STYLES = ("neox", "gptj")
 
 
 def _check_style(op: str, style: str) -> None:
-    if style not in STYLES:
-        raise ValueError(f"{op}: argument 'style' must be \"neox\" or \"gptj\", got {style!r}")
+    _checks.one_of(op, style, STYLES, "style")
 
 
 def rope_cache(max_positions: int, rotary_dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32,
@@ -66,12 +65,9 @@ def rope_fused(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None 
 
 # ------------------------------------------------------------------ fake (meta) implementations
 def _fake_check_qk(op: str, q, k, positions) -> None:
-    if q.dim() != 4:
-        raise ValueError(f"{op}: argument 'q' must be 4-D [batch, heads, seq, head_dim], got shape {tuple(q.shape)}")
-    if k.dim() != 4:
-        raise ValueError(f"{op}: argument 'k' must be 4-D [batch, heads, seq, head_dim], got shape {tuple(k.shape)}")
-    if q.dtype != k.dtype:
-        raise TypeError(f"{op}: arguments 'q' and 'k' must have the same dtype, got {q.dtype} and {k.dtype}")
+    _checks.dim(op, q, 4, "q", "[batch, heads, seq, head_dim]")
+    _checks.dim(op, k, 4, "k", "[batch, heads, seq, head_dim]")
+    _checks.same_dtype(op, q, k, "q", "k")
     if (q.shape[0], q.shape[2], q.shape[3]) != (k.shape[0], k.shape[2], k.shape[3]):
         raise ValueError(f"{op}: arguments 'q' and 'k' must agree on batch, seq and head_dim (dims 0, 2, 3), "
                          f"got shapes {tuple(q.shape)} and {tuple(k.shape)}")

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 import triton.testing
 
+from flashkernel import _checks
 from flashkernel.ops.gelu_linear import check_args
 from flashkernel.triton._autotune import TunedLauncher, autotune_enabled
 
@@ -152,11 +153,9 @@ def gelu_linear_with_config(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 def _forward(x, weight, bias, approximate, config):
     check_args(_OP, x, weight, bias, approximate)
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is not None and not t.is_contiguous():
-            raise ValueError(f"{_OP}: argument '{name}' must be contiguous (call .contiguous() first)")
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{_OP}: arguments 'x' and '{name}' must be on the same device, "
-                             f"got {x.device} and {t.device}")
+        if t is not None:
+            _checks.contiguous(_OP, t, name)
+            _checks.same_device(_OP, x, t, "x", name)
     n, k = weight.shape
     out = x.new_empty((*x.shape[:-1], n))
     m = x.numel() // k

@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flashkernel import _checks
 from flashkernel.ops.layernorm import check_args
 
 _OP = "flashkernel.triton.add_layernorm"
@@ -43,8 +44,8 @@ def _add_layernorm_kernel(x_ptr, r_ptr, b_ptr, w_ptr, lb_ptr, out_ptr, sum_ptr, 
 def _launch(op, x, residual, bias, weight, ln_bias, eps, rms):
     check_args(op, x, residual, bias, weight, ln_bias)
     for name, t in (("x", x), ("residual", residual)):
-        if t is not None and not t.is_contiguous():
-            raise ValueError(f"{op}: argument '{name}' must be contiguous (call .contiguous() first)")
+        if t is not None:
+            _checks.contiguous(op, t, name)
     if not eps > 0:
         raise ValueError(f"{op}: argument 'eps' must be > 0, got {eps}")
     out, s = torch.empty_like(x), torch.empty_like(x)

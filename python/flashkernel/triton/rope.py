@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from flashkernel import _checks
+
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -113,22 +115,17 @@ def _rope_cache_kernel(cos_ptr, sin_ptr, inv_ptr, total, HALF: tl.constexpr, BLO
 
 # ------------------------------------------------------------------ argument checks (as the CUDA op)
 def _check_qk(op, q, k, positions, style):
-    if style not in ("neox", "gptj"):
-        raise ValueError(f"{op}: argument 'style' must be \"neox\" or \"gptj\", got {style!r}")
+    _checks.one_of(op, style, ("neox", "gptj"), "style")
     for name, t in (("q", q), ("k", k)):
-        if t.dim() != 4:
-            raise ValueError(f"{op}: argument '{name}' must be 4-D [batch, heads, seq, head_dim], got shape "
-                             f"{tuple(t.shape)}")
+        _checks.dim(op, t, 4, name, "[batch, heads, seq, head_dim]")
         if t.dtype not in _DTYPES:
             raise TypeError(f"{op}: argument '{name}' has unsupported dtype {t.dtype}; expected float32, float16 "
                             f"or bfloat16")
         if t.stride(3) != 1:
             raise ValueError(f"{op}: argument '{name}' must have a contiguous last dimension (stride 1), got "
                              f"strides {tuple(t.stride())}")
-    if q.dtype != k.dtype:
-        raise TypeError(f"{op}: arguments 'q' and 'k' must have the same dtype, got {q.dtype} and {k.dtype}")
-    if q.device != k.device:
-        raise ValueError(f"{op}: arguments 'q' and 'k' must be on the same device, got {q.device} and {k.device}")
+    _checks.same_dtype(op, q, k, "q", "k")
+    _checks.same_device(op, q, k, "q", "k")
     B, _, N, D = q.shape
     if (k.shape[0], k.shape[2], k.shape[3]) != (B, N, D):
         raise ValueError(f"{op}: arguments 'q' and 'k' must agree on batch, seq and head_dim (dims 0, 2, 3), "
@@ -136,9 +133,7 @@ def _check_qk(op, q, k, positions, style):
     if positions is not None:
         if positions.dtype not in (torch.int32, torch.int64):
             raise TypeError(f"{op}: argument 'positions' must be int32 or int64, got {positions.dtype}")
-        if positions.device != q.device:
-            raise ValueError(f"{op}: arguments 'q' and 'positions' must be on the same device, got {q.device} "
-                             f"and {positions.device}")
+        _checks.same_device(op, q, positions, "q", "positions")
         if tuple(positions.shape) not in ((N,), (B, N)):
             raise ValueError(f"{op}: argument 'positions' must have shape [seq] = [{N}] or [batch, seq] = "
                              f"[{B}, {N}], got {list(positions.shape)}")
@@ -202,17 +197,10 @@ def rope(q, k, cos, sin, positions=None, *, style="neox", rotary_dim=None, inpla
     op = "flashkernel.triton.rope"
     _check_qk(op, q, k, positions, style)
     for name, t in (("cos", cos), ("sin", sin)):
-        if t.dim() != 2:
-            raise ValueError(f"{op}: argument '{name}' must be 2-D [max_positions, rotary_dim / 2], got shape "
-                             f"{tuple(t.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"{op}: argument '{name}' must be contiguous (call .contiguous() first)")
-        if t.device != q.device:
-            raise ValueError(f"{op}: arguments 'q' and '{name}' must be on the same device, got {q.device} and "
-                             f"{t.device}")
-    if cos.shape != sin.shape:
-        raise ValueError(f"{op}: arguments 'cos' and 'sin' must have the same shape, got {tuple(cos.shape)} and "
-                         f"{tuple(sin.shape)}")
+        _checks.dim(op, t, 2, name, "[max_positions, rotary_dim / 2]")
+        _checks.contiguous(op, t, name)
+        _checks.same_device(op, q, t, "q", name)
+    _checks.same_shape(op, cos, sin, "cos", "sin")
     if cos.dtype != sin.dtype or cos.dtype not in (torch.float32, q.dtype):
         raise TypeError(f"{op}: argument 'cos' must be float32 or q's dtype and match 'sin', got {cos.dtype} and "
                         f"{sin.dtype}")

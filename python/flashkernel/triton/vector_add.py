@@ -5,6 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
+from flashkernel import _checks
+
 
 @triton.jit
 def _vector_add_kernel(a_ptr, b_ptr, out_ptr, n, BLOCK: tl.constexpr):
@@ -16,15 +18,11 @@ def _vector_add_kernel(a_ptr, b_ptr, out_ptr, n, BLOCK: tl.constexpr):
 
 
 def vector_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.shape != b.shape:
-        raise ValueError(f"flashkernel.triton.vector_add: arguments 'a' and 'b' must have the same shape, "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"flashkernel.triton.vector_add: arguments 'a' and 'b' must have the same dtype, "
-                        f"got {a.dtype} and {b.dtype}")
-    for name, t in (("a", a), ("b", b)):
-        if not t.is_contiguous():
-            raise ValueError(f"flashkernel.triton.vector_add: argument '{name}' must be contiguous")
+    op = "flashkernel.triton.vector_add"
+    _checks.same_shape(op, a, b, "a", "b")
+    _checks.same_dtype(op, a, b, "a", "b")
+    _checks.contiguous(op, a, "a")
+    _checks.contiguous(op, b, "b")
     out = torch.empty_like(a)
     n = a.numel()
     if n:

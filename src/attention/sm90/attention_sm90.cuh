@@ -401,13 +401,12 @@ inline bool make_qkv_map(CUtensorMap* map, const void* ptr, DType dtype, std::in
 }
 
 // Launches the kernel; returns false (launching nothing) when this path does not apply: no sm_90a
-// code in the build, or tensors TMA cannot describe. The caller then takes the portable path.
+// code in the build, less shared memory per block than sm_90's, or tensors TMA cannot describe.
+// The caller then takes the portable path.
 template <typename T, typename Cfg>
 bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   constexpr auto kernel = attention_sm90_kernel<T, Cfg>;
-  if (!detail::kernel_has_sm90a_code<kernel>()) return false;
-  // A device with less shared memory per block than sm_90's takes the portable path instead.
-  if (Cfg::kSmemBytes > detail::current_smem_optin_bytes()) return false;
+  if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes)) return false;
   const AttentionShape& s = p.shape;
   CUtensorMap tm_q, tm_k, tm_v, tm_o{};  // tm_o: only with kStageOutput
   if (!make_qkv_map(&tm_q, p.q, dtype, s.batch, s.heads_q, s.seq_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
