@@ -25,6 +25,20 @@ void require_strides(const std::int64_t (&stride)[3], const char* name, const ch
   }
 }
 
+// q and out hold n_q elements, k and v keys rows (0: they are not read): device pointers, 16-byte
+// aligned; lse (may be null) 4-byte aligned.
+void require_pointers(const char* op, const void* q, const void* k, const void* v, const void* out, const float* lse,
+                      std::int64_t n_q, std::int64_t keys) {
+  detail::require_device_pointer(q, n_q, op, "q");
+  detail::require_device_pointer(k, keys, op, "k");
+  detail::require_device_pointer(v, keys, op, "v");
+  detail::require_device_pointer(out, n_q, op, "out");
+  detail::require(is_aligned(q) && is_aligned(out) && (keys == 0 || (is_aligned(k) && is_aligned(v))), op,
+                  !is_aligned(q) ? "q" : !is_aligned(out) ? "out" : !is_aligned(k) ? "k" : "v",
+                  "must be 16-byte aligned");
+  detail::require_element_aligned(lse, sizeof(float), op, "lse");
+}
+
 bool is_head_dim(std::int64_t d) { return d == 32 || d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
 
 // The plain instances (the Hopper kernel, the portable kernel's tuned head_dim 64/128 ones) cover
@@ -119,15 +133,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
                       backend == AttentionBackend::kSm90,
                   kOp, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
   if (s.batch == 0 || s.seq_q == 0) return;
-  const std::int64_t n = s.batch * s.heads_q * s.seq_q * s.head_dim;
-  detail::require_device_pointer(q, n, kOp, "q");
-  detail::require_device_pointer(k, s.seq_k, kOp, "k");
-  detail::require_device_pointer(v, s.seq_k, kOp, "v");
-  detail::require_device_pointer(out, n, kOp, "out");
-  detail::require(is_aligned(q) && is_aligned(out) && (s.seq_k == 0 || (is_aligned(k) && is_aligned(v))), kOp,
-                  !is_aligned(q) ? "q" : !is_aligned(out) ? "out" : !is_aligned(k) ? "k" : "v",
-                  "must be 16-byte aligned");
-  detail::require_element_aligned(lse, sizeof(float), kOp, "lse");
+  require_pointers(kOp, q, k, v, out, lse, s.batch * s.heads_q * s.seq_q * s.head_dim, s.seq_k);
   require_strides(s.q_stride, "q");
   require_strides(s.k_stride, "k");
   require_strides(s.v_stride, "v");
@@ -158,15 +164,7 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
   detail::require_device_pointer(s.cu_seqlens_k, s.batch + 1, kVarlen, "cu_seqlens_k");
   detail::require_element_aligned(s.cu_seqlens_q, sizeof(std::int32_t), kVarlen, "cu_seqlens_q");
   detail::require_element_aligned(s.cu_seqlens_k, sizeof(std::int32_t), kVarlen, "cu_seqlens_k");
-  const std::int64_t n = s.total_q * s.heads_q * s.head_dim;
-  detail::require_device_pointer(q, n, kVarlen, "q");
-  detail::require_device_pointer(k, s.total_k, kVarlen, "k");
-  detail::require_device_pointer(v, s.total_k, kVarlen, "v");
-  detail::require_device_pointer(out, n, kVarlen, "out");
-  detail::require(is_aligned(q) && is_aligned(out) && (s.total_k == 0 || (is_aligned(k) && is_aligned(v))), kVarlen,
-                  !is_aligned(q) ? "q" : !is_aligned(out) ? "out" : !is_aligned(k) ? "k" : "v",
-                  "must be 16-byte aligned");
-  detail::require_element_aligned(lse, sizeof(float), kVarlen, "lse");
+  require_pointers(kVarlen, q, k, v, out, lse, s.total_q * s.heads_q * s.head_dim, s.total_k);
   // As the dense strides, {batch = unused, head, token}.
   AttentionShape d;
   d.batch = s.batch;
