@@ -81,7 +81,8 @@ def kernel_paths(capability: tuple[int, int], archs: list[str] | None) -> list[t
     else:
         hopper = major == 9 and (archs is None or any(a.split("-")[0] == "90a" for a in archs))
         if hopper:
-            attention = "TMA + wgmma, warp-specialized, persistent (sm_90a)"
+            attention = ("TMA + wgmma, warp-specialized, persistent (sm_90a) for dense head_dim 64/128; other head "
+                         "dims, window, softcap and varlen: mma.sync + ldmatrix + cp.async (sm_80)")
             gelu = ("M <= 64: mma.sync weight streaming; larger M: TMA + wgmma, warp-specialized (sm_90a), "
                     "or mma.sync tiles when few tiles")
         else:
