@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from flashkernel import _checks
-from flashkernel.ops.attention import flash_attention
+from flashkernel.ops.attention import flash_attention, window_and_softcap
 from flashkernel.ops.gelu_linear import gelu_linear
 from flashkernel.ops.layernorm import add_layernorm, add_rms_norm
 from flashkernel.ops.rope import STYLES, rope, rope_cache
@@ -208,19 +208,25 @@ class RotaryEmbedding(nn.Module):
 
 
 class FlashAttention(nn.Module):
-    """softmax(scale * q k^T [causal]) v without materializing the scores: the module form of
+    """softmax(scale * q k^T [masks]) v without materializing the scores: the module form of
     F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale) for q [B, Hq, Nq, d],
-    k and v [B, Hkv, Nk, d] (Hq a multiple of Hkv: GQA/MQA), float16 or bfloat16, d in {64, 128}.
-    No parameters. causal in forward() overrides the constructor's default; a causal mask is
-    bottom-right aligned when Nq != Nk (decode), as FlashAttention's."""
+    k and v [B, Hkv, Nk, d] (Hq a multiple of Hkv: GQA/MQA), float16 or bfloat16, d in {32, 64,
+    80, 96, 128, 256}, with flashkernel.flash_attention's optional sliding `window=(left, right)`
+    and `softcap`. No parameters. causal in forward() overrides the constructor's default; a causal
+    mask is bottom-right aligned when Nq != Nk (decode), as FlashAttention's."""
 
-    def __init__(self, causal: bool = False, scale: float | None = None, backend: str = "auto"):
+    def __init__(self, causal: bool = False, scale: float | None = None, backend: str = "auto",
+                 window: tuple[int, int] | None = None, softcap: float | None = None):
         super().__init__()
+        window_and_softcap("flashkernel.nn.FlashAttention", window, softcap)  # fail at construction
         self.causal, self.scale, self.backend = bool(causal), scale, backend
+        self.window = None if window is None else tuple(window)
+        self.softcap = softcap
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool | None = None) -> torch.Tensor:
         return flash_attention(q, k, v, causal=self.causal if causal is None else bool(causal), scale=self.scale,
-                               backend=self.backend)
+                               window=self.window, softcap=self.softcap, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"causal={self.causal}, scale={self.scale}, backend={self.backend!r}"
+        return (f"causal={self.causal}, scale={self.scale}, backend={self.backend!r}, window={self.window}, "
+                f"softcap={self.softcap}")

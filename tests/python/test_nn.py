@@ -174,6 +174,15 @@ def test_flash_attention_module_checks_arguments():
         FlashAttention()(q, q, q)
 
 
+def test_flash_attention_module_takes_window_and_softcap():
+    attn = FlashAttention(causal=True, window=(128, 0), softcap=30.0)
+    assert "window=(128, 0)" in repr(attn) and "softcap=30.0" in repr(attn)
+    with pytest.raises(ValueError, match="'window'"):
+        FlashAttention(window=(1, 2, 3))
+    with pytest.raises(ValueError, match="'softcap'"):
+        FlashAttention(softcap=-1.0)
+
+
 def test_modules_are_exported():
     assert flashkernel.nn.GeluLinear is GeluLinear
     assert set(flashkernel.nn.__all__) == {"AddLayerNorm", "AddRMSNorm", "FlashAttention", "GeluLinear", "RotaryEmbedding"}

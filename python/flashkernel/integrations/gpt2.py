@@ -13,7 +13,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from flashkernel.ops.attention import flash_attention
+from flashkernel.ops.attention import SUPPORTED_HEAD_DIMS, flash_attention
 from flashkernel.ops.gelu_linear import gelu_linear
 
 _OP = "flashkernel.integrations.patch_gpt2"
@@ -34,7 +34,7 @@ def _flashkernel_attention(module, query, key, value, attention_mask, scaling=No
     is_causal = kwargs.get("is_causal")
     causal = query.shape[2] > 1 and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
     usable = (attention_mask is None and query.dtype in (torch.float16, torch.bfloat16)
-              and query.shape[-1] in (64, 128) and query.is_cuda)
+              and query.shape[-1] in SUPPORTED_HEAD_DIMS and query.is_cuda)
     if usable:
         # Bottom-right causal alignment covers both prefill (Sq == Sk) and cached decode (Sq < Sk).
         out = flash_attention(query, key, value, causal=causal, scale=scaling)
