@@ -387,6 +387,77 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
                                                             check_indices=False, **cache._scale_args())
 
 
+def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq_ids: Sequence[int],
+                            q_lens: Sequence[int], *, scale: float | None = None,
+                            window: tuple[int, int] | None = None, softcap: float | None = None) -> torch.Tensor:
+    """Prefill over a paged cache (chunked prefill, multi-turn continuation): each sequence's
+    q_lens[i] new query tokens attend causally to everything `layer` of the cache holds for it,
+    its earlier tokens and the new ones (appended before this call), bottom-right aligned: new
+    token t of a sequence of length L sits at position L - q_lens[i] + t. q: [sum(q_lens),
+    num_q_heads, head_dim], sequences in seq_ids order, num_q_heads a multiple of the cache's
+    num_kv_heads. Returns [sum(q_lens), num_q_heads, head_dim]. window / softcap as
+    flash_attention's.
+
+    This version gathers each sequence's K/V into one packed batch (kv_cache_gather) and runs one
+    flash_attention_varlen over it: correct and one attention launch, but K/V cross HBM twice; a
+    kernel that reads them through the page table is the next step (docs/ops/kv_cache.md)."""
+    from flashkernel.ops.attention import flash_attention_varlen
+    return paged_prefill_with(flash_attention_varlen, "flashkernel.paged_prefill_attention", q, cache, layer, seq_ids,
+                              q_lens, scale=scale, window=window, softcap=softcap)
+
+
+def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **kwargs) -> torch.Tensor:
+    """paged_prefill_attention's checks and packing, with `attention` a varlen attention function
+    (the CUDA op or its Triton twin)."""
+    if not isinstance(cache, PagedKVCache):
+        raise TypeError(f"{op}: argument 'cache' must be a flashkernel.PagedKVCache, got {type(cache).__name__}")
+    ids = _seq_list(seq_ids, op)
+    lens_q = [int(n) for n in q_lens]
+    if len(lens_q) != len(ids):
+        raise ValueError(f"{op}: argument 'q_lens' must have one entry per sequence ({len(ids)}), got {len(lens_q)}")
+    if any(n < 0 for n in lens_q):
+        raise ValueError(f"{op}: argument 'q_lens' must be >= 0, got {lens_q}")
+    if not isinstance(q, torch.Tensor) or q.dim() != 3:
+        raise ValueError(f"{op}: argument 'q' must be a 3-D tensor [sum(q_lens), num_q_heads, head_dim], got "
+                         f"{tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__}")
+    if q.shape[0] != sum(lens_q) or q.shape[2] != cache.head_dim:
+        raise ValueError(f"{op}: argument 'q' must have shape [{sum(lens_q)}, num_q_heads, {cache.head_dim}] "
+                         f"(sum(q_lens), heads, the cache's head_dim), got {tuple(q.shape)}")
+    if q.shape[1] % cache.num_kv_heads != 0:
+        raise ValueError(f"{op}: argument 'q' must have a number of heads ({q.shape[1]}) that is a multiple of the "
+                         f"cache's num_kv_heads ({cache.num_kv_heads})")
+    if q.device != cache.device:
+        raise ValueError(f"{op}: argument 'q' must be on the cache's device {cache.device}, got {q.device}")
+    layer = int(layer)
+    if not 0 <= layer < cache.num_layers:
+        raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
+    ks, vs, lens_k = [], [], []
+    with cache._lock:  # one consistent view of every sequence's pages
+        for sid, nq in zip(ids, lens_q):
+            n = cache.seq_len(sid, layer)
+            if nq > n:
+                raise ValueError(f"{op}: sequence {sid} holds {n} tokens in layer {layer}, fewer than its "
+                                 f"{nq} new query tokens: append the new K/V before the attention")
+            k, v = cache.gather(layer, sid) if n else (None, None)
+            lens_k.append(n)
+            if n:
+                ks.append(k.transpose(0, 1))  # [n, kv_heads, head_dim]
+                vs.append(v.transpose(0, 1))
+    empty = q.new_empty((0, cache.num_kv_heads, cache.head_dim))
+    k_packed = torch.cat(ks) if ks else empty
+    v_packed = torch.cat(vs) if vs else empty
+    cu = [0]
+    for n in lens_q:
+        cu.append(cu[-1] + n)
+    cu_k = [0]
+    for n in lens_k:
+        cu_k.append(cu_k[-1] + n)
+    cu_q_t = torch.tensor(cu, dtype=torch.int32, device=q.device)
+    cu_k_t = torch.tensor(cu_k, dtype=torch.int32, device=q.device)
+    return attention(q, k_packed, v_packed, cu_q_t, cu_k_t, max(lens_q, default=0), max(lens_k, default=0),
+                     causal=True, **kwargs)
+
+
 @_library.register_fake("flashkernel::kv_cache_append")
 def _append_fake(pool, layer, slots, k, v, check_indices=True, k_scale=None, v_scale=None):
     return None

@@ -93,3 +93,13 @@ def kv_cache_gather(cache, layer: int, seq_id: int) -> tuple[torch.Tensor, torch
     if cache.quantized:
         return gather_pages(cache.pool, layer, pages, n, cache.k_scale, cache.v_scale, cache.dtype)
     return gather_pages(cache.pool, layer, pages, n)
+
+
+def paged_prefill_attention(q: torch.Tensor, cache, layer: int, seq_ids, q_lens, *, scale: float | None = None,
+                            window: tuple[int, int] | None = None, softcap: float | None = None) -> torch.Tensor:
+    """Triton twin of flashkernel.paged_prefill_attention (same contract): the same packing, the
+    Triton varlen attention."""
+    from flashkernel.ops.kv_cache import paged_prefill_with
+    from flashkernel.triton.attention import flash_attention_varlen
+    return paged_prefill_with(flash_attention_varlen, "flashkernel.triton.paged_prefill_attention", q, cache, layer,
+                              seq_ids, q_lens, scale=scale, window=window, softcap=softcap)
