@@ -28,6 +28,7 @@ allocator and are valid by construction, and a decode step should not wait for t
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Sequence
 
@@ -358,6 +359,16 @@ def kv_cache_gather(cache: PagedKVCache, layer: int, seq_id: int) -> tuple[torch
     return cache.gather(layer, seq_id)
 
 
+def _cache_layer(op: str, cache, layer) -> int:
+    """The attention ops' cache and layer arguments, checked: the layer as an int."""
+    if not isinstance(cache, PagedKVCache):
+        raise TypeError(f"{op}: argument 'cache' must be a flashkernel.PagedKVCache, got {type(cache).__name__}")
+    layer = int(layer)
+    if not 0 <= layer < cache.num_layers:
+        raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
+    return layer
+
+
 def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq_ids: Sequence[int], *,
                            scale: float | None = None) -> torch.Tensor:
     """softmax(scale * q K^T) V for one new query token per sequence, K/V read through the page
@@ -365,17 +376,13 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
     multiple of the cache's num_kv_heads (GQA). Long contexts are split across thread blocks and
     merged by log-sum-exp (flash-decoding). Default scale: 1/sqrt(head_dim)."""
     op = "flashkernel.paged_decode_attention"
-    if not isinstance(cache, PagedKVCache):
-        raise TypeError(f"{op}: argument 'cache' must be a flashkernel.PagedKVCache, got {type(cache).__name__}")
+    layer = _cache_layer(op, cache, layer)
     ids = _seq_list(seq_ids, op)
     if not isinstance(q, torch.Tensor) or q.dim() != 3:
         raise ValueError(f"{op}: argument 'q' must be a 3-D tensor [batch, num_q_heads, head_dim], got "
                          f"{tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__}")
     if q.shape[0] != len(ids):
         raise ValueError(f"{op}: argument 'q' must have one row per sequence ({len(ids)}), got shape {tuple(q.shape)}")
-    layer = int(layer)
-    if not 0 <= layer < cache.num_layers:
-        raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
     if scale is not None and not scale > 0:
         raise ValueError(f"{op}: argument 'scale' must be > 0, got {scale}")
     with cache._lock:  # the table must stay the one the kernel reads until it is queued
@@ -409,8 +416,7 @@ def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, se
 def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **kwargs) -> torch.Tensor:
     """paged_prefill_attention's checks and packing, with `attention` a varlen attention function
     (the CUDA op or its Triton twin)."""
-    if not isinstance(cache, PagedKVCache):
-        raise TypeError(f"{op}: argument 'cache' must be a flashkernel.PagedKVCache, got {type(cache).__name__}")
+    layer = _cache_layer(op, cache, layer)
     ids = _seq_list(seq_ids, op)
     lens_q = [int(n) for n in q_lens]
     if len(lens_q) != len(ids):
@@ -428,9 +434,6 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **k
                          f"cache's num_kv_heads ({cache.num_kv_heads})")
     if q.device != cache.device:
         raise ValueError(f"{op}: argument 'q' must be on the cache's device {cache.device}, got {q.device}")
-    layer = int(layer)
-    if not 0 <= layer < cache.num_layers:
-        raise ValueError(f"{op}: argument 'layer' must be in [0, {cache.num_layers}), got {layer}")
     ks, vs, lens_k = [], [], []
     with cache._lock:  # one consistent view of every sequence's pages
         for sid, nq in zip(ids, lens_q):
@@ -446,14 +449,8 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **k
     empty = q.new_empty((0, cache.num_kv_heads, cache.head_dim))
     k_packed = torch.cat(ks) if ks else empty
     v_packed = torch.cat(vs) if vs else empty
-    cu = [0]
-    for n in lens_q:
-        cu.append(cu[-1] + n)
-    cu_k = [0]
-    for n in lens_k:
-        cu_k.append(cu_k[-1] + n)
-    cu_q_t = torch.tensor(cu, dtype=torch.int32, device=q.device)
-    cu_k_t = torch.tensor(cu_k, dtype=torch.int32, device=q.device)
+    cu_q_t = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=q.device)
+    cu_k_t = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=q.device)
     return attention(q, k_packed, v_packed, cu_q_t, cu_k_t, max(lens_q, default=0), max(lens_k, default=0),
                      causal=True, **kwargs)
 
