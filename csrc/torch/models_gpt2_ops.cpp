@@ -46,8 +46,9 @@ std::vector<std::vector<std::int32_t>> to_prompts(const std::vector<std::vector<
 }
 
 models::GenerationOptions to_options(int64_t max_new_tokens, bool do_sample, double temperature, int64_t top_k,
-                                     double top_p, int64_t eos_token_id, int64_t seed) {
+                                     double top_p, int64_t eos_token_id, int64_t seed, int64_t prefill_chunk) {
   models::GenerationOptions o;
+  o.prefill_chunk = prefill_chunk;
   o.max_new_tokens = max_new_tokens;
   o.do_sample = do_sample;
   o.temperature = static_cast<float>(temperature);
@@ -136,18 +137,30 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
 
   // Returns (tokens [B, max_new_tokens] int64 on the CPU,
   //          (prefill_ms, decode_ms, decode_steps, graph_captures, persistent_decode 0/1)).
-  std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t, int64_t>> generate(
-      const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample, double temperature,
-      int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed) {
+  using GenerateResult = std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t, int64_t>>;
+  GenerateResult generate(const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample,
+                          double temperature, int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed,
+                          int64_t prefill_chunk) {
     const auto p = to_prompts(prompts);
-    const auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed);
+    const auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed, prefill_chunk);
     models::GenerationStats st;
-    const auto rows = call_library([&] { return engine->generate(p, o, &st); });
-    at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), max_new_tokens}, at::kLong);
-    auto acc = out.accessor<int64_t, 2>();
-    for (std::size_t b = 0; b < rows.size(); ++b)
-      for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
-    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures, st.persistent_decode ? 1 : 0}};
+    return to_result(call_library([&] { return engine->generate(p, o, &st); }), max_new_tokens, st);
+  }
+
+  // Multi-turn (GPT2Engine::open_sequence and generate_continue).
+  int64_t open_sequence() { return call_library([&] { return engine->open_sequence(); }); }
+  void close_sequence(int64_t sequence) { call_library([&] { engine->close_sequence(sequence); }); }
+  int64_t sequence_length(int64_t sequence) { return call_library([&] { return engine->sequence_length(sequence); }); }
+  std::vector<int64_t> open_sequences() { return call_library([&] { return engine->open_sequences(); }); }
+  GenerateResult generate_continue(const std::vector<int64_t>& sequences,
+                                   const std::vector<std::vector<int64_t>>& new_tokens, int64_t max_new_tokens,
+                                   bool do_sample, double temperature, int64_t top_k, double top_p,
+                                   int64_t eos_token_id, int64_t seed, int64_t prefill_chunk) {
+    const auto p = to_prompts(new_tokens);
+    const auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed, prefill_chunk);
+    models::GenerationStats st;
+    return to_result(call_library([&] { return engine->generate_continue(sequences, p, o, &st); }), max_new_tokens,
+                     st);
   }
 
   // Streaming. TorchScript methods cannot take a Python callable, so generate() runs on a worker
@@ -158,9 +171,9 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
   // Python generator closed after a newer stream started) can never read or stop the new one.
   int64_t generate_stream_start(const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
                                 bool do_sample, double temperature, int64_t top_k, double top_p, int64_t eos_token_id,
-                                int64_t seed) {
+                                int64_t seed, int64_t prefill_chunk) {
     auto p = to_prompts(prompts);
-    auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed);
+    auto o = to_options(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed, prefill_chunk);
     std::lock_guard<std::mutex> lock(stream_mutex_);
     // Open until read to the end or stopped, even if generate() already returned: refusing only
     // while the worker runs would make a second start's outcome depend on timing.
@@ -264,6 +277,15 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
   std::string kv_dtype() { return dtype_name(engine->kv_dtype()); }
 
  private:
+  static GenerateResult to_result(const std::vector<std::vector<std::int32_t>>& rows, int64_t max_new_tokens,
+                                  const models::GenerationStats& st) {
+    at::Tensor out = at::empty({static_cast<int64_t>(rows.size()), max_new_tokens}, at::kLong);
+    auto acc = out.accessor<int64_t, 2>();
+    for (std::size_t b = 0; b < rows.size(); ++b)
+      for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
+    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures, st.persistent_decode ? 1 : 0}};
+  }
+
   // Caller holds stream_mutex_. The join cannot deadlock on it: the worker never takes it (only the
   // stream's own mutex and the engine's lock).
   void release_stream_locked() {
@@ -318,6 +340,11 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("tensor_shape", &GPT2EngineHolder::tensor_shape)
       .def("forward_logits", &GPT2EngineHolder::forward_logits)
       .def("generate", &GPT2EngineHolder::generate)
+      .def("generate_continue", &GPT2EngineHolder::generate_continue)
+      .def("open_sequence", &GPT2EngineHolder::open_sequence)
+      .def("close_sequence", &GPT2EngineHolder::close_sequence)
+      .def("sequence_length", &GPT2EngineHolder::sequence_length)
+      .def("open_sequences", &GPT2EngineHolder::open_sequences)
       .def("generate_stream_start", &GPT2EngineHolder::generate_stream_start)
       .def("generate_stream_next", &GPT2EngineHolder::generate_stream_next)
       .def("generate_stream_stop", &GPT2EngineHolder::generate_stream_stop)

@@ -93,6 +93,11 @@ struct GenerationOptions {
   // lock is held, so it must not call the same engine. An exception it throws ends the generation:
   // the sequences' pages are freed and the exception propagates out of generate().
   std::function<void(std::int64_t index, const std::vector<std::int32_t>& tokens)> on_tokens;
+  // Chunked prefill: a prompt longer than this is prefilled in pieces of at most prefill_chunk
+  // tokens, each attending to the cached K/V of the pieces before it (0: the whole prompt in one
+  // pass). The activations then scale with the chunk instead of the prompt; the K/V and the
+  // logits are those of one pass up to rounding (the attention sums in another order).
+  std::int64_t prefill_chunk = 0;
 };
 
 struct GenerationStats {
@@ -157,11 +162,36 @@ class GPT2Engine {
   std::vector<std::vector<std::int32_t>> generate(const std::vector<std::vector<std::int32_t>>& prompts,
                                                   const GenerationOptions& options, GenerationStats* stats = nullptr);
 
+  // ---- Multi-turn: sequences whose K/V stay in the cache between generate calls.
+  //
+  // open_sequence() returns the id of a new, empty sequence (ids are never reused). Each
+  // generate_continue() on it appends new tokens to its history and generates after them; the
+  // history then also holds the generated tokens (through the first EOS where generation stopped
+  // there, all max_new_tokens otherwise). Only the tokens the cache does not hold yet are
+  // prefilled (the new ones and the last generated token), attending to the cached K/V of the
+  // history, so a turn's prefill costs what its own tokens cost, whatever came before. The result
+  // equals generate() on the whole history + new tokens, up to rounding. close_sequence() gives
+  // the pages back; the pool grows (keeping every open sequence's K/V) when a call needs more.
+  std::int64_t open_sequence();
+  // ArgumentError naming `sequence` for an id that is not open.
+  void close_sequence(std::int64_t sequence);
+  std::int64_t sequence_length(std::int64_t sequence) const;  // tokens in its history
+  std::vector<std::int64_t> open_sequences() const;
+  // new_tokens[b] continues sequences[b] (distinct open ids); a row may be empty when its
+  // sequence already has a history (then generation simply goes on). History + new tokens +
+  // max_new_tokens must fit in n_positions. Returns max_new_tokens tokens per row, as generate().
+  // On an error the sequences keep the history they had before the call.
+  std::vector<std::vector<std::int32_t>> generate_continue(const std::vector<std::int64_t>& sequences,
+                                                           const std::vector<std::vector<std::int32_t>>& new_tokens,
+                                                           const GenerationOptions& options,
+                                                           GenerationStats* stats = nullptr);
+
   // The KV cache's element type: dtype() (the default) or float8_e4m3fn, an FP8 cache storing K
   // and V as e4m3 with scale 1.0 for every (layer, head) (why a fixed 1.0: docs/ops/gpt2.md),
   // which halves the cache's bytes and the bytes decode attention reads. The decode step then
   // runs on the CUDA-graph path (the persistent kernel reads 16-bit K/V). Drops the cache and the
-  // captured graphs; ArgumentError naming `kv_dtype` for any other type.
+  // captured graphs; ArgumentError naming `kv_dtype` for any other type, or while an open sequence
+  // has a history (its K/V are in the old type).
   void set_kv_dtype(DType kv_dtype);
   DType kv_dtype() const;
 

@@ -5,6 +5,11 @@
     engine = GPT2Engine.random(seed=0)                    # GPT-2 124M shapes, HF's init, seeded
     out = engine.generate(input_ids, max_new_tokens=128)  # greedy, like HF generate
 
+    seq = engine.open_sequence()                          # multi-turn: K/V kept between calls
+    out1 = engine.generate([turn1], 32, sequences=[seq])  # prompt turn1
+    out2 = engine.generate([turn2], 32, sequences=[seq])  # continues after turn1 + out1's tokens
+    engine.close_sequence(seq)
+
 Prefill runs all prompts' tokens in one pass; each decode step is one CUDA-graph replay (captured
 once per batch shape) that ends with the next-token choice on the GPU.
 
@@ -167,8 +172,9 @@ class GPT2Engine:
 
     # ------------------------------------------------------------------ inference
     @staticmethod
-    def _prompts(input_ids) -> tuple[list[list[int]], bool]:
-        """input_ids: LongTensor [B, L] / [L] or a list of token-id lists (lengths may differ)."""
+    def _prompts(input_ids, allow_empty: bool = False) -> tuple[list[list[int]], bool]:
+        """input_ids: LongTensor [B, L] / [L] or a list of token-id lists (lengths may differ).
+        allow_empty: rows may be empty (continuations of open sequences)."""
         if isinstance(input_ids, torch.Tensor):
             if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
                 raise TypeError(f"{_OP}: argument 'input_ids' must be an integer tensor, got {input_ids.dtype}")
@@ -179,7 +185,7 @@ class GPT2Engine:
                                  f"{tuple(input_ids.shape)}")
             if input_ids.shape[0] == 0:
                 raise ValueError(f"{_OP}: argument 'input_ids' must hold at least one sequence")
-            if input_ids.shape[1] == 0:
+            if input_ids.shape[1] == 0 and not allow_empty:
                 raise ValueError(f"{_OP}: argument 'input_ids' is an empty prompt (a prompt needs at least one token)")
             return input_ids.cpu().tolist(), True
         if not isinstance(input_ids, (list, tuple)) or not input_ids:
@@ -201,7 +207,7 @@ class GPT2Engine:
         return out
 
     def _generation_args(self, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id,
-                         seed) -> tuple:
+                         seed, prefill_chunk=None) -> tuple:
         """generate()'s options checked and converted to the C++ methods' positional arguments."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
             raise TypeError(f"{_OP}: argument 'max_new_tokens' must be an int, got {type(max_new_tokens).__name__}")
@@ -218,24 +224,42 @@ class GPT2Engine:
                 raise ValueError(f"{_OP}: argument 'top_k' must be >= 0, got {top_k}")
             if top_p is not None and not 0 < top_p <= 1:
                 raise ValueError(f"{_OP}: argument 'top_p' must be in (0, 1], got {top_p}")
+        if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                          or prefill_chunk < 1):
+            raise ValueError(f"{_OP}: argument 'prefill_chunk' must be None (whole prompts) or an int >= 1, "
+                             f"got {prefill_chunk!r}")
         if seed is None:
             seed = int.from_bytes(os.urandom(7), "little")
         return (int(max_new_tokens), bool(do_sample), float(temperature), int(top_k or 0),
                 float(1.0 if top_p is None else top_p), -1 if eos_token_id is None else int(eos_token_id),
-                int(seed) & ((1 << 63) - 1))
+                int(seed) & ((1 << 63) - 1), int(min(prefill_chunk or 0, self.config["n_positions"])))
 
     def generate(self, input_ids, max_new_tokens: int = 32, *, do_sample: bool = False, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, prefill_chunk: int | None = None, sequences=None):
         """Greedy (default) or sampled continuation of each prompt.
 
         Returns, like HF generate, prompt + new tokens: a LongTensor [B, L + max_new_tokens] for a
         tensor input, a list of lists for list input (prompts may differ in length). After EOS a
         sequence is padded with eos_token_id. Sampling: temperature, then top-k, then top-p; seed
-        makes it reproducible (None: a fresh random seed)."""
-        prompts, is_tensor = self._prompts(input_ids)
-        args = self._generation_args(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed)
-        tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(prompts, *args)
+        makes it reproducible (None: a fresh random seed). prefill_chunk: prefill prompts in pieces
+        of at most this many tokens (activation memory bounded by the chunk; same tokens).
+
+        sequences (multi-turn): ids from open_sequence(), one per row. Row b of input_ids is then
+        appended to sequence b's history (it may be empty once the sequence has one) and generation
+        continues after it; only the tokens not yet in the KV cache are prefilled. The history
+        grows by the row and the new tokens (through the first EOS when generation stopped there).
+        The result equals generate() on history + row, up to rounding; it returns row + new tokens."""
+        prompts, is_tensor = self._prompts(input_ids, allow_empty=sequences is not None)
+        args = self._generation_args(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed,
+                                     prefill_chunk)
+        if sequences is None:
+            tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(prompts, *args)
+        else:
+            ids = self._sequence_ids(sequences)
+            if len(ids) != len(prompts):
+                raise ValueError(f"{_OP}: argument 'sequences' has {len(ids)} ids but input_ids has {len(prompts)} rows")
+            tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate_continue(ids, prompts, *args)
         self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens,
                                           bool(persistent))
         if is_tensor:
@@ -263,6 +287,32 @@ class GPT2Engine:
             # No-op once read to the end; after a break or an error it ends the worker and frees the
             # engine for the next call.
             self._cpp.generate_stream_stop(stream_id)
+
+    # ------------------------------------------------------------------ multi-turn
+    @staticmethod
+    def _sequence_ids(sequences) -> list[int]:
+        if isinstance(sequences, int) and not isinstance(sequences, bool):
+            sequences = [sequences]
+        if not isinstance(sequences, (list, tuple)) or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in sequences):
+            raise TypeError(f"{_OP}: argument 'sequences' must be a list of ids from open_sequence()")
+        return [int(s) for s in sequences]
+
+    def open_sequence(self) -> int:
+        """A new, empty sequence whose K/V stay in the engine's cache between generate(..., sequences=)
+        calls, until close_sequence(). Returns its id."""
+        return self._cpp.open_sequence()
+
+    def close_sequence(self, sequence: int) -> None:
+        """Frees the sequence's KV pages (ValueError naming 'sequence' if it is not open)."""
+        self._cpp.close_sequence(int(sequence))
+
+    def sequence_length(self, sequence: int) -> int:
+        """Tokens in the sequence's history (every token given to and generated on it)."""
+        return self._cpp.sequence_length(int(sequence))
+
+    def open_sequences(self) -> list[int]:
+        return list(self._cpp.open_sequences())
 
     def weight_bytes(self) -> int:
         return self._cpp.weight_bytes()

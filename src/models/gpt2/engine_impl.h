@@ -69,6 +69,37 @@ struct TensorSlot {
   float init_std = 0.f, init_mean = 0.f;  // init_random
 };
 
+// One sequence's share of a prefill pass: `count` tokens at positions start .. start + count - 1
+// of the allocator's sequence `seq`, rows row .. row + count - 1 of the packed batch (prefill()
+// sets `row`). With start > 0 they attend to the cached K/V of the positions before `start` too,
+// read through `pages_dev` (the sequence's page list on the device).
+struct PrefillPiece {
+  std::int64_t seq = 0;
+  std::int64_t start = 0;
+  const std::int32_t* tokens = nullptr;
+  std::int64_t count = 0;
+  const std::int32_t* pages_dev = nullptr;
+  std::int64_t row = 0;
+};
+
+// What one generation continues: the allocator's sequence `seq` (pages reserved for start +
+// tokens + max_new_tokens) from position `start` with `tokens`.
+struct GenerationInput {
+  std::int64_t seq = 0;
+  std::int64_t start = 0;
+  std::vector<std::int32_t> tokens;
+};
+
+// A multi-turn sequence (GPT2Engine::open_sequence): the first `cached` tokens of its history
+// have their K/V in the cache; `uncached` are the history's tokens after them (the last generated
+// token, never fed through the model).
+struct OpenSequence {
+  std::int64_t alloc_id = -1;  // its sequence in the page allocator (-1: none yet)
+  std::int64_t cached = 0;
+  std::vector<std::int32_t> uncached;
+  std::int64_t length() const { return cached + static_cast<std::int64_t>(uncached.size()); }
+};
+
 struct GPT2Engine::Impl {
   GPT2Config cfg;
   DType dtype;
@@ -76,6 +107,11 @@ struct GPT2Engine::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   detail::DeviceAllocation weights, blas_ws, acts, kv_pool, paged_ws, state, staging;
+  // K and V of one sequence's cached prefix, gathered per layer for prefill over a history:
+  // [n_head, n_positions, head_dim] each (grown on the first continuation).
+  detail::DeviceAllocation context_kv;
+  std::map<std::int64_t, OpenSequence> open_seqs;
+  std::int64_t next_open_id = 1;
   // Held by every public method of GPT2Engine (but device()/config()/dtype(), which never change):
   // buffers, the page allocator, the stream and graph capture are shared by all calls.
   mutable std::mutex mutex;
@@ -155,18 +191,30 @@ struct GPT2Engine::Impl {
 
   void ensure_acts(std::int64_t rows);
   void ensure_state(std::int64_t batch);
+  // Grows the pool to at least num_pages pages. Open sequences' K/V are carried over (copied to
+  // pages of the new pool; both pools are held meanwhile); if that fails they keep the old pool.
   void ensure_pool(std::int64_t num_pages);
+  std::int64_t pages_in_use() const { return pages ? pages->num_pages() - pages->num_free_pages() : 0; }
+  void ensure_context();
 
   // Runs every layer over `rows` tokens whose h = embedding is already in `h`, ending with ln_f(h)
-  // in `x`. Prefill (seq_offsets given): flash attention per sequence over its own tokens.
-  // Decode: paged decode attention over the cache, one token per sequence.
-  void layers(std::int64_t rows, const std::int64_t* slots_dev, const std::vector<std::int64_t>* seq_offsets,
+  // in `x`. Prefill (pieces given): flash attention per piece over its cached prefix and its own
+  // tokens (causal, bottom-right). Decode: paged decode attention over the cache, one token per
+  // sequence.
+  void layers(std::int64_t rows, const std::int64_t* slots_dev, const std::vector<PrefillPiece>* pieces,
               std::int64_t decode_max_seq_len);
 
-  // Prefill of packed prompts: reserves each sequence's pages for prompt + `reserve_new` tokens,
-  // writes the KV cache, and leaves ln_f(h) of every token in x.
-  void prefill(const std::vector<std::vector<std::int32_t>>& prompts, const std::vector<std::int64_t>& seq_ids,
-               std::vector<std::int64_t>* offsets_out);
+  // One packed prefill pass over `pieces` (their pages reserved): writes their K/V into the cache
+  // and leaves ln_f(h) of every token in x (rows in piece order; sets each piece's `row`).
+  void prefill(std::vector<PrefillPiece>& pieces);
+
+  // The generation behind generate() and generate_continue(): prefill of every input (in chunks
+  // of options.prefill_chunk tokens when set), the first token, then the decode steps. Fills
+  // result [B][max_new_tokens] and produced[b], the columns of row b that are generated tokens
+  // (through the first EOS).
+  void generate_tokens(const std::vector<GenerationInput>& inputs, const GenerationOptions& options,
+                       std::vector<std::vector<std::int32_t>>* result, std::vector<std::int64_t>* produced,
+                       GenerationStats* stats);
 
   PersistentDecodeArgs persistent_args(std::int64_t B, std::int64_t max_seq_len);
   // Paged decode attention of `rows` sequences over this engine's cache (q -> att); the caller
