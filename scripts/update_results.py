@@ -46,6 +46,7 @@ SUMMARY = {
     "layernorm": ("flashkernel_cuda", "torch_eager", r"rows=(4096|16384) "),
     "kv_cache": ("flashkernel_cuda", "sdpa_contiguous", r"^batch=(16|64) ctx="),
     "e2e_gpt2": ("flashkernel_engine", "torch_compile_static", r"."),
+    "e2e_gpt2_turns": ("flashkernel_engine_continue", "flashkernel_engine_recompute", r"^history="),
 }
 
 # The source folders whose history decides whether an op's rows are older than its code. The
@@ -62,6 +63,7 @@ OP_SOURCES = {
     "layernorm": ("src/layernorm",),
     "kv_cache": ("src/kv_cache",),
     "e2e_gpt2": ("src/models/gpt2",),
+    "e2e_gpt2_turns": ("src/models/gpt2",),
 }
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 

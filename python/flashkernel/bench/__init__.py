@@ -13,4 +13,5 @@ BENCHMARKS = {
     "rope": "flashkernel.bench.ops.rope",
     "layernorm": "flashkernel.bench.ops.layernorm",
     "e2e_gpt2": "flashkernel.bench.ops.e2e_gpt2",
+    "e2e_gpt2_turns": "flashkernel.bench.ops.e2e_gpt2_turns",
 }
