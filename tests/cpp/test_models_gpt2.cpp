@@ -143,9 +143,30 @@ std::vector<std::vector<std::int32_t>> random_prompts(const std::vector<int>& le
   return testing::random_token_rows(lens, vocab, seed);
 }
 
-// Every generated token must be the argmax of the teacher-forced logits at its position, unless
-// that position's top-1/top-2 margin is below `tol` (fp16/bf16 rounding may then flip it; the
-// rest of the sequence then legitimately differs, so checking stops at such a step).
+// Tokens full[first..] must each be the argmax of the teacher-forced logits over `full` at the
+// position before them, unless that position's top-1/top-2 margin is below `tol` (fp16/bf16
+// rounding may then flip it). Teacher forcing on the engine's own tokens checks every position,
+// also after such a near-tie.
+void check_tokens_are_greedy(GPT2Engine& e, const std::vector<std::int32_t>& full, std::size_t first, double tol,
+                             const std::string& what) {
+  ASSERT_GE(first, 1u);
+  const std::int64_t vocab = e.config().vocab_size;
+  const std::vector<std::int32_t> inputs(full.begin(), full.end() - 1);
+  DeviceBuffer<float> logits(static_cast<std::int64_t>(inputs.size()) * vocab);
+  logits.poison();
+  e.forward_logits({inputs}, logits.get());
+  const auto host = logits.download();
+  for (std::size_t p = first; p < full.size(); ++p) {
+    const float* row = host.data() + (p - 1) * vocab;
+    std::vector<float> sorted(row, row + vocab);
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    ASSERT_FALSE(std::isnan(sorted[0])) << what;
+    if (row[full[p]] == sorted[0]) continue;
+    ASSERT_LT(sorted[0] - sorted[1], tol) << what << ": token " << p << " (" << full[p]
+                                          << ") is not the argmax and the margin is " << sorted[0] - sorted[1];
+  }
+}
+
 void check_greedy_consistent(DType dtype, double tol) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("dtype=" + std::string(dtype_name(dtype)) + " seed=" + std::to_string(seed));
@@ -160,22 +181,57 @@ void check_greedy_consistent(DType dtype, double tol) {
   ASSERT_EQ(out.size(), prompts.size());
   for (std::size_t b = 0; b < prompts.size(); ++b) {
     std::vector<std::int32_t> full = prompts[b];
-    full.insert(full.end(), out[b].begin(), out[b].end() - 1);
-    DeviceBuffer<float> logits(static_cast<std::int64_t>(full.size()) * 1000);
-    logits.poison();
-    e.forward_logits({full}, logits.get());
-    const auto host = logits.download();
-    for (std::size_t i = 0; i < out[b].size(); ++i) {
-      const float* row = host.data() + (prompts[b].size() - 1 + i) * 1000;
-      std::vector<float> sorted(row, row + 1000);
-      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-      ASSERT_FALSE(std::isnan(sorted[0]));
-      const float chosen = row[out[b][i]];
-      if (chosen == sorted[0]) continue;
-      ASSERT_LT(sorted[0] - sorted[1], tol) << "sequence " << b << " step " << i << ": token " << out[b][i]
-                                            << " is not the argmax and the margin is " << sorted[0] - sorted[1];
-      break;
+    full.insert(full.end(), out[b].begin(), out[b].end());
+    check_tokens_are_greedy(e, full, prompts[b].size(), tol, "sequence " + std::to_string(b));
+  }
+}
+
+// Multi-turn: two open sequences over three turns (one turn empty for one of them, the last one
+// prefilled in chunks of 16), then chunked prefill of plain prompts. Every generated token is
+// checked against the teacher-forced logits of the sequence's whole history.
+TEST(ModelsGpt2Engine, MultiTurnAndChunkedPrefillMatchTeacherForcedLogits) {
+  FK_SKIP_WITHOUT_GPU();
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  GPT2Engine e(small_config(), DType::kFloat16);
+  e.init_random(seed);
+  const std::vector<std::int64_t> ids = {e.open_sequence(), e.open_sequence()};
+  std::vector<std::vector<std::int32_t>> history(2);
+  const std::vector<std::vector<int>> turns = {{1, 17}, {15, 0}, {40, 3}};
+  GenerationOptions o;
+  o.max_new_tokens = 12;
+  for (std::size_t t = 0; t < turns.size(); ++t) {
+    o.prefill_chunk = t == 2 ? 16 : 0;
+    const auto rows = random_prompts(turns[t], 1000, seed + t);
+    const auto out = e.generate_continue(ids, rows, o);
+    for (std::size_t b = 0; b < ids.size(); ++b) {
+      history[b].insert(history[b].end(), rows[b].begin(), rows[b].end());
+      history[b].insert(history[b].end(), out[b].begin(), out[b].end());
+      EXPECT_EQ(e.sequence_length(ids[b]), static_cast<std::int64_t>(history[b].size()));
+      check_tokens_are_greedy(e, history[b], history[b].size() - o.max_new_tokens, 0.05,
+                              "turn " + std::to_string(t) + " sequence " + std::to_string(b));
     }
+  }
+  expect_argument_error([&] { e.generate_continue({ids[0], ids[0]}, {{1}, {2}}, o); }, "sequences");
+  expect_argument_error([&] { e.generate_continue({ids[0]}, {{1}, {2}}, o); }, "new_tokens");
+  const std::int64_t fresh = e.open_sequence();
+  expect_argument_error([&] { e.generate_continue({fresh}, {{}}, o); }, "new_tokens");
+  o.prefill_chunk = -1;
+  expect_argument_error([&] { e.generate({{1}}, o); }, "prefill_chunk");
+  expect_argument_error([&] { e.set_kv_dtype(DType::kFloat8E4M3); }, "kv_dtype");
+  EXPECT_EQ(e.sequence_length(ids[0]), static_cast<std::int64_t>(history[0].size()));
+  for (auto id : ids) e.close_sequence(id);
+  e.close_sequence(fresh);
+  expect_argument_error([&] { e.close_sequence(fresh); }, "sequence");
+  EXPECT_TRUE(e.open_sequences().empty());
+
+  o.prefill_chunk = 5;
+  const auto prompts = random_prompts({1, 33, 127}, 1000, seed + 9);
+  const auto out = e.generate(prompts, o);
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    std::vector<std::int32_t> full = prompts[b];
+    full.insert(full.end(), out[b].begin(), out[b].end());
+    check_tokens_are_greedy(e, full, prompts[b].size(), 0.05, "chunked prompt " + std::to_string(b));
   }
 }
 
