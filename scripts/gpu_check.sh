@@ -4,7 +4,10 @@
 # racecheck/synccheck over the shared-memory kernels, memcheck over a representative subset of the
 # Python tests (each op through its torch op, the GPT-2 engine, PagedKVCache; FK_PY_MEMCHECK=0
 # skips it), the T4 (sm_75) and Ada (99 KiB) paths from PTX builds under FLASHKERNEL_FORCE_ARCH
-# (FK_OLD_ARCHS=0 skips them), and prints a summary table. Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
+# (FK_OLD_ARCHS=0 skips them), and prints a summary table. FK_SANITIZERS=0 skips the C++
+# sanitizer chain and FK_INTERP=0 the Triton-interpreter lane (CPU only, also run by CI): with
+# FK_OLD_ARCHS=0 and FK_PY_MEMCHECK=0 too, the call is build + C++ tests + the Python GPU lane, so
+# the whole check can be split over two device calls (the lanes compete for the same CPU cores). Fails if anything fails, if any GPU test was skipped, or if a sanitizer reports an
 # error.   Usage: scripts/gpu_check.sh [LOGDIR]
 #
 # Order: build, then the plain C++ test run; then four independent lanes at once: the C++
@@ -33,12 +36,10 @@ declare -a STEPS=()
 step() { STEPS+=("$1|$2"); }  # id, name shown in the summary
 step build "build"
 step gtest "C++ tests"
-step memcheck "memcheck"
-step initcheck "initcheck"
-step racecheck "racecheck"
-step synccheck "synccheck"
+[ "${FK_SANITIZERS:-1}" = 1 ] && { step memcheck "memcheck"; step initcheck "initcheck"; step racecheck "racecheck"
+                                   step synccheck "synccheck"; }
 step pytest-gpu "pytest (GPU)"
-step pytest-interp "pytest (Triton interpreter)"
+[ "${FK_INTERP:-1}" = 1 ] && step pytest-interp "pytest (Triton interpreter)"
 [ "${FK_OLD_ARCHS:-1}" = 1 ] && { step arch75 "forced sm_75 (compute_75 PTX)"; step arch86 "forced sm_86 (compute_80, 99 KiB)"; }
 # The Python memcheck lane checks the library's kernels only (--kernel-name kns=flashkernel):
 # instrumenting every kernel module PyTorch loads took more than 300 s before the first test ended
@@ -208,13 +209,13 @@ PYEOF
 )
   res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
   finish gtest $res "$total tests, $failed failed, $skipped skipped" "$t0"
-  sanitizer_chain & BACKGROUND+=($!)
+  [ "${FK_SANITIZERS:-1}" = 1 ] && { sanitizer_chain & BACKGROUND+=($!); }
 else
   finish gtest FAIL "not built" "$(date +%s)"
   for id in memcheck initcheck racecheck synccheck; do finish $id FAIL "not run: no test binary" "$(date +%s)"; done
 fi
 
-interpreter_lane & BACKGROUND+=($!)
+[ "${FK_INTERP:-1}" = 1 ] && { interpreter_lane & BACKGROUND+=($!); }
 [ "${FK_OLD_ARCHS:-1}" = 1 ] && { old_arch_lane & BACKGROUND+=($!); }
 [ "${FK_PY_MEMCHECK:-1}" = 1 ] && { python_memcheck_lane & BACKGROUND+=($!); }
 
