@@ -487,7 +487,9 @@ void GPT2Engine::Impl::generate_tokens(const std::vector<GenerationInput>& in, c
     rounds.push_back(std::move(round));
   }
   ensure_acts(first_round_rows);
-  if (longest > longest_input) ensure_context();  // some input continues a cached history
+  // A piece that starts past position 0 (a continued history, or a prompt's second chunk) attends
+  // to gathered prefix K/V.
+  if (longest > longest_input || rounds.size() > 1) ensure_context();
 
   std::vector<std::int32_t> table(B * max_pages, 0), plen(B), last_pos(B);
   for (std::int64_t b = 0; b < B; ++b) {
