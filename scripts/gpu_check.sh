@@ -35,12 +35,17 @@ rm -f "$LOGDIR"/*.result
 declare -a STEPS=()
 step() { STEPS+=("$1|$2"); }  # id, name shown in the summary
 step build "build"
-step gtest "C++ tests"
-[ "${FK_SANITIZERS:-1}" = 1 ] && { step memcheck "memcheck"; step initcheck "initcheck"; step racecheck "racecheck"
-                                   step synccheck "synccheck"; }
+[ "${FK_GTEST:-1}" = 1 ] && step gtest "C++ tests"
+# FK_SANITIZERS: 1 (all four), 0 (none) or races (racecheck and synccheck only); FK_OLD_ARCHS: 1
+# (both lanes), 0, 75 or 86; FK_GTEST=0 skips the plain C++ run (for a call that completes an
+# earlier one's lanes).
+SANITIZERS=${FK_SANITIZERS:-1} OLD_ARCHS=${FK_OLD_ARCHS:-1}
+[ "$SANITIZERS" = 1 ] && { step memcheck "memcheck"; step initcheck "initcheck"; }
+[ "$SANITIZERS" = 1 ] || [ "$SANITIZERS" = races ] && { step racecheck "racecheck"; step synccheck "synccheck"; }
 step pytest-gpu "pytest (GPU)"
 [ "${FK_INTERP:-1}" = 1 ] && step pytest-interp "pytest (Triton interpreter)"
-[ "${FK_OLD_ARCHS:-1}" = 1 ] && { step arch75 "forced sm_75 (compute_75 PTX)"; step arch86 "forced sm_86 (compute_80, 99 KiB)"; }
+case "$OLD_ARCHS" in 1|75) step arch75 "forced sm_75 (compute_75 PTX)" ;; esac
+case "$OLD_ARCHS" in 1|86) step arch86 "forced sm_86 (compute_80, 99 KiB)" ;; esac
 # The Python memcheck lane checks the library's kernels only (--kernel-name kns=flashkernel):
 # instrumenting every kernel module PyTorch loads took more than 300 s before the first test ended
 # on an H200; with the filter two tests took 14 s on an H100.
@@ -61,6 +66,7 @@ TESTS="$BUILD/tests/cpp/flashkernel_tests"
 # Python lane, not with each other).
 sanitizer_chain() {
   local t0 rc
+  if [ "$SANITIZERS" = 1 ]; then
   # memcheck: every GPU test (the argument tests do no CUDA work, harmless to include).
   t0=$(date +%s)
   # API errors are not memory errors: tests that provoke out-of-memory or bad launches on purpose
@@ -76,6 +82,7 @@ sanitizer_chain() {
   timeout 900 compute-sanitizer --tool initcheck --report-api-errors no --error-exitcode 9 --print-limit 20 "$TESTS" \
       --gtest_filter="${FK_INITCHECK_FILTER:-*-ModelsGpt2Engine*:ModelsGpt2Persistent*}" >"$LOGDIR/initcheck.log" 2>&1; rc=$?
   finish initcheck "$(pass_if $rc)" "$(grep -E 'ERROR SUMMARY' "$LOGDIR/initcheck.log" | tail -1)" "$t0"
+  fi
   # racecheck/synccheck: kernels with shared memory, on their small test cases (racecheck is
   # 10-100x slower than a plain run). One typed instance where both run one kernel template with
   # the dtype as its only difference (gelu_linear: /0 = fp16; paged decode: /0 = fp16); both where
@@ -191,13 +198,14 @@ PYEOF
   finish "$id" $res "$details" "$t0"
 }
 old_arch_lane() {
-  old_arch_run arch75 75 75 "AttentionTest/1.*:GeluLinearTest/1.*"
-  old_arch_run arch86 80 86 ""
+  case "$OLD_ARCHS" in 1|75) old_arch_run arch75 75 75 "AttentionTest/1.*:GeluLinearTest/1.*" ;; esac
+  case "$OLD_ARCHS" in 1|86) old_arch_run arch86 80 86 "" ;; esac
 }
 
 declare -a BACKGROUND=()
 if [ -x "$TESTS" ]; then
   t0=$(date +%s)
+  if [ "${FK_GTEST:-1}" = 1 ]; then
   "$TESTS" --gtest_output=xml:"$LOGDIR/gtest.xml" >"$LOGDIR/gtest.log" 2>&1; rc=$?
   read -r total failed skipped < <("$PY" - "$LOGDIR/gtest.xml" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
@@ -209,14 +217,15 @@ PYEOF
 )
   res=PASS; { [ "$rc" -ne 0 ] || [ "$failed" != 0 ] || [ "$skipped" != 0 ]; } && res=FAIL
   finish gtest $res "$total tests, $failed failed, $skipped skipped" "$t0"
-  [ "${FK_SANITIZERS:-1}" = 1 ] && { sanitizer_chain & BACKGROUND+=($!); }
+  fi
+  [ "$SANITIZERS" != 0 ] && { sanitizer_chain & BACKGROUND+=($!); }
 else
   finish gtest FAIL "not built" "$(date +%s)"
   for id in memcheck initcheck racecheck synccheck; do finish $id FAIL "not run: no test binary" "$(date +%s)"; done
 fi
 
 [ "${FK_INTERP:-1}" = 1 ] && { interpreter_lane & BACKGROUND+=($!); }
-[ "${FK_OLD_ARCHS:-1}" = 1 ] && { old_arch_lane & BACKGROUND+=($!); }
+[ "$OLD_ARCHS" != 0 ] && { old_arch_lane & BACKGROUND+=($!); }
 [ "${FK_PY_MEMCHECK:-1}" = 1 ] && { python_memcheck_lane & BACKGROUND+=($!); }
 
 # The Python GPU lane runs as FK_PYTEST_SHARDS pytest processes at once (every n-th test each,
