@@ -90,13 +90,11 @@ def test_chunked_prefill_matches_hf(hf_and_engine, chunk):
     for b, r in enumerate(out):
         _check_against_hf(model, r, GEN, MARGIN_TOL[dtype], f"[{dtype}] chunk {chunk} prompt {len(rows[b])}")
     # Chunks on a continued sequence too: a 90-token turn over a 40-token history, in 32s.
-    s = engine.open_sequence()
-    try:
+    with engine.sequence() as s:
         first = engine.generate(_rows([40], seed), 8, sequences=[s])[0]
         second = engine.generate(_rows([90], seed + 1), GEN, sequences=[s], prefill_chunk=32)[0]
         _check_against_hf(model, first + second, GEN, MARGIN_TOL[dtype], f"[{dtype}] chunked continuation")
-    finally:
-        engine.close_sequence(s)
+    assert s not in engine.open_sequences()
 
 
 @gpu
@@ -104,16 +102,13 @@ def test_history_survives_pool_growth_and_other_calls(hf_and_engine):
     """A sequence stays valid while other calls grow the KV pool (its pages are copied to the new
     pool) and while plain generate/logits calls use and free pages of the same pool."""
     model, engine, dtype, seed = hf_and_engine
-    s = engine.open_sequence()
-    try:
+    with engine.sequence() as s:
         history = engine.generate(_rows([100], seed), GEN, sequences=[s])[0]
         engine.generate(_rows([900] * 6, seed + 1), 8)  # 6 x 57 pages: more than the pool had
         engine.logits(_rows([50, 3], seed + 2))
         history += engine.generate(_rows([20], seed + 3), GEN, sequences=[s])[0]
         assert engine.sequence_length(s) == len(history)
         _check_against_hf(model, history, GEN, MARGIN_TOL[dtype], f"[{dtype}] after pool growth")
-    finally:
-        engine.close_sequence(s)
 
 
 @gpu
@@ -124,8 +119,7 @@ def test_history_ends_at_eos(hf_and_engine):
     # EOS: a token greedy produces at step k >= 2 for the first time (step 0 if there is none).
     k = next((i for i in range(2, 16) if free_run[i] not in free_run[:i]), 0)
     eos = free_run[k]
-    s = engine.open_sequence()
-    try:
+    with engine.sequence() as s:
         new = engine.generate([prompt], 16, eos_token_id=eos, sequences=[s])[0][12:]
         stop = new.index(eos)
         assert all(t == eos for t in new[stop:])
@@ -133,8 +127,6 @@ def test_history_ends_at_eos(hf_and_engine):
         more = _rows([5], seed + 1)[0]
         history = prompt + new[:stop + 1] + engine.generate([more], GEN, sequences=[s])[0]
         _check_against_hf(model, history, GEN, MARGIN_TOL[dtype], f"[{dtype}] after EOS")
-    finally:
-        engine.close_sequence(s)
 
 
 @gpu
@@ -168,3 +160,52 @@ def test_multi_turn_bad_inputs_raise_and_keep_the_history(hf_and_engine):
         engine.close_sequence(s)
     with pytest.raises(ValueError, match="sequence"):
         engine.sequence_length(s)
+
+
+# ---------------------------------------------------------------- CPU: the Python wrapper's own logic
+class _StubCpp:
+    """Records the calls the wrapper makes instead of running an engine."""
+
+    def __init__(self):
+        self.closed = []
+        self.calls = []
+
+    def open_sequence(self):
+        return 7
+
+    def close_sequence(self, seq):
+        self.closed.append(seq)
+
+    def generate_continue(self, ids, rows, *args):
+        self.calls.append((ids, rows, args))
+        return torch.zeros((len(rows), args[0]), dtype=torch.long), (0.0, 0.0, 0, 0, 0)
+
+
+def _stub_engine() -> GPT2Engine:
+    engine = GPT2Engine.__new__(GPT2Engine)
+    engine._cpp = _StubCpp()
+    engine.config = {"n_positions": 1024}
+    return engine
+
+
+def test_sequence_context_closes_also_after_an_error():
+    engine = _stub_engine()
+    with pytest.raises(RuntimeError, match="boom"):
+        with engine.sequence() as s:
+            assert s == 7
+            raise RuntimeError("boom")
+    assert engine._cpp.closed == [7]
+
+
+def test_wrapper_checks_sequences_and_prefill_chunk():
+    engine = _stub_engine()
+    with pytest.raises(ValueError, match="prefill_chunk"):
+        engine.generate([[1]], 4, sequences=[7], prefill_chunk=0)
+    with pytest.raises(TypeError, match="sequences"):
+        engine.generate([[1]], 4, sequences=["7"])
+    with pytest.raises(ValueError, match="sequences"):
+        engine.generate([[1], [2]], 4, sequences=[7])
+    out = engine.generate([[]], 3, sequences=7, prefill_chunk=5000)  # an empty row continues; chunk capped
+    assert out == [[0, 0, 0]]
+    ids, rows, args = engine._cpp.calls[-1]
+    assert ids == [7] and rows == [[]] and args[0] == 3 and args[-1] == 1024

@@ -20,6 +20,7 @@ the engine stays usable.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,16 @@ class GPT2Engine:
         """A new, empty sequence whose K/V stay in the engine's cache between generate(..., sequences=)
         calls, until close_sequence(). Returns its id."""
         return self._cpp.open_sequence()
+
+    @contextlib.contextmanager
+    def sequence(self):
+        """open_sequence() for a `with` block: yields the id and closes the sequence after the block,
+        also when it raises."""
+        seq = self.open_sequence()
+        try:
+            yield seq
+        finally:
+            self.close_sequence(seq)
 
     def close_sequence(self, sequence: int) -> None:
         """Frees the sequence's KV pages (ValueError naming 'sequence' if it is not open)."""
