@@ -358,6 +358,16 @@ std::size_t GPT2Engine::device_bytes() const {
 
 namespace {
 
+// Every id of `row` (named `what`, e.g. "prompts[2]") in [0, vocab_size); ArgumentError naming `argument`.
+void check_token_ids(const std::vector<std::int32_t>& row, const GPT2Config& cfg, const char* argument,
+                     const std::string& what) {
+  for (std::int32_t t : row) {
+    detail::require(t >= 0 && t < cfg.vocab_size, kOp, argument,
+                    what + " holds token id " + std::to_string(t) + " outside [0, vocab_size = " +
+                        std::to_string(cfg.vocab_size) + ")");
+  }
+}
+
 // extra_positions: max_new_tokens (generate) or 0; the caller has checked it is >= 0.
 void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, const GPT2Config& cfg,
                    std::int64_t extra_positions) {
@@ -377,11 +387,7 @@ void check_prompts(const std::vector<std::vector<std::int32_t>>& prompts, const 
     total += len;
     detail::require(total <= std::numeric_limits<std::int32_t>::max(), kOp, "prompts",
                     "hold more than 2^31 - 1 tokens in total");
-    for (std::int32_t t : prompts[s]) {
-      detail::require(t >= 0 && t < cfg.vocab_size, kOp, "prompts",
-                      what + " holds token id " + std::to_string(t) + " outside [0, vocab_size = " +
-                          std::to_string(cfg.vocab_size) + ")");
-    }
+    check_token_ids(prompts[s], cfg, "prompts", what);
   }
 }
 
@@ -708,11 +714,7 @@ std::vector<std::vector<std::int32_t>> GPT2Engine::generate_continue(
                     what + " = " + std::to_string(sequences[b]) + " appears twice");
     seqs.push_back(&s);
     const std::string row = "new_tokens[" + std::to_string(b) + "]";
-    for (std::int32_t t : new_tokens[b]) {
-      detail::require(t >= 0 && t < config_.vocab_size, kOp, "new_tokens",
-                      row + " holds token id " + std::to_string(t) + " outside [0, vocab_size = " +
-                          std::to_string(config_.vocab_size) + ")");
-    }
+    check_token_ids(new_tokens[b], config_, "new_tokens", row);
     GenerationInput& g = inputs[b];
     g.start = s.cached;
     g.tokens = s.uncached;
