@@ -10,6 +10,8 @@
 //               still runs for launches of 2^32 threads or more)
 //   idx32_w4    library with 4 target waves (each thread walks ~4x more heads: fewer cos/sin reloads)
 //   idx32_u2mb3 library with two heads per step at 3 blocks per SM
+//   balanced    library with the head groups evened out: every thread walks the same number of
+//               heads (16 waves give 33 groups for 64 heads: 31 threads of 2 heads, 2 of 1)
 // Ratio: a cudaMemcpyAsync of the same bytes (half read, half written) over the variant's time.
 //
 //   rope_variants_bench [--quick]      prints CSV: dtype,B,N,Hq,Hk,d,variant,us,ratio_copy
@@ -54,6 +56,22 @@ void launch_instance(Params p, int waves) {
   FK_CHECK_LAUNCH();
 }
 
+// The library's instance with as few head groups as give every thread the same head count.
+template <typename T>
+void launch_balanced(Params p, int waves) {
+  constexpr int kVec = flashkernel::kVectorBytes / sizeof(T);
+  plan<RopeStyle::kNeox, kVec>(p, /*inplace=*/true, waves);
+  const std::int64_t heads = p.q.heads + p.k.heads;
+  const std::int64_t per_thread = flashkernel::detail::ceil_div(heads, p.head_groups);
+  p.total_threads = p.total_threads / p.head_groups;
+  p.head_groups = static_cast<int>(flashkernel::detail::ceil_div(heads, per_thread));
+  p.total_threads *= p.head_groups;
+  const std::int64_t blocks = flashkernel::detail::ceil_div(p.total_threads, kThreads);
+  rope_kernel<T, float, RopeStyle::kNeox, false, kVec, head_unroll<RopeStyle::kNeox>(),
+              min_blocks_per_sm<RopeStyle::kNeox>(), true><<<static_cast<unsigned>(blocks), kThreads>>>(p, NoInvFreq{});
+  FK_CHECK_LAUNCH();
+}
+
 template <typename T>
 int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
   const struct {
@@ -67,7 +85,8 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
                    launch_instance<T, head_unroll<RopeStyle::kNeox>(), min_blocks_per_sm<RopeStyle::kNeox>(), false>,
                    kTargetWaves},
                   {"idx32_w4", launch_instance<T, 1, 4, true>, 4},
-                  {"idx32_u2mb3", launch_instance<T, 2, 3, true>, kTargetWaves}};
+                  {"idx32_u2mb3", launch_instance<T, 2, 3, true>, kTargetWaves},
+                  {"balanced", launch_balanced<T>, kTargetWaves}};
   int failures = 0;
   struct Shape {
     int batch, seq, hq, hk, d;
