@@ -70,6 +70,12 @@ double scale_or_default(const char* op, std::optional<double> scale, int64_t hea
   return sc;
 }
 
+AttentionBackend backend_of(const char* op, c10::string_view backend) {
+  constexpr std::pair<std::string_view, AttentionBackend> kBackends[] = {
+      {"auto", AttentionBackend::kAuto}, {"sm80", AttentionBackend::kSm80}, {"sm90", AttentionBackend::kSm90}};
+  return parse_choice(backend, kBackends, op, "backend");
+}
+
 AttentionOptions options_of(const char* op, int64_t window_left, int64_t window_right, double softcap) {
   TORCH_CHECK_VALUE(std::isfinite(softcap) && softcap >= 0.0, op,
                     ": argument 'softcap' must be a finite number >= 0, got ", softcap);
@@ -88,9 +94,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
   const double sc = scale_or_default(kOp, scale, q.size(3));
   const AttentionOptions options = options_of(kOp, window_left, window_right, softcap);
 
-  constexpr std::pair<std::string_view, AttentionBackend> kBackends[] = {
-      {"auto", AttentionBackend::kAuto}, {"sm80", AttentionBackend::kSm80}, {"sm90", AttentionBackend::kSm90}};
-  const AttentionBackend which = parse_choice(backend, kBackends, kOp, "backend");
+  const AttentionBackend which = backend_of(kOp, backend);
 
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor qq = kernel_ready(q), kk = kernel_ready(k), vv = kernel_ready(v);
@@ -122,7 +126,8 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_cuda(const at::Tensor& q, con
 std::tuple<at::Tensor, at::Tensor> flash_attention_varlen_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_seqlens_q,
     const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q, int64_t max_seqlen_k, bool causal,
-    std::optional<double> scale, bool return_lse, int64_t window_left, int64_t window_right, double softcap) {
+    std::optional<double> scale, bool return_lse, int64_t window_left, int64_t window_right, double softcap,
+    c10::string_view backend) {
   const DType dtype = check_qkv(kOpVarlen, q, k, v, 3);
   for (auto [t, name] : {std::pair{&cu_seqlens_q, "cu_seqlens_q"}, std::pair{&cu_seqlens_k, "cu_seqlens_k"}}) {
     TORCH_CHECK_VALUE(t->dim() == 1 && t->scalar_type() == at::kInt, kOpVarlen, ": argument '", name,
@@ -137,6 +142,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_varlen_cuda(
   TORCH_CHECK_VALUE(max_seqlen_k >= 0, kOpVarlen, ": argument 'max_seqlen_k' must be >= 0, got ", max_seqlen_k);
   const double sc = scale_or_default(kOpVarlen, scale, q.size(2));
   const AttentionOptions options = options_of(kOpVarlen, window_left, window_right, softcap);
+  const AttentionBackend which = backend_of(kOpVarlen, backend);
 
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor qq = kernel_ready(q), kk = kernel_ready(k), vv = kernel_ready(v);
@@ -169,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_varlen_cuda(
   call_library([&] {
     flash_attention_varlen(qq.data_ptr(), kk.numel() ? kk.data_ptr() : nullptr, vv.numel() ? vv.data_ptr() : nullptr,
                            out.data_ptr(), return_lse ? lse.data_ptr<float>() : nullptr, s, dtype, causal, float(sc),
-                           options, stream_of(q));
+                           options, stream_of(q), which);
   });
   return {out, lse};
 }
@@ -187,7 +193,7 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
         "float softcap=0.0) -> (Tensor, Tensor)");
   m.def("flash_attention_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
         "int max_seqlen_q, int max_seqlen_k, bool causal=False, float? scale=None, bool return_lse=False, "
-        "int window_left=-1, int window_right=-1, float softcap=0.0) -> (Tensor, Tensor)");
+        "int window_left=-1, int window_right=-1, float softcap=0.0, str backend=\"auto\") -> (Tensor, Tensor)");
 }
 
 FK_TORCH_IMPL_CUDA_AND_CPU(impl_kernels)

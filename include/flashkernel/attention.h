@@ -88,10 +88,13 @@ struct AttentionVarlenShape {
 };
 
 // One launch over every (sequence, query tile). causal, scale and options as flash_attention's,
-// applied per sequence. lse (optional): fp32 [heads_q, total_q] contiguous. Runs the portable
-// kernel (sm_80 and newer; fp16 on sm_75).
+// applied per sequence. lse (optional): fp32 [heads_q, total_q] contiguous. backend as
+// flash_attention's: kAuto runs the Hopper kernel (TMA + wgmma) on a 9.x GPU for head_dim 64/128
+// without window or softcap and the portable kernel (sm_80 and newer; fp16 on sm_75) otherwise;
+// kSm80 / kSm90 force one (kSm90 where it does not apply is an error naming `backend`).
 void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,
                             const AttentionVarlenShape& shape, DType dtype, bool causal, float scale,
-                            const AttentionOptions& options = {}, cudaStream_t stream = nullptr);
+                            const AttentionOptions& options = {}, cudaStream_t stream = nullptr,
+                            AttentionBackend backend = AttentionBackend::kAuto);
 
 }  // namespace flashkernel

@@ -85,6 +85,28 @@ void launch(const attention::ExtendedParams& p, DType dtype, AttentionBackend ba
   (d64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
 }
 
+// Varlen: the Hopper path for head_dim 64/128 without window or softcap on a 9.x GPU (unless
+// backend is kSm80), the portable extended instances otherwise.
+void launch_varlen(const attention::ExtendedParams& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
+  constexpr const char* kVarlen = "flash_attention_varlen";
+  if (backend != AttentionBackend::kSm80) {
+    const std::int64_t d = p.shape.head_dim;
+    const bool plain = p.window_left < 0 && (p.window_right < 0 || p.causal) && p.softcap == 0.f;
+    const bool hopper = detail::current_compute_major() == 9;
+    detail::require(backend == AttentionBackend::kAuto || (plain && (d == 64 || d == 128)), kVarlen, "backend",
+                    "sm90 covers head_dim 64 and 128 without window or softcap");
+    detail::require(backend == AttentionBackend::kAuto || hopper, kVarlen, "backend",
+                    "sm90 needs a compute capability 9.x GPU (H100/H200)");
+    if (hopper && plain && (d == 64 || d == 128) &&
+        (d == 64 ? attention::sm90::launch_varlen_d64 : attention::sm90::launch_varlen_d128)(p, dtype, stream)) {
+      return;
+    }
+    detail::require(backend == AttentionBackend::kAuto, kVarlen, "backend",
+                    "the sm90 path cannot run here (a build without sm_90a, no keys, or tensors TMA cannot describe)");
+  }
+  launch_extended(p, dtype, stream);
+}
+
 void require_common(const char* op, DType dtype, std::int64_t head_dim, std::int64_t heads_q, std::int64_t heads_kv,
                     float scale, const AttentionOptions& o) {
   detail::require(dtype == DType::kFloat16 || dtype == DType::kBFloat16, op, "dtype",
@@ -146,7 +168,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
 
 void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,
                             const AttentionVarlenShape& s, DType dtype, bool causal, float scale,
-                            const AttentionOptions& options, cudaStream_t stream) {
+                            const AttentionOptions& options, cudaStream_t stream, AttentionBackend backend) {
   constexpr const char* kVarlen = "flash_attention_varlen";
   require_common(kVarlen, dtype, s.head_dim, s.heads_q, s.heads_kv, scale, options);
   detail::require(s.batch >= 0 && s.batch <= 65535, kVarlen, "batch",
@@ -159,6 +181,9 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
                   "must be in [0, 2^30), got " + std::to_string(s.max_seq_q));
   detail::require(s.max_seq_k >= 0 && s.max_seq_k < (std::int64_t(1) << 30), kVarlen, "max_seq_k",
                   "must be in [0, 2^30), got " + std::to_string(s.max_seq_k));
+  detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
+                      backend == AttentionBackend::kSm90,
+                  kVarlen, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
   if (s.batch == 0 || s.total_q == 0 || s.max_seq_q == 0) return;
   detail::require_device_pointer(s.cu_seqlens_q, s.batch + 1, kVarlen, "cu_seqlens_q");
   detail::require_device_pointer(s.cu_seqlens_k, s.batch + 1, kVarlen, "cu_seqlens_k");
@@ -191,7 +216,7 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
   p.total_q = static_cast<int>(s.total_q);
   p.total_k = static_cast<int>(s.total_k);
   detail::require_tensor_core_dtype(kVarlen, dtype);
-  launch_extended(p, dtype, stream);
+  launch_varlen(p, dtype, backend, stream);
 }
 
 }  // namespace flashkernel

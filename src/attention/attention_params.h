@@ -55,6 +55,9 @@ namespace sm90 {
 // does not apply (no sm_90a code, tensors TMA cannot describe); the caller falls back to sm80.
 bool launch_d64(const Params& p, DType dtype, cudaStream_t stream);
 bool launch_d128(const Params& p, DType dtype, cudaStream_t stream);
+// Varlen batches (no window or softcap) on the Hopper path; false where it does not apply.
+bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 }  // namespace sm90
 
 }  // namespace flashkernel::attention

@@ -64,6 +64,15 @@ __device__ __forceinline__ bool tile_needs_mask(int col0, int row0, int seq_k, b
   return (col0 + kBlockN > seq_k) || (causal && col0 + kBlockN - 1 > row0 + diag);
 }
 
+// Varlen: sequence b's rows in a packed tensor, from cu_seqlens: returns its length and sets
+// `first` to its first row. Offsets are clamped into [0, total] and the length to max_len, so no
+// cu_seqlens value can move an access outside the tensor (a decreasing pair is an empty sequence).
+__device__ __forceinline__ int varlen_sequence(const std::int32_t* cu_seqlens, int b, int total, int max_len,
+                                               int& first) {
+  first = min(max(cu_seqlens[b], 0), total);
+  return max(0, min(min(cu_seqlens[b + 1], total) - first, max_len));
+}
+
 // Replaces masked scores: columns at or past seq_k and (causal) columns past row + diag, where
 // row = row0 + [the element's row in the fragment] and col = col0 + [its column].
 template <int kMTiles, int kNTiles>

@@ -223,13 +223,17 @@ TYPED_TEST(AttentionTest, Softcap) {
 
 // Varlen: sequences of lengths 0, 1, 7, 127, ... packed in one [total, H, d] tensor, each checked
 // against the dense reference of its own rows; rows of q past the last sequence stay untouched.
+// nan_tail_k: k and v get that many more rows after the last sequence, all NaN (unwritten memory
+// a caller may leave there): a key tile reaching into them must not turn any output NaN.
 template <typename T>
 void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k, std::int64_t hq,
-                  std::int64_t hkv, std::int64_t d, bool causal, AttentionOptions opt = {}) {
+                  std::int64_t hkv, std::int64_t d, bool causal, AttentionOptions opt = {},
+                  AttentionBackend backend = AttentionBackend::kAuto, std::int64_t nan_tail_k = 0) {
   const auto seed = testing::fresh_seed();
   SCOPED_TRACE("varlen d=" + std::to_string(d) + " causal=" + std::to_string(causal) + " window=(" +
                std::to_string(opt.window_left) + "," + std::to_string(opt.window_right) + ") softcap=" +
-               std::to_string(opt.softcap) + " seed=" + std::to_string(seed));
+               std::to_string(opt.softcap) + " backend=" + std::to_string(int(backend)) + " nan_tail_k=" +
+               std::to_string(nan_tail_k) + " seed=" + std::to_string(seed));
   const std::size_t B = lens_q.size();
   std::vector<std::int32_t> cu_q{0}, cu_k{0};
   std::int64_t max_q = 0, max_k = 0;
@@ -239,10 +243,14 @@ void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std
     max_q = std::max(max_q, lens_q[b]);
     max_k = std::max(max_k, lens_k[b]);
   }
-  const std::int64_t total_q = cu_q.back(), total_k = cu_k.back();
+  const std::int64_t total_q = cu_q.back(), total_k = cu_k.back() + nan_tail_k;
   auto hq_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_q * hq * d), seed, -2.f, 2.f);
   auto hk_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 1, -2.f, 2.f);
   auto hv_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 2);
+  for (std::int64_t i = cu_k.back() * hkv * d; i < total_k * hkv * d; ++i) {
+    hk_[i] = from_float<T>(std::nanf(""));
+    hv_[i] = from_float<T>(std::nanf(""));
+  }
   DeviceBuffer<T> dq(hq_), dk(hk_), dv(hv_), dout(std::max<std::int64_t>(1, total_q * hq * d));
   DeviceBuffer<float> dlse(std::max<std::int64_t>(1, hq * total_q));
   DeviceBuffer<std::int32_t> dcq(cu_q), dck(cu_k);
@@ -256,7 +264,8 @@ void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std
   s.k_stride[0] = s.v_stride[0] = hkv * d, s.k_stride[1] = s.v_stride[1] = d;
   const double scale = 1.0 / std::sqrt(double(d));
   flash_attention_varlen(dq.get(), dk.get(), dv.get(), dout.get(), dlse.get(), s,
-                         std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, causal, float(scale), opt);
+                         std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, causal, float(scale), opt,
+                         nullptr, backend);
   FK_CUDA_CHECK(cudaDeviceSynchronize());
   auto got = dout.download();
   auto got_lse = dlse.download();
@@ -302,6 +311,21 @@ TYPED_TEST(AttentionTest, VarlenPackedBatch) {
   o.softcap = 20.f;
   check_varlen<TypeParam>(lq, lk, 2, 1, 64, true, o);
   check_varlen<TypeParam>({1000}, {1000}, 2, 2, 128, true, o);
+}
+
+// The Hopper path against the portable one on the same batches (kAuto takes sm90 for head_dim
+// 64/128 on a 9.x GPU; elsewhere asking for kSm90 is an error naming `backend`), with NaN rows
+// after the last sequence's keys that a tail tile reads.
+TYPED_TEST(AttentionTest, VarlenHopperPath) {
+  FK_SKIP_WITHOUT_GPU();
+  const std::vector<std::int64_t> lq{7, 0, 1, 127, 300, 64, 129}, lk{7, 5, 1, 127, 300, 200, 1};
+  for (std::int64_t d : {64, 128})
+    for (bool causal : {false, true}) {
+      check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, {}, AttentionBackend::kSm80, 3);
+      if (detail::current_compute_major() != 9) continue;
+      check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, {}, AttentionBackend::kSm90, 3);
+      check_varlen<TypeParam>({1, 255, 1000}, {300, 1000, 2000}, 8, 1, d, causal, {}, AttentionBackend::kSm90, 60);
+    }
 }
 
 TEST(AttentionGpu, EmptyQueryIsANoOp) {

@@ -85,11 +85,13 @@ def check_dense(impl, q, k, v, what="", **kwargs):
     return out, lse
 
 
-def check_varlen(impl, batch, what="", **kwargs):
-    """batch: make_varlen_batch's tuple. Checks out [total_q, Hq, d] and lse [Hq, total_q]."""
+def check_varlen(impl, batch, what="", backend=None, **kwargs):
+    """batch: make_varlen_batch's tuple. Checks out [total_q, Hq, d] and lse [Hq, total_q].
+    backend (CUDA only): the kernel path to force."""
     q, k, v, cu_q, cu_k, max_q, max_k = batch
     poison_allocator(q.device, q.shape, (q.shape[1], q.shape[0]))
-    out, lse = varlen_op(impl)(q, k, v, cu_q, cu_k, max_q, max_k, return_lse=True, **kwargs)
+    op_args = dict(kwargs, backend=backend) if backend is not None else kwargs
+    out, lse = varlen_op(impl)(q, k, v, cu_q, cu_k, max_q, max_k, return_lse=True, **op_args)
     what = f"{impl} {what} {kwargs} seqlens_q={cu_q.diff().tolist()} seqlens_k={cu_k.diff().tolist()} " \
            f"d={q.shape[-1]} {q.dtype}"
     assert out.shape == q.shape and out.dtype == q.dtype, what
@@ -398,6 +400,43 @@ def test_varlen_queries_without_keys(impl):
     poison_allocator(device, q.shape, (2, 9))
     out, lse = varlen_op(impl)(q, kv, kv, cu_q, cu_k, 5, 0, return_lse=True)
     assert (out == 0).all() and torch.isneginf(lse).all()
+
+
+def _hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@gpu
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("variant", [dict(), dict(causal=True)], ids=str)
+@pytest.mark.parametrize("backend", ["auto", "sm80", "sm90"])
+@pytest.mark.parametrize("case", range(3))
+def test_varlen_backends(case, backend, variant, d):
+    # Each kernel path of the varlen op (auto: the Hopper one for head_dim 64/128 on sm_90), on the
+    # ragged batches above plus NaN rows after the last sequence's keys: a tail key tile reads
+    # them, and 0 * NaN must not reach the output. sm90 off Hopper is an error naming backend.
+    seqlens_q, seqlens_k = varlen_cases("cuda")[case]
+    q, k, v, cu_q, cu_k, max_q, max_k = make_varlen_batch(seqlens_q, seqlens_k, heads_q=4, heads_kv=2, head_dim=d,
+                                                          dtype=torch.bfloat16 if case == 1 else torch.float16)
+    nan_rows = torch.full((70, 2, d), float("nan"), dtype=k.dtype, device=k.device)
+    k, v = torch.cat([k, nan_rows]), torch.cat([v, nan_rows])
+    if backend == "sm90" and not _hopper():
+        with pytest.raises(ValueError, match="argument 'backend'"):
+            flashkernel.flash_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, backend=backend)
+        return
+    check_varlen("cuda", (q, k, v, cu_q, cu_k, max_q, max_k), what=f"backend={backend}", backend=backend, **variant)
+
+
+@gpu
+def test_varlen_sm90_rejects_what_it_does_not_cover():
+    batch = make_varlen_batch([5, 9], heads_q=2, head_dim=96)
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention_varlen(*batch, backend="sm90")
+    batch = make_varlen_batch([5, 9], heads_q=2, head_dim=64)
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention_varlen(*batch, window=(4, 0), backend="sm90")
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention_varlen(*batch, backend="sm70")
 
 
 # ------------------------------------------------------------------ CUDA op vs Triton twin

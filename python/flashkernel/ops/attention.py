@@ -42,7 +42,7 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                            cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, *,
                            causal: bool = False, scale: float | None = None,
                            window: tuple[int, int] | None = None, softcap: float | None = None,
-                           return_lse: bool = False):
+                           return_lse: bool = False, backend: str = "auto"):
     """Attention over a packed batch of sequences of different lengths (the layout of
     FlashAttention's flash_attn_varlen_func), one launch for the whole batch.
 
@@ -52,11 +52,13 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     values: it does not read them on the host); max_seqlen_q / max_seqlen_k at least the longest
     sequence. causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
     aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
-    float32 (FlashAttention's varlen layout) when return_lse.
+    float32 (FlashAttention's varlen layout) when return_lse. backend as flash_attention's ("auto":
+    the Hopper kernel on sm_90 GPUs for head_dim 64/128 without window or softcap).
     """
     left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)
     out, lse = torch.ops.flashkernel.flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                                                            max_seqlen_k, causal, scale, return_lse, left, right, cap)
+                                                            max_seqlen_k, causal, scale, return_lse, left, right, cap,
+                                                            backend)
     return (out, lse) if return_lse else out
 
 
@@ -141,8 +143,10 @@ def _flash_attention_fake(q, k, v, causal=False, scale=None, return_lse=False, b
 
 @_library.register_fake("flashkernel::flash_attention_varlen")
 def _flash_attention_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False,
-                                 scale=None, return_lse=False, window_left=-1, window_right=-1, softcap=0.0):
+                                 scale=None, return_lse=False, window_left=-1, window_right=-1, softcap=0.0,
+                                 backend="auto"):
     check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    _checks.one_of(_OP_VARLEN, backend, BACKENDS, "backend")
     if not math.isfinite(softcap) or softcap < 0.0:
         raise ValueError(f"{_OP_VARLEN}: argument 'softcap' must be a finite number >= 0, got {softcap}")
     out = q.new_empty(q.shape)

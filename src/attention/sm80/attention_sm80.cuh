@@ -133,17 +133,12 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Kern
   int seq_q = int(sh.seq_q), seq_k = int(sh.seq_k);
   const int m0 = m_block * BM;
   // Varlen: this sequence's rows start at q_row0 / k_row0 of the packed tensors (batch strides
-  // unused). Offsets are clamped into [0, total] and lengths to the maxima, so no cu_seqlens
-  // value can move an access outside the tensors.
+  // unused); varlen_sequence clamps them into the tensors.
   int q_row0 = 0, k_row0 = 0;
   if constexpr (kExtended) {
     if (p.cu_seqlens_q != nullptr) {
-      auto range = [](const std::int32_t* cu, int b, int total, int max_len, int& first) {
-        first = min(max(cu[b], 0), total);
-        return max(0, min(min(cu[b + 1], total) - first, max_len));
-      };
-      seq_q = range(p.cu_seqlens_q, batch, p.total_q, int(sh.seq_q), q_row0);
-      seq_k = range(p.cu_seqlens_k, batch, p.total_k, int(sh.seq_k), k_row0);
+      seq_q = varlen_sequence(p.cu_seqlens_q, batch, p.total_q, int(sh.seq_q), q_row0);
+      seq_k = varlen_sequence(p.cu_seqlens_k, batch, p.total_k, int(sh.seq_k), k_row0);
       if (m0 >= seq_q) return;  // this sequence is shorter than the longest
     }
   }

@@ -86,6 +86,7 @@ struct WorkTile {
 
 template <int BM, int BN>
 struct TileScheduler {
+  static constexpr bool kVarlen = false;
   const Params& p;
   int seq_q, seq_k, diag, n_mblocks, items_per_pair, tiles_per_item;
   std::int64_t n_items;
@@ -117,6 +118,49 @@ struct TileScheduler {
     return w;
   }
 };
+// Varlen (a packed batch, ExtendedParams' cu_seqlens): a work tile also carries its sequence's
+// first rows in the packed q/out and k/v tensors and its lengths.
+struct VarlenWorkTile : WorkTile {
+  int seq_q, seq_k, q_row0, k_row0;
+};
+
+// The varlen scheduler. Sequence lengths live on the device, so the host launches every query
+// block the longest sequence has for every (sequence, head) pair, one item per block (not
+// persistent: the hardware's block scheduler balances tiles whose cost varies with each
+// sequence's length), and a block whose sequence is shorter finds nothing to do. Items are
+// ordered highest query block first: those exist only for the longest sequences, the costliest
+// tiles, so they start first.
+template <int BM, int BN>
+struct VarlenTileScheduler {
+  static constexpr bool kVarlen = true;
+  const ExtendedParams& p;
+  int n_mblocks, tiles_per_item;
+  std::int64_t pairs, n_items;
+
+  __device__ __forceinline__ VarlenTileScheduler(const ExtendedParams& params, bool /*zigzag: never*/) : p(params) {
+    n_mblocks = int((p.shape.seq_q + BM - 1) / BM);
+    pairs = std::int64_t(p.shape.heads_q) * p.shape.batch;
+    n_items = n_mblocks * pairs;
+    tiles_per_item = 1;
+  }
+
+  __device__ __forceinline__ VarlenWorkTile tile(std::int64_t item, int /*half*/) const {
+    const AttentionShape& sh = p.shape;
+    VarlenWorkTile w;
+    const std::int64_t pair = item % pairs;
+    w.m0 = (n_mblocks - 1 - int(item / pairs)) * BM;
+    w.head = int(pair % sh.heads_q);
+    w.batch = int(pair / sh.heads_q);
+    w.head_kv = w.head / int(sh.heads_q / sh.heads_kv);
+    w.seq_q = varlen_sequence(p.cu_seqlens_q, w.batch, p.total_q, int(sh.seq_q), w.q_row0);
+    w.seq_k = varlen_sequence(p.cu_seqlens_k, w.batch, p.total_k, int(sh.seq_k), w.k_row0);
+    w.valid = w.m0 < w.seq_q;
+    const int n_end = p.causal ? min(w.seq_k, w.m0 + BM + w.seq_k - w.seq_q) : w.seq_k;
+    w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+    return w;
+  }
+};
+
 // A role walks its block's work tiles as
 //   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
 //     for (int half = 0; half < sched.tiles_per_item; ++half) {
@@ -178,28 +222,50 @@ __device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Sch
   int it = 0;  // work tiles so far
   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
     for (int half = 0; half < sched.tiles_per_item; ++half) {
-      const WorkTile w = sched.tile(item, half);
+      const auto w = sched.tile(item, half);
       if (!w.valid) continue;
+      // Tensor coordinates of the tile's first query row and first key: varlen maps see the packed
+      // tensors as one sequence (batch 1) of all rows.
+      int q_row = w.m0, k_row0 = 0, batch = w.batch;
+      if constexpr (Scheduler::kVarlen) {
+        q_row += w.q_row0;
+        k_row0 = w.k_row0;
+        batch = 0;
+      }
       mbarrier_wait(sm.q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
       mbarrier_arrive_expect_tx(sm.q_full, Cfg::kQElems * 2);
 #pragma unroll
-      for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, w.m0, w.head, w.batch);
+      for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, q_row, w.head, batch);
       for (int j = 0; j < w.n_blocks; ++j, ++g) {
         const int s = Ring::slot(g);
         mbarrier_wait(&sm.kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
         mbarrier_arrive_expect_tx(&sm.k_full[s], kKVBytes);
 #pragma unroll
         for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sm.sK + s * Cfg::kKVElems + c * BN * 64, tm_k, &sm.k_full[s], c * 64, j * BN, w.head_kv, w.batch);
+          tma_load_4d(sm.sK + s * Cfg::kKVElems + c * BN * 64, tm_k, &sm.k_full[s], c * 64, k_row0 + j * BN, w.head_kv,
+                      batch);
         }
         mbarrier_arrive_expect_tx(&sm.v_full[s], kKVBytes);
 #pragma unroll
         for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sm.sV + s * Cfg::kKVElems + c * BN * 64, tm_v, &sm.v_full[s], c * 64, j * BN, w.head_kv, w.batch);
+          tma_load_4d(sm.sV + s * Cfg::kKVElems + c * BN * 64, tm_v, &sm.v_full[s], c * 64, k_row0 + j * BN, w.head_kv,
+                      batch);
         }
       }
       ++it;
     }
+}
+
+// Zeroes rows [first_row, BN) of a K/V tile in shared memory (kCB column blocks of [BN][64] 16-bit
+// elements, 128 bytes a row: the 128-byte swizzle permutes 16-byte chunks only within a row, so
+// whole rows are zeroed whatever the swizzle), spread over `threads` threads, this one `tid`.
+template <int BN, int kCB, typename T>
+__device__ __forceinline__ void zero_tail_rows(T* tile, int first_row, int tid, int threads) {
+  const int chunks = (BN - first_row) * 8;  // 16-byte chunks of the tail rows in one column block
+  for (int i = tid; i < kCB * chunks; i += threads) {
+    unsigned char* block = reinterpret_cast<unsigned char*>(tile + (i / chunks) * BN * 64);
+    *reinterpret_cast<uint4*>(block + first_row * 128 + (i % chunks) * 16) = make_uint4(0u, 0u, 0u, 0u);
+  }
 }
 
 // ---------------------------------------------------------------- consumers
@@ -212,7 +278,10 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   using Ring = typename SharedTiles<T, Cfg>::Ring;
   const AttentionShape& sh = p.shape;
-  const int seq_q = sched.seq_q, seq_k = sched.seq_k, diag = sched.diag;
+  static_assert(!(Scheduler::kVarlen && Cfg::kStageOutput), "varlen stores O from registers (TMA cannot clip rows "
+                                                              "at a sequence's end inside the packed tensor)");
+  int seq_q, seq_k, diag;  // of the whole batch; varlen: of the current tile's sequence
+  if constexpr (!Scheduler::kVarlen) seq_q = sched.seq_q, seq_k = sched.seq_k, diag = sched.diag;
   // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
   // softmax always sees a positive scale (one max reduction per row, not a max or a min).
   const bool negate_scores = p.scale < 0.f;
@@ -221,8 +290,9 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
   int it = 0;  // work tiles so far
   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
     for (int half = 0; half < sched.tiles_per_item; ++half) {
-      const WorkTile w = sched.tile(item, half);
+      const auto w = sched.tile(item, half);
       if (!w.valid) continue;
+      if constexpr (Scheduler::kVarlen) seq_q = w.seq_q, seq_k = w.seq_k, diag = w.seq_k - w.seq_q;
       const int n_blocks = w.n_blocks;
       const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
       float acc_o[1][D / 8][4];
@@ -310,6 +380,17 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
           pack_p();
         }
         mbarrier_wait(v_full_of(n_blocks - 1), parity(n_blocks - 1));
+        if constexpr (Scheduler::kVarlen) {
+          // The last key tile may run past the sequence into the next one's rows (or unwritten rows
+          // past the last sequence): their scores are masked, so P is 0 there, but 0 * a non-finite
+          // V would still be NaN. Both warpgroups zero those V rows, then meet before either reads V.
+          const int valid_rows = seq_k - (n_blocks - 1) * BN;
+          if (valid_rows < BN) {
+            zero_tail_rows<BN, kCB>(sV_of(n_blocks - 1), valid_rows, threadIdx.x - 128, 2 * 128);
+            fence_proxy_async_shared();
+            named_barrier_sync(kBothConsumersBarrier, 2 * 128);
+          }
+        }
         wgmma_fence();
         issue_pv(a, sV_of(n_blocks - 1));
         wgmma_wait_group<0>();
@@ -320,10 +401,14 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
       mbarrier_arrive(sm.q_empty);
 
       float* lse = p.lse ? p.lse + (std::int64_t(w.batch) * sh.heads_q + w.head) * seq_q : nullptr;
+      if constexpr (Scheduler::kVarlen) {  // lse is [heads_q, total_q]
+        lse = p.lse ? p.lse + std::int64_t(w.head) * sched.p.total_q + w.q_row0 : nullptr;
+      }
       if (!via_smem) {
         // Straight to global memory: 4-byte stores from the accumulator layout. Also where a
         // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
         T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
+        if constexpr (Scheduler::kVarlen) out += std::int64_t(w.q_row0) * sh.o_stride[2];
         store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
       } else {
         // O goes out through shared memory and one TMA store per 64-column block, in the last
@@ -359,15 +444,18 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
 
 // ---------------------------------------------------------------- the kernel
 // Composes the pieces: warpgroup 0 produces, warpgroups 1 and 2 consume.
-template <typename T, typename Cfg>
+// kVarlen: a packed batch (ExtendedParams' cu_seqlens; VarlenTileScheduler), else a dense one.
+template <typename T, typename Cfg, bool kVarlen = false>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                           const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
-                          const Params p, const bool zigzag) {
+                          const std::conditional_t<kVarlen, ExtendedParams, Params> p, const bool zigzag) {
 #if FK_WGMMA_AVAILABLE
   extern __shared__ unsigned char smem_raw[];
   const SharedTiles<T, Cfg> sm(smem_raw);
-  const TileScheduler<Cfg::kBlockM, Cfg::kBlockN> sched(p, zigzag);
+  using Scheduler = std::conditional_t<kVarlen, VarlenTileScheduler<Cfg::kBlockM, Cfg::kBlockN>,
+                                       TileScheduler<Cfg::kBlockM, Cfg::kBlockN>>;
+  const Scheduler sched(p, zigzag);
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) sm.init_barriers();
   __syncthreads();
@@ -432,6 +520,39 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p, zigzag);
   FK_CHECK_LAUNCH();
   return true;
+}
+
+// The varlen launch (ExtendedParams' cu_seqlens, no window or softcap): the packed q/out
+// [total_q, Hq, d] and k/v [total_k, Hkv, d] described as one sequence of all their rows (strides
+// {unused, head, token}), one block per item (VarlenTileScheduler). Returns false, launching
+// nothing, where the path does not apply (as launch()), or where there are no keys at all.
+template <typename T, typename Cfg>
+bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
+  constexpr auto kernel = attention_sm90_kernel<T, Cfg, /*kVarlen=*/true>;
+  if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes) || p.total_q <= 0 || p.total_k <= 0) return false;
+  const AttentionShape& s = p.shape;
+  CUtensorMap tm_q, tm_k, tm_v, tm_o{};
+  if (!make_qkv_map(&tm_q, p.q, dtype, 1, s.heads_q, p.total_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
+      !make_qkv_map(&tm_k, p.k, dtype, 1, s.heads_kv, p.total_k, s.head_dim, s.k_stride, Cfg::kBlockN) ||
+      !make_qkv_map(&tm_v, p.v, dtype, 1, s.heads_kv, p.total_k, s.head_dim, s.v_stride, Cfg::kBlockN)) {
+    return false;
+  }
+  detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
+  const std::int64_t items = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
+  const unsigned blocks = unsigned(std::min<std::int64_t>(items, 0x7fffffff));
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p, /*zigzag=*/false);
+  FK_CHECK_LAUNCH();
+  return true;
+}
+
+template <typename Cfg>
+bool launch_varlen_head_dim(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
+  bool launched = false;
+  dispatch_half_dtype(dtype, "flash_attention_varlen", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launched = launch_varlen<T, Cfg>(p, dtype, stream);
+  });
+  return launched;
 }
 
 // The launcher of one head_dim's configuration.

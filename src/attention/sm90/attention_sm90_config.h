@@ -38,6 +38,9 @@ struct TileConfig {
 using ConfigD128 = TileConfig<128, 128, 3, /*kStageOutput=*/true>;
 // head_dim 64: 128 keys per tile, 3-stage K/V ring, O stored from registers (112 KiB + barriers).
 using ConfigD64 = TileConfig<64, 128, 3, /*kStageOutput=*/false>;
+// Varlen batches store O from registers at every head_dim (a TMA store cannot stop at a
+// sequence's last row inside the packed tensor): head_dim 128's tiles without the staging.
+using ConfigD128Varlen = TileConfig<128, 128, 3, /*kStageOutput=*/false>;
 static_assert(ConfigD128::kSmemBytes <= detail::arch_smem_optin_bytes(90), "d=128 tiles exceed sm_90's limit");
 static_assert(ConfigD64::kSmemBytes <= detail::arch_smem_optin_bytes(90), "d=64 tiles exceed sm_90's limit");
 

@@ -129,6 +129,9 @@ def _varlen_config(ctx, batch, h, d, causal, dtype=torch.bfloat16):
     impls = {
         "flashkernel_cuda": lambda q, k, v, padded, dense: flashkernel.flash_attention_varlen(
             q, k, v, cu, cu, longest, longest, causal=causal),
+        # The portable kernel on the same batch: on sm_90 the A/B of the Hopper varlen path.
+        "flashkernel_cuda_sm80": lambda q, k, v, padded, dense: flashkernel.flash_attention_varlen(
+            q, k, v, cu, cu, longest, longest, causal=causal, backend="sm80"),
         "flashkernel_triton": lambda q, k, v, padded, dense: flashkernel.triton.flash_attention_varlen(
             q, k, v, cu, cu, longest, longest, causal=causal),
         "sdpa_padded": lambda q, k, v, padded, dense: F.scaled_dot_product_attention(*padded, is_causal=causal),
