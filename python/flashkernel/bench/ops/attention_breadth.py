@@ -10,10 +10,13 @@ attention.csv's standard sweep), bfloat16:
   * d = 128, N = 8192: a sliding window (1024, 0) and softcap 30 against our own dense causal run
     (flashkernel_dense_causal), which shows what skipping the masked key tiles buys.
 attention_varlen, config "B H d causal lens=uniform(128,4096) seed=0 total=T": flashkernel_cuda
-(one varlen call), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
+(one varlen call), flashkernel_cuda_sm80 (the same call forced onto the portable kernel), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
 mask, so its time is a lower bound), loop_per_sequence (one dense flashkernel call per sequence)
 and flashkernel_dense (the dense kernel on B sequences of the mean length: the same tokens and about
-the same work). TFLOP/s of every impl are counted on the real tokens' work.
+the same work). TFLOP/s of every impl are counted on the real tokens' work. Also in that CSV,
+config "paged_prefill B prefix new Hq Hkv d causal=1": paged_prefill_attention (flashkernel_cuda)
+against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and one varlen
+call on contiguous packed K/V (flashkernel_varlen_contiguous).
 """
 from __future__ import annotations
 
@@ -143,8 +146,51 @@ def _varlen_config(ctx, batch, h, d, causal, dtype=torch.bfloat16):
     torch.cuda.empty_cache()
 
 
+def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloat16):
+    """Prefill of `new` tokens per sequence onto a cached `prefix` (chunked prefill, a second
+    turn): paged_prefill_attention over a PagedKVCache (page_size 16) against the dense kernel on
+    contiguous K/V of the same lengths (causal, bottom-right) and one varlen call on contiguous
+    packed K/V (what the paged op runs after its gather)."""
+    n = prefix + new
+    config = f"paged_prefill B={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} causal=1"
+    pairs = batch * (new * prefix + new * (new + 1) / 2)
+    flops = 4.0 * hq * pairs * d
+    elem = torch.tensor([], dtype=dtype).element_size()
+    io_bytes = (2 * batch * new * hq + 2 * batch * n * hkv) * d * elem
+    page = 16
+    cu_q = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * new
+    cu_k = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * n
+
+    def make():
+        k = torch.randn(batch * n, hkv, d, device="cuda", dtype=dtype)
+        v = torch.randn(batch * n, hkv, d, device="cuda", dtype=dtype)
+        q = torch.randn(batch * new, hq, d, device="cuda", dtype=dtype)
+        cache = flashkernel.PagedKVCache(num_layers=1, num_pages=batch * ((n + page - 1) // page), num_kv_heads=hkv,
+                                         head_dim=d, page_size=page, dtype=dtype, device="cuda")
+        ids = [cache.add_sequence() for _ in range(batch)]
+        cache.append(0, ids, k, v, [n] * batch)
+        dense = (q.view(batch, new, hq, d).transpose(1, 2), k.view(batch, n, hkv, d).transpose(1, 2),
+                 v.view(batch, n, hkv, d).transpose(1, 2))
+        return q, k, v, cache, ids, dense
+
+    sets = ctx.rotating(make, 3 * elem * d * batch * (new * hq + 2 * n * hkv))
+    impls = {
+        "flashkernel_cuda": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
+            q, cache, 0, ids, [new] * batch),
+        "flashkernel_varlen_contiguous": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
+            q, k, v, cu_q, cu_k, new, n, causal=True),
+        "flashkernel_dense": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention(*dense, causal=True),
+    }
+    _time_impls(ctx, "attention_varlen", dtype, config, impls, sets, flops, io_bytes)
+    del sets
+    torch.cuda.empty_cache()
+
+
 def planned_varlen(quick: bool):
-    return [(16, 16, 128, causal) for causal in (False, True)] + ([] if quick else [(64, 16, 64, True)])
+    plan = [(_varlen_config, 16, 16, 128, causal) for causal in (False, True)]
+    plan += [] if quick else [(_varlen_config, 64, 16, 64, True)]
+    # The issue's paged-prefill point: 512 new tokens onto a 4096-token prefix.
+    return plan + [(_paged_prefill_config, 4, 4096, 512, 32, 8, 128)]
 
 
 class _Op:
@@ -167,4 +213,4 @@ class _Op:
 
 
 head_dims = _Op(planned_head_dims, _head_dim_config)
-varlen = _Op(planned_varlen, _varlen_config)
+varlen = _Op(planned_varlen, lambda ctx, config, *args: config(ctx, *args))
