@@ -545,23 +545,17 @@ bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
-template <typename Cfg>
-bool launch_varlen_head_dim(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
+// The launcher of one head_dim's configuration: a dense batch, or (kVarlen) a packed one.
+template <typename Cfg, bool kVarlen = false>
+bool launch_head_dim(const std::conditional_t<kVarlen, ExtendedParams, Params>& p, DType dtype, cudaStream_t stream) {
   bool launched = false;
-  dispatch_half_dtype(dtype, "flash_attention_varlen", [&](auto tag) {
+  dispatch_half_dtype(dtype, kVarlen ? "flash_attention_varlen" : "flash_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launched = launch_varlen<T, Cfg>(p, dtype, stream);
-  });
-  return launched;
-}
-
-// The launcher of one head_dim's configuration.
-template <typename Cfg>
-bool launch_head_dim(const Params& p, DType dtype, cudaStream_t stream) {
-  bool launched = false;
-  dispatch_half_dtype(dtype, "flash_attention", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launched = launch<T, Cfg>(p, dtype, stream);
+    if constexpr (kVarlen) {
+      launched = launch_varlen<T, Cfg>(p, dtype, stream);
+    } else {
+      launched = launch<T, Cfg>(p, dtype, stream);
+    }
   });
   return launched;
 }

@@ -10,7 +10,7 @@ namespace flashkernel::attention::sm90 {
 
 bool launch_d128(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD128>(p, dtype, stream); }
 bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  return launch_varlen_head_dim<ConfigD128Varlen>(p, dtype, stream);
+  return launch_head_dim<ConfigD128Varlen, /*kVarlen=*/true>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm90

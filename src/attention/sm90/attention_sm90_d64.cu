@@ -10,7 +10,7 @@ namespace flashkernel::attention::sm90 {
 
 bool launch_d64(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD64>(p, dtype, stream); }
 bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  return launch_varlen_head_dim<ConfigD64>(p, dtype, stream);
+  return launch_head_dim<ConfigD64, /*kVarlen=*/true>(p, dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm90
