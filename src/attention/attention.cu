@@ -85,11 +85,16 @@ void launch(const attention::ExtendedParams& p, DType dtype, AttentionBackend ba
   (d64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
 }
 
-// Varlen: the Hopper path for head_dim 64/128 without window or softcap on a 9.x GPU (unless
-// backend is kSm80), the portable extended instances otherwise.
+// Whether kAuto takes the Hopper varlen path. Off until that path has passed the GPU test suite
+// and its benchmark (it is written and CPU-checked: SASS of every other kernel unchanged); until
+// then backend = kSm90 selects it explicitly.
+constexpr bool kVarlenAutoTakesSm90 = false;
+
+// Varlen: the Hopper path for head_dim 64/128 without window or softcap on a 9.x GPU (kSm90, or
+// kAuto once kVarlenAutoTakesSm90), the portable extended instances otherwise.
 void launch_varlen(const attention::ExtendedParams& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
   constexpr const char* kVarlen = "flash_attention_varlen";
-  if (backend != AttentionBackend::kSm80) {
+  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && kVarlenAutoTakesSm90)) {
     const std::int64_t d = p.shape.head_dim;
     const bool plain = p.window_left < 0 && (p.window_right < 0 || p.causal) && p.softcap == 0.f;
     const bool hopper = detail::current_compute_major() == 9;

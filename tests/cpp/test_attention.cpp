@@ -313,9 +313,8 @@ TYPED_TEST(AttentionTest, VarlenPackedBatch) {
   check_varlen<TypeParam>({1000}, {1000}, 2, 2, 128, true, o);
 }
 
-// The Hopper path against the portable one on the same batches (kAuto takes sm90 for head_dim
-// 64/128 on a 9.x GPU; elsewhere asking for kSm90 is an error naming `backend`), with NaN rows
-// after the last sequence's keys that a tail tile reads.
+// The Hopper path (kSm90, head_dim 64/128 on a 9.x GPU) and the portable one on the same
+// batches, with NaN rows after the last sequence's keys that a tail tile reads.
 TYPED_TEST(AttentionTest, VarlenHopperPath) {
   FK_SKIP_WITHOUT_GPU();
   const std::vector<std::int64_t> lq{7, 0, 1, 127, 300, 64, 129}, lk{7, 5, 1, 127, 300, 200, 1};

@@ -412,7 +412,7 @@ def _hopper():
 @pytest.mark.parametrize("backend", ["auto", "sm80", "sm90"])
 @pytest.mark.parametrize("case", range(3))
 def test_varlen_backends(case, backend, variant, d):
-    # Each kernel path of the varlen op (auto: the Hopper one for head_dim 64/128 on sm_90), on the
+    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128), on the
     # ragged batches above plus NaN rows after the last sequence's keys: a tail key tile reads
     # them, and 0 * NaN must not reach the output. sm90 off Hopper is an error naming backend.
     seqlens_q, seqlens_k = varlen_cases("cuda")[case]

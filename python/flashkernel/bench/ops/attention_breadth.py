@@ -10,13 +10,14 @@ attention.csv's standard sweep), bfloat16:
   * d = 128, N = 8192: a sliding window (1024, 0) and softcap 30 against our own dense causal run
     (flashkernel_dense_causal), which shows what skipping the masked key tiles buys.
 attention_varlen, config "B H d causal lens=uniform(128,4096) seed=0 total=T": flashkernel_cuda
-(one varlen call), flashkernel_cuda_sm80 (the same call forced onto the portable kernel), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
+(one varlen call), flashkernel_cuda_sm80 / _sm90 (the same call forced onto each kernel path; sm90
+is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
 mask, so its time is a lower bound), loop_per_sequence (one dense flashkernel call per sequence)
 and flashkernel_dense (the dense kernel on B sequences of the mean length: the same tokens and about
 the same work). TFLOP/s of every impl are counted on the real tokens' work. Also in that CSV,
 config "paged_prefill B prefix new Hq Hkv d causal=1": paged_prefill_attention (flashkernel_cuda)
 against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and one varlen
-call on contiguous packed K/V (flashkernel_varlen_contiguous).
+call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper path).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _time_impls(ctx, op, dtype, config, impls, sets, flops, io_bytes):
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             ctx.record(op, impl, dtype, config, None, note="OOM")
-        except RuntimeError as e:  # a backend that rejects this shape
+        except (RuntimeError, ValueError) as e:  # a backend that rejects this shape or this GPU
             torch.cuda.empty_cache()
             ctx.record(op, impl, dtype, config, None, note=str(e).splitlines()[0][:120])
 
@@ -132,9 +133,11 @@ def _varlen_config(ctx, batch, h, d, causal, dtype=torch.bfloat16):
     impls = {
         "flashkernel_cuda": lambda q, k, v, padded, dense: flashkernel.flash_attention_varlen(
             q, k, v, cu, cu, longest, longest, causal=causal),
-        # The portable kernel on the same batch: on sm_90 the A/B of the Hopper varlen path.
+        # Each kernel path forced: on sm_90 the A/B of the Hopper varlen path against the portable one.
         "flashkernel_cuda_sm80": lambda q, k, v, padded, dense: flashkernel.flash_attention_varlen(
             q, k, v, cu, cu, longest, longest, causal=causal, backend="sm80"),
+        "flashkernel_cuda_sm90": lambda q, k, v, padded, dense: flashkernel.flash_attention_varlen(
+            q, k, v, cu, cu, longest, longest, causal=causal, backend="sm90"),
         "flashkernel_triton": lambda q, k, v, padded, dense: flashkernel.triton.flash_attention_varlen(
             q, k, v, cu, cu, longest, longest, causal=causal),
         "sdpa_padded": lambda q, k, v, padded, dense: F.scaled_dot_product_attention(*padded, is_causal=causal),
@@ -179,6 +182,8 @@ def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloa
             q, cache, 0, ids, [new] * batch),
         "flashkernel_varlen_contiguous": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
             q, k, v, cu_q, cu_k, new, n, causal=True),
+        "flashkernel_varlen_contiguous_sm90": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
+            q, k, v, cu_q, cu_k, new, n, causal=True, backend="sm90"),
         "flashkernel_dense": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention(*dense, causal=True),
     }
     _time_impls(ctx, "attention_varlen", dtype, config, impls, sets, flops, io_bytes)
