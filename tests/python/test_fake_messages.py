@@ -32,6 +32,9 @@ CASES = {
                             ValueError),
     "attention head_dim": (lambda t: ops.flash_attention(t((1, 2, 16, 72)), t((1, 2, 16, 72)), t((1, 2, 16, 72))),
                            ValueError),
+    "attention_varlen backend": (lambda t: ops.flash_attention_varlen(
+        t((5, 2, 64)), t((5, 2, 64)), t((5, 2, 64)), t((2,), torch.int32), t((2,), torch.int32), 5, 5, False, None,
+        False, -1, -1, 0.0, "sm70"), ValueError),
     "gelu_linear weight not 2-D": (lambda t: ops.gelu_linear(t((4, 64)), t((2, 8, 64))), ValueError),
     "gelu_linear in_features": (lambda t: ops.gelu_linear(t((4, 60)), t((16, 60))), ValueError),
     "reduce_sum dim": (lambda t: ops.reduce_sum(t((4, 8)), 0), ValueError),
