@@ -96,13 +96,14 @@ void launch_varlen(const attention::ExtendedParams& p, DType dtype, AttentionBac
   constexpr const char* kVarlen = "flash_attention_varlen";
   if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && kVarlenAutoTakesSm90)) {
     const std::int64_t d = p.shape.head_dim;
-    const bool plain = p.window_left < 0 && (p.window_right < 0 || p.causal) && p.softcap == 0.f;
+    const bool covered = (d == 64 || d == 128) && p.window_left < 0 && (p.window_right < 0 || p.causal) &&
+                         p.softcap == 0.f;
     const bool hopper = detail::current_compute_major() == 9;
-    detail::require(backend == AttentionBackend::kAuto || (plain && (d == 64 || d == 128)), kVarlen, "backend",
+    detail::require(backend == AttentionBackend::kAuto || covered, kVarlen, "backend",
                     "sm90 covers head_dim 64 and 128 without window or softcap");
     detail::require(backend == AttentionBackend::kAuto || hopper, kVarlen, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");
-    if (hopper && plain && (d == 64 || d == 128) &&
+    if (hopper && covered &&
         (d == 64 ? attention::sm90::launch_varlen_d64 : attention::sm90::launch_varlen_d128)(p, dtype, stream)) {
       return;
     }
@@ -110,6 +111,12 @@ void launch_varlen(const attention::ExtendedParams& p, DType dtype, AttentionBac
                     "the sm90 path cannot run here (a build without sm_90a, no keys, or tensors TMA cannot describe)");
   }
   launch_extended(p, dtype, stream);
+}
+
+void require_backend(const char* op, AttentionBackend backend) {
+  detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
+                      backend == AttentionBackend::kSm90,
+                  op, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
 }
 
 void require_common(const char* op, DType dtype, std::int64_t head_dim, std::int64_t heads_q, std::int64_t heads_kv,
@@ -156,9 +163,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
                   "must be in [0, 2^30), got " + std::to_string(s.seq_q));
   detail::require(s.seq_k >= 0 && s.seq_k < (std::int64_t(1) << 30), kOp, "seq_k",
                   "must be in [0, 2^30), got " + std::to_string(s.seq_k));
-  detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
-                      backend == AttentionBackend::kSm90,
-                  kOp, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
+  require_backend(kOp, backend);
   if (s.batch == 0 || s.seq_q == 0) return;
   require_pointers(kOp, q, k, v, out, lse, s.batch * s.heads_q * s.seq_q * s.head_dim, s.seq_k);
   require_strides(s.q_stride, "q");
@@ -186,9 +191,7 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
                   "must be in [0, 2^30), got " + std::to_string(s.max_seq_q));
   detail::require(s.max_seq_k >= 0 && s.max_seq_k < (std::int64_t(1) << 30), kVarlen, "max_seq_k",
                   "must be in [0, 2^30), got " + std::to_string(s.max_seq_k));
-  detail::require(backend == AttentionBackend::kAuto || backend == AttentionBackend::kSm80 ||
-                      backend == AttentionBackend::kSm90,
-                  kVarlen, "backend", "must be kAuto, kSm80 or kSm90, got " + std::to_string(int(backend)));
+  require_backend(kVarlen, backend);
   if (s.batch == 0 || s.total_q == 0 || s.max_seq_q == 0) return;
   detail::require_device_pointer(s.cu_seqlens_q, s.batch + 1, kVarlen, "cu_seqlens_q");
   detail::require_device_pointer(s.cu_seqlens_k, s.batch + 1, kVarlen, "cu_seqlens_k");
