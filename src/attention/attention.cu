@@ -41,9 +41,9 @@ void require_pointers(const char* op, const void* q, const void* k, const void* 
 
 bool is_head_dim(std::int64_t d) { return d == 32 || d == 64 || d == 80 || d == 96 || d == 128 || d == 256; }
 
-// The plain instances (the Hopper kernel, the portable kernel's tuned head_dim 64/128 ones) cover
-// dense batches of head_dim 64/128 without window or softcap; the rest needs the portable
-// kernel's extended instances.
+// The plain instances (the Hopper kernel's and the portable kernel's tuned head_dim 64/128 ones)
+// cover dense batches of head_dim 64/128 without window or softcap; the rest needs an extended
+// instance (the Hopper kernel's at head_dim 64/128, the portable kernel's at every head_dim).
 bool needs_extended(const attention::ExtendedParams& p) {
   // (causal arrives as window_right = 0, which the plain instances do themselves)
   return p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f || p.cu_seqlens_q != nullptr ||
@@ -61,56 +61,47 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
   }
 }
 
-void launch(const attention::ExtendedParams& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
-  if (needs_extended(p)) {
-    detail::require(backend != AttentionBackend::kSm90, kOp, "backend",
-                    "sm90 covers head_dim 64 and 128 without window or softcap; use kAuto or kSm80 for head_dim " +
-                        std::to_string(p.shape.head_dim) +
-                        (p.window_left >= 0 || (p.window_right >= 0 && !p.causal) ? " with a window" : "") +
-                        (p.softcap > 0.f ? " with softcap" : ""));
-    detail::require_tensor_core_dtype(kOp, dtype);
-    launch_extended(p, dtype, stream);
-    return;
-  }
-  detail::require_tensor_core_dtype(kOp, dtype);  // both paths are tensor-core kernels
+// Whether kAuto takes the Hopper kernel's extended instances (windows, softcap, varlen batches).
+// Off until they have passed the GPU test suite and their benchmark (written and CPU-checked:
+// SASS of the plain instances unchanged); until then backend = kSm90 selects them explicitly.
+constexpr bool kAutoTakesSm90Extended = false;
+
+// The Hopper instance for p (head_dim 64/128): false where it does not apply (launching nothing).
+bool launch_sm90(const attention::ExtendedParams& p, DType dtype, cudaStream_t stream) {
   const bool d64 = p.shape.head_dim == 64;
-  if (backend != AttentionBackend::kSm80) {
-    const bool hopper = detail::current_compute_major() == 9;
-    detail::require(hopper || backend == AttentionBackend::kAuto, kOp, "backend",
-                    "sm90 needs a compute capability 9.x GPU (H100/H200)");
-    if (hopper && (d64 ? attention::sm90::launch_d64 : attention::sm90::launch_d128)(p, dtype, stream)) return;
-    detail::require(backend == AttentionBackend::kAuto, kOp, "backend",
-                    "the sm90 path cannot run here (a build without sm_90a, or tensors TMA cannot describe)");
+  if (p.cu_seqlens_q != nullptr) {
+    return (d64 ? attention::sm90::launch_varlen_d64 : attention::sm90::launch_varlen_d128)(p, dtype, stream);
   }
-  (d64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
+  if (needs_extended(p)) {
+    return (d64 ? attention::sm90::launch_extended_d64 : attention::sm90::launch_extended_d128)(p, dtype, stream);
+  }
+  return (d64 ? attention::sm90::launch_d64 : attention::sm90::launch_d128)(p, dtype, stream);
 }
 
-// Whether kAuto takes the Hopper varlen path. Off until that path has passed the GPU test suite
-// and its benchmark (it is written and CPU-checked: SASS of every other kernel unchanged); until
-// then backend = kSm90 selects it explicitly.
-constexpr bool kVarlenAutoTakesSm90 = false;
-
-// Varlen: the Hopper path for head_dim 64/128 without window or softcap on a 9.x GPU (kSm90, or
-// kAuto once kVarlenAutoTakesSm90), the portable extended instances otherwise.
-void launch_varlen(const attention::ExtendedParams& p, DType dtype, AttentionBackend backend, cudaStream_t stream) {
-  constexpr const char* kVarlen = "flash_attention_varlen";
-  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && kVarlenAutoTakesSm90)) {
-    const std::int64_t d = p.shape.head_dim;
-    const bool covered = (d == 64 || d == 128) && p.window_left < 0 && (p.window_right < 0 || p.causal) &&
-                         p.softcap == 0.f;
+// Both ops' path choice: the Hopper kernel (head_dim 64/128 on a 9.x GPU; kSm90, or kAuto where
+// it is the default), else the portable kernel (kSm80, or kAuto): its tuned plain instances or
+// its extended ones.
+void launch(const char* op, const attention::ExtendedParams& p, DType dtype, AttentionBackend backend,
+            cudaStream_t stream) {
+  detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
+  const std::int64_t d = p.shape.head_dim;
+  const bool extended = needs_extended(p);
+  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && (!extended || kAutoTakesSm90Extended))) {
+    const bool covered = d == 64 || d == 128;
+    detail::require(backend == AttentionBackend::kAuto || covered, op, "backend",
+                    "sm90 covers head_dim 64 and 128; use kAuto or kSm80 for head_dim " + std::to_string(d));
     const bool hopper = detail::current_compute_major() == 9;
-    detail::require(backend == AttentionBackend::kAuto || covered, kVarlen, "backend",
-                    "sm90 covers head_dim 64 and 128 without window or softcap");
-    detail::require(backend == AttentionBackend::kAuto || hopper, kVarlen, "backend",
+    detail::require(backend == AttentionBackend::kAuto || hopper, op, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");
-    if (hopper && covered &&
-        (d == 64 ? attention::sm90::launch_varlen_d64 : attention::sm90::launch_varlen_d128)(p, dtype, stream)) {
-      return;
-    }
-    detail::require(backend == AttentionBackend::kAuto, kVarlen, "backend",
+    if (covered && hopper && launch_sm90(p, dtype, stream)) return;
+    detail::require(backend == AttentionBackend::kAuto, op, "backend",
                     "the sm90 path cannot run here (a build without sm_90a, no keys, or tensors TMA cannot describe)");
   }
-  launch_extended(p, dtype, stream);
+  if (extended) {
+    launch_extended(p, dtype, stream);
+  } else {
+    (d == 64 ? attention::sm80::launch_d64 : attention::sm80::launch_d128)(p, dtype, stream);
+  }
 }
 
 void require_backend(const char* op, AttentionBackend backend) {
@@ -173,7 +164,7 @@ void flash_attention(const void* q, const void* k, const void* v, void* out, flo
 
   attention::ExtendedParams p{{q, k, v, out, lse, s, causal, scale}};
   set_window(p, causal, options);
-  launch(p, dtype, backend, stream);
+  launch(kOp, p, dtype, backend, stream);
 }
 
 void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,
@@ -223,8 +214,7 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
   p.cu_seqlens_k = s.cu_seqlens_k;
   p.total_q = static_cast<int>(s.total_q);
   p.total_k = static_cast<int>(s.total_k);
-  detail::require_tensor_core_dtype(kVarlen, dtype);
-  launch_varlen(p, dtype, backend, stream);
+  launch(kVarlen, p, dtype, backend, stream);
 }
 
 }  // namespace flashkernel

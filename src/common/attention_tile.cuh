@@ -103,6 +103,19 @@ __device__ __forceinline__ bool window_tile_needs_mask(int col0, int row0, int s
          (window_left >= 0 && col0 - (row0 + kBlockM - 1) < diag - window_left);
 }
 
+// The key tiles a block of query rows [row0, row0 + kBlockM) sees under the window (causal is
+// window_right = 0): tiles first .. return value - 1 (`first`, 0 on entry, is raised by a left
+// bound); none when first >= the return value. Its last row sees keys below row0 + kBlockM + diag + window_right, its first row keys at
+// or past row0 + diag - window_left.
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ int window_key_tiles(int row0, int seq_k, int diag, int window_left, int window_right,
+                                                int& first) {
+  int n_end = seq_k;
+  if (window_right >= 0) n_end = int(min(std::int64_t(seq_k), std::int64_t(row0) + kBlockM + diag + window_right));
+  if (window_left >= 0) first = max(0, row0 + diag - window_left) / kBlockN;
+  return n_end > 0 ? (n_end + kBlockN - 1) / kBlockN : 0;
+}
+
 template <int kMTiles, int kNTiles>
 __device__ __forceinline__ void mask_tile_window(float (&s)[kMTiles][kNTiles][4], int row0, int col0, int seq_k,
                                                  int diag, int window_left, int window_right, float masked) {

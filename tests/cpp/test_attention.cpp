@@ -26,11 +26,9 @@ struct Case {
   AttentionOptions opt{};
 };
 
-// Whether the case needs the portable kernel's extended instances (no sm90 form).
-bool extended(const Case& c) {
-  return c.opt.window_left >= 0 || c.opt.window_right >= 0 || c.opt.softcap > 0.f ||
-         (c.head_dim != 64 && c.head_dim != 128);
-}
+// Whether the Hopper kernel has a form for the case: head_dim 64/128, with or without a window
+// or softcap (the other head dims run the portable kernel's extended instances only).
+bool hopper_covers(const Case& c) { return c.head_dim == 64 || c.head_dim == 128; }
 
 std::string describe(const Case& c) {
   return "B=" + std::to_string(c.batch) + " Hq=" + std::to_string(c.heads_q) + " Hkv=" + std::to_string(c.heads_kv) +
@@ -70,7 +68,7 @@ void check_attention_on(const Case& c, AttentionBackend backend);
 // Runs the case on every kernel path this GPU has.
 template <typename T>
 void check_attention(const Case& c) {
-  if (extended(c)) {
+  if (!hopper_covers(c)) {
     check_attention_on<T>(c, AttentionBackend::kAuto);  // the portable kernel on every GPU
     return;
   }
@@ -324,6 +322,14 @@ TYPED_TEST(AttentionTest, VarlenHopperPath) {
       if (detail::current_compute_major() != 9) continue;
       check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, {}, AttentionBackend::kSm90, 3);
       check_varlen<TypeParam>({1, 255, 1000}, {300, 1000, 2000}, 8, 1, d, causal, {}, AttentionBackend::kSm90, 60);
+      // Windows (key tiles skipped on both sides, a sequence's first tile masked on the left) and
+      // softcap on the same path.
+      AttentionOptions o;
+      o.window_left = 100, o.softcap = 20.f;
+      check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, o, AttentionBackend::kSm90, 3);
+      o = {};
+      o.window_left = 150, o.window_right = 70;
+      check_varlen<TypeParam>({1, 255, 1000}, {300, 1000, 2000}, 8, 1, d, causal, o, AttentionBackend::kSm90, 60);
     }
 }
 
@@ -393,9 +399,11 @@ TEST(AttentionArguments, WindowSoftcapAndVarlenNameTheirArguments) {
             "softcap");
   o.softcap = 0.f;
   o.window_left = 8;
-  // The Hopper kernel has no window: naming it is an error, before any CUDA call.
+  // The Hopper kernel covers head_dim 64/128 only: naming it for 96 is an error, before any CUDA call.
+  auto d96 = valid_shape();
+  d96.head_dim = 96;
   EXPECT_EQ(argument([&] {
-              flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o, nullptr,
+              flash_attention(buf, buf, buf, buf, nullptr, d96, DType::kFloat16, false, 1.f, o, nullptr,
                               AttentionBackend::kSm90);
             }),
             "backend");

@@ -71,12 +71,13 @@ def check_lse(lse, ref_lse, what):
         assert err <= 1e-4 * max(1.0, ref_lse[finite].abs().max().item()), f"{what}: lse error {err:.3e}"
 
 
-def check_dense(impl, q, k, v, what="", **kwargs):
+def check_dense(impl, q, k, v, what="", backend=None, **kwargs):
     """Runs the op with return_lse and checks out and lse against the reference; kwargs: causal,
-    scale, window, softcap."""
+    scale, window, softcap. backend (CUDA only): the kernel path to force."""
     poison_allocator(q.device, q.shape, q.shape[:3])
-    out, lse = dense_op(impl)(q, k, v, return_lse=True, **kwargs)
-    what = f"{impl} {what} {kwargs} q{tuple(q.shape)} k{tuple(k.shape)} {q.dtype}"
+    op_args = dict(kwargs, backend=backend) if backend is not None else kwargs
+    out, lse = dense_op(impl)(q, k, v, return_lse=True, **op_args)
+    what = f"{impl} {what} backend={backend} {kwargs} q{tuple(q.shape)} k{tuple(k.shape)} {q.dtype}"
     assert out.shape == q.shape and out.dtype == q.dtype, what
     ref, ref_lse = reference_attention(q, k, v, **kwargs)
     lowp, _ = reference_attention(q, k, v, dtype=q.dtype, **kwargs)
@@ -408,13 +409,15 @@ def _hopper():
 
 @gpu
 @pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("variant", [dict(), dict(causal=True)], ids=str)
+@pytest.mark.parametrize("variant", [dict(), dict(causal=True), dict(causal=True, window=(100, -1), softcap=20.0),
+                                     dict(window=(50, 30))], ids=str)
 @pytest.mark.parametrize("backend", ["auto", "sm80", "sm90"])
 @pytest.mark.parametrize("case", range(3))
 def test_varlen_backends(case, backend, variant, d):
-    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128), on the
-    # ragged batches above plus NaN rows after the last sequence's keys: a tail key tile reads
-    # them, and 0 * NaN must not reach the output. sm90 off Hopper is an error naming backend.
+    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128, windows and
+    # softcap included), on the ragged batches above plus NaN rows after the last sequence's
+    # keys: a tail key tile reads them, and 0 * NaN must not reach the output. sm90 off Hopper is
+    # an error naming backend.
     seqlens_q, seqlens_k = varlen_cases("cuda")[case]
     q, k, v, cu_q, cu_k, max_q, max_k = make_varlen_batch(seqlens_q, seqlens_k, heads_q=4, heads_kv=2, head_dim=d,
                                                           dtype=torch.bfloat16 if case == 1 else torch.float16)
@@ -428,15 +431,36 @@ def test_varlen_backends(case, backend, variant, d):
 
 
 @gpu
-def test_varlen_sm90_rejects_what_it_does_not_cover():
+def test_sm90_rejects_what_it_does_not_cover():
     batch = make_varlen_batch([5, 9], heads_q=2, head_dim=96)
     with pytest.raises(ValueError, match="argument 'backend'"):
         flashkernel.flash_attention_varlen(*batch, backend="sm90")
+    q, k, v = make_qkv(1, 2, 1, 16, 16, 96, torch.float16, "cuda")
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention(q, k, v, window=(4, 0), backend="sm90")
     batch = make_varlen_batch([5, 9], heads_q=2, head_dim=64)
     with pytest.raises(ValueError, match="argument 'backend'"):
-        flashkernel.flash_attention_varlen(*batch, window=(4, 0), backend="sm90")
-    with pytest.raises(ValueError, match="argument 'backend'"):
         flashkernel.flash_attention_varlen(*batch, backend="sm70")
+
+
+@gpu
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("variant", [dict(window=(4, -1)), dict(window=(-1, 3)), dict(causal=True, window=(200, -1)),
+                                     dict(window=(0, 0)), dict(window=(333, 129), softcap=5.0),
+                                     dict(causal=True, softcap=30.0, scale=-0.2), dict(softcap=0.5)], ids=str)
+@pytest.mark.parametrize("backend", ["sm80", "sm90"])
+def test_dense_window_softcap_backends(backend, variant, d):
+    # The dense op's window and softcap on each kernel path (sm90: the Hopper kernel's extended
+    # instance), Nq = Nk and both unequal (the window follows the bottom-right alignment; rows
+    # with no visible key give 0 and lse -inf), GQA 4:1.
+    if backend == "sm90" and not _hopper():
+        pytest.skip("the Hopper kernel needs a compute capability 9.x GPU")
+    for i, (nq, nk) in enumerate([(1000, 1000), (300, 777), (777, 300), (1, 129)]):
+        q, k, v = make_qkv(2, 8, 2, nq, nk, d, torch.bfloat16 if i % 2 else torch.float16, "cuda")
+        out, lse = check_dense("cuda", q, k, v, backend=backend, **variant)
+        window = variant.get("window")
+        blind = ~visible_keys(nq, nk, causal=variant.get("causal", False), window=window, device=q.device).any(-1)
+        assert (out[:, :, blind] == 0).all() and torch.isneginf(lse[:, :, blind]).all()
 
 
 # ------------------------------------------------------------------ CUDA op vs Triton twin

@@ -152,17 +152,14 @@ __global__ void __launch_bounds__(Cfg::kThreads) attention_fwd_kernel(const Kern
   const T* v = static_cast<const T*>(p.v) + batch * sh.v_stride[0] + head_kv * sh.v_stride[1] +
                std::int64_t(k_row0) * sh.v_stride[2];
 
-  int n_end = seq_k;
   int j_begin = 0;  // the first key tile any row of the block sees
+  int n_blocks;     // one past the last
   if constexpr (kExtended) {
-    // The window (causal is window_right = 0 here): the block's last row sees keys < n_end, its
-    // first row keys >= m0 + diag - window_left.
-    if (p.window_right >= 0) n_end = int(min(std::int64_t(seq_k), std::int64_t(m0) + BM + diag + p.window_right));
-    if (p.window_left >= 0) j_begin = max(0, m0 + diag - p.window_left) / BN;
+    n_blocks = window_key_tiles<BM, BN>(m0, seq_k, diag, p.window_left, p.window_right, j_begin);
   } else {
-    if (p.causal) n_end = min(seq_k, m0 + BM + diag);  // last row of the block sees keys < this
+    const int n_end = p.causal ? min(seq_k, m0 + BM + diag) : seq_k;  // last row of the block sees keys < this
+    n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
   }
-  const int n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_row0 = warp * Cfg::kRowsPerWarp;

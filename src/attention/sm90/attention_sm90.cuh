@@ -79,19 +79,43 @@ __device__ __forceinline__ void issue_qk_tile(float (&s_flat)[kBlockN / 2], cons
 // the same count for every item, so a static round-robin over items is balanced. (With an odd
 // n_mblocks the middle block is an item of its own.) Both roles walk the same tile sequence, and
 // the K/V ring's slots and phases continue from one tile to the next.
+// A work tile runs key tiles n_first .. n_first + n_blocks - 1 (n_first > 0 only under a window).
 struct WorkTile {
-  int m0, head, head_kv, batch, n_blocks;
+  int m0, head, head_kv, batch, n_first, n_blocks;
   bool valid;
 };
 
-template <int BM, int BN>
+// What a kernel instance takes: a dense batch (Params), a dense one with a window or softcap, or
+// a packed (varlen) one with or without them (both ExtendedParams). The window and softcap cost
+// run-time checks in the mainloop, so the plain dense instance, the one most calls run, has none.
+enum class Variant { kDense, kDenseExtended, kVarlen };
+template <Variant V>
+using KernelParams = std::conditional_t<V == Variant::kDense, Params, ExtendedParams>;
+
+// The key tiles of query rows [m0, m0 + BM): [0, n_end) of the causal bound, or under an
+// ExtendedParams window the range of window_key_tiles. Sets w.n_first and w.n_blocks.
+template <int BM, int BN, typename P>
+__device__ __forceinline__ void set_key_tiles(WorkTile& w, const P& p, int seq_k, int diag) {
+  if constexpr (std::is_same_v<P, ExtendedParams>) {
+    w.n_first = 0;
+    const int end = window_key_tiles<BM, BN>(w.m0, seq_k, diag, p.window_left, p.window_right, w.n_first);
+    w.n_blocks = max(0, end - w.n_first);
+  } else {
+    const int n_end = p.causal ? min(seq_k, w.m0 + BM + diag) : seq_k;
+    w.n_first = 0;
+    w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+  }
+}
+
+template <int BM, int BN, typename P = Params>
 struct TileScheduler {
   static constexpr bool kVarlen = false;
-  const Params& p;
+  static constexpr bool kExtended = std::is_same_v<P, ExtendedParams>;
+  const P& p;
   int seq_q, seq_k, diag, n_mblocks, items_per_pair, tiles_per_item;
   std::int64_t n_items;
 
-  __device__ __forceinline__ TileScheduler(const Params& params, bool zigzag) : p(params) {
+  __device__ __forceinline__ TileScheduler(const P& params, bool zigzag) : p(params) {
     const AttentionShape& sh = p.shape;
     seq_q = int(sh.seq_q);
     seq_k = int(sh.seq_k);
@@ -113,8 +137,7 @@ struct TileScheduler {
     w.head = int(pair % sh.heads_q);
     w.batch = int(pair / sh.heads_q);
     w.head_kv = w.head / int(sh.heads_q / sh.heads_kv);
-    const int n_end = p.causal ? min(seq_k, w.m0 + BM + diag) : seq_k;
-    w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+    set_key_tiles<BM, BN>(w, p, seq_k, diag);
     return w;
   }
 };
@@ -129,10 +152,11 @@ struct VarlenWorkTile : WorkTile {
 // persistent: the hardware's block scheduler balances tiles whose cost varies with each
 // sequence's length), and a block whose sequence is shorter finds nothing to do. Items are
 // ordered highest query block first: those exist only for the longest sequences, the costliest
-// tiles, so they start first.
+// tiles, so they start first. Takes windows and softcap (causal arrives as window_right = 0).
 template <int BM, int BN>
 struct VarlenTileScheduler {
   static constexpr bool kVarlen = true;
+  static constexpr bool kExtended = true;
   const ExtendedParams& p;
   int n_mblocks, tiles_per_item;
   std::int64_t pairs, n_items;
@@ -155,8 +179,7 @@ struct VarlenTileScheduler {
     w.seq_q = varlen_sequence(p.cu_seqlens_q, w.batch, p.total_q, int(sh.seq_q), w.q_row0);
     w.seq_k = varlen_sequence(p.cu_seqlens_k, w.batch, p.total_k, int(sh.seq_k), w.k_row0);
     w.valid = w.m0 < w.seq_q;
-    const int n_end = p.causal ? min(w.seq_k, w.m0 + BM + w.seq_k - w.seq_q) : w.seq_k;
-    w.n_blocks = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+    set_key_tiles<BM, BN>(w, p, w.seq_k, w.seq_k - w.seq_q);
     return w;
   }
 };
@@ -242,14 +265,14 @@ __device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Sch
         mbarrier_arrive_expect_tx(&sm.k_full[s], kKVBytes);
 #pragma unroll
         for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sm.sK + s * Cfg::kKVElems + c * BN * 64, tm_k, &sm.k_full[s], c * 64, k_row0 + j * BN, w.head_kv,
-                      batch);
+          tma_load_4d(sm.sK + s * Cfg::kKVElems + c * BN * 64, tm_k, &sm.k_full[s], c * 64,
+                      k_row0 + (w.n_first + j) * BN, w.head_kv, batch);
         }
         mbarrier_arrive_expect_tx(&sm.v_full[s], kKVBytes);
 #pragma unroll
         for (int c = 0; c < kCB; ++c) {
-          tma_load_4d(sm.sV + s * Cfg::kKVElems + c * BN * 64, tm_v, &sm.v_full[s], c * 64, k_row0 + j * BN, w.head_kv,
-                      batch);
+          tma_load_4d(sm.sV + s * Cfg::kKVElems + c * BN * 64, tm_v, &sm.v_full[s], c * 64,
+                      k_row0 + (w.n_first + j) * BN, w.head_kv, batch);
         }
       }
       ++it;
@@ -285,7 +308,13 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
   // A negative scale is applied as |scale| to S = -(Q K^T), negated by the wgmma itself, so the
   // softmax always sees a positive scale (one max reduction per row, not a max or a min).
   const bool negate_scores = p.scale < 0.f;
-  const SoftmaxScale sc(fabsf(p.scale));
+  // Softcap (extended instances): the scores become softcap * tanh(|scale| * s / softcap), already
+  // scaled, so the softmax takes them with scale 1 (the sign is in the scores, as above).
+  bool softcap = false;
+  float cap = 0.f;
+  if constexpr (Scheduler::kExtended) softcap = sched.p.softcap > 0.f, cap = sched.p.softcap;
+  const SoftmaxScale sc(softcap ? 1.f : fabsf(p.scale));
+  const float cap_in = softcap ? fabsf(p.scale) / cap : 0.f;
   int g0 = 0;  // K/V tiles consumed before the current work tile
   int it = 0;  // work tiles so far
   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
@@ -321,10 +350,17 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
         }
         wgmma_commit_group();
       };
-      // Mask (diagonal and tail tiles only) and online softmax of key tile j.
+      // Softcap, mask (diagonal, window-edge and tail tiles only) and online softmax of the work
+      // tile's key tile j.
       auto softmax = [&](float(&acc_s)[1][BN / 8][4], int j, float(&alpha)[1][2]) {
-        const int n0 = j * BN;
-        if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
+        const int n0 = (w.n_first + j) * BN;
+        if constexpr (Scheduler::kExtended) {
+          const int left = sched.p.window_left, right = sched.p.window_right;
+          if (softcap) softcap_tile(acc_s, cap_in, cap);
+          if (window_tile_needs_mask<64, BN>(n0, w.m0 + cw * 64, seq_k, diag, left, right)) {
+            mask_tile_window(acc_s, warp_row0, n0, seq_k, diag, left, right, sc.masked);
+          }
+        } else if (tile_needs_mask<BN>(n0, w.m0 + cw * 64, seq_k, p.causal, diag)) {
           mask_tile(acc_s, warp_row0, n0, seq_k, p.causal, diag, sc.masked);
         }
         return softmax_tile(acc_s, stats, sc, alpha);
@@ -384,7 +420,7 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
           // The last key tile may run past the sequence into the next one's rows (or unwritten rows
           // past the last sequence): their scores are masked, so P is 0 there, but 0 * a non-finite
           // V would still be NaN. Both warpgroups zero those V rows, then meet before either reads V.
-          const int valid_rows = seq_k - (n_blocks - 1) * BN;
+          const int valid_rows = seq_k - (w.n_first + n_blocks - 1) * BN;
           if (valid_rows < BN) {
             zero_tail_rows<BN, kCB>(sV_of(n_blocks - 1), valid_rows, threadIdx.x - 128, 2 * 128);
             fence_proxy_async_shared();
@@ -444,17 +480,17 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
 
 // ---------------------------------------------------------------- the kernel
 // Composes the pieces: warpgroup 0 produces, warpgroups 1 and 2 consume.
-// kVarlen: a packed batch (ExtendedParams' cu_seqlens; VarlenTileScheduler), else a dense one.
-template <typename T, typename Cfg, bool kVarlen = false>
+// V: a dense batch, a dense one with window/softcap, or a packed one (Variant).
+template <typename T, typename Cfg, Variant V = Variant::kDense>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     attention_sm90_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                           const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_o,
-                          const std::conditional_t<kVarlen, ExtendedParams, Params> p, const bool zigzag) {
+                          const KernelParams<V> p, const bool zigzag) {
 #if FK_WGMMA_AVAILABLE
   extern __shared__ unsigned char smem_raw[];
   const SharedTiles<T, Cfg> sm(smem_raw);
-  using Scheduler = std::conditional_t<kVarlen, VarlenTileScheduler<Cfg::kBlockM, Cfg::kBlockN>,
-                                       TileScheduler<Cfg::kBlockM, Cfg::kBlockN>>;
+  using Scheduler = std::conditional_t<V == Variant::kVarlen, VarlenTileScheduler<Cfg::kBlockM, Cfg::kBlockN>,
+                                       TileScheduler<Cfg::kBlockM, Cfg::kBlockN, KernelParams<V>>>;
   const Scheduler sched(p, zigzag);
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) sm.init_barriers();
@@ -488,12 +524,12 @@ inline bool make_qkv_map(CUtensorMap* map, const void* ptr, DType dtype, std::in
   return detail::make_tensor_map_4d(map, ptr, dtype, dims, strides, box);
 }
 
-// Launches the kernel; returns false (launching nothing) when this path does not apply: no sm_90a
-// code in the build, less shared memory per block than sm_90's, or tensors TMA cannot describe.
-// The caller then takes the portable path.
-template <typename T, typename Cfg>
-bool launch(const Params& p, DType dtype, cudaStream_t stream) {
-  constexpr auto kernel = attention_sm90_kernel<T, Cfg>;
+// Launches the kernel on a dense batch (V: kDense or kDenseExtended); returns false (launching
+// nothing) when this path does not apply: no sm_90a code in the build, less shared memory per
+// block than sm_90's, or tensors TMA cannot describe. The caller then takes the portable path.
+template <typename T, typename Cfg, Variant V>
+bool launch(const KernelParams<V>& p, DType dtype, cudaStream_t stream) {
+  constexpr auto kernel = attention_sm90_kernel<T, Cfg, V>;
   if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes)) return false;
   const AttentionShape& s = p.shape;
   CUtensorMap tm_q, tm_k, tm_v, tm_o{};  // tm_o: only with kStageOutput
@@ -512,7 +548,8 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   // round-robin over single causal tiles was less balanced than the hardware's block scheduler
   // (d=128 N=4096: 0.86x -> 0.77x of cuDNN), and so was a dynamic atomic-counter scheduler
   // (DEVELOPMENT_LOG.md, v9). The zigzag items measured +6-17% over one causal tile per block at
-  // N = 4096-8192 and +14-28% at N = 1024.
+  // N = 4096-8192 and +14-28% at N = 1024. (Under a sliding window the tiles cost about the same
+  // anyway; the pairing does no harm there.)
   const bool zigzag = p.causal;
   const std::int64_t n_mblocks = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM;
   const std::int64_t items = (zigzag ? (n_mblocks + 1) / 2 : n_mblocks) * s.heads_q * s.batch;
@@ -522,13 +559,13 @@ bool launch(const Params& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
-// The varlen launch (ExtendedParams' cu_seqlens, no window or softcap): the packed q/out
+// The varlen launch (ExtendedParams' cu_seqlens, with or without window/softcap): the packed q/out
 // [total_q, Hq, d] and k/v [total_k, Hkv, d] described as one sequence of all their rows (strides
 // {unused, head, token}), one block per item (VarlenTileScheduler). Returns false, launching
 // nothing, where the path does not apply (as launch()), or where there are no keys at all.
 template <typename T, typename Cfg>
 bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  constexpr auto kernel = attention_sm90_kernel<T, Cfg, /*kVarlen=*/true>;
+  constexpr auto kernel = attention_sm90_kernel<T, Cfg, Variant::kVarlen>;
   if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes) || p.total_q <= 0 || p.total_k <= 0) return false;
   const AttentionShape& s = p.shape;
   CUtensorMap tm_q, tm_k, tm_v, tm_o{};
@@ -545,16 +582,16 @@ bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
-// The launcher of one head_dim's configuration: a dense batch, or (kVarlen) a packed one.
-template <typename Cfg, bool kVarlen = false>
-bool launch_head_dim(const std::conditional_t<kVarlen, ExtendedParams, Params>& p, DType dtype, cudaStream_t stream) {
+// The launcher of one head_dim's configuration for one Variant.
+template <typename Cfg, Variant V = Variant::kDense>
+bool launch_head_dim(const KernelParams<V>& p, DType dtype, cudaStream_t stream) {
   bool launched = false;
-  dispatch_half_dtype(dtype, kVarlen ? "flash_attention_varlen" : "flash_attention", [&](auto tag) {
+  dispatch_half_dtype(dtype, V == Variant::kVarlen ? "flash_attention_varlen" : "flash_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (kVarlen) {
+    if constexpr (V == Variant::kVarlen) {
       launched = launch_varlen<T, Cfg>(p, dtype, stream);
     } else {
-      launched = launch<T, Cfg>(p, dtype, stream);
+      launched = launch<T, Cfg, V>(p, dtype, stream);
     }
   });
   return launched;

@@ -9,8 +9,5 @@
 namespace flashkernel::attention::sm90 {
 
 bool launch_d128(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD128>(p, dtype, stream); }
-bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  return launch_head_dim<ConfigD128Varlen, /*kVarlen=*/true>(p, dtype, stream);
-}
 
 }  // namespace flashkernel::attention::sm90

@@ -9,8 +9,5 @@
 namespace flashkernel::attention::sm90 {
 
 bool launch_d64(const Params& p, DType dtype, cudaStream_t stream) { return launch_head_dim<ConfigD64>(p, dtype, stream); }
-bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  return launch_head_dim<ConfigD64, /*kVarlen=*/true>(p, dtype, stream);
-}
 
 }  // namespace flashkernel::attention::sm90
