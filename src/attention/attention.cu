@@ -83,13 +83,13 @@ bool launch_sm90(const attention::ExtendedParams& p, DType dtype, cudaStream_t s
 // its extended ones.
 void launch(const char* op, const attention::ExtendedParams& p, DType dtype, AttentionBackend backend,
             cudaStream_t stream) {
-  detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const std::int64_t d = p.shape.head_dim;
+  const bool covered = d == 64 || d == 128;
+  detail::require(backend != AttentionBackend::kSm90 || covered, op, "backend",
+                  "sm90 covers head_dim 64 and 128; use kAuto or kSm80 for head_dim " + std::to_string(d));
+  detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const bool extended = needs_extended(p);
   if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && (!extended || kAutoTakesSm90Extended))) {
-    const bool covered = d == 64 || d == 128;
-    detail::require(backend == AttentionBackend::kAuto || covered, op, "backend",
-                    "sm90 covers head_dim 64 and 128; use kAuto or kSm80 for head_dim " + std::to_string(d));
     const bool hopper = detail::current_compute_major() == 9;
     detail::require(backend == AttentionBackend::kAuto || hopper, op, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");
