@@ -61,32 +61,40 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
   }
 }
 
-// Whether kAuto takes the Hopper kernel's extended instances (windows, softcap, varlen batches).
-// Off until they have passed the GPU test suite and their benchmark (written and CPU-checked:
-// SASS of the plain instances unchanged); until then backend = kSm90 selects them explicitly.
+// Whether kAuto takes the Hopper kernel for what its first version did not cover (windows,
+// softcap, varlen batches, head_dim 256: everything needs_extended). Off until those instances
+// have passed the GPU test suite and their benchmark (written and CPU-checked: SASS of the plain
+// instances unchanged); until then backend = kSm90 selects them explicitly.
 constexpr bool kAutoTakesSm90Extended = false;
 
-// The Hopper instance for p (head_dim 64/128): false where it does not apply (launching nothing).
+// Whether the Hopper kernel has instances for this head_dim.
+bool sm90_covers(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }
+
+// The Hopper instance for p (sm90_covers its head_dim): the varlen one, the dense one with window
+// and softcap, or the plain dense one. False where it does not apply (launching nothing).
 bool launch_sm90(const attention::ExtendedParams& p, DType dtype, cudaStream_t stream) {
-  const bool d64 = p.shape.head_dim == 64;
+  namespace sm90 = attention::sm90;
+  const std::int64_t d = p.shape.head_dim;
   if (p.cu_seqlens_q != nullptr) {
-    return (d64 ? attention::sm90::launch_varlen_d64 : attention::sm90::launch_varlen_d128)(p, dtype, stream);
+    return (d == 64 ? sm90::launch_varlen_d64 : d == 128 ? sm90::launch_varlen_d128 : sm90::launch_varlen_d256)(
+        p, dtype, stream);
   }
-  if (needs_extended(p)) {
-    return (d64 ? attention::sm90::launch_extended_d64 : attention::sm90::launch_extended_d128)(p, dtype, stream);
+  if (p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f) {
+    return (d == 64 ? sm90::launch_extended_d64 : d == 128 ? sm90::launch_extended_d128 : sm90::launch_extended_d256)(
+        p, dtype, stream);
   }
-  return (d64 ? attention::sm90::launch_d64 : attention::sm90::launch_d128)(p, dtype, stream);
+  return (d == 64 ? sm90::launch_d64 : d == 128 ? sm90::launch_d128 : sm90::launch_d256)(p, dtype, stream);
 }
 
-// Both ops' path choice: the Hopper kernel (head_dim 64/128 on a 9.x GPU; kSm90, or kAuto where
-// it is the default), else the portable kernel (kSm80, or kAuto): its tuned plain instances or
-// its extended ones.
+// Both ops' path choice: the Hopper kernel (head_dim 64/128/256 on a 9.x GPU; kSm90, or kAuto
+// where it is the default), else the portable kernel (kSm80, or kAuto): its tuned plain instances
+// or its extended ones.
 void launch(const char* op, const attention::ExtendedParams& p, DType dtype, AttentionBackend backend,
             cudaStream_t stream) {
   const std::int64_t d = p.shape.head_dim;
-  const bool covered = d == 64 || d == 128;
+  const bool covered = sm90_covers(d);
   detail::require(backend != AttentionBackend::kSm90 || covered, op, "backend",
-                  "sm90 covers head_dim 64 and 128; use kAuto or kSm80 for head_dim " + std::to_string(d));
+                  "sm90 covers head_dim 64, 128 and 256; use kAuto or kSm80 for head_dim " + std::to_string(d));
   detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const bool extended = needs_extended(p);
   if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && (!extended || kAutoTakesSm90Extended))) {

@@ -55,12 +55,15 @@ namespace sm90 {
 // does not apply (no sm_90a code, tensors TMA cannot describe); the caller falls back to sm80.
 bool launch_d64(const Params& p, DType dtype, cudaStream_t stream);
 bool launch_d128(const Params& p, DType dtype, cudaStream_t stream);
+bool launch_d256(const Params& p, DType dtype, cudaStream_t stream);
 // Dense batches with a sliding window and/or softcap, and varlen batches with or without them, on
-// the Hopper path (head_dim 64/128); false where it does not apply.
+// the Hopper path (head_dim 64/128/256); false where it does not apply.
 bool launch_extended_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_extended_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+bool launch_extended_d256(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+bool launch_varlen_d256(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 }  // namespace sm90
 
 }  // namespace flashkernel::attention

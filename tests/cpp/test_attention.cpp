@@ -26,9 +26,9 @@ struct Case {
   AttentionOptions opt{};
 };
 
-// Whether the Hopper kernel has a form for the case: head_dim 64/128, with or without a window
+// Whether the Hopper kernel has a form for the case: head_dim 64/128/256, with or without a window
 // or softcap (the other head dims run the portable kernel's extended instances only).
-bool hopper_covers(const Case& c) { return c.head_dim == 64 || c.head_dim == 128; }
+bool hopper_covers(const Case& c) { return c.head_dim == 64 || c.head_dim == 128 || c.head_dim == 256; }
 
 std::string describe(const Case& c) {
   return "B=" + std::to_string(c.batch) + " Hq=" + std::to_string(c.heads_q) + " Hkv=" + std::to_string(c.heads_kv) +
@@ -179,6 +179,8 @@ TYPED_TEST(AttentionTest, EveryHeadDim) {
     for (std::int64_t n : {1, 7, 127, 300})
       for (bool causal : {false, true}) check_attention<TypeParam>({1, 2, 1, n, n, d, causal, n == 127});
   check_attention<TypeParam>({2, 4, 2, 70, 200, 256, true, false});
+  // head_dim 256's Hopper tiles are 64 keys in a 2-stage ring: many refills of both stages.
+  for (bool causal : {false, true}) check_attention<TypeParam>({1, 2, 1, 1100, 1037, 256, causal, false});
   check_attention<TypeParam>({1, 2, 2, 200, 70, 96, true, true});
   check_attention<TypeParam>({2, 6, 2, 333, 333, 80, false, false});
 }
@@ -316,7 +318,7 @@ TYPED_TEST(AttentionTest, VarlenPackedBatch) {
 TYPED_TEST(AttentionTest, VarlenHopperPath) {
   FK_SKIP_WITHOUT_GPU();
   const std::vector<std::int64_t> lq{7, 0, 1, 127, 300, 64, 129}, lk{7, 5, 1, 127, 300, 200, 1};
-  for (std::int64_t d : {64, 128})
+  for (std::int64_t d : {64, 128, 256})
     for (bool causal : {false, true}) {
       check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, {}, AttentionBackend::kSm80, 3);
       if (detail::current_compute_major() != 9) continue;

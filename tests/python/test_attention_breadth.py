@@ -408,13 +408,13 @@ def _hopper():
 
 
 @gpu
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 @pytest.mark.parametrize("variant", [dict(), dict(causal=True), dict(causal=True, window=(100, -1), softcap=20.0),
                                      dict(window=(50, 30))], ids=str)
 @pytest.mark.parametrize("backend", ["auto", "sm80", "sm90"])
 @pytest.mark.parametrize("case", range(3))
 def test_varlen_backends(case, backend, variant, d):
-    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128, windows and
+    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128/256, windows and
     # softcap included), on the ragged batches above plus NaN rows after the last sequence's
     # keys: a tail key tile reads them, and 0 * NaN must not reach the output. sm90 off Hopper is
     # an error naming backend.
@@ -444,14 +444,14 @@ def test_sm90_rejects_what_it_does_not_cover():
 
 
 @gpu
-@pytest.mark.parametrize("d", [64, 128])
-@pytest.mark.parametrize("variant", [dict(window=(4, -1)), dict(window=(-1, 3)), dict(causal=True, window=(200, -1)),
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("variant", [dict(), dict(causal=True), dict(window=(4, -1)), dict(window=(-1, 3)), dict(causal=True, window=(200, -1)),
                                      dict(window=(0, 0)), dict(window=(333, 129), softcap=5.0),
                                      dict(causal=True, softcap=30.0, scale=-0.2), dict(softcap=0.5)], ids=str)
 @pytest.mark.parametrize("backend", ["sm80", "sm90"])
 def test_dense_window_softcap_backends(backend, variant, d):
     # The dense op's window and softcap on each kernel path (sm90: the Hopper kernel's extended
-    # instance), Nq = Nk and both unequal (the window follows the bottom-right alignment; rows
+    # instance; at head_dim 256 also without them), Nq = Nk and both unequal (the window follows the bottom-right alignment; rows
     # with no visible key give 0 and lse -inf), GQA 4:1.
     if backend == "sm90" and not _hopper():
         pytest.skip("the Hopper kernel needs a compute capability 9.x GPU")

@@ -341,13 +341,20 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
         }
       };
       // O += P V_j: BN / 16 k-steps of 16 keys = two 8-row swizzle groups (+2048 bytes a step); V
-      // is read MN-major, its 64-column blocks BN * 128 bytes apart.
+      // is read MN-major, its 64-column blocks BN * 128 bytes apart. One wgmma covers at most 128
+      // output columns (two column blocks): head_dim 256 issues two per k-step, each into its half
+      // of O's accumulators (columns 0-127 are o_flat[0, 64), the wgmma layout being by column).
+      constexpr int kPvN = D < 128 ? D : 128;
       auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-          const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVs, BN * 128), kk * 2048);
-          wgmma_rs<D, kBf16, /*kTransB=*/true>(o_flat, a[kk], db, true);
-        }
+        for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+          for (int h = 0; h < D / kPvN; ++h) {
+            const T* sVh = sVs + h * (kPvN / 64) * BN * 64;
+            const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVh, BN * 128), kk * 2048);
+            wgmma_rs<kPvN, kBf16, /*kTransB=*/true>(*reinterpret_cast<float(*)[kPvN / 2]>(&o_flat[h * kPvN / 2]),
+                                                     a[kk], db, true);
+          }
         wgmma_commit_group();
       };
       // Softcap, mask (diagonal, window-edge and tail tiles only) and online softmax of the work
@@ -453,7 +460,7 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
         // conflict free: a warp's 8 rows hit 8 different 16-byte chunks), one thread stores
         // them (TMA clips rows past seq_q), and the stage goes back to the producer when the
         // store has read it.
-        static_assert(BN == BM, "O is staged in a V buffer");
+        static_assert(!Cfg::kStageOutput || BN == BM, "O is staged in a V buffer");
         T* sO = sV_of(n_blocks - 1) + cw * 64 * 64;
         named_barrier_sync(kBothConsumersBarrier, 2 * 128);
         const int wrow0 = (threadIdx.x % 128) / 32 * 16, t4 = threadIdx.x % 4;

@@ -30,7 +30,7 @@ struct TileConfig {
   static constexpr int kConsumerRegs = 232;
   static constexpr int kProducerRegs = 40;
   static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == kThreads * 168, "registers of the block");
-  static_assert(kHeadDim == 64 || kHeadDim == 128, "head_dim 64 or 128");
+  static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head_dim 64, 128 or 256");
   static_assert(kBlockN == 64 || kBlockN == 128, "kBlockN is a wgmma N: 64 or 128");
 };
 
@@ -41,7 +41,12 @@ using ConfigD64 = TileConfig<64, 128, 3, /*kStageOutput=*/false>;
 // Varlen batches store O from registers at every head_dim (a TMA store cannot stop at a
 // sequence's last row inside the packed tensor): head_dim 128's tiles without the staging.
 using ConfigD128Varlen = TileConfig<128, 128, 3, /*kStageOutput=*/false>;
+// head_dim 256: 64 keys per tile, 2-stage ring (Q 64 KiB + 2 x (K 32 KiB + V 32 KiB) = 192 KiB; a
+// third stage would need 256 KiB), O from registers (its 128 fp32 per consumer thread leave room
+// for S (32) and P (16) under the 232-register budget; 128-key tiles would not fit it).
+using ConfigD256 = TileConfig<256, 64, 2, /*kStageOutput=*/false>;
 static_assert(ConfigD128::kSmemBytes <= detail::arch_smem_optin_bytes(90), "d=128 tiles exceed sm_90's limit");
 static_assert(ConfigD64::kSmemBytes <= detail::arch_smem_optin_bytes(90), "d=64 tiles exceed sm_90's limit");
+static_assert(ConfigD256::kSmemBytes <= detail::arch_smem_optin_bytes(90), "d=256 tiles exceed sm_90's limit");
 
 }  // namespace flashkernel::attention::sm90

@@ -9,7 +9,8 @@ attention.csv's standard sweep), bfloat16:
     shape;
   * d = 128, N = 8192: a sliding window (1024, 0) and softcap 30 against our own dense causal run
     (flashkernel_dense_causal), which shows what skipping the masked key tiles buys, with each
-    kernel path forced (flashkernel_cuda_sm80 / _sm90: the A/B of the Hopper kernel's windows).
+    kernel path forced (flashkernel_cuda_sm80 / _sm90: the A/B of the Hopper kernel's windows;
+    also at d = 256, the Hopper kernel's largest head dim).
 attention_varlen, config "B H d causal lens=uniform(128,4096) seed=0 total=T": flashkernel_cuda
 (one varlen call), flashkernel_cuda_sm80 / _sm90 (the same call forced onto each kernel path; sm90
 is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
@@ -92,6 +93,7 @@ def _head_dim_config(ctx, d, n, causal, window, softcap, dtype=torch.bfloat16):
         impls["flashkernel_triton"] = lambda q, k, v: flashkernel.triton.flash_attention(
             q, k, v, causal=causal, window=window, softcap=softcap)
         impls["flashkernel_dense_causal"] = lambda q, k, v: flashkernel.flash_attention(q, k, v, causal=True)
+    if window is not None or softcap is not None or d == 256:
         for backend in ("sm80", "sm90"):  # each kernel path forced (sm90: a failed row off Hopper)
             impls[f"flashkernel_cuda_{backend}"] = lambda q, k, v, backend=backend: flashkernel.flash_attention(
                 q, k, v, causal=causal, window=window, softcap=softcap, backend=backend)
