@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "flashkernel/kv_cache.h"
 #include "flashkernel/tensor.h"
 
 namespace flashkernel {
@@ -97,5 +98,36 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
                             const AttentionVarlenShape& shape, DType dtype, bool causal, float scale,
                             const AttentionOptions& options = {}, cudaStream_t stream = nullptr,
                             AttentionBackend backend = AttentionBackend::kAuto);
+
+// Prefill over a paged KV cache (kv_cache.h's pool layout and page tables): sequence b's new
+// query tokens, rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] of q, attend causally (bottom-right
+// aligned: new token t of a sequence holding L tokens sits at position L - n_new + t) to the
+// seq_lens[b] tokens the cache holds for it in `layer` (its new ones included: append them
+// first), read through page_table row b, with the window and softcap of `options`. One launch of
+// the Hopper kernel, K/V read where they lie (no gather).
+struct PagedPrefillArgs {
+  const void* q = nullptr;     // [total_q, heads_q, layout.head_dim], contiguous, the pool's dtype
+  void* out = nullptr;         // like q
+  float* lse = nullptr;        // optional: fp32 [heads_q, total_q]
+  const void* pool = nullptr;  // the cache's pool, `layout` (16-bit dtype)
+  KVCacheLayout layout;
+  std::int64_t layer = 0;
+  const std::int32_t* page_table = nullptr;    // device [batch, max_pages]
+  std::int64_t max_pages = 0;
+  const std::int32_t* seq_lens = nullptr;      // device [batch]; at most max_pages * page_size each
+  const std::int32_t* cu_seqlens_q = nullptr;  // device [batch + 1], non-decreasing from 0
+  std::int64_t batch = 0;
+  std::int64_t heads_q = 0;   // a multiple of layout.num_kv_heads
+  std::int64_t total_q = 0;
+  std::int64_t max_seq_q = 0;  // >= every sequence's new tokens
+  std::int64_t max_seq_k = 0;  // >= every seq_lens[b]
+  float scale = 0.f;
+  AttentionOptions options;
+};
+
+// Returns false, launching nothing, where the Hopper kernel cannot run the call (not a 9.x GPU, a
+// build without sm_90a, an FP8 pool): the caller then gathers K/V (kv_cache_gather) and calls
+// flash_attention_varlen. Throws ArgumentError (naming the argument) before any launch.
+bool paged_prefill_attention(const PagedPrefillArgs& args, cudaStream_t stream = nullptr);
 
 }  // namespace flashkernel

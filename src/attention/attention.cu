@@ -225,4 +225,58 @@ void flash_attention_varlen(const void* q, const void* k, const void* v, void* o
   launch(kVarlen, p, dtype, backend, stream);
 }
 
+bool paged_prefill_attention(const PagedPrefillArgs& a, cudaStream_t stream) {
+  constexpr const char* kPaged = "paged_prefill_attention";
+  validate_kv_layout(a.layout, kPaged);
+  const KVCacheLayout& L = a.layout;
+  if (L.quantized()) return false;  // the kernel reads 16-bit pages only
+  const DType dtype = L.dtype;
+  require_common(kPaged, dtype, L.head_dim, a.heads_q, L.num_kv_heads, a.scale, a.options);
+  detail::require(a.layer >= 0 && a.layer < L.num_layers, kPaged, "layer",
+                  "must be in [0, " + std::to_string(L.num_layers) + "), got " + std::to_string(a.layer));
+  detail::require(a.batch >= 0 && a.batch <= 65535, kPaged, "batch", "must be in [0, 65535], got " + std::to_string(a.batch));
+  detail::require(a.total_q >= 0 && a.total_q < (std::int64_t(1) << 30), kPaged, "total_q",
+                  "must be in [0, 2^30), got " + std::to_string(a.total_q));
+  detail::require(a.max_seq_q >= 0 && a.max_seq_q < (std::int64_t(1) << 30), kPaged, "max_seq_q",
+                  "must be in [0, 2^30), got " + std::to_string(a.max_seq_q));
+  detail::require(a.max_pages >= 0 && a.max_pages * L.page_size < (std::int64_t(1) << 30), kPaged, "max_pages",
+                  "must be >= 0 with max_pages * page_size < 2^30, got " + std::to_string(a.max_pages));
+  detail::require(a.max_seq_k >= 0 && a.max_seq_k <= a.max_pages * L.page_size, kPaged, "max_seq_k",
+                  "must be in [0, max_pages * page_size = " + std::to_string(a.max_pages * L.page_size) + "], got " +
+                      std::to_string(a.max_seq_k));
+  if (a.batch == 0 || a.total_q == 0 || a.max_seq_q == 0) return true;
+  require_pointers(kPaged, a.q, a.pool, a.pool, a.out, a.lse, a.total_q * a.heads_q * L.head_dim, L.total_elems());
+  detail::require_device_pointer(a.page_table, a.batch * a.max_pages, kPaged, "page_table");
+  detail::require_device_pointer(a.seq_lens, a.batch, kPaged, "seq_lens");
+  detail::require_device_pointer(a.cu_seqlens_q, a.batch + 1, kPaged, "cu_seqlens_q");
+  for (const auto& [ptr, name] : {std::pair{a.page_table, "page_table"}, std::pair{a.seq_lens, "seq_lens"},
+                                  std::pair{a.cu_seqlens_q, "cu_seqlens_q"}}) {
+    detail::require_element_aligned(ptr, sizeof(std::int32_t), kPaged, name);
+  }
+  // Hopper only; page coordinates 2 x id + 1 must fit the kernel's 32-bit TMA coordinates.
+  if (detail::current_compute_major() != 9 || L.num_pages >= (std::int64_t(1) << 30)) return false;
+  attention::PagedParams p;
+  AttentionShape& sh = p.shape;
+  sh.batch = a.batch, sh.heads_q = a.heads_q, sh.heads_kv = L.num_kv_heads, sh.seq_q = a.max_seq_q;
+  sh.seq_k = a.max_seq_k, sh.head_dim = L.head_dim;
+  // {unused batch, head, token} strides of the packed q/out; k/v are read through the pool map.
+  for (std::int64_t* st : {sh.q_stride, sh.o_stride, sh.k_stride, sh.v_stride}) {
+    st[0] = 0, st[1] = L.head_dim, st[2] = a.heads_q * L.head_dim;
+  }
+  const auto* layer_base = static_cast<const unsigned char*>(a.pool) + a.layer * L.layer_elems() * dtype_size(dtype);
+  p.q = a.q, p.k = layer_base, p.v = layer_base, p.out = a.out, p.lse = a.lse;
+  p.causal = true;
+  p.scale = a.scale;
+  set_window(p, /*causal=*/true, a.options);
+  p.cu_seqlens_q = a.cu_seqlens_q;
+  p.total_q = static_cast<int>(a.total_q);
+  p.page_table = a.page_table;
+  p.seq_lens_k = a.seq_lens;
+  p.table_stride = static_cast<int>(a.max_pages);
+  p.page_size = static_cast<int>(L.page_size);
+  p.num_pages = static_cast<int>(L.num_pages);
+  p.num_kv_heads = static_cast<int>(L.num_kv_heads);
+  return (L.head_dim == 64 ? attention::sm90::launch_paged_d64 : attention::sm90::launch_paged_d128)(p, dtype, stream);
+}
+
 }  // namespace flashkernel

@@ -36,6 +36,18 @@ struct ExtendedParams : Params {
   int total_k = 0;
 };
 
+// Prefill over a paged KV cache (the Hopper kernel's kPaged variant): the queries packed as in
+// varlen (cu_seqlens_q, total_q), the keys and values read through the page table from the pool
+// (p.k: the layer's first element; kv_cache.h's layout). total_k and cu_seqlens_k are unused.
+struct PagedParams : ExtendedParams {
+  const std::int32_t* page_table = nullptr;  // [batch, table_stride] page ids
+  const std::int32_t* seq_lens_k = nullptr;  // [batch] tokens of each sequence in the cache
+  int table_stride = 0;
+  int page_size = 0;
+  int num_pages = 0;
+  int num_kv_heads = 0;
+};
+
 namespace sm80 {
 // Kernel paths, one translation unit per (head_dim): T is __half or __nv_bfloat16 via DType.
 void launch_d64(const Params& p, DType dtype, cudaStream_t stream);
@@ -64,6 +76,9 @@ bool launch_extended_d256(const ExtendedParams& p, DType dtype, cudaStream_t str
 bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d256(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+// Prefill over a paged cache (head_dim 64/128, the cache's); false where it does not apply.
+bool launch_paged_d64(const PagedParams& p, DType dtype, cudaStream_t stream);
+bool launch_paged_d128(const PagedParams& p, DType dtype, cudaStream_t stream);
 }  // namespace sm90
 
 }  // namespace flashkernel::attention

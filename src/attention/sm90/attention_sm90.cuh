@@ -88,15 +88,18 @@ struct WorkTile {
 // What a kernel instance takes: a dense batch (Params), a dense one with a window or softcap, or
 // a packed (varlen) one with or without them (both ExtendedParams). The window and softcap cost
 // run-time checks in the mainloop, so the plain dense instance, the one most calls run, has none.
-enum class Variant { kDense, kDenseExtended, kVarlen };
+// kPaged: a packed (varlen) query batch whose keys and values are read through a page table from
+// a paged KV cache's pool (PagedParams): prefill over the cache.
+enum class Variant { kDense, kDenseExtended, kVarlen, kPaged };
 template <Variant V>
-using KernelParams = std::conditional_t<V == Variant::kDense, Params, ExtendedParams>;
+using KernelParams = std::conditional_t<V == Variant::kDense, Params,
+                                        std::conditional_t<V == Variant::kPaged, PagedParams, ExtendedParams>>;
 
 // The key tiles of query rows [m0, m0 + BM): [0, n_end) of the causal bound, or under an
 // ExtendedParams window the range of window_key_tiles. Sets w.n_first and w.n_blocks.
 template <int BM, int BN, typename P>
 __device__ __forceinline__ void set_key_tiles(WorkTile& w, const P& p, int seq_k, int diag) {
-  if constexpr (std::is_same_v<P, ExtendedParams>) {
+  if constexpr (std::is_base_of_v<ExtendedParams, P>) {
     w.n_first = 0;
     const int end = window_key_tiles<BM, BN>(w.m0, seq_k, diag, p.window_left, p.window_right, w.n_first);
     w.n_blocks = max(0, end - w.n_first);
@@ -110,6 +113,7 @@ __device__ __forceinline__ void set_key_tiles(WorkTile& w, const P& p, int seq_k
 template <int BM, int BN, typename P = Params>
 struct TileScheduler {
   static constexpr bool kVarlen = false;
+  static constexpr bool kPaged = false;
   static constexpr bool kExtended = std::is_same_v<P, ExtendedParams>;
   const P& p;
   int seq_q, seq_k, diag, n_mblocks, items_per_pair, tiles_per_item;
@@ -153,15 +157,18 @@ struct VarlenWorkTile : WorkTile {
 // sequence's length), and a block whose sequence is shorter finds nothing to do. Items are
 // ordered highest query block first: those exist only for the longest sequences, the costliest
 // tiles, so they start first. Takes windows and softcap (causal arrives as window_right = 0).
-template <int BM, int BN>
+// P = PagedParams: keys come from the paged cache, seq_lens_k[b] of them (clamped to what its
+// page-table row can hold), at key index 0 of the sequence's pages.
+template <int BM, int BN, typename P = ExtendedParams>
 struct VarlenTileScheduler {
   static constexpr bool kVarlen = true;
   static constexpr bool kExtended = true;
-  const ExtendedParams& p;
+  static constexpr bool kPaged = std::is_same_v<P, PagedParams>;
+  const P& p;
   int n_mblocks, tiles_per_item;
   std::int64_t pairs, n_items;
 
-  __device__ __forceinline__ VarlenTileScheduler(const ExtendedParams& params, bool /*zigzag: never*/) : p(params) {
+  __device__ __forceinline__ VarlenTileScheduler(const P& params, bool /*zigzag: never*/) : p(params) {
     n_mblocks = int((p.shape.seq_q + BM - 1) / BM);
     pairs = std::int64_t(p.shape.heads_q) * p.shape.batch;
     n_items = n_mblocks * pairs;
@@ -177,7 +184,12 @@ struct VarlenTileScheduler {
     w.batch = int(pair / sh.heads_q);
     w.head_kv = w.head / int(sh.heads_q / sh.heads_kv);
     w.seq_q = varlen_sequence(p.cu_seqlens_q, w.batch, p.total_q, int(sh.seq_q), w.q_row0);
-    w.seq_k = varlen_sequence(p.cu_seqlens_k, w.batch, p.total_k, int(sh.seq_k), w.k_row0);
+    if constexpr (kPaged) {
+      w.k_row0 = 0;
+      w.seq_k = max(0, min(p.seq_lens_k[w.batch], min(int(sh.seq_k), p.table_stride * p.page_size)));
+    } else {
+      w.seq_k = varlen_sequence(p.cu_seqlens_k, w.batch, p.total_k, int(sh.seq_k), w.k_row0);
+    }
     w.valid = w.m0 < w.seq_q;
     set_key_tiles<BM, BN>(w, p, w.seq_k, w.seq_k - w.seq_q);
     return w;
@@ -229,18 +241,62 @@ struct SharedTiles {
 };
 
 // ---------------------------------------------------------------- producer
-// One thread issues the TMA copies: per work tile Q, then K and V of each key tile into the ring.
+// Key tile `key0` of a paged work tile into ring slot s: BN / rows copies of `rows` keys (a page,
+// or a BN-key part of a larger one) per column block, K then V, from the pool map (coordinates:
+// column, row in the page, KV head, 2 x page id (+1 for V)). The producer warp's lane i reads the
+// page id of copy i (one coalesced load); lane 0 issues. A copy past the sequence gets a page
+// coordinate past the pool, which TMA fills with zeros: every copy lands, so a tile's byte count
+// is the dense one.
+template <typename T, typename Cfg, typename Scheduler>
+__device__ __forceinline__ void load_paged_kv_tile(const SharedTiles<T, Cfg>& sm, const Scheduler& sched,
+                                                   const VarlenWorkTile& w, int key0, int s, const CUtensorMap* tm_kv) {
+  constexpr int BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
+  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
+  const PagedParams& p = sched.p;
+  const int lane = threadIdx.x % 32;
+  const int rows = min(p.page_size, BN), copies = BN / rows;
+  const int key = key0 + lane * rows;
+  int page2 = 2 * p.num_pages;  // past the pool
+  if (lane < copies && key < w.seq_k) {
+    page2 = 2 * p.page_table[std::int64_t(w.batch) * p.table_stride + key / p.page_size];
+  }
+  const int in_page = key0 % p.page_size;  // 0 unless one page holds the whole tile
+  for (int kv = 0; kv < 2; ++kv) {
+    T* dst = (kv == 0 ? sm.sK : sm.sV) + s * Cfg::kKVElems;
+    std::uint64_t* full = kv == 0 ? &sm.k_full[s] : &sm.v_full[s];
+    if (lane == 0) mbarrier_arrive_expect_tx(full, kKVBytes);
+    for (int r = 0; r < copies; ++r) {
+      const int coord = __shfl_sync(0xffffffffu, page2, r) + kv;
+      if (lane == 0) {
+#pragma unroll
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(dst + c * BN * 64 + r * rows * 64, tm_kv, full, c * 64, in_page, w.head_kv, coord);
+        }
+      }
+    }
+  }
+}
+
+// One thread issues the TMA copies: per work tile Q, then K and V of each key tile into the ring
+// (a paged producer: its whole warp, load_paged_kv_tile).
 template <typename T, typename Cfg, typename Scheduler>
 __device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Scheduler& sched, const CUtensorMap* tm_q,
                                         const CUtensorMap* tm_k, const CUtensorMap* tm_v, const CUtensorMap* tm_o) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
   constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
   using Ring = typename SharedTiles<T, Cfg>::Ring;
-  if (threadIdx.x != 0) return;
-  prefetch_tensor_map(tm_q);
-  prefetch_tensor_map(tm_k);
-  prefetch_tensor_map(tm_v);
-  if constexpr (Cfg::kStageOutput) prefetch_tensor_map(tm_o);
+  if constexpr (Scheduler::kPaged) {
+    if (threadIdx.x >= 32) return;
+  } else {
+    if (threadIdx.x != 0) return;
+  }
+  const bool issuer = threadIdx.x == 0;
+  if (issuer) {
+    prefetch_tensor_map(tm_q);
+    prefetch_tensor_map(tm_k);
+    prefetch_tensor_map(tm_v);
+    if constexpr (Cfg::kStageOutput) prefetch_tensor_map(tm_o);
+  }
   int g = 0;   // K/V tiles issued so far
   int it = 0;  // work tiles so far
   for (std::int64_t item = blockIdx.x; item < sched.n_items; item += gridDim.x)
@@ -256,12 +312,18 @@ __device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Sch
         batch = 0;
       }
       mbarrier_wait(sm.q_empty, (it & 1) ^ 1);  // the consumers are done with the previous Q
-      mbarrier_arrive_expect_tx(sm.q_full, Cfg::kQElems * 2);
+      if (issuer) {
+        mbarrier_arrive_expect_tx(sm.q_full, Cfg::kQElems * 2);
 #pragma unroll
-      for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, q_row, w.head, batch);
+        for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, q_row, w.head, batch);
+      }
       for (int j = 0; j < w.n_blocks; ++j, ++g) {
         const int s = Ring::slot(g);
         mbarrier_wait(&sm.kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
+        if constexpr (Scheduler::kPaged) {
+          load_paged_kv_tile(sm, sched, w, (w.n_first + j) * BN, s, tm_k);
+          continue;
+        }
         mbarrier_arrive_expect_tx(&sm.k_full[s], kKVBytes);
 #pragma unroll
         for (int c = 0; c < kCB; ++c) {
@@ -496,8 +558,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #if FK_WGMMA_AVAILABLE
   extern __shared__ unsigned char smem_raw[];
   const SharedTiles<T, Cfg> sm(smem_raw);
-  using Scheduler = std::conditional_t<V == Variant::kVarlen, VarlenTileScheduler<Cfg::kBlockM, Cfg::kBlockN>,
-                                       TileScheduler<Cfg::kBlockM, Cfg::kBlockN, KernelParams<V>>>;
+  using Scheduler =
+      std::conditional_t<V == Variant::kVarlen || V == Variant::kPaged,
+                         VarlenTileScheduler<Cfg::kBlockM, Cfg::kBlockN, KernelParams<V>>,
+                         TileScheduler<Cfg::kBlockM, Cfg::kBlockN, KernelParams<V>>>;
   const Scheduler sched(p, zigzag);
   const int warpgroup = threadIdx.x / 128;
   if (threadIdx.x == 0) sm.init_barriers();
@@ -589,14 +653,45 @@ bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
+// The paged-prefill launch (PagedParams): q/out packed as in launch_varlen, K and V through one
+// map of the layer's pool [num_pages, 2, Hkv, page_size, d] seen as 4-D {d, page_size, Hkv,
+// 2 x num_pages} with boxes of 64 columns x min(page_size, kBlockN) rows. Returns false,
+// launching nothing, where the path does not apply (as launch()).
+template <typename T, typename Cfg>
+bool launch_paged(const PagedParams& p, DType dtype, cudaStream_t stream) {
+  constexpr auto kernel = attention_sm90_kernel<T, Cfg, Variant::kPaged>;
+  if (!detail::sm90a_kernel_can_run<kernel>(Cfg::kSmemBytes) || p.total_q <= 0 || p.num_pages <= 0) return false;
+  const AttentionShape& s = p.shape;
+  CUtensorMap tm_q, tm_kv, tm_o{};
+  const std::uint64_t d = std::uint64_t(s.head_dim), rows = std::uint64_t(p.page_size);
+  const std::uint64_t dims[4] = {d, rows, std::uint64_t(p.num_kv_heads), 2 * std::uint64_t(p.num_pages)};
+  const std::uint64_t strides[3] = {d * 2, rows * d * 2, std::uint64_t(p.num_kv_heads) * rows * d * 2};
+  const std::uint32_t box[4] = {64, std::uint32_t(std::min(p.page_size, Cfg::kBlockN)), 1, 1};
+  if (!make_qkv_map(&tm_q, p.q, dtype, 1, s.heads_q, p.total_q, s.head_dim, s.q_stride, Cfg::kBlockM) ||
+      !detail::make_tensor_map_4d(&tm_kv, p.k, dtype, dims, strides, box)) {
+    return false;
+  }
+  detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
+  const std::int64_t items = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
+  const unsigned blocks = unsigned(std::min<std::int64_t>(items, 0x7fffffff));
+  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_kv, tm_kv, tm_o, p, /*zigzag=*/false);
+  FK_CHECK_LAUNCH();
+  return true;
+}
+
 // The launcher of one head_dim's configuration for one Variant.
 template <typename Cfg, Variant V = Variant::kDense>
 bool launch_head_dim(const KernelParams<V>& p, DType dtype, cudaStream_t stream) {
   bool launched = false;
-  dispatch_half_dtype(dtype, V == Variant::kVarlen ? "flash_attention_varlen" : "flash_attention", [&](auto tag) {
+  const char* op = V == Variant::kVarlen ? "flash_attention_varlen"
+                   : V == Variant::kPaged  ? "paged_prefill_attention"
+                                           : "flash_attention";
+  dispatch_half_dtype(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (V == Variant::kVarlen) {
       launched = launch_varlen<T, Cfg>(p, dtype, stream);
+    } else if constexpr (V == Variant::kPaged) {
+      launched = launch_paged<T, Cfg>(p, dtype, stream);
     } else {
       launched = launch<T, Cfg, V>(p, dtype, stream);
     }
