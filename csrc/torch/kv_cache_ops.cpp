@@ -25,6 +25,7 @@
 #include <cstring>
 #include <vector>
 
+#include "flashkernel/attention.h"
 #include "flashkernel/kv_cache.h"
 #include "torch/registration.h"
 #include "torch/torch_utils.h"
@@ -293,11 +294,68 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   return out;
 }
 
+// Prefill over the paged cache on the Hopper kernel (flashkernel::paged_prefill_attention): q
+// [total_q, heads_q, head_dim] packed by cu_seqlens_q, K/V read through page_table. Raises
+// ValueError naming 'pool' where that kernel cannot run (the Python op then gathers K/V and calls
+// flash_attention_varlen instead; it asks paged_prefill_supported first).
+at::Tensor paged_prefill_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
+                              const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q, int64_t max_seqlen_q,
+                              int64_t max_seqlen_k, std::optional<double> scale, int64_t window_left,
+                              int64_t window_right, double softcap) {
+  constexpr const char* kOp = "flashkernel.paged_prefill_attention";
+  check_cuda(q, kOp, "q");
+  check_cuda(pool, kOp, "pool");
+  check_activation_dtype(q, pool, kOp, "q");
+  KVCacheLayout l = layout_of(pool, q.scalar_type(), kOp);
+  check_same_device(q, pool, kOp, "q", "pool");
+  check_dim(q, 3, kOp, "q", "[total_q, num_q_heads, head_dim]");
+  check_contiguous(q, kOp, "q");
+  TORCH_CHECK_VALUE(q.size(2) == l.head_dim, kOp, ": argument 'q' must have head_dim ", l.head_dim,
+                    " (the pool's), got shape ", q.sizes());
+  check_index(page_table, pool, at::kInt, kOp, "page_table");
+  check_dim(page_table, 2, kOp, "page_table", "[batch, max_pages]");
+  check_index(seq_lens, pool, at::kInt, kOp, "seq_lens");
+  check_dim(seq_lens, 1, kOp, "seq_lens", "[batch]");
+  check_index(cu_seqlens_q, pool, at::kInt, kOp, "cu_seqlens_q");
+  check_dim(cu_seqlens_q, 1, kOp, "cu_seqlens_q", "[batch + 1]");
+  TORCH_CHECK_VALUE(page_table.size(0) == seq_lens.size(0) && cu_seqlens_q.size(0) == seq_lens.size(0) + 1, kOp,
+                    ": arguments 'page_table', 'seq_lens' and 'cu_seqlens_q' must describe the same batch, got ",
+                    page_table.sizes(), ", ", seq_lens.sizes(), " and ", cu_seqlens_q.sizes());
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty_like(q);
+  if (q.numel() == 0) return out;
+  out.zero_();  // rows past cu_seqlens_q's last offset belong to no sequence
+  PagedPrefillArgs a;
+  a.q = q.data_ptr();
+  a.out = out.data_ptr();
+  a.pool = pool.data_ptr();
+  a.layout = l;
+  a.layer = layer;
+  a.page_table = page_table.data_ptr<int32_t>();
+  a.max_pages = page_table.size(1);
+  a.seq_lens = seq_lens.data_ptr<int32_t>();
+  a.cu_seqlens_q = cu_seqlens_q.data_ptr<int32_t>();
+  a.batch = seq_lens.size(0);
+  a.heads_q = q.size(1);
+  a.total_q = q.size(0);
+  a.max_seq_q = max_seqlen_q;
+  a.max_seq_k = max_seqlen_k;
+  a.scale = static_cast<float>(scale.has_value() ? *scale : 1.0 / std::sqrt(double(l.head_dim)));
+  a.options.window_left = window_left;
+  a.options.window_right = window_right;
+  a.options.softcap = static_cast<float>(softcap);
+  const bool launched = call_library([&] { return paged_prefill_attention(a, stream_of(q)); });
+  TORCH_CHECK_VALUE(launched, kOp, ": argument 'pool' cannot be read by the Hopper paged-prefill kernel here (it ",
+                    "needs a compute capability 9.x GPU, an sm_90a build and a float16/bfloat16 pool)");
+  return out;
+}
+
 void impl_kernels(torch::Library& m) {
   m.impl("kv_cache_append", &append_cuda);
   m.impl("kv_cache_copy_pages", &copy_pages_cuda);
   m.impl("kv_cache_gather", &gather_cuda);
   m.impl("paged_decode_attention", &paged_decode_cuda);
+  m.impl("paged_prefill_attention", &paged_prefill_cuda);
 }
 
 }  // namespace
@@ -389,6 +447,10 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
   m.def(
       "paged_decode_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, int max_seq_len, "
       "float? scale=None, bool check_indices=True, int variant=-1, Tensor? k_scale=None, Tensor? v_scale=None) -> Tensor");
+  m.def(
+      "paged_prefill_attention(Tensor q, Tensor pool, int layer, Tensor page_table, Tensor seq_lens, "
+      "Tensor cu_seqlens_q, int max_seqlen_q, int max_seqlen_k, float? scale=None, int window_left=-1, "
+      "int window_right=-1, float softcap=0.0) -> Tensor");
   m.def(
       "kv_cache_check_layout(int num_layers, int num_pages, int page_size, int num_kv_heads, int head_dim, "
       "ScalarType dtype, ScalarType? kv_dtype=None) -> ()",

@@ -17,10 +17,12 @@ from helpers import assert_within_torch_error, gpu, triton_device, triton_twin
 CASES = [(0, 5), (15, 1), (16, 7), (17, 16), (40, 33), (3, 0)]
 
 
-def run_case(fn, device, dtype=torch.float16, hq=4, hkv=2, d=64, cases=CASES, **kwargs):
+def run_case(fn, device, dtype=torch.float16, hq=4, hkv=2, d=64, cases=CASES, page_size=16, op_args=None,
+             **kwargs):
     gen = torch.Generator().manual_seed(0)
-    cache = flashkernel.PagedKVCache(num_layers=2, num_pages=64, num_kv_heads=hkv, head_dim=d, page_size=16,
-                                     dtype=dtype, device=device)
+    pages = sum(-(-(p + n) // page_size) for p, n in cases) + 8
+    cache = flashkernel.PagedKVCache(num_layers=2, num_pages=pages, num_kv_heads=hkv, head_dim=d,
+                                     page_size=page_size, dtype=dtype, device=device)
     ids = [cache.add_sequence() for _ in cases]
     ks, vs = [], []
     for sid, (prefix, new) in zip(ids, cases):
@@ -35,7 +37,7 @@ def run_case(fn, device, dtype=torch.float16, hq=4, hkv=2, d=64, cases=CASES, **
             cache.append(1, [sid], k[prefix:].to(device), v[prefix:].to(device), [new])
     q_lens = [new for _, new in cases]
     q = torch.randn(sum(q_lens), hq, d, generator=gen).to(dtype)
-    out = fn(q.to(device), cache, 1, ids, q_lens, **kwargs)
+    out = fn(q.to(device), cache, 1, ids, q_lens, **kwargs, **(op_args or {}))
     cu_q = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32)
     cu_k = torch.tensor([0] + torch.tensor([p + n for p, n in cases]).cumsum(0).tolist(), dtype=torch.int32)
     k_all, v_all = torch.cat(ks), torch.cat(vs)
@@ -51,12 +53,50 @@ def test_triton_paged_prefill_matches_reference(kwargs):
     run_case(flashkernel.triton.paged_prefill_attention, triton_device(), **kwargs)
 
 
+def _hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
 @gpu
+@pytest.mark.parametrize("kv_read", ["auto", "gather", "pages"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kwargs", [{}, {"window": (8, 0)}, {"softcap": 5.0}])
-def test_paged_prefill_matches_reference(dtype, kwargs):
-    run_case(flashkernel.paged_prefill_attention, "cuda", dtype=dtype, **kwargs)
-    run_case(flashkernel.paged_prefill_attention, "cuda", dtype=dtype, hq=8, hkv=1, d=128, **kwargs)
+def test_paged_prefill_matches_reference(dtype, kwargs, kv_read):
+    if kv_read == "pages" and not _hopper():
+        pytest.skip("the paged kernel needs a compute capability 9.x GPU")
+    op_args = {"kv_read": kv_read}
+    run_case(flashkernel.paged_prefill_attention, "cuda", dtype=dtype, op_args=op_args, **kwargs)
+    run_case(flashkernel.paged_prefill_attention, "cuda", dtype=dtype, hq=8, hkv=1, d=128, op_args=op_args, **kwargs)
+
+
+# Prefixes of every length relative to the page (one short of, at, one past; several pages; more
+# keys than one 128-key tile and a tile straddling pages), at every page size the cache takes:
+# the paged kernel copies min(page_size, 128) rows at a time.
+@gpu
+@pytest.mark.parametrize("kv_read", ["gather", "pages"])
+@pytest.mark.parametrize("page_size", [8, 16, 64, 128, 256])
+def test_paged_prefill_page_sizes(page_size, kv_read):
+    if kv_read == "pages" and not _hopper():
+        pytest.skip("the paged kernel needs a compute capability 9.x GPU")
+    p = page_size
+    cases = [(p - 1, 1), (p, 3), (p + 1, 129), (3 * p + 5, 200), (0, 300), (700, 64), (1000, 1)]
+    for d, kwargs in [(64, {}), (128, {"window": (150, 0), "softcap": 20.0})]:
+        run_case(flashkernel.paged_prefill_attention, "cuda", dtype=torch.bfloat16, hq=8, hkv=2, d=d, cases=cases,
+                 page_size=page_size, op_args={"kv_read": kv_read}, **kwargs)
+
+
+@gpu
+def test_paged_prefill_kv_read_values():
+    cache = flashkernel.PagedKVCache(num_layers=1, num_pages=4, num_kv_heads=2, head_dim=64, device="cuda")
+    sid = cache.add_sequence()
+    kv = torch.zeros(3, 2, 64, dtype=torch.float16, device="cuda")
+    cache.append(0, [sid], kv, kv, [3])
+    q = torch.zeros(3, 2, 64, dtype=torch.float16, device="cuda")
+    with pytest.raises(ValueError, match="'kv_read'"):
+        flashkernel.paged_prefill_attention(q, cache, 0, [sid], [3], kv_read="copy")
+    if not _hopper():
+        with pytest.raises(ValueError, match="'kv_read'"):
+            flashkernel.paged_prefill_attention(q, cache, 0, [sid], [3], kv_read="pages")
 
 
 def test_paged_prefill_argument_errors():

@@ -396,7 +396,8 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
 
 def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq_ids: Sequence[int],
                             q_lens: Sequence[int], *, scale: float | None = None,
-                            window: tuple[int, int] | None = None, softcap: float | None = None) -> torch.Tensor:
+                            window: tuple[int, int] | None = None, softcap: float | None = None,
+                            kv_read: str = "auto") -> torch.Tensor:
     """Prefill over a paged cache (chunked prefill, multi-turn continuation): each sequence's
     q_lens[i] new query tokens attend causally to everything `layer` of the cache holds for it,
     its earlier tokens and the new ones (appended before this call), bottom-right aligned: new
@@ -405,16 +406,34 @@ def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, se
     num_kv_heads. Returns [sum(q_lens), num_q_heads, head_dim]. window / softcap as
     flash_attention's.
 
-    This version gathers each sequence's K/V into one packed batch (kv_cache_gather) and runs one
-    flash_attention_varlen over it: correct and one attention launch, but K/V cross HBM twice; a
-    kernel that reads them through the page table is the next step (docs/ops/kv_cache.md)."""
+    kv_read: "pages" runs the Hopper attention kernel with K/V read through the page table where
+    they lie (one launch, no copy; a compute capability 9.x GPU, an sm_90a build and a 16-bit
+    cache), "gather" copies each sequence's K/V into one packed batch (kv_cache_gather) and runs
+    flash_attention_varlen over it (every GPU, FP8 caches too), "auto" the first where it can run."""
     from flashkernel.ops.attention import flash_attention_varlen
-    return paged_prefill_with(flash_attention_varlen, "flashkernel.paged_prefill_attention", q, cache, layer, seq_ids,
-                              q_lens, scale=scale, window=window, softcap=softcap)
+    op = "flashkernel.paged_prefill_attention"
+    if kv_read not in ("auto", "pages", "gather"):
+        raise ValueError(f"{op}: argument 'kv_read' must be 'auto', 'pages' or 'gather', got {kv_read!r}")
+    return paged_prefill_with(flash_attention_varlen, op, q, cache, layer, seq_ids, q_lens, kv_read=kv_read,
+                              scale=scale, window=window, softcap=softcap)
 
 
-def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **kwargs) -> torch.Tensor:
-    """paged_prefill_attention's checks and packing, with `attention` a varlen attention function
+def _pages_readable_by_kernel(cache: PagedKVCache) -> bool:
+    """Whether the Hopper paged-prefill kernel can read this cache: a 16-bit pool on a 9.x GPU
+    with sm_90a code in the build."""
+    if cache.device.type != "cuda" or cache.quantized:
+        return False
+    from flashkernel import _paths
+    if torch.cuda.get_device_capability(cache.device)[0] != 9:
+        return False
+    archs = _paths.built_archs(_library.load())
+    return archs is None or any(a.split("-")[0] == "90a" for a in archs)
+
+
+def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, kv_read: str = "gather",
+                       **kwargs) -> torch.Tensor:
+    """paged_prefill_attention's checks, then either the paged kernel (kv_read "pages", or "auto"
+    where it can run) or the packing of gathered K/V for `attention`, a varlen attention function
     (the CUDA op or its Triton twin)."""
     layer = _cache_layer(op, cache, layer)
     ids = _seq_list(seq_ids, op)
@@ -434,6 +453,10 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **k
                          f"cache's num_kv_heads ({cache.num_kv_heads})")
     if q.device != cache.device:
         raise ValueError(f"{op}: argument 'q' must be on the cache's device {cache.device}, got {q.device}")
+    through_pages = kv_read != "gather" and _pages_readable_by_kernel(cache)
+    if kv_read == "pages" and not through_pages:
+        raise ValueError(f"{op}: argument 'kv_read' is 'pages', which needs a compute capability 9.x GPU, an "
+                         f"sm_90a build and a float16/bfloat16 cache")
     ks, vs, lens_k = [], [], []
     with cache._lock:  # one consistent view of every sequence's pages
         for sid, nq in zip(ids, lens_q):
@@ -441,6 +464,14 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, **k
             if nq > n:
                 raise ValueError(f"{op}: sequence {sid} holds {n} tokens in layer {layer}, fewer than its "
                                  f"{nq} new query tokens: append the new K/V before the attention")
+        if through_pages:
+            from flashkernel.ops.attention import window_and_softcap
+            left, right, cap = window_and_softcap(op, kwargs.get("window"), kwargs.get("softcap"))
+            table, lens, max_len, _ = cache._device_table(ids, layer)
+            cu_q_t = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=q.device)
+            return torch.ops.flashkernel.paged_prefill_attention(
+                q.contiguous(), cache.pool, layer, table, lens, cu_q_t, max(lens_q, default=0), max_len,
+                kwargs.get("scale"), left, right, cap)
             k, v = cache.gather(layer, sid) if n else (None, None)
             lens_k.append(n)
             if n:
@@ -470,6 +501,15 @@ def _gather_fake(pool, layer, pages, length, check_indices=True, k_scale=None, v
     shape = (pool.shape[3], length, pool.shape[5])
     dtype = pool.dtype if out_dtype is None else out_dtype
     return pool.new_empty(shape, dtype=dtype), pool.new_empty(shape, dtype=dtype)
+
+
+@_library.register_fake("flashkernel::paged_prefill_attention")
+def _paged_prefill_fake(q, pool, layer, page_table, seq_lens, cu_seqlens_q, max_seqlen_q, max_seqlen_k, scale=None,
+                        window_left=-1, window_right=-1, softcap=0.0):
+    if q.shape[-1] != pool.shape[-1]:
+        raise ValueError(f"flashkernel.paged_prefill_attention: argument 'q' must have head_dim {pool.shape[-1]} "
+                         f"(the pool's), got shape {tuple(q.shape)}")
+    return torch.empty_like(q)
 
 
 @_library.register_fake("flashkernel::paged_decode_attention")

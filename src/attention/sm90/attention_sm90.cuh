@@ -151,12 +151,13 @@ struct VarlenWorkTile : WorkTile {
   int seq_q, seq_k, q_row0, k_row0;
 };
 
-// The varlen scheduler. Sequence lengths live on the device, so the host launches every query
-// block the longest sequence has for every (sequence, head) pair, one item per block (not
-// persistent: the hardware's block scheduler balances tiles whose cost varies with each
-// sequence's length), and a block whose sequence is shorter finds nothing to do. Items are
-// ordered highest query block first: those exist only for the longest sequences, the costliest
-// tiles, so they start first. Takes windows and softcap (causal arrives as window_right = 0).
+// The varlen scheduler. Sequence lengths live on the device, so the items are every query block
+// the longest sequence has for every (sequence, head) pair, and an item past its sequence's end
+// is skipped. Items are ordered highest query block first: those exist only for the longest
+// sequences, the costliest tiles, so they start first. The grid is persistent, as the dense one
+// (launch_varlen): one item per block measured no faster than the portable kernel on ragged
+// batches (H100: 3.02 vs 3.12 ms non-causal, while equal-length sequences ran at 0.93x the dense
+// kernel): every item paid a block's start and drain, and about half of them were empty. Takes windows and softcap (causal arrives as window_right = 0).
 // P = PagedParams: keys come from the paged cache, seq_lens_k[b] of them (clamped to what its
 // page-table row can hold), at key index 0 of the sequence's pages.
 template <int BM, int BN, typename P = ExtendedParams>
@@ -630,9 +631,17 @@ bool launch(const KernelParams<V>& p, DType dtype, cudaStream_t stream) {
   return true;
 }
 
+// The persistent grid of a packed (varlen or paged) batch: one block per SM, or fewer where there
+// are fewer items (VarlenTileScheduler: query blocks of the longest sequence x heads x sequences).
+template <typename Cfg>
+unsigned varlen_grid(const AttentionShape& s) {
+  const std::int64_t items = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
+  return unsigned(std::min<std::int64_t>(items, detail::current_sm_count()));
+}
+
 // The varlen launch (ExtendedParams' cu_seqlens, with or without window/softcap): the packed q/out
 // [total_q, Hq, d] and k/v [total_k, Hkv, d] described as one sequence of all their rows (strides
-// {unused, head, token}), one block per item (VarlenTileScheduler). Returns false, launching
+// {unused, head, token}), a persistent grid (VarlenTileScheduler, varlen_grid). Returns false, launching
 // nothing, where the path does not apply (as launch()), or where there are no keys at all.
 template <typename T, typename Cfg>
 bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
@@ -646,9 +655,7 @@ bool launch_varlen(const ExtendedParams& p, DType dtype, cudaStream_t stream) {
     return false;
   }
   detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
-  const std::int64_t items = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
-  const unsigned blocks = unsigned(std::min<std::int64_t>(items, 0x7fffffff));
-  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p, /*zigzag=*/false);
+  kernel<<<varlen_grid<Cfg>(s), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_k, tm_v, tm_o, p, /*zigzag=*/false);
   FK_CHECK_LAUNCH();
   return true;
 }
@@ -672,9 +679,7 @@ bool launch_paged(const PagedParams& p, DType dtype, cudaStream_t stream) {
     return false;
   }
   detail::ensure_smem_opt_in<kernel>(Cfg::kSmemBytes);
-  const std::int64_t items = (s.seq_q + Cfg::kBlockM - 1) / Cfg::kBlockM * s.heads_q * s.batch;
-  const unsigned blocks = unsigned(std::min<std::int64_t>(items, 0x7fffffff));
-  kernel<<<blocks, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_kv, tm_kv, tm_o, p, /*zigzag=*/false);
+  kernel<<<varlen_grid<Cfg>(s), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(tm_q, tm_kv, tm_kv, tm_o, p, /*zigzag=*/false);
   FK_CHECK_LAUNCH();
   return true;
 }
