@@ -18,7 +18,7 @@ mask, so its time is a lower bound), loop_per_sequence (one dense flashkernel ca
 and flashkernel_dense (the dense kernel on B sequences of the mean length: the same tokens and about
 the same work). TFLOP/s of every impl are counted on the real tokens' work. Also in that CSV,
 config "paged_prefill B prefix new Hq Hkv d causal=1": paged_prefill_attention (flashkernel_cuda;
-flashkernel_cuda_gather: kv_read="gather") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and one varlen
+flashkernel_cuda_gather / _pages: kv_read="gather" / "pages") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and one varlen
 call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper path).
 """
 from __future__ import annotations
@@ -157,8 +157,8 @@ def _varlen_config(ctx, batch, h, d, causal, dtype=torch.bfloat16):
 
 def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloat16):
     """Prefill of `new` tokens per sequence onto a cached `prefix` (chunked prefill, a second
-    turn): paged_prefill_attention over a PagedKVCache (page_size 16; flashkernel_cuda: "auto", the
-    paged kernel on Hopper; _gather: K/V gathered, then varlen) against the dense kernel on
+    turn): paged_prefill_attention over a PagedKVCache (page_size 16; flashkernel_cuda: kv_read="auto";
+    _pages: the paged kernel, Hopper only; _gather: K/V gathered, then varlen) against the dense kernel on
     contiguous K/V of the same lengths (causal, bottom-right) and one varlen call on contiguous
     packed K/V (what the gather path runs after its copy)."""
     n = prefix + new
@@ -189,6 +189,8 @@ def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloa
             q, cache, 0, ids, [new] * batch),
         "flashkernel_cuda_gather": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
             q, cache, 0, ids, [new] * batch, kv_read="gather"),
+        "flashkernel_cuda_pages": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
+            q, cache, 0, ids, [new] * batch, kv_read="pages"),
         "flashkernel_varlen_contiguous": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
             q, k, v, cu_q, cu_k, new, n, causal=True),
         "flashkernel_varlen_contiguous_sm90": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
