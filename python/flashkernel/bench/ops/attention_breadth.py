@@ -13,13 +13,15 @@ attention.csv's standard sweep), bfloat16:
     also at d = 256, the Hopper kernel's largest head dim).
 attention_varlen, config "B H d causal lens=uniform(128,4096) seed=0 total=T": flashkernel_cuda
 (one varlen call), flashkernel_cuda_sm80 / _sm90 (the same call forced onto each kernel path; sm90
-is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded to the longest sequence, without a padding
-mask, so its time is a lower bound), loop_per_sequence (one dense flashkernel call per sequence)
-and flashkernel_dense (the dense kernel on B sequences of the mean length: the same tokens and about
-the same work). TFLOP/s of every impl are counted on the real tokens' work. Also in that CSV,
-config "paged_prefill B prefix new Hq Hkv d causal=1": paged_prefill_attention (flashkernel_cuda;
-flashkernel_cuda_gather / _pages: kv_read="gather" / "pages") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and one varlen
-call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper path).
+is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded to the longest
+sequence, without a padding mask, so its time is a lower bound), loop_per_sequence (one dense
+flashkernel call per sequence) and flashkernel_dense (the dense kernel on B sequences of the mean
+length: the same tokens and about the same work). TFLOP/s of every impl are counted on the real
+tokens' work. Also in that CSV, config "paged_prefill B prefix new Hq Hkv d causal=1":
+paged_prefill_attention (flashkernel_cuda; flashkernel_cuda_gather / _pages: kv_read="gather" /
+"pages") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and
+one varlen call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper
+path).
 """
 from __future__ import annotations
 
