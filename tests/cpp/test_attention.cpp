@@ -226,6 +226,14 @@ TYPED_TEST(AttentionTest, Softcap) {
 // nan_tail_k: k and v get that many more rows after the last sequence, all NaN (unwritten memory
 // a caller may leave there): a key tile reaching into them must not turn any output NaN.
 template <typename T>
+void expect_packed_batch_matches(const std::vector<T>& got, const std::vector<float>& got_lse, const std::vector<T>& hq_,
+                                 const std::vector<T>& hk_, const std::vector<T>& hv_,
+                                 const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k,
+                                 const std::vector<std::int32_t>& cu_q, const std::vector<std::int32_t>& cu_k,
+                                 std::int64_t hq, std::int64_t hkv, std::int64_t d, std::int64_t total_q, bool causal,
+                                 double scale, const AttentionOptions& opt);
+
+template <typename T>
 void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k, std::int64_t hq,
                   std::int64_t hkv, std::int64_t d, bool causal, AttentionOptions opt = {},
                   AttentionBackend backend = AttentionBackend::kAuto, std::int64_t nan_tail_k = 0) {
@@ -267,10 +275,22 @@ void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std
                          std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16, causal, float(scale), opt,
                          nullptr, backend);
   FK_CUDA_CHECK(cudaDeviceSynchronize());
-  auto got = dout.download();
-  auto got_lse = dlse.download();
+  expect_packed_batch_matches<T>(dout.download(), dlse.download(), hq_, hk_, hv_, lens_q, lens_k, cu_q, cu_k, hq, hkv,
+                                  d, total_q, causal, scale, opt);
+}
+
+// Compares a packed batch's output [total_q, hq, d] and lse [hq, total_q] with the reference of
+// each sequence, computed from the host arrays q [total_q, hq, d] and k/v (sequence b's keys at
+// rows cu_k[b] .. of [*, hkv, d]).
+template <typename T>
+void expect_packed_batch_matches(const std::vector<T>& got, const std::vector<float>& got_lse, const std::vector<T>& hq_,
+                                 const std::vector<T>& hk_, const std::vector<T>& hv_,
+                                 const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k,
+                                 const std::vector<std::int32_t>& cu_q, const std::vector<std::int32_t>& cu_k,
+                                 std::int64_t hq, std::int64_t hkv, std::int64_t d, std::int64_t total_q, bool causal,
+                                 double scale, const AttentionOptions& opt) {
   double worst = 0, worst_lse = 0;
-  for (std::size_t b = 0; b < B; ++b) {
+  for (std::size_t b = 0; b < lens_q.size(); ++b) {
     if (lens_q[b] == 0) continue;
     // This sequence as a dense batch of one, read in place from the packed host arrays.
     AttentionShape one;
@@ -332,6 +352,91 @@ TYPED_TEST(AttentionTest, VarlenHopperPath) {
       o = {};
       o.window_left = 150, o.window_right = 70;
       check_varlen<TypeParam>({1, 255, 1000}, {300, 1000, 2000}, 8, 1, d, causal, o, AttentionBackend::kSm90, 60);
+    }
+}
+
+// Prefill over a paged cache on the Hopper kernel (paged_prefill_attention): each sequence's keys
+// written into layer 1 of a NaN-filled pool at shuffled pages, its new tokens the last lens_q of
+// them; checked as the packed batch of the same keys on contiguous memory. NaN in the unused
+// slots of a sequence's last page (and in every other page) must not reach the output.
+template <typename T>
+void check_paged_prefill(std::int64_t page_size, std::int64_t d, const std::vector<std::int64_t>& prefix,
+                         const std::vector<std::int64_t>& lens_q, AttentionOptions opt = {}) {
+  const auto seed = testing::fresh_seed();
+  SCOPED_TRACE("paged prefill page_size=" + std::to_string(page_size) + " d=" + std::to_string(d) + " window_left=" +
+               std::to_string(opt.window_left) + " softcap=" + std::to_string(opt.softcap) + " seed=" +
+               std::to_string(seed));
+  const std::int64_t hq = 8, hkv = 2, B = std::int64_t(lens_q.size());
+  std::vector<std::int64_t> lens_k(B);
+  std::vector<std::int32_t> cu_q{0}, cu_k{0}, seq_lens(B);
+  std::int64_t max_q = 0, max_k = 0, max_pages = 1, used_pages = 0;
+  for (std::int64_t b = 0; b < B; ++b) {
+    lens_k[b] = prefix[b] + lens_q[b];
+    cu_q.push_back(cu_q.back() + std::int32_t(lens_q[b]));
+    cu_k.push_back(cu_k.back() + std::int32_t(lens_k[b]));
+    seq_lens[b] = std::int32_t(lens_k[b]);
+    max_q = std::max(max_q, lens_q[b]);
+    max_k = std::max(max_k, lens_k[b]);
+    max_pages = std::max(max_pages, (lens_k[b] + page_size - 1) / page_size);
+    used_pages += (lens_k[b] + page_size - 1) / page_size;
+  }
+  KVCacheLayout layout;
+  layout.num_layers = 2, layout.num_pages = used_pages + 3, layout.page_size = page_size, layout.num_kv_heads = hkv;
+  layout.head_dim = d, layout.dtype = std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16;
+  // Pages handed out in a shuffled order; table entries past a sequence's pages are -1.
+  std::vector<std::int32_t> order(layout.num_pages);
+  for (std::int32_t i = 0; i < std::int32_t(order.size()); ++i) order[i] = i;
+  std::uint64_t state = seed | 1;
+  for (std::size_t i = order.size() - 1; i > 0; --i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    std::swap(order[i], order[(state >> 33) % (i + 1)]);
+  }
+  std::vector<std::int32_t> table(B * max_pages, -1);
+  for (std::int64_t b = 0, next = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < (lens_k[b] + page_size - 1) / page_size; ++i) table[b * max_pages + i] = order[next++];
+  const std::int64_t total_q = cu_q.back(), total_k = cu_k.back();
+  auto hq_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_q * hq * d), seed, -2.f, 2.f);
+  auto hk_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 1, -2.f, 2.f);
+  auto hv_ = testing::random_vector<T>(std::max<std::int64_t>(1, total_k * hkv * d), seed + 2);
+  std::vector<T> pool(layout.total_elems(), from_float<T>(std::nanf("")));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < lens_k[b]; ++t)
+      for (std::int64_t h = 0; h < hkv; ++h)
+        for (int kv = 0; kv < 2; ++kv) {
+          const std::int64_t page = table[b * max_pages + t / page_size];
+          const std::int64_t dst = ((((layout.num_pages + page) * 2 + kv) * hkv + h) * page_size + t % page_size) * d;
+          const std::int64_t src = ((cu_k[b] + t) * hkv + h) * d;
+          std::copy_n((kv == 0 ? hk_ : hv_).begin() + src, d, pool.begin() + dst);
+        }
+  DeviceBuffer<T> dq(hq_), dpool(pool), dout(std::max<std::int64_t>(1, total_q * hq * d));
+  DeviceBuffer<float> dlse(std::max<std::int64_t>(1, hq * total_q));
+  DeviceBuffer<std::int32_t> dtable(table), dlens(seq_lens), dcq(cu_q);
+  dout.poison();
+  dlse.poison();
+  PagedPrefillArgs a;
+  a.q = dq.get(), a.out = dout.get(), a.lse = dlse.get(), a.pool = dpool.get(), a.layout = layout, a.layer = 1;
+  a.page_table = dtable.get(), a.max_pages = max_pages, a.seq_lens = dlens.get(), a.cu_seqlens_q = dcq.get();
+  a.batch = B, a.heads_q = hq, a.total_q = total_q, a.max_seq_q = max_q, a.max_seq_k = max_k;
+  const double scale = 1.0 / std::sqrt(double(d));
+  a.scale = float(scale);
+  a.options = opt;
+  ASSERT_TRUE(paged_prefill_attention(a, nullptr)) << "the Hopper paged kernel did not run";
+  FK_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_packed_batch_matches<T>(dout.download(), dlse.download(), hq_, hk_, hv_, lens_q, lens_k, cu_q, cu_k, hq, hkv,
+                                  d, total_q, /*causal=*/true, scale, opt);
+}
+
+TYPED_TEST(AttentionTest, PagedPrefillHopper) {
+  FK_SKIP_WITHOUT_GPU();
+  if (detail::current_compute_major() != 9) GTEST_SKIP() << "the paged kernel needs a compute capability 9.x GPU";
+  for (std::int64_t page : {8, 16, 64, 128, 256})
+    for (std::int64_t d : {64, 128}) {
+      const std::vector<std::int64_t> prefix{page - 1, page, page + 1, 3 * page + 5, 0, 700, 1000, 0};
+      const std::vector<std::int64_t> lens_q{1, 3, 129, 200, 300, 64, 1, 0};
+      check_paged_prefill<TypeParam>(page, d, prefix, lens_q);
+      AttentionOptions o;
+      o.window_left = 150, o.softcap = 20.f;
+      check_paged_prefill<TypeParam>(page, d, prefix, lens_q, o);
     }
 }
 
