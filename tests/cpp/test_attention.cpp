@@ -527,6 +527,46 @@ TEST(AttentionArguments, WindowSoftcapAndVarlenNameTheirArguments) {
             "head_dim");
 }
 
+TEST(AttentionArguments, PagedPrefillNamesItsArguments) {
+  alignas(16) static char buf[64];
+  const std::int32_t* ints = reinterpret_cast<const std::int32_t*>(buf);
+  auto valid = [&] {
+    PagedPrefillArgs a;
+    a.q = a.pool = buf, a.out = buf, a.page_table = a.seq_lens = a.cu_seqlens_q = ints;
+    a.layout.num_layers = 2, a.layout.num_pages = 8, a.layout.page_size = 16, a.layout.num_kv_heads = 2;
+    a.layout.head_dim = 64;
+    a.batch = 1, a.heads_q = 4, a.total_q = 4, a.max_seq_q = 4, a.max_seq_k = 20, a.max_pages = 2, a.scale = 0.125f;
+    return a;
+  };
+  auto argument = [](const PagedPrefillArgs& a) {
+    try {
+      paged_prefill_attention(a);
+    } catch (const ArgumentError& e) {
+      EXPECT_NE(std::string(e.what()).find("paged_prefill_attention"), std::string::npos);
+      return e.argument();
+    }
+    return std::string("(no error)");
+  };
+  auto a = valid();
+  a.layer = 2;
+  EXPECT_EQ(argument(a), "layer");
+  a = valid();
+  a.layout.head_dim = 96;
+  EXPECT_EQ(argument(a), "layout.head_dim");
+  a = valid();
+  a.max_seq_k = 33;  // more than 2 pages of 16 hold
+  EXPECT_EQ(argument(a), "max_seq_k");
+  a = valid();
+  a.heads_q = 3;
+  EXPECT_EQ(argument(a), "heads_q");
+  a = valid();
+  a.options.window_left = 4, a.options.softcap = -1.f;
+  EXPECT_EQ(argument(a), "softcap");
+  a = valid();
+  a.layout.dtype = DType::kFloat8E4M3;  // the kernel reads 16-bit pages only: not run, no error
+  EXPECT_FALSE(paged_prefill_attention(a));
+}
+
 TEST(ReferenceAttention, WindowAndSoftcapByDefinition) {
   // One query over 4 keys with window (1, 0): it sees keys 2 and 3 only (position 3).
   AttentionShape s;
