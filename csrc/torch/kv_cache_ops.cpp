@@ -239,24 +239,49 @@ std::tuple<at::Tensor, at::Tensor> gather_cuda(const at::Tensor& pool, int64_t l
   return {k, v};
 }
 
+// The checks both attention ops over the pool share: q [rows, num_q_heads, head_dim] (q_layout
+// names the rows) contiguous in the pool's activation dtype on its device, the page table
+// [batch, max_pages] and the lengths [batch] int32 there. Returns the pool's layout.
+KVCacheLayout check_paged_attention_args(const char* op, const at::Tensor& q, const char* q_layout,
+                                         const at::Tensor& pool, const at::Tensor& page_table,
+                                         const at::Tensor& seq_lens) {
+  check_cuda(q, op, "q");
+  check_cuda(pool, op, "pool");
+  check_activation_dtype(q, pool, op, "q");
+  KVCacheLayout l = layout_of(pool, q.scalar_type(), op);
+  check_same_device(q, pool, op, "q", "pool");
+  check_dim(q, 3, op, "q", q_layout);
+  check_contiguous(q, op, "q");
+  TORCH_CHECK_VALUE(q.size(2) == l.head_dim, op, ": argument 'q' must have head_dim ", l.head_dim,
+                    " (the pool's), got shape ", q.sizes());
+  check_index(page_table, pool, at::kInt, op, "page_table");
+  check_dim(page_table, 2, op, "page_table", "[batch, max_pages]");
+  check_index(seq_lens, pool, at::kInt, op, "seq_lens");
+  check_dim(seq_lens, 1, op, "seq_lens", "[batch]");
+  return l;
+}
+
+// The fields PagedDecodeArgs and PagedPrefillArgs share, from the checked tensors.
+template <typename Args>
+void set_paged_attention_args(Args& a, const at::Tensor& q, at::Tensor& out, const at::Tensor& pool,
+                              const KVCacheLayout& l, int64_t layer, const at::Tensor& page_table,
+                              const at::Tensor& seq_lens) {
+  a.q = q.data_ptr();
+  a.out = out.data_ptr();
+  a.pool = pool.data_ptr();
+  a.layout = l;
+  a.layer = layer;
+  a.page_table = page_table.data_ptr<int32_t>();
+  a.max_pages = page_table.size(1);
+  a.seq_lens = seq_lens.data_ptr<int32_t>();
+}
+
 at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_t layer, const at::Tensor& page_table,
                              const at::Tensor& seq_lens, int64_t max_seq_len, std::optional<double> scale,
                              bool check_indices, int64_t variant, const std::optional<at::Tensor>& k_scale,
                              const std::optional<at::Tensor>& v_scale) {
   constexpr const char* kOp = "flashkernel.paged_decode_attention";
-  check_cuda(q, kOp, "q");
-  check_cuda(pool, kOp, "pool");
-  check_activation_dtype(q, pool, kOp, "q");
-  KVCacheLayout l = layout_of(pool, q.scalar_type(), kOp);
-  check_same_device(q, pool, kOp, "q", "pool");
-  check_dim(q, 3, kOp, "q", "[batch, num_q_heads, head_dim]");
-  check_contiguous(q, kOp, "q");
-  TORCH_CHECK_VALUE(q.size(2) == l.head_dim, kOp, ": argument 'q' must have head_dim ", l.head_dim,
-                    " (the pool's), got shape ", q.sizes());
-  check_index(page_table, pool, at::kInt, kOp, "page_table");
-  check_dim(page_table, 2, kOp, "page_table", "[batch, max_pages]");
-  check_index(seq_lens, pool, at::kInt, kOp, "seq_lens");
-  check_dim(seq_lens, 1, kOp, "seq_lens", "[batch]");
+  KVCacheLayout l = check_paged_attention_args(kOp, q, "[batch, num_q_heads, head_dim]", pool, page_table, seq_lens);
   TORCH_CHECK_VALUE(page_table.size(0) == q.size(0) && seq_lens.size(0) == q.size(0), kOp,
                     ": arguments 'page_table' and 'seq_lens' must have one row per sequence of 'q' (", q.size(0),
                     "), got ", page_table.sizes(), " and ", seq_lens.sizes());
@@ -264,16 +289,9 @@ at::Tensor paged_decode_cuda(const at::Tensor& q, const at::Tensor& pool, int64_
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty_like(q);
   PagedDecodeArgs a;
-  a.q = q.data_ptr();
-  a.out = out.data_ptr();
+  set_paged_attention_args(a, q, out, pool, l, layer, page_table, seq_lens);
   a.batch = q.size(0);
   a.num_q_heads = q.size(1);
-  a.pool = pool.data_ptr();
-  a.layout = l;
-  a.layer = layer;
-  a.page_table = page_table.data_ptr<int32_t>();
-  a.max_pages = page_table.size(1);
-  a.seq_lens = seq_lens.data_ptr<int32_t>();
   a.max_seq_len = max_seq_len;
   a.scale = static_cast<float>(sc);
   a.scales = scales_of(pool, l, k_scale, v_scale, kOp);
@@ -303,19 +321,7 @@ at::Tensor paged_prefill_cuda(const at::Tensor& q, const at::Tensor& pool, int64
                               int64_t max_seqlen_k, std::optional<double> scale, int64_t window_left,
                               int64_t window_right, double softcap) {
   constexpr const char* kOp = "flashkernel.paged_prefill_attention";
-  check_cuda(q, kOp, "q");
-  check_cuda(pool, kOp, "pool");
-  check_activation_dtype(q, pool, kOp, "q");
-  KVCacheLayout l = layout_of(pool, q.scalar_type(), kOp);
-  check_same_device(q, pool, kOp, "q", "pool");
-  check_dim(q, 3, kOp, "q", "[total_q, num_q_heads, head_dim]");
-  check_contiguous(q, kOp, "q");
-  TORCH_CHECK_VALUE(q.size(2) == l.head_dim, kOp, ": argument 'q' must have head_dim ", l.head_dim,
-                    " (the pool's), got shape ", q.sizes());
-  check_index(page_table, pool, at::kInt, kOp, "page_table");
-  check_dim(page_table, 2, kOp, "page_table", "[batch, max_pages]");
-  check_index(seq_lens, pool, at::kInt, kOp, "seq_lens");
-  check_dim(seq_lens, 1, kOp, "seq_lens", "[batch]");
+  KVCacheLayout l = check_paged_attention_args(kOp, q, "[total_q, num_q_heads, head_dim]", pool, page_table, seq_lens);
   check_index(cu_seqlens_q, pool, at::kInt, kOp, "cu_seqlens_q");
   check_dim(cu_seqlens_q, 1, kOp, "cu_seqlens_q", "[batch + 1]");
   TORCH_CHECK_VALUE(page_table.size(0) == seq_lens.size(0) && cu_seqlens_q.size(0) == seq_lens.size(0) + 1, kOp,
@@ -326,14 +332,7 @@ at::Tensor paged_prefill_cuda(const at::Tensor& q, const at::Tensor& pool, int64
   if (q.numel() == 0) return out;
   out.zero_();  // rows past cu_seqlens_q's last offset belong to no sequence
   PagedPrefillArgs a;
-  a.q = q.data_ptr();
-  a.out = out.data_ptr();
-  a.pool = pool.data_ptr();
-  a.layout = l;
-  a.layer = layer;
-  a.page_table = page_table.data_ptr<int32_t>();
-  a.max_pages = page_table.size(1);
-  a.seq_lens = seq_lens.data_ptr<int32_t>();
+  set_paged_attention_args(a, q, out, pool, l, layer, page_table, seq_lens);
   a.cu_seqlens_q = cu_seqlens_q.data_ptr<int32_t>();
   a.batch = seq_lens.size(0);
   a.heads_q = q.size(1);

@@ -221,18 +221,52 @@ TYPED_TEST(AttentionTest, Softcap) {
     }
 }
 
-// Varlen: sequences of lengths 0, 1, 7, 127, ... packed in one [total, H, d] tensor, each checked
-// against the dense reference of its own rows; rows of q past the last sequence stay untouched.
-// nan_tail_k: k and v get that many more rows after the last sequence, all NaN (unwritten memory
-// a caller may leave there): a key tile reaching into them must not turn any output NaN.
+// Compares a packed batch's output [total_q, hq, d] and lse [hq, total_q] with the reference of
+// each sequence, computed from the host arrays q [total_q, hq, d] and k/v (sequence b's keys at
+// rows cu_k[b] .. of [*, hkv, d]).
 template <typename T>
 void expect_packed_batch_matches(const std::vector<T>& got, const std::vector<float>& got_lse, const std::vector<T>& hq_,
                                  const std::vector<T>& hk_, const std::vector<T>& hv_,
                                  const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k,
                                  const std::vector<std::int32_t>& cu_q, const std::vector<std::int32_t>& cu_k,
                                  std::int64_t hq, std::int64_t hkv, std::int64_t d, std::int64_t total_q, bool causal,
-                                 double scale, const AttentionOptions& opt);
+                                 double scale, const AttentionOptions& opt) {
+  double worst = 0, worst_lse = 0;
+  for (std::size_t b = 0; b < lens_q.size(); ++b) {
+    if (lens_q[b] == 0) continue;
+    // This sequence as a dense batch of one, read in place from the packed host arrays.
+    AttentionShape one;
+    one.batch = 1, one.heads_q = hq, one.heads_kv = hkv, one.seq_q = lens_q[b], one.seq_k = lens_k[b], one.head_dim = d;
+    set_strides(one.q_stride, hq, lens_q[b], d, true);
+    set_strides(one.k_stride, hkv, lens_k[b], d, true);
+    set_strides(one.v_stride, hkv, lens_k[b], d, true);
+    std::vector<double> want, want_lse;
+    reference::flash_attention(hq_.data() + cu_q[b] * hq * d, hk_.data() + cu_k[b] * hkv * d,
+                               hv_.data() + cu_k[b] * hkv * d, one, causal, scale, want, want_lse, opt);
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t i = 0; i < lens_q[b]; ++i) {
+        const std::int64_t row = cu_q[b] + i;
+        for (std::int64_t e = 0; e < d; ++e) {
+          const double g = to_float(got[(row * hq + h) * d + e]);
+          ASSERT_FALSE(std::isnan(g)) << "out NaN at seq " << b << " h=" << h << " i=" << i;
+          worst = std::max(worst, std::abs(g - want[(h * lens_q[b] + i) * d + e]));
+        }
+        const double gl = got_lse[h * total_q + row], wl = want_lse[h * lens_q[b] + i];
+        if (std::isinf(wl)) {
+          ASSERT_TRUE(std::isinf(gl) && gl < 0) << "seq " << b << " row " << i << ": lse must be -inf, got " << gl;
+        } else {
+          worst_lse = std::max(worst_lse, std::abs(gl - wl));
+        }
+      }
+  }
+  EXPECT_LE(worst, tolerance<T>());
+  EXPECT_LE(worst_lse, 1e-3);
+}
 
+// Varlen: sequences of lengths 0, 1, 7, 127, ... packed in one [total, H, d] tensor, each checked
+// against the dense reference of its own rows; rows of q past the last sequence stay untouched.
+// nan_tail_k: k and v get that many more rows after the last sequence, all NaN (unwritten memory
+// a caller may leave there): a key tile reaching into them must not turn any output NaN.
 template <typename T>
 void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k, std::int64_t hq,
                   std::int64_t hkv, std::int64_t d, bool causal, AttentionOptions opt = {},
@@ -277,48 +311,6 @@ void check_varlen(const std::vector<std::int64_t>& lens_q, const std::vector<std
   FK_CUDA_CHECK(cudaDeviceSynchronize());
   expect_packed_batch_matches<T>(dout.download(), dlse.download(), hq_, hk_, hv_, lens_q, lens_k, cu_q, cu_k, hq, hkv,
                                   d, total_q, causal, scale, opt);
-}
-
-// Compares a packed batch's output [total_q, hq, d] and lse [hq, total_q] with the reference of
-// each sequence, computed from the host arrays q [total_q, hq, d] and k/v (sequence b's keys at
-// rows cu_k[b] .. of [*, hkv, d]).
-template <typename T>
-void expect_packed_batch_matches(const std::vector<T>& got, const std::vector<float>& got_lse, const std::vector<T>& hq_,
-                                 const std::vector<T>& hk_, const std::vector<T>& hv_,
-                                 const std::vector<std::int64_t>& lens_q, const std::vector<std::int64_t>& lens_k,
-                                 const std::vector<std::int32_t>& cu_q, const std::vector<std::int32_t>& cu_k,
-                                 std::int64_t hq, std::int64_t hkv, std::int64_t d, std::int64_t total_q, bool causal,
-                                 double scale, const AttentionOptions& opt) {
-  double worst = 0, worst_lse = 0;
-  for (std::size_t b = 0; b < lens_q.size(); ++b) {
-    if (lens_q[b] == 0) continue;
-    // This sequence as a dense batch of one, read in place from the packed host arrays.
-    AttentionShape one;
-    one.batch = 1, one.heads_q = hq, one.heads_kv = hkv, one.seq_q = lens_q[b], one.seq_k = lens_k[b], one.head_dim = d;
-    set_strides(one.q_stride, hq, lens_q[b], d, true);
-    set_strides(one.k_stride, hkv, lens_k[b], d, true);
-    set_strides(one.v_stride, hkv, lens_k[b], d, true);
-    std::vector<double> want, want_lse;
-    reference::flash_attention(hq_.data() + cu_q[b] * hq * d, hk_.data() + cu_k[b] * hkv * d,
-                               hv_.data() + cu_k[b] * hkv * d, one, causal, scale, want, want_lse, opt);
-    for (std::int64_t h = 0; h < hq; ++h)
-      for (std::int64_t i = 0; i < lens_q[b]; ++i) {
-        const std::int64_t row = cu_q[b] + i;
-        for (std::int64_t e = 0; e < d; ++e) {
-          const double g = to_float(got[(row * hq + h) * d + e]);
-          ASSERT_FALSE(std::isnan(g)) << "out NaN at seq " << b << " h=" << h << " i=" << i;
-          worst = std::max(worst, std::abs(g - want[(h * lens_q[b] + i) * d + e]));
-        }
-        const double gl = got_lse[h * total_q + row], wl = want_lse[h * lens_q[b] + i];
-        if (std::isinf(wl)) {
-          ASSERT_TRUE(std::isinf(gl) && gl < 0) << "seq " << b << " row " << i << ": lse must be -inf, got " << gl;
-        } else {
-          worst_lse = std::max(worst_lse, std::abs(gl - wl));
-        }
-      }
-  }
-  EXPECT_LE(worst, tolerance<T>());
-  EXPECT_LE(worst_lse, 1e-3);
 }
 
 TYPED_TEST(AttentionTest, VarlenPackedBatch) {
