@@ -459,10 +459,12 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, kv_
                          f"cache's num_kv_heads ({cache.num_kv_heads})")
     if q.device != cache.device:
         raise ValueError(f"{op}: argument 'q' must be on the cache's device {cache.device}, got {q.device}")
-    through_pages = (kv_read == "pages" or (kv_read == "auto" and _AUTO_READS_PAGES)) and _pages_readable_by_kernel(cache)
+    wants_pages = kv_read == "pages" or (kv_read == "auto" and _AUTO_READS_PAGES)
+    through_pages = wants_pages and _pages_readable_by_kernel(cache)
     if kv_read == "pages" and not through_pages:
         raise ValueError(f"{op}: argument 'kv_read' is 'pages', which needs a compute capability 9.x GPU, an "
                          f"sm_90a build and a float16/bfloat16 cache")
+    cu_q_t = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=q.device)
     ks, vs, lens_k = [], [], []
     with cache._lock:  # one consistent view of every sequence's pages
         for sid, nq in zip(ids, lens_q):
@@ -470,23 +472,22 @@ def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, kv_
             if nq > n:
                 raise ValueError(f"{op}: sequence {sid} holds {n} tokens in layer {layer}, fewer than its "
                                  f"{nq} new query tokens: append the new K/V before the attention")
-        if through_pages:
+            lens_k.append(n)
+        if through_pages:  # K/V read where they lie, through the page table
             from flashkernel.ops.attention import window_and_softcap
             left, right, cap = window_and_softcap(op, kwargs.get("window"), kwargs.get("softcap"))
             table, lens, max_len, _ = cache._device_table(ids, layer)
-            cu_q_t = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=q.device)
             return torch.ops.flashkernel.paged_prefill_attention(
                 q.contiguous(), cache.pool, layer, table, lens, cu_q_t, max(lens_q, default=0), max_len,
                 kwargs.get("scale"), left, right, cap)
-            k, v = cache.gather(layer, sid) if n else (None, None)
-            lens_k.append(n)
+        for sid, n in zip(ids, lens_k):  # else gathered into one packed copy
             if n:
+                k, v = cache.gather(layer, sid)
                 ks.append(k.transpose(0, 1))  # [n, kv_heads, head_dim]
                 vs.append(v.transpose(0, 1))
     empty = q.new_empty((0, cache.num_kv_heads, cache.head_dim))
     k_packed = torch.cat(ks) if ks else empty
     v_packed = torch.cat(vs) if vs else empty
-    cu_q_t = torch.tensor([0, *itertools.accumulate(lens_q)], dtype=torch.int32, device=q.device)
     cu_k_t = torch.tensor([0, *itertools.accumulate(lens_k)], dtype=torch.int32, device=q.device)
     return attention(q, k_packed, v_packed, cu_q_t, cu_k_t, max(lens_q, default=0), max(lens_k, default=0),
                      causal=True, **kwargs)
