@@ -17,7 +17,7 @@ is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded t
 sequence, without a padding mask, so its time is a lower bound), loop_per_sequence (one dense
 flashkernel call per sequence) and flashkernel_dense (the dense kernel on B sequences of the mean
 length: the same tokens and about the same work). TFLOP/s of every impl are counted on the real
-tokens' work. Also in that CSV, config "paged_prefill B prefix new Hq Hkv d causal=1":
+tokens' work. Also in that CSV, config "workload=paged_prefill B prefix new Hq Hkv d causal=1":
 paged_prefill_attention (flashkernel_cuda; flashkernel_cuda_gather / _pages: kv_read="gather" /
 "pages") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and
 one varlen call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper
@@ -164,7 +164,7 @@ def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloa
     contiguous K/V of the same lengths (causal, bottom-right) and one varlen call on contiguous
     packed K/V (what the gather path runs after its copy)."""
     n = prefix + new
-    config = f"paged_prefill B={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} causal=1"
+    config = f"workload=paged_prefill B={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} causal=1"
     pairs = batch * (new * prefix + new * (new + 1) / 2)
     flops = 4.0 * hq * pairs * d
     elem = torch.tensor([], dtype=dtype).element_size()
