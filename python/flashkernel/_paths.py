@@ -65,6 +65,12 @@ def dispatch_capability(capability: tuple[int, int], archs: list[str] | None,
     return best // 10, best % 10
 
 
+def hopper_kernels_run(capability: tuple[int, int], archs: list[str] | None) -> bool:
+    """Whether the Hopper (sm_90a) kernels can run: a 9.x GPU and sm_90a code in the build (an
+    unknown build list counts as yes)."""
+    return capability[0] == 9 and (archs is None or any(a.split("-")[0] == "90a" for a in archs))
+
+
 def kernel_paths(capability: tuple[int, int], archs: list[str] | None) -> list[tuple[str, str]]:
     """(op, path) per op for a GPU of `capability` and a build for `archs` (None: unknown)."""
     major, minor = capability
@@ -79,7 +85,7 @@ def kernel_paths(capability: tuple[int, int], archs: list[str] | None) -> list[t
         gelu = fp16_only + "M <= 32: mma.sync weight streaming; larger M: 64x64 mma.sync tiles (sm_75)"
         decode = "CUDA cores (split-KV, log-sum-exp combine)"
     else:
-        hopper = major == 9 and (archs is None or any(a.split("-")[0] == "90a" for a in archs))
+        hopper = hopper_kernels_run(capability, archs)
         if hopper:
             attention = ("TMA + wgmma, warp-specialized, persistent (sm_90a) for dense head_dim 64/128; other head "
                          "dims, window, softcap and varlen: mma.sync + ldmatrix + cp.async (sm_80)")

@@ -44,9 +44,13 @@ bool is_head_dim(std::int64_t d) { return d == 32 || d == 64 || d == 80 || d == 
 // The plain instances (the Hopper kernel's and the portable kernel's tuned head_dim 64/128 ones)
 // cover dense batches of head_dim 64/128 without window or softcap; the rest needs an extended
 // instance (the Hopper kernel's at head_dim 64/128, the portable kernel's at every head_dim).
+// A window or softcap (causal arrives as window_right = 0, which the plain instances do themselves).
+bool has_window_or_softcap(const attention::ExtendedParams& p) {
+  return p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f;
+}
+
 bool needs_extended(const attention::ExtendedParams& p) {
-  // (causal arrives as window_right = 0, which the plain instances do themselves)
-  return p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f || p.cu_seqlens_q != nullptr ||
+  return has_window_or_softcap(p) || p.cu_seqlens_q != nullptr ||
          (p.shape.head_dim != 64 && p.shape.head_dim != 128);
 }
 
@@ -79,7 +83,7 @@ bool launch_sm90(const attention::ExtendedParams& p, DType dtype, cudaStream_t s
     return (d == 64 ? sm90::launch_varlen_d64 : d == 128 ? sm90::launch_varlen_d128 : sm90::launch_varlen_d256)(
         p, dtype, stream);
   }
-  if (p.window_left >= 0 || (p.window_right >= 0 && !p.causal) || p.softcap > 0.f) {
+  if (has_window_or_softcap(p)) {
     return (d == 64 ? sm90::launch_extended_d64 : d == 128 ? sm90::launch_extended_d128 : sm90::launch_extended_d256)(
         p, dtype, stream);
   }
@@ -97,7 +101,8 @@ void launch(const char* op, const attention::ExtendedParams& p, DType dtype, Att
                   "sm90 covers head_dim 64, 128 and 256; use kAuto or kSm80 for head_dim " + std::to_string(d));
   detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const bool extended = needs_extended(p);
-  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && (!extended || kAutoTakesSm90Extended))) {
+  const bool auto_takes_sm90 = !extended || kAutoTakesSm90Extended;
+  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && auto_takes_sm90)) {
     const bool hopper = detail::current_compute_major() == 9;
     detail::require(backend == AttentionBackend::kAuto || hopper, op, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");

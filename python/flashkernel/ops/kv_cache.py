@@ -430,10 +430,8 @@ def _pages_readable_by_kernel(cache: PagedKVCache) -> bool:
     if cache.device.type != "cuda" or cache.quantized:
         return False
     from flashkernel import _paths
-    if torch.cuda.get_device_capability(cache.device)[0] != 9:
-        return False
-    archs = _paths.built_archs(_library.load())
-    return archs is None or any(a.split("-")[0] == "90a" for a in archs)
+    return _paths.hopper_kernels_run(torch.cuda.get_device_capability(cache.device),
+                                     _paths.built_archs(_library.load()))
 
 
 def paged_prefill_with(attention, op: str, q, cache, layer, seq_ids, q_lens, kv_read: str = "gather",

@@ -97,7 +97,8 @@ struct VarlenWorkTile : WorkTile {
 // sequences, the costliest tiles, so they start first. The grid is persistent, as the dense one
 // (launch_varlen): one item per block measured no faster than the portable kernel on ragged
 // batches (H100: 3.02 vs 3.12 ms non-causal, while equal-length sequences ran at 0.93x the dense
-// kernel): every item paid a block's start and drain, and about half of them were empty. Takes windows and softcap (causal arrives as window_right = 0).
+// kernel): every item paid a block's start and drain, and about half of them were empty. Takes
+// windows and softcap (causal arrives as window_right = 0).
 // P = PagedParams: keys come from the paged cache, seq_lens_k[b] of them (clamped to what its
 // page-table row can hold), at key index 0 of the sequence's pages.
 template <int BM, int BN, typename P = ExtendedParams>
