@@ -66,39 +66,41 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
 }
 
 // Whether kAuto takes the Hopper kernel for what its first version did not cover (windows,
-// softcap, varlen batches, head_dim 256: everything needs_extended). Off until those instances
+// softcap, varlen batches, head_dim 32/80/96/256: everything needs_extended). Off until those instances
 // have passed the GPU test suite and their benchmark (written and CPU-checked: SASS of the plain
 // instances unchanged); until then backend = kSm90 selects them explicitly.
 constexpr bool kAutoTakesSm90Extended = false;
 
-// Whether the Hopper kernel has instances for this head_dim.
-bool sm90_covers(std::int64_t head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }
-
-// The Hopper instance for p (sm90_covers its head_dim): the varlen one, the dense one with window
-// and softcap, or the plain dense one. False where it does not apply (launching nothing).
+// The Hopper instance for p: the varlen one, the dense one with window and softcap, or the plain
+// dense one (head_dim 32/80/96: one entry point for all three). False where it does not apply
+// (launching nothing).
 bool launch_sm90(const attention::ExtendedParams& p, DType dtype, cudaStream_t stream) {
   namespace sm90 = attention::sm90;
   const std::int64_t d = p.shape.head_dim;
+  const bool window_or_softcap = has_window_or_softcap(p);
+  switch (d) {
+    case 32: return sm90::launch_padded_d32(p, window_or_softcap, dtype, stream);
+    case 80: return sm90::launch_padded_d80(p, window_or_softcap, dtype, stream);
+    case 96: return sm90::launch_padded_d96(p, window_or_softcap, dtype, stream);
+    default: break;
+  }
   if (p.cu_seqlens_q != nullptr) {
     return (d == 64 ? sm90::launch_varlen_d64 : d == 128 ? sm90::launch_varlen_d128 : sm90::launch_varlen_d256)(
         p, dtype, stream);
   }
-  if (has_window_or_softcap(p)) {
+  if (window_or_softcap) {
     return (d == 64 ? sm90::launch_extended_d64 : d == 128 ? sm90::launch_extended_d128 : sm90::launch_extended_d256)(
         p, dtype, stream);
   }
   return (d == 64 ? sm90::launch_d64 : d == 128 ? sm90::launch_d128 : sm90::launch_d256)(p, dtype, stream);
 }
 
-// Both ops' path choice: the Hopper kernel (head_dim 64/128/256 on a 9.x GPU; kSm90, or kAuto
+// Both ops' path choice: the Hopper kernel (every head_dim on a 9.x GPU; kSm90, or kAuto
 // where it is the default), else the portable kernel (kSm80, or kAuto): its tuned plain instances
 // or its extended ones.
 void launch(const char* op, const attention::ExtendedParams& p, DType dtype, AttentionBackend backend,
             cudaStream_t stream) {
   const std::int64_t d = p.shape.head_dim;
-  const bool covered = sm90_covers(d);
-  detail::require(backend != AttentionBackend::kSm90 || covered, op, "backend",
-                  "sm90 covers head_dim 64, 128 and 256; use kAuto or kSm80 for head_dim " + std::to_string(d));
   detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const bool extended = needs_extended(p);
   const bool auto_takes_sm90 = !extended || kAutoTakesSm90Extended;
@@ -106,7 +108,7 @@ void launch(const char* op, const attention::ExtendedParams& p, DType dtype, Att
     const bool hopper = detail::current_compute_major() == 9;
     detail::require(backend == AttentionBackend::kAuto || hopper, op, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");
-    if (covered && hopper && launch_sm90(p, dtype, stream)) return;
+    if (hopper && launch_sm90(p, dtype, stream)) return;
     detail::require(backend == AttentionBackend::kAuto, op, "backend",
                     "the sm90 path cannot run here (a build without sm_90a, no keys, or tensors TMA cannot describe)");
   }

@@ -76,6 +76,11 @@ bool launch_extended_d256(const ExtendedParams& p, DType dtype, cudaStream_t str
 bool launch_varlen_d64(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d128(const ExtendedParams& p, DType dtype, cudaStream_t stream);
 bool launch_varlen_d256(const ExtendedParams& p, DType dtype, cudaStream_t stream);
+// head_dim 32, 80 and 96 (rows padded to 64 / 128 in shared memory): every variant in one entry
+// point (varlen where p.cu_seqlens_q is set, else dense with or without window/softcap).
+bool launch_padded_d32(const ExtendedParams& p, bool window_or_softcap, DType dtype, cudaStream_t stream);
+bool launch_padded_d80(const ExtendedParams& p, bool window_or_softcap, DType dtype, cudaStream_t stream);
+bool launch_padded_d96(const ExtendedParams& p, bool window_or_softcap, DType dtype, cudaStream_t stream);
 // Prefill over a paged cache (head_dim 64/128, the cache's); false where it does not apply.
 bool launch_paged_d64(const PagedParams& p, DType dtype, cudaStream_t stream);
 bool launch_paged_d128(const PagedParams& p, DType dtype, cudaStream_t stream);

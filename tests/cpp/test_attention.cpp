@@ -26,10 +26,6 @@ struct Case {
   AttentionOptions opt{};
 };
 
-// Whether the Hopper kernel has a form for the case: head_dim 64/128/256, with or without a window
-// or softcap (the other head dims run the portable kernel's extended instances only).
-bool hopper_covers(const Case& c) { return c.head_dim == 64 || c.head_dim == 128 || c.head_dim == 256; }
-
 std::string describe(const Case& c) {
   return "B=" + std::to_string(c.batch) + " Hq=" + std::to_string(c.heads_q) + " Hkv=" + std::to_string(c.heads_kv) +
          " Nq=" + std::to_string(c.seq_q) + " Nk=" + std::to_string(c.seq_k) + " d=" + std::to_string(c.head_dim) +
@@ -68,10 +64,6 @@ void check_attention_on(const Case& c, AttentionBackend backend);
 // Runs the case on every kernel path this GPU has.
 template <typename T>
 void check_attention(const Case& c) {
-  if (!hopper_covers(c)) {
-    check_attention_on<T>(c, AttentionBackend::kAuto);  // the portable kernel on every GPU
-    return;
-  }
   for (AttentionBackend b : backends_to_test()) check_attention_on<T>(c, b);
 }
 
@@ -183,6 +175,9 @@ TYPED_TEST(AttentionTest, EveryHeadDim) {
   for (bool causal : {false, true}) check_attention<TypeParam>({1, 2, 1, 1100, 1037, 256, causal, false});
   check_attention<TypeParam>({1, 2, 2, 200, 70, 96, true, true});
   check_attention<TypeParam>({2, 6, 2, 333, 333, 80, false, false});
+  // The padded head dims' Hopper tiles (32 in 64-wide rows, 80 and 96 in 128-wide ones) over
+  // several key tiles and ring turns, O through shared memory (80, 96) and from registers (32).
+  for (std::int64_t d : {32, 80, 96}) check_attention<TypeParam>({1, 3, 1, 777, 1030, d, true, d == 80});
 }
 
 // Sliding windows on both sides, alone and with causal, windows longer than the sequence, left 0
@@ -190,7 +185,7 @@ TYPED_TEST(AttentionTest, EveryHeadDim) {
 // alignment), every head dim's tile shape.
 TYPED_TEST(AttentionTest, SlidingWindow) {
   FK_SKIP_WITHOUT_GPU();
-  for (std::int64_t d : {64, 128, 32, 256}) {
+  for (std::int64_t d : {64, 128, 32, 96, 256}) {
     const std::pair<std::int64_t, std::int64_t> windows[] = {{16, -1}, {-1, 5}, {100, 40}, {0, 0}, {300, -1}, {2000, 2000}};
     for (auto [left, right] : windows) {
       AttentionOptions o;
@@ -325,12 +320,12 @@ TYPED_TEST(AttentionTest, VarlenPackedBatch) {
   check_varlen<TypeParam>({1000}, {1000}, 2, 2, 128, true, o);
 }
 
-// The Hopper path (kSm90, head_dim 64/128 on a 9.x GPU) and the portable one on the same
+// The Hopper path (kSm90, every head_dim on a 9.x GPU) and the portable one on the same
 // batches, with NaN rows after the last sequence's keys that a tail tile reads.
 TYPED_TEST(AttentionTest, VarlenHopperPath) {
   FK_SKIP_WITHOUT_GPU();
   const std::vector<std::int64_t> lq{7, 0, 1, 127, 300, 64, 129}, lk{7, 5, 1, 127, 300, 200, 1};
-  for (std::int64_t d : {64, 128, 256})
+  for (std::int64_t d : {32, 64, 80, 96, 128, 256})
     for (bool causal : {false, true}) {
       check_varlen<TypeParam>(lq, lk, 4, 2, d, causal, {}, AttentionBackend::kSm80, 3);
       if (detail::current_compute_major() != 9) continue;
@@ -498,12 +493,12 @@ TEST(AttentionArguments, WindowSoftcapAndVarlenNameTheirArguments) {
             "softcap");
   o.softcap = 0.f;
   o.window_left = 8;
-  // The Hopper kernel covers head_dim 64/128 only: naming it for 96 is an error, before any CUDA call.
+  // A backend that does not exist is an error, before any CUDA call.
   auto d96 = valid_shape();
   d96.head_dim = 96;
   EXPECT_EQ(argument([&] {
               flash_attention(buf, buf, buf, buf, nullptr, d96, DType::kFloat16, false, 1.f, o, nullptr,
-                              AttentionBackend::kSm90);
+                              static_cast<AttentionBackend>(7));
             }),
             "backend");
   AttentionVarlenShape v;

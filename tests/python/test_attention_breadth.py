@@ -408,13 +408,13 @@ def _hopper():
 
 
 @gpu
-@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("d", HEAD_DIMS)
 @pytest.mark.parametrize("variant", [dict(), dict(causal=True), dict(causal=True, window=(100, -1), softcap=20.0),
                                      dict(window=(50, 30))], ids=str)
 @pytest.mark.parametrize("backend", ["auto", "sm80", "sm90"])
 @pytest.mark.parametrize("case", range(3))
 def test_varlen_backends(case, backend, variant, d):
-    # Each kernel path of the varlen op (sm90: the Hopper one for head_dim 64/128/256, windows and
+    # Each kernel path of the varlen op (sm90: the Hopper one at every head_dim, windows and
     # softcap included), on the ragged batches above plus NaN rows after the last sequence's
     # keys: a tail key tile reads them, and 0 * NaN must not reach the output. sm90 off Hopper is
     # an error naming backend.
@@ -431,27 +431,26 @@ def test_varlen_backends(case, backend, variant, d):
 
 
 @gpu
-def test_sm90_rejects_what_it_does_not_cover():
-    batch = make_varlen_batch([5, 9], heads_q=2, head_dim=96)
-    with pytest.raises(ValueError, match="argument 'backend'"):
-        flashkernel.flash_attention_varlen(*batch, backend="sm90")
-    q, k, v = make_qkv(1, 2, 1, 16, 16, 96, torch.float16, "cuda")
-    with pytest.raises(ValueError, match="argument 'backend'"):
-        flashkernel.flash_attention(q, k, v, window=(4, 0), backend="sm90")
+def test_backend_argument_is_checked():
+    # An unknown backend is an error naming it (the Hopper kernel now covers every head_dim, so
+    # backend="sm90" is refused only off Hopper: test_varlen_backends).
     batch = make_varlen_batch([5, 9], heads_q=2, head_dim=64)
     with pytest.raises(ValueError, match="argument 'backend'"):
         flashkernel.flash_attention_varlen(*batch, backend="sm70")
+    q, k, v = make_qkv(1, 2, 1, 16, 16, 96, torch.float16, "cuda")
+    with pytest.raises(ValueError, match="argument 'backend'"):
+        flashkernel.flash_attention(q, k, v, backend="sm70")
 
 
 @gpu
-@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("d", HEAD_DIMS)
 @pytest.mark.parametrize("variant", [dict(), dict(causal=True), dict(window=(4, -1)), dict(window=(-1, 3)), dict(causal=True, window=(200, -1)),
                                      dict(window=(0, 0)), dict(window=(333, 129), softcap=5.0),
                                      dict(causal=True, softcap=30.0, scale=-0.2), dict(softcap=0.5)], ids=str)
 @pytest.mark.parametrize("backend", ["sm80", "sm90"])
 def test_dense_window_softcap_backends(backend, variant, d):
     # The dense op's window and softcap on each kernel path (sm90: the Hopper kernel's extended
-    # instance; at head_dim 256 also without them), Nq = Nk and both unequal (the window follows the bottom-right alignment; rows
+    # instance; at head_dims other than 64/128 also without them: the padded 32/80/96 and 256), Nq = Nk and both unequal (the window follows the bottom-right alignment; rows
     # with no visible key give 0 and lse -inf), GQA 4:1.
     if backend == "sm90" and not _hopper():
         pytest.skip("the Hopper kernel needs a compute capability 9.x GPU")

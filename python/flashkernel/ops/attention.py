@@ -31,7 +31,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     (out, lse) with lse [B, Hq, Nq] float32 (natural log of the row's sum of exp of its final
     scores) when return_lse. backend: "auto" (the Hopper TMA + wgmma kernel on sm_90 GPUs for
     head_dim 64/128 without window or softcap, the portable mma.sync kernel otherwise), "sm80" or
-    "sm90" to force one ("sm90" also covers head_dim 256, windows and softcap).
+    "sm90" to force one ("sm90" also covers head_dim 32/80/96/256, windows and softcap).
     """
     left, right, cap = window_and_softcap(_OP, window, softcap)
     out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse, backend, left, right, cap)
@@ -53,7 +53,7 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     sequence. causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
     aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
     float32 (FlashAttention's varlen layout) when return_lse. backend: "auto" (the portable
-    kernel), "sm80", or "sm90" (the Hopper kernel: head_dim 64/128/256, with or without window and
+    kernel), "sm80", or "sm90" (the Hopper kernel: every head_dim, with or without window and
     softcap).
     """
     left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)

@@ -228,7 +228,9 @@ __device__ __forceinline__ void zero_tail_rows(T* tile, int first_row, int tid, 
 template <typename T, typename Cfg, typename Scheduler>
 __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Scheduler& sched, const Params& p,
                                         const CUtensorMap* tm_o, int cw) {
-  constexpr int D = Cfg::kHeadDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
+  // D: the head_dim S = Q K^T runs over; R: the padded width of O (and of P V), R = D but at
+  // head_dim 32, 80 and 96 (TileConfig::kRowDim).
+  constexpr int D = Cfg::kHeadDim, R = Cfg::kRowDim, BM = Cfg::kBlockM, BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
   using Ring = typename SharedTiles<T, Cfg>::Ring;
   const AttentionShape& sh = p.shape;
@@ -255,13 +257,13 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
       if constexpr (Scheduler::kVarlen) seq_q = w.seq_q, seq_k = w.seq_k, diag = w.seq_k - w.seq_q;
       const int n_blocks = w.n_blocks;
       const int warp_row0 = w.m0 + cw * 64 + (threadIdx.x % 128) / 32 * 16;  // this warp's 16 rows
-      float acc_o[1][D / 8][4];
+      float acc_o[1][R / 8][4];
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j)
+      for (int j = 0; j < R / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_o[0][j][e] = 0.f;
       RowStats<1> stats;
-      float(&o_flat)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc_o[0][0][0]);
+      float(&o_flat)[R / 2] = *reinterpret_cast<float(*)[R / 2]>(&acc_o[0][0][0]);
 
       auto issue_qk = [&](float(&s_flat)[BN / 2], const T* sKs) {
         const T* sQw = sm.sQ + cw * 64 * 64;
@@ -275,12 +277,12 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
       // is read MN-major, its 64-column blocks BN * 128 bytes apart. One wgmma covers at most 128
       // output columns (two column blocks): head_dim 256 issues two per k-step, each into its half
       // of O's accumulators (columns 0-127 are o_flat[0, 64), the wgmma layout being by column).
-      constexpr int kPvN = D < 128 ? D : 128;
+      constexpr int kPvN = R < 128 ? R : 128;
       auto issue_pv = [&](const std::uint32_t(&a)[BN / 16][4], const T* sVs) {
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk)
 #pragma unroll
-          for (int h = 0; h < D / kPvN; ++h) {
+          for (int h = 0; h < R / kPvN; ++h) {
             const T* sVh = sVs + h * (kPvN / 64) * BN * 64;
             const std::uint64_t db = wgmma_desc_advance(wgmma_desc_sw128(sVh, BN * 128), kk * 2048);
             wgmma_rs<kPvN, kBf16, /*kTransB=*/true>(*reinterpret_cast<float(*)[kPvN / 2]>(&o_flat[h * kPvN / 2]),
@@ -383,7 +385,10 @@ __device__ __forceinline__ void consume(const SharedTiles<T, Cfg>& sm, const Sch
         // tile has no key at all (causal, seq_k < seq_q): zeros and lse -inf.
         T* out = static_cast<T*>(p.out) + w.batch * sh.o_stride[0] + w.head * sh.o_stride[1];
         if constexpr (Scheduler::kVarlen) out += std::int64_t(w.q_row0) * sh.o_stride[2];
-        store_output<T>(acc_o, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
+        // The first D / 8 column tiles of the accumulators are O's D columns (the padding's
+        // zeros stay in registers).
+        const auto& acc_o_cols = *reinterpret_cast<const float(*)[1][D / 8][4]>(&acc_o[0][0][0]);
+        store_output<T>(acc_o_cols, stats, out, sh.o_stride[2], lse, warp_row0, seq_q);
       } else {
         // O goes out through shared memory and one TMA store per 64-column block, in the last
         // key tile's V buffer, which has O's [kCB][128][64] layout when BN = BM. Once both
@@ -570,6 +575,16 @@ bool launch_head_dim(const KernelParams<V>& p, DType dtype, cudaStream_t stream)
     }
   });
   return launched;
+}
+
+// Every variant of one head_dim in one call (the padded head dims' entry points): the varlen
+// instance (CfgVarlen: O from registers) for packed batches, else the dense one with window and
+// softcap where window_or_softcap, else the plain dense one.
+template <typename Cfg, typename CfgVarlen>
+bool launch_every_variant(const ExtendedParams& p, bool window_or_softcap, DType dtype, cudaStream_t stream) {
+  if (p.cu_seqlens_q != nullptr) return launch_head_dim<CfgVarlen, Variant::kVarlen>(p, dtype, stream);
+  if (window_or_softcap) return launch_head_dim<Cfg, Variant::kDenseExtended>(p, dtype, stream);
+  return launch_head_dim<Cfg>(static_cast<const Params&>(p), dtype, stream);
 }
 
 }  // namespace flashkernel::attention::sm90

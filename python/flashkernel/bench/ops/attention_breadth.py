@@ -4,13 +4,13 @@ sliding windows and softcap (CSV `attention_head_dims`), and packed variable-len
 
 attention_head_dims, configs "B H N d causal [window=L,R] [softcap=c]" (B*N = 16384, H*d = 2048 as
 attention.csv's standard sweep), bfloat16:
-  * d in {32, 80, 96, 256}, N in {1024, 4096, 8192}, causal 0/1: flashkernel_cuda (the portable
-    kernel's extended instances), flashkernel_triton, sdpa_cudnn and sdpa_flash where they take the
-    shape;
+  * d in {32, 80, 96, 256}, N in {1024, 4096, 8192}, causal 0/1: flashkernel_cuda (backend
+    "auto"), flashkernel_cuda_sm80 / _sm90 (each kernel path forced: the portable kernel's extended
+    instances and the Hopper kernel's, padded rows at 32/80/96), flashkernel_triton, sdpa_cudnn and
+    sdpa_flash where they take the shape;
   * d = 128, N = 8192: a sliding window (1024, 0) and softcap 30 against our own dense causal run
     (flashkernel_dense_causal), which shows what skipping the masked key tiles buys, with each
-    kernel path forced (flashkernel_cuda_sm80 / _sm90: the A/B of the Hopper kernel's windows;
-    also at d = 256, the Hopper kernel's largest head dim).
+    kernel path forced (flashkernel_cuda_sm80 / _sm90: the A/B of the Hopper kernel's windows).
 attention_varlen, config "B H d causal lens=uniform(128,4096) seed=0 total=T": flashkernel_cuda
 (one varlen call), flashkernel_cuda_sm80 / _sm90 (the same call forced onto each kernel path; sm90
 is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded to the longest
@@ -95,10 +95,9 @@ def _head_dim_config(ctx, d, n, causal, window, softcap, dtype=torch.bfloat16):
         impls["flashkernel_triton"] = lambda q, k, v: flashkernel.triton.flash_attention(
             q, k, v, causal=causal, window=window, softcap=softcap)
         impls["flashkernel_dense_causal"] = lambda q, k, v: flashkernel.flash_attention(q, k, v, causal=True)
-    if window is not None or softcap is not None or d == 256:
-        for backend in ("sm80", "sm90"):  # each kernel path forced (sm90: a failed row off Hopper)
-            impls[f"flashkernel_cuda_{backend}"] = lambda q, k, v, backend=backend: flashkernel.flash_attention(
-                q, k, v, causal=causal, window=window, softcap=softcap, backend=backend)
+    for backend in ("sm80", "sm90"):  # each kernel path forced (sm90: a failed row off Hopper)
+        impls[f"flashkernel_cuda_{backend}"] = lambda q, k, v, backend=backend: flashkernel.flash_attention(
+            q, k, v, causal=causal, window=window, softcap=softcap, backend=backend)
     _time_impls(ctx, "attention_head_dims", dtype, config, impls, sets, flops, io_bytes)
     del sets
     torch.cuda.empty_cache()
