@@ -17,11 +17,7 @@ is recorded as a failed row off Hopper), sdpa_padded (SDPA on the batch padded t
 sequence, without a padding mask, so its time is a lower bound), loop_per_sequence (one dense
 flashkernel call per sequence) and flashkernel_dense (the dense kernel on B sequences of the mean
 length: the same tokens and about the same work). TFLOP/s of every impl are counted on the real
-tokens' work. Also in that CSV, config "workload=paged_prefill B prefix new Hq Hkv d causal=1":
-paged_prefill_attention (flashkernel_cuda; flashkernel_cuda_gather / _pages: kv_read="gather" /
-"pages") against the dense kernel on contiguous K/V of the same lengths (flashkernel_dense) and
-one varlen call on contiguous packed K/V (flashkernel_varlen_contiguous, and _sm90 on the Hopper
-path).
+tokens' work. (Prefill over a paged cache: kv_cache.csv, flashkernel.bench.ops.kv_cache.)
 """
 from __future__ import annotations
 
@@ -42,7 +38,7 @@ def _sdpa(backend, causal):
     return fn
 
 
-def _time_impls(ctx, op, dtype, config, impls, sets, flops, io_bytes):
+def time_impls(ctx, op, dtype, config, impls, sets, flops, io_bytes):
     for impl, fn in impls.items():
         try:
             timing = ctx.time(fn, sets)
@@ -98,7 +94,7 @@ def _head_dim_config(ctx, d, n, causal, window, softcap, dtype=torch.bfloat16):
     for backend in ("sm80", "sm90"):  # each kernel path forced (sm90: a failed row off Hopper)
         impls[f"flashkernel_cuda_{backend}"] = lambda q, k, v, backend=backend: flashkernel.flash_attention(
             q, k, v, causal=causal, window=window, softcap=softcap, backend=backend)
-    _time_impls(ctx, "attention_head_dims", dtype, config, impls, sets, flops, io_bytes)
+    time_impls(ctx, "attention_head_dims", dtype, config, impls, sets, flops, io_bytes)
     del sets
     torch.cuda.empty_cache()
 
@@ -151,63 +147,14 @@ def _varlen_config(ctx, batch, h, d, causal, dtype=torch.bfloat16):
         "loop_per_sequence": per_sequence,
         "flashkernel_dense": lambda q, k, v, padded, dense: flashkernel.flash_attention(*dense, causal=causal),
     }
-    _time_impls(ctx, "attention_varlen", dtype, config, impls, sets, flops, io_bytes)
-    del sets
-    torch.cuda.empty_cache()
-
-
-def _paged_prefill_config(ctx, batch, prefix, new, hq, hkv, d, dtype=torch.bfloat16):
-    """Prefill of `new` tokens per sequence onto a cached `prefix` (chunked prefill, a second
-    turn): paged_prefill_attention over a PagedKVCache (page_size 16; flashkernel_cuda: kv_read="auto";
-    _pages: the paged kernel, Hopper only; _gather: K/V gathered, then varlen) against the dense kernel on
-    contiguous K/V of the same lengths (causal, bottom-right) and one varlen call on contiguous
-    packed K/V (what the gather path runs after its copy)."""
-    n = prefix + new
-    config = f"workload=paged_prefill B={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} causal=1"
-    pairs = batch * (new * prefix + new * (new + 1) / 2)
-    flops = 4.0 * hq * pairs * d
-    elem = torch.tensor([], dtype=dtype).element_size()
-    io_bytes = (2 * batch * new * hq + 2 * batch * n * hkv) * d * elem
-    page = 16
-    cu_q = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * new
-    cu_k = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * n
-
-    def make():
-        k = torch.randn(batch * n, hkv, d, device="cuda", dtype=dtype)
-        v = torch.randn(batch * n, hkv, d, device="cuda", dtype=dtype)
-        q = torch.randn(batch * new, hq, d, device="cuda", dtype=dtype)
-        cache = flashkernel.PagedKVCache(num_layers=1, num_pages=batch * ((n + page - 1) // page), num_kv_heads=hkv,
-                                         head_dim=d, page_size=page, dtype=dtype, device="cuda")
-        ids = [cache.add_sequence() for _ in range(batch)]
-        cache.append(0, ids, k, v, [n] * batch)
-        dense = (q.view(batch, new, hq, d).transpose(1, 2), k.view(batch, n, hkv, d).transpose(1, 2),
-                 v.view(batch, n, hkv, d).transpose(1, 2))
-        return q, k, v, cache, ids, dense
-
-    sets = ctx.rotating(make, 3 * elem * d * batch * (new * hq + 2 * n * hkv))
-    impls = {
-        "flashkernel_cuda": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
-            q, cache, 0, ids, [new] * batch),
-        "flashkernel_cuda_gather": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
-            q, cache, 0, ids, [new] * batch, kv_read="gather"),
-        "flashkernel_cuda_pages": lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(
-            q, cache, 0, ids, [new] * batch, kv_read="pages"),
-        "flashkernel_varlen_contiguous": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
-            q, k, v, cu_q, cu_k, new, n, causal=True),
-        "flashkernel_varlen_contiguous_sm90": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
-            q, k, v, cu_q, cu_k, new, n, causal=True, backend="sm90"),
-        "flashkernel_dense": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention(*dense, causal=True),
-    }
-    _time_impls(ctx, "attention_varlen", dtype, config, impls, sets, flops, io_bytes)
+    time_impls(ctx, "attention_varlen", dtype, config, impls, sets, flops, io_bytes)
     del sets
     torch.cuda.empty_cache()
 
 
 def planned_varlen(quick: bool):
     plan = [(_varlen_config, 16, 16, 128, causal) for causal in (False, True)]
-    plan += [] if quick else [(_varlen_config, 64, 16, 64, True)]
-    # The issue's paged-prefill point: 512 new tokens onto a 4096-token prefix.
-    return plan + [(_paged_prefill_config, 4, 4096, 512, 32, 8, 128)]
+    return plan + ([] if quick else [(_varlen_config, 64, 16, 64, True)])
 
 
 class _Op:

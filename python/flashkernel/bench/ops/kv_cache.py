@@ -10,6 +10,15 @@ decode: paged decode attention vs SDPA over a contiguous cache of the same lengt
         (kv_dtype=torch.float8_e4m3fn, fp16 q/out); GB/s counts the e4m3 bytes it reads (half),
         and the extra column time_ratio_vs_fp16_paged = flashkernel_cuda's time / its time, same
         run (> 1: the FP8 cache is faster).
+prefill: paged_prefill_attention of `new` tokens per sequence onto a cached `prefix` (chunked
+        prefill, a second turn), config "prefill batch prefix new Hq Hkv d page":
+        flashkernel_paged_prefill (kv_read="auto"; _pages: the paged Hopper kernel, a failed row
+        elsewhere),
+        gather_then_attention (kv_read="gather": the K/V gathered, then one varlen call),
+        flashkernel_dense_prefill (the dense kernel, causal bottom-right, on contiguous K/V of the
+        same lengths: the goal's baseline) and flashkernel_varlen_contiguous (one varlen call on
+        contiguous packed K/V: what the gather path runs after its copy). TFLOP/s of the useful
+        (row, key) pairs.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import torch.nn.functional as F
 
 import flashkernel
 import flashkernel.triton
+from flashkernel.bench.ops.attention_breadth import time_impls
 from flashkernel.triton.kv_cache import gather_pages
 
 OP = "kv_cache"
@@ -73,10 +83,16 @@ def decode_cases(quick: bool) -> list[tuple[int, int, int, int]]:
     return cases
 
 
+# (batch, prefix, new, Hq, Hkv, head_dim, page size) of the prefill rows: the issue's point (512 new
+# tokens onto a 4096-token prefix), a prefix that ends inside a page, and a short chunk.
+PREFILL_CASES = [(4, 4096, 512, 32, 8, 128, 16), (4, 1000, 200, 32, 8, 128, 16), (8, 2048, 64, 32, 8, 64, 256)]
+
+
 def count_configs(quick: bool) -> int:
-    """Configurations run(ctx, quick) measures (memory, gather, decode), for the progress display."""
+    """Configurations run(ctx, quick) measures (memory, gather, decode, prefill), for the progress
+    display."""
     return (len(MEMORY_MAX_LENS) * MEMORY_DISTS * len(PAGE_SIZES) + len(gather_lengths(quick)) * len(PAGE_SIZES)
-            + len(decode_cases(quick)))
+            + len(decode_cases(quick)) + len(PREFILL_CASES))
 
 
 def bench_memory(ctx) -> None:
@@ -228,7 +244,49 @@ def _bench_decode_fp8(ctx, batch, seq_len, hkv, page_size, config, q_of, fp16_ro
     row["time_ratio_vs_fp16_paged"] = f"{ratio:.3f}"
 
 
+def bench_prefill(ctx, batch, prefix, new, hq, hkv, d, page) -> None:
+    n = prefix + new
+    config = f"prefill batch={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} page={page}"
+    pairs = batch * (new * prefix + new * (new + 1) / 2)  # each new token sees the prefix and itself
+    flops = 4.0 * hq * pairs * d
+    elem = torch.tensor([], dtype=DTYPE).element_size()
+    io_bytes = (2 * batch * new * hq + 2 * batch * n * hkv) * d * elem
+    cu_q = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * new
+    cu_k = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * n
+
+    def make():
+        k = torch.randn(batch * n, hkv, d, device="cuda", dtype=DTYPE)
+        v = torch.randn(batch * n, hkv, d, device="cuda", dtype=DTYPE)
+        q = torch.randn(batch * new, hq, d, device="cuda", dtype=DTYPE)
+        cache = flashkernel.PagedKVCache(num_layers=1, num_pages=batch * ((n + page - 1) // page), num_kv_heads=hkv,
+                                         head_dim=d, page_size=page, dtype=DTYPE, device="cuda")
+        ids = [cache.add_sequence() for _ in range(batch)]
+        cache.append(0, ids, k, v, [n] * batch)
+        dense = (q.view(batch, new, hq, d).transpose(1, 2), k.view(batch, n, hkv, d).transpose(1, 2),
+                 v.view(batch, n, hkv, d).transpose(1, 2))
+        return q, k, v, cache, ids, dense
+
+    def paged(kv_read):
+        return lambda q, k, v, cache, ids, dense: flashkernel.paged_prefill_attention(q, cache, 0, ids, [new] * batch,
+                                                                                      kv_read=kv_read)
+
+    sets = ctx.rotating(make, 3 * elem * d * batch * (new * hq + 2 * n * hkv))
+    impls = {
+        "flashkernel_paged_prefill": paged("auto"),
+        "flashkernel_paged_prefill_pages": paged("pages"),
+        "gather_then_attention": paged("gather"),
+        "flashkernel_dense_prefill": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention(*dense, causal=True),
+        "flashkernel_varlen_contiguous": lambda q, k, v, cache, ids, dense: flashkernel.flash_attention_varlen(
+            q, k, v, cu_q, cu_k, new, n, causal=True),
+    }
+    time_impls(ctx, OP, DTYPE, config, impls, sets, flops, io_bytes)
+    del sets
+    torch.cuda.empty_cache()
+
+
 def run(ctx, quick: bool) -> None:
     bench_memory(ctx)
     bench_gather(ctx, quick)
     bench_decode(ctx, quick)
+    for case in PREFILL_CASES:
+        bench_prefill(ctx, *case)
