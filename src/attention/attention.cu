@@ -66,9 +66,9 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
 }
 
 // Whether kAuto takes the Hopper kernel for what its first version did not cover (windows,
-// softcap, varlen batches, head_dim 32/80/96/256: everything needs_extended). Off until those instances
-// have passed the GPU test suite and their benchmark (written and CPU-checked: SASS of the plain
-// instances unchanged); until then backend = kSm90 selects them explicitly.
+// softcap, varlen batches, head_dim 32/80/96/256: everything needs_extended). Off until those
+// instances have passed the GPU test suite and their benchmark (written and CPU-checked: SASS of
+// the plain instances unchanged); until then backend = kSm90 selects them explicitly.
 constexpr bool kAutoTakesSm90Extended = false;
 
 // The Hopper instance for p: the varlen one, the dense one with window and softcap, or the plain
