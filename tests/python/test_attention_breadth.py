@@ -569,3 +569,51 @@ def test_triton_varlen_cu_seqlens_on_another_device():
     other = "cpu" if q.is_cuda else "cuda"
     with pytest.raises(ValueError, match="same device"):
         flashkernel.triton.flash_attention_varlen(q, k, v, cu_q.to(other), cu_k, max_q, max_k)
+
+
+def bad_varlen_values(device):
+    """(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, message) for values the kernels
+    would otherwise trust: q and k/v have 8 rows."""
+    def cu(*values):
+        return torch.tensor(values, dtype=torch.int32, device=device)
+
+    return [
+        (cu(0, 5, 3), cu(0, 3, 8), 5, 5, "argument 'cu_seqlens_q' must start at 0 and never decrease"),
+        (cu(0, 3, 8), cu(0, 6, 2), 5, 6, "argument 'cu_seqlens_k' must start at 0 and never decrease"),
+        (cu(1, 3, 8), cu(0, 3, 8), 5, 5, "argument 'cu_seqlens_q' must start at 0"),
+        (cu(0, 3, 9), cu(0, 3, 8), 6, 5, "argument 'cu_seqlens_q' must end at most at q's 8 rows"),
+        (cu(0, 3, 8), cu(0, 4, 12), 5, 8, "argument 'cu_seqlens_k' must end at most at k's 8 rows"),
+        (cu(0, 3, 8), cu(0, 3, 8), 4, 5, "argument 'max_seqlen_q' must be at least the longest sequence, 5"),
+        (cu(0, 3, 8), cu(0, 1, 8), 5, 6, "argument 'max_seqlen_k' must be at least the longest sequence, 7"),
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", range(len(bad_varlen_values("cpu"))))
+def test_bad_varlen_values_name_the_argument(case, impl):
+    # cu_seqlens that decrease, do not start at 0 or run past their tensor, and a max_seqlen
+    # shorter than a sequence: a clear error naming the argument, not a silently wrong result.
+    device = device_of(impl)
+    cu_q, cu_k, max_q, max_k, msg = bad_varlen_values(device)[case]
+    q, kv = randn((8, 4, 64), torch.float16, device), randn((8, 2, 64), torch.float16, device)
+    with pytest.raises(ValueError, match=msg):
+        varlen_op(impl)(q, kv, kv, cu_q, cu_k, max_q, max_k)
+
+
+@gpu
+def test_varlen_values_are_trusted_under_graph_capture():
+    # No device-to-host copy is allowed while a CUDA graph is captured: the values are not read
+    # there, and a valid batch captures and replays to the eager result.
+    q, k, v, cu_q, cu_k, max_q, max_k = make_varlen_batch([3, 17, 1], heads_q=4, heads_kv=2, head_dim=64)
+    want = flashkernel.flash_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        flashkernel.flash_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True)  # warm-up
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        got = flashkernel.flash_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, causal=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(got, want)

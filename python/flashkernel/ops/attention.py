@@ -48,15 +48,19 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
 
     q: [total_q, Hq, d], k and v: [total_k, Hkv, d] (rows of sequence b at
     cu_seqlens_q[b]:cu_seqlens_q[b + 1] and cu_seqlens_k[b]:cu_seqlens_k[b + 1]); cu_seqlens_*
-    int32 [B + 1] on the same device, starting at 0 and non-decreasing (the CUDA op trusts the
-    values: it does not read them on the host); max_seqlen_q / max_seqlen_k at least the longest
-    sequence. causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
+    int32 [B + 1] on the same device, starting at 0, non-decreasing and ending at most at the
+    tensor's rows; max_seqlen_q / max_seqlen_k at least the longest sequence. These values are
+    checked (one small device-to-host copy) except while torch.compile traces or a CUDA graph is
+    captured, and by a direct call of torch.ops.flashkernel.flash_attention_varlen, which trusts
+    them (a bad value then gives a wrong result, never an access outside the tensors). causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
     aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
     float32 (FlashAttention's varlen layout) when return_lse. backend: "auto" (the portable
     kernel), "sm80", or "sm90" (the Hopper kernel: every head_dim, with or without window and
     softcap).
     """
     left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)
+    check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    check_varlen_values(_OP_VARLEN, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     out, lse = torch.ops.flashkernel.flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                                             max_seqlen_k, causal, scale, return_lse, left, right, cap,
                                                             backend)
@@ -128,6 +132,38 @@ def check_varlen_arguments(op: str, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     for name, n in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if int(n) < 0:
             raise ValueError(f"{op}: argument '{name}' must be >= 0, got {n}")
+
+
+def check_varlen_values(op: str, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
+    """The cu_seqlens rules that need their values: each starts at 0, never decreases and ends
+    within its tensor's rows, and no sequence is longer than its max_seqlen (one device-to-host
+    copy of eight numbers). Skipped while torch.compile traces or a CUDA graph is captured, where
+    no synchronisation is allowed; there, as for a direct call of the torch op, the values are
+    trusted: the kernels clamp every offset into the tensors, so a bad one gives a wrong result but
+    never an access outside them."""
+    if torch.compiler.is_compiling() or (cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    summaries = []
+    for cu in (cu_seqlens_q, cu_seqlens_k):
+        steps = cu[1:] - cu[:-1] if cu.numel() > 1 else cu.new_zeros(1)
+        summaries.append(torch.stack([cu[0], steps.min(), steps.max(), cu[-1]]))
+    values = torch.cat(summaries).tolist()
+    for i, (name, rows, what, longest) in enumerate((("cu_seqlens_q", q.shape[0], "q", max_seqlen_q),
+                                                     ("cu_seqlens_k", k.shape[0], "k", max_seqlen_k))):
+        first, min_step, max_step, last = values[4 * i:4 * i + 4]
+        if first != 0 or min_step < 0:
+            raise ValueError(f"{op}: argument '{name}' must start at 0 and never decrease, got "
+                             f"{_shown(cu_seqlens_q if i == 0 else cu_seqlens_k)}")
+        if last > rows:
+            raise ValueError(f"{op}: argument '{name}' must end at most at {what}'s {rows} rows, got {last}")
+        if max_step > int(longest):
+            raise ValueError(f"{op}: argument 'max_seqlen_{what}' must be at least the longest sequence, {max_step}, "
+                             f"got {int(longest)}")
+
+
+def _shown(t: torch.Tensor, limit: int = 12) -> str:
+    values = t[:limit].tolist()
+    return str(values) if t.numel() <= limit else str(values)[:-1] + ", ...]"
 
 
 @_library.register_fake("flashkernel::flash_attention")

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from flashkernel.ops.attention import check_arguments, check_varlen_arguments, window_and_softcap
+from flashkernel.ops.attention import check_arguments, check_varlen_arguments, check_varlen_values, window_and_softcap
 from flashkernel.triton._autotune import TunedLauncher, autotune_enabled
 
 _OP = "flashkernel.triton.flash_attention"
@@ -390,6 +390,7 @@ def _forward_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqle
     check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     sc = _check_device_and_scale(_OP_VARLEN, {"q": q, "k": k, "v": v, "cu_seqlens_q": cu_seqlens_q,
                                               "cu_seqlens_k": cu_seqlens_k}, q.shape[2], scale)
+    check_varlen_values(_OP_VARLEN, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     total_q, heads_q, d = q.shape
     heads_kv = k.shape[1]
     batch = cu_seqlens_q.numel() - 1
