@@ -50,7 +50,7 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     cu_seqlens_q[b]:cu_seqlens_q[b + 1] and cu_seqlens_k[b]:cu_seqlens_k[b + 1]); cu_seqlens_*
     int32 [B + 1] on the same device, starting at 0, non-decreasing and ending at most at the
     tensor's rows; max_seqlen_q / max_seqlen_k at least the longest sequence. These values are
-    checked (one small device-to-host copy) except while torch.compile traces or a CUDA graph is
+    checked (one device-to-host copy of both tensors, which waits for the stream) except while torch.compile traces or a CUDA graph is
     captured, and by a direct call of torch.ops.flashkernel.flash_attention_varlen, which trusts
     them (a bad value then gives a wrong result, never an access outside the tensors). causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
     aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
@@ -136,29 +136,28 @@ def check_varlen_arguments(op: str, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
 
 def check_varlen_values(op: str, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> None:
     """The cu_seqlens rules that need their values: each starts at 0, never decreases and ends
-    within its tensor's rows, and no sequence is longer than its max_seqlen (one device-to-host
-    copy of eight numbers). Skipped while torch.compile traces or a CUDA graph is captured, where
-    no synchronisation is allowed; there, as for a direct call of the torch op, the values are
-    trusted: the kernels clamp every offset into the tensors, so a bad one gives a wrong result but
-    never an access outside them."""
+    within its tensor's rows, and no sequence is longer than its max_seqlen (both tensors copied
+    to the host in one copy; the rules are checked there). Skipped while torch.compile traces or a
+    CUDA graph is captured, where no synchronisation is allowed; there, as for a direct call of
+    the torch op, the values are trusted: the kernels clamp every offset into the tensors, so a
+    bad one gives a wrong result but never an access outside them."""
     if torch.compiler.is_compiling() or (cu_seqlens_q.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
-    summaries = []
-    for cu in (cu_seqlens_q, cu_seqlens_k):
-        steps = cu[1:] - cu[:-1] if cu.numel() > 1 else cu.new_zeros(1)
-        summaries.append(torch.stack([cu[0], steps.min(), steps.max(), cu[-1]]))
-    values = torch.cat(summaries).tolist()
-    for i, (name, rows, what, longest) in enumerate((("cu_seqlens_q", q.shape[0], "q", max_seqlen_q),
-                                                     ("cu_seqlens_k", k.shape[0], "k", max_seqlen_k))):
-        first, min_step, max_step, last = values[4 * i:4 * i + 4]
-        if first != 0 or min_step < 0:
-            raise ValueError(f"{op}: argument '{name}' must start at 0 and never decrease, got "
-                             f"{_shown(cu_seqlens_q if i == 0 else cu_seqlens_k)}")
-        if last > rows:
-            raise ValueError(f"{op}: argument '{name}' must end at most at {what}'s {rows} rows, got {last}")
-        if max_step > int(longest):
-            raise ValueError(f"{op}: argument 'max_seqlen_{what}' must be at least the longest sequence, {max_step}, "
-                             f"got {int(longest)}")
+    if cu_seqlens_q.device != q.device or cu_seqlens_k.device != q.device:
+        return  # the op names the tensor on the wrong device
+    both = torch.cat([cu_seqlens_q, cu_seqlens_k]).cpu()
+    n = cu_seqlens_q.numel()
+    for name, cu, rows, what, longest in (("cu_seqlens_q", both[:n], q.shape[0], "q", max_seqlen_q),
+                                          ("cu_seqlens_k", both[n:], k.shape[0], "k", max_seqlen_k)):
+        steps = cu[1:] - cu[:-1]
+        if int(cu[0]) != 0 or (steps.numel() > 0 and int(steps.min()) < 0):
+            raise ValueError(f"{op}: argument '{name}' must start at 0 and never decrease, got {_shown(cu)}")
+        if int(cu[-1]) > rows:
+            raise ValueError(f"{op}: argument '{name}' must end at most at {what}'s {rows} rows, got {int(cu[-1])}")
+        longest_seen = int(steps.max()) if steps.numel() > 0 else 0
+        if longest_seen > int(longest):
+            raise ValueError(f"{op}: argument 'max_seqlen_{what}' must be at least the longest sequence, "
+                             f"{longest_seen}, got {int(longest)}")
 
 
 def _shown(t: torch.Tensor, limit: int = 12) -> str:
