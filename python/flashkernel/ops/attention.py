@@ -50,17 +50,27 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     cu_seqlens_q[b]:cu_seqlens_q[b + 1] and cu_seqlens_k[b]:cu_seqlens_k[b + 1]); cu_seqlens_*
     int32 [B + 1] on the same device, starting at 0, non-decreasing and ending at most at the
     tensor's rows; max_seqlen_q / max_seqlen_k at least the longest sequence. These values are
-    checked (one device-to-host copy of both tensors, which waits for the stream) except while torch.compile traces or a CUDA graph is
-    captured, and by a direct call of torch.ops.flashkernel.flash_attention_varlen, which trusts
-    them (a bad value then gives a wrong result, never an access outside the tensors). causal, scale, window and softcap as in flash_attention, per sequence (bottom-right
-    aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
+    checked (one device-to-host copy of both tensors, which waits for the stream) except while
+    torch.compile traces or a CUDA graph is captured; a direct call of the torch op
+    torch.ops.flashkernel.flash_attention_varlen trusts them (a bad value then gives a wrong
+    result, never an access outside the tensors). causal, scale, window and softcap as in
+    flash_attention, per sequence (bottom-right aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
     float32 (FlashAttention's varlen layout) when return_lse. backend: "auto" (the portable
     kernel), "sm80", or "sm90" (the Hopper kernel: every head_dim, with or without window and
     softcap).
     """
-    left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)
     check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     check_varlen_values(_OP_VARLEN, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    return varlen_with_trusted_offsets(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                                       scale=scale, window=window, softcap=softcap, return_lse=return_lse,
+                                       backend=backend)
+
+
+def varlen_with_trusted_offsets(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False,
+                                scale=None, window=None, softcap=None, return_lse=False, backend="auto"):
+    """flash_attention_varlen without the check of the cu_seqlens values (no device-to-host copy),
+    for callers that built the offsets from lengths they checked themselves (paged prefill)."""
+    left, right, cap = window_and_softcap(_OP_VARLEN, window, softcap)
     out, lse = torch.ops.flashkernel.flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                                             max_seqlen_k, causal, scale, return_lse, left, right, cap,
                                                             backend)

@@ -411,11 +411,13 @@ def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, se
     cache), "gather" copies each sequence's K/V into one packed batch (kv_cache_gather) and runs
     flash_attention_varlen over it (every GPU, FP8 caches too), "auto" the first where it can run
     once it is the default (_AUTO_READS_PAGES), else the second."""
-    from flashkernel.ops.attention import flash_attention_varlen
+    # The gather path's offsets come from q_lens and the cache's own lengths, checked here: no
+    # second check of their values (a device-to-host copy) before the varlen call.
+    from flashkernel.ops.attention import varlen_with_trusted_offsets
     op = "flashkernel.paged_prefill_attention"
     if kv_read not in ("auto", "pages", "gather"):
         raise ValueError(f"{op}: argument 'kv_read' must be 'auto', 'pages' or 'gather', got {kv_read!r}")
-    return paged_prefill_with(flash_attention_varlen, op, q, cache, layer, seq_ids, q_lens, kv_read=kv_read,
+    return paged_prefill_with(varlen_with_trusted_offsets, op, q, cache, layer, seq_ids, q_lens, kv_read=kv_read,
                               scale=scale, window=window, softcap=softcap)
 
 
