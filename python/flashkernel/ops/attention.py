@@ -54,10 +54,10 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     torch.compile traces or a CUDA graph is captured; a direct call of the torch op
     torch.ops.flashkernel.flash_attention_varlen trusts them (a bad value then gives a wrong
     result, never an access outside the tensors). causal, scale, window and softcap as in
-    flash_attention, per sequence (bottom-right aligned within each). Returns out [total_q, Hq, d], or (out, lse) with lse [Hq, total_q]
-    float32 (FlashAttention's varlen layout) when return_lse. backend: "auto" (the portable
-    kernel), "sm80", or "sm90" (the Hopper kernel: every head_dim, with or without window and
-    softcap).
+    flash_attention, per sequence (bottom-right aligned within each). Returns out [total_q, Hq,
+    d], or (out, lse) with lse [Hq, total_q] float32 (FlashAttention's varlen layout) when
+    return_lse. backend: "auto" (the portable kernel), "sm80", or "sm90" (the Hopper kernel: every
+    head_dim, with or without window and softcap).
     """
     check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     check_varlen_values(_OP_VARLEN, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
