@@ -174,3 +174,16 @@ void require_tensor_core_dtype(const char* op, DType dtype) {
 
 }  // namespace detail
 }  // namespace flashkernel
+
+namespace flashkernel::pdl {
+namespace {
+thread_local bool t_dependent_launches = false;
+}  // namespace
+
+bool dependent_launches() { return t_dependent_launches; }
+
+DependentLaunches::DependentLaunches(bool on) : previous_(t_dependent_launches) { t_dependent_launches = on; }
+
+DependentLaunches::~DependentLaunches() { t_dependent_launches = previous_; }
+
+}  // namespace flashkernel::pdl

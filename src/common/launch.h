@@ -125,3 +125,23 @@ bool sm90a_kernel_can_run(int smem_bytes) {
 }
 
 }  // namespace flashkernel::detail
+
+namespace flashkernel::pdl {
+
+// Whether pdl::launch() on this thread launches programmatic dependents (a DependentLaunches
+// scope is open; see common/dependent_launch.cuh). Defined in device.cpp.
+bool dependent_launches();
+
+// Opens (and on destruction restores) dependent launching for the calling thread.
+class DependentLaunches {
+ public:
+  explicit DependentLaunches(bool on = true);
+  ~DependentLaunches();
+  DependentLaunches(const DependentLaunches&) = delete;
+  DependentLaunches& operator=(const DependentLaunches&) = delete;
+
+ private:
+  bool previous_;
+};
+
+}  // namespace flashkernel::pdl

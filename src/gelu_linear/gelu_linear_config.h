@@ -17,6 +17,9 @@ struct Problem {
   void* out;
   int m, n, k;
   GeluApproximation act;
+  // The weight-streaming kernel, launched as a programmatic dependent (pdl::launch inside a
+  // DependentLaunches scope), pulls its W rows into L2 before it waits for the previous kernel.
+  bool prefetch_w_l2 = false;
 };
 
 // ------------------------------------------------------------------------------------------ tiled

@@ -21,6 +21,7 @@
 
 #include "common/activations.cuh"
 #include "common/cp_async.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/mma_sm80.cuh"
 #include "flashkernel/gelu_linear.h"
@@ -222,6 +223,9 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
   // Rows past M (x) and past N (W) are never copied: zero them once in every slot and they stay
   // zero, so padding costs neither bandwidth nor per-stage work.
   const int rows_x = min(m, ROWS_X), rows_w = min(n - n0, ROWS_W);
+  if (p.prefetch_w_l2) pdl::prefetch_l2(w + std::int64_t(n0) * k, std::int64_t(rows_w) * k * sizeof(T), tid, THREADS);
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): x is ready after this
+  pdl::allow_dependents();
   {
     constexpr int kSlotChunks = (ROWS_X + ROWS_W) * CHUNKS;
     for (int i = tid; i < STAGES * kSlotChunks; i += THREADS) {

@@ -4,6 +4,7 @@
 // (gelu_linear_config.h).
 #include <string>
 
+#include "common/dependent_launch.cuh"
 #include "gelu_linear/gelu_linear_kernels.cuh"
 #include "gelu_linear/gelu_linear_launch.cuh"
 
@@ -15,7 +16,9 @@ void launch_small_m_with(const Problem& p, cudaStream_t stream) {
   constexpr auto kernel = gelu_linear_small_m_kernel<T, Cfg>;
   ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
   const unsigned grid = static_cast<unsigned>(detail::ceil_div(p.n, Cfg::ROWS_W));
-  kernel<<<grid, Cfg::THREADS, Cfg::SMEM_BYTES, stream>>>(p);
+  Problem q = p;
+  q.prefetch_w_l2 = pdl::dependent_launches();
+  pdl::launch(kernel, grid, dim3(Cfg::THREADS), Cfg::SMEM_BYTES, stream, q);
   FK_CHECK_LAUNCH();
 }
 

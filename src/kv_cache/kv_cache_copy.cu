@@ -10,6 +10,7 @@
 
 #include "common/arg_check.h"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/fp8.cuh"
 #include "common/index_guard.cuh"
@@ -99,6 +100,8 @@ template <int kPer, typename In, typename P>
 __global__ void append_kernel(P* __restrict__ pool, Geometry g, const std::int64_t* __restrict__ slots,
                               std::int64_t num_tokens, const In* __restrict__ k, const In* __restrict__ v,
                               LayerScales scales, std::int32_t* error_flag) {
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): k, v and slots are ready after this
+  pdl::allow_dependents();
   const std::int64_t units_per_row = g.head_dim / kPer;
   const std::int64_t total = num_tokens * 2 * g.heads * units_per_row;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
@@ -220,11 +223,11 @@ void kv_cache_append(void* pool, const KVCacheLayout& layout, std::int64_t layer
     auto* pk = static_cast<const In*>(k);
     auto* pv = static_cast<const In*>(v);
     if (is_aligned(k) && is_aligned(v)) {
-      append_kernel<8><<<detail::grid_for(rows * layout.head_dim / 8, kThreads, sms), kThreads, 0, stream>>>(
-          p, g, slots, num_tokens, pk, pv, ls, error_flag);
+      pdl::launch(append_kernel<8, In, P>, detail::grid_for(rows * layout.head_dim / 8, kThreads, sms), dim3(kThreads),
+                  0, stream, p, g, slots, num_tokens, pk, pv, ls, error_flag);
     } else {
-      append_kernel<1><<<detail::grid_for(rows * layout.head_dim, kThreads, sms), kThreads, 0, stream>>>(
-          p, g, slots, num_tokens, pk, pv, ls, error_flag);
+      pdl::launch(append_kernel<1, In, P>, detail::grid_for(rows * layout.head_dim, kThreads, sms), dim3(kThreads), 0,
+                  stream, p, g, slots, num_tokens, pk, pv, ls, error_flag);
     }
     FK_CHECK_LAUNCH();
   });

@@ -166,6 +166,7 @@ template <typename T>
 __global__ void combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_lse, T* out,
                                int num_splits, int head_dim) {
   pdl::wait_for_prior_grid();
+  pdl::allow_dependents();  // the next kernel may be scheduled: it waits for this grid in turn
   const std::int64_t bh = blockIdx.x;
   const float* lse = part_lse + bh * num_splits;
   float lse_max = softmax::kNegInf;

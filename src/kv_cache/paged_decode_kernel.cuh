@@ -133,6 +133,7 @@ __device__ __forceinline__ bool cta_token_range(const Params& p, int b, int hk, 
 template <typename T, int D, int G, int U, bool kPrefetch>
 __global__ void __launch_bounds__(kThreads) paged_decode_kernel(Params p) {
   pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): q, the cache and seq_lens are ready after this
   constexpr int kVec = 8;                    // elements per 16-byte vector
   constexpr int kLanesPerRow = D / kVec;     // 8 (d=64) or 16 (d=128)
   constexpr int kRowsPerWarp = 32 / kLanesPerRow;
@@ -526,6 +527,7 @@ struct MmaDecodeState {
 template <typename T, int D, int G>
 __global__ void __launch_bounds__(kThreads) paged_decode_mma_kernel(Params p) {
   pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): q, the cache and seq_lens are ready after this
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
   constexpr int kCtaTokens = kWarps * kBlock;
@@ -615,6 +617,7 @@ constexpr int ring_bytes(int stages) {
 template <typename T, typename S, int D, int G, int kStages>
 __global__ void __launch_bounds__(kThreads) paged_decode_ring_kernel(Params p) {
   pdl::allow_dependents();  // the split combine may be scheduled (it waits for this grid)
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): q, the cache and seq_lens are ready after this
   static_assert(std::is_same_v<S, T> || std::is_same_v<S, __nv_fp8_e4m3>, "the pool holds T or e4m3");
   using State = MmaDecodeState<T, D, G>;
   constexpr int kJ = State::kJ, kI = State::kI, kBlock = State::kBlock;
@@ -758,7 +761,7 @@ void launch_or_query(const Params& p, dim3 grid, int smem, cudaStream_t stream, 
     // A failed query must surface here (and be consumed), not as a later launch's error.
     FK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(occupancy, kernel, kThreads, smem));
   } else {
-    kernel<<<grid, kThreads, smem, stream>>>(p);
+    pdl::launch(kernel, grid, dim3(kThreads), smem, stream, p);
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/vector_io.cuh"
 #include "layernorm/add_layernorm_config.h"
@@ -106,6 +107,8 @@ __global__ void __launch_bounds__(cta_warps(kWarpsPerRow) * kWarpSize) add_norm_
   auto owns = [&](int i) { return active && i * kRowThreads + t < nvec; };
   auto at = [&](int i) { return (i * kRowThreads + t) * kV; };  // column of vector i's first element
 
+  pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): x and residual are ready after this
+  pdl::allow_dependents();
   // Every load of the row first (see the file comment for why this is safe under aliasing).
   Vec<T> xs[kVecs], rs[kVecs];
 #pragma unroll
@@ -220,7 +223,8 @@ template <typename T, int kVecs, int kWarpsPerRow, unsigned kVariant = 0>
 void launch_vector_instance(const NormRows<T>& p, cudaStream_t stream) {
   constexpr int kRowsPerCta = cta_warps(kWarpsPerRow) / kWarpsPerRow;
   const unsigned grid = static_cast<unsigned>((p.rows + kRowsPerCta - 1) / kRowsPerCta);
-  add_norm_vector_kernel<T, kVecs, kWarpsPerRow, kVariant><<<grid, cta_warps(kWarpsPerRow) * kWarpSize, 0, stream>>>(p);
+  pdl::launch(add_norm_vector_kernel<T, kVecs, kWarpsPerRow, kVariant>, grid, dim3(cta_warps(kWarpsPerRow) * kWarpSize),
+              0, stream, p);
   FK_CHECK_LAUNCH();
 }
 

@@ -2,7 +2,8 @@
 // argmax of the teacher-forced prefill logits (an independent code path) for every batch size it
 // serves and across several attention splits; it agrees with the graph path; batch > 8 falls back;
 // it completes while other work holds the GPU; and a grid barrier that a block never reaches ends
-// with an error naming the barrier, not a hang.
+// with an error naming the barrier, not a hang. Also the graph path with dependent launches
+// (FLASHKERNEL_GPT2_DECODE=pdl) against the plain graph path.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -248,6 +249,36 @@ TEST(ModelsGpt2Persistent, TraceHasEveryBarrierInOrder) {
   }
   EXPECT_EQ(lines.back().rfind("ln_f_done", 0), 0u) << lines.back();
   std::remove(path.c_str());
+}
+
+// FLASHKERNEL_GPT2_DECODE=pdl: the graph path's kernels as programmatic dependents. Same kernels,
+// same arithmetic, only the launch order relaxed: every token must equal the plain graph path's
+// (a kernel that read its input before the previous one finished would change them), at batch 1,
+// 8 (the decode GEMV's largest) and 9 (cuBLAS projections between dependent launches), fp16 and
+// bf16, across several attention splits (a 200-token prompt).
+TEST(ModelsGpt2EngineDependentLaunch, TokensEqualTheGraphPathForEveryBatchSize) {
+  FK_SKIP_WITHOUT_GPU();
+  const auto seed = testing::fresh_seed();
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (const auto& lens :
+         std::vector<std::vector<int>>{{200}, {1, 2, 3, 5, 8, 13, 21, 34}, {4, 9, 1, 4, 4, 70, 4, 4, 4}}) {
+      SCOPED_TRACE("dtype=" + std::string(dtype_name(dtype)) + " seed=" + std::to_string(seed) +
+                   " batch=" + std::to_string(lens.size()));
+      const auto prompts = random_prompts(lens, seed + lens.size());
+      GenerationOptions o;
+      o.max_new_tokens = 40;
+      auto run = [&](const char* mode) {
+        ScopedEnv env("FLASHKERNEL_GPT2_DECODE", mode);
+        GPT2Engine e(config(), dtype);
+        e.init_random(seed);
+        return e.generate(prompts, o);
+      };
+      const Prompts graph = run("graph");
+      const Prompts dependent = run("pdl");
+      ASSERT_EQ(dependent.size(), graph.size());
+      for (std::size_t b = 0; b < graph.size(); ++b) EXPECT_EQ(dependent[b], graph[b]) << "sequence " << b;
+    }
+  }
 }
 
 TEST(ModelsGpt2Persistent, UnknownDecodeModeIsAnArgumentError) {

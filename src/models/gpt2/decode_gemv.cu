@@ -9,6 +9,7 @@
 
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/vector_io.cuh"
 #include "models/gpt2/kernels.cuh"
@@ -26,6 +27,11 @@ __global__ void __launch_bounds__(kWarps * kWarpSize)
   const int col = blockIdx.x * kWarps + threadIdx.x / kWarpSize;
   if (col >= n) return;
   const int lane = threadIdx.x % kWarpSize;
+  // The weights are constant: while the previous kernel of the step finishes (dependent launch),
+  // this warp's row is already on its way to L2.
+  pdl::prefetch_l2(w + std::int64_t(col) * k, std::int64_t(k) * sizeof(T), lane, kWarpSize);
+  pdl::wait_for_prior_grid();  // x is ready after this
+  pdl::allow_dependents();
   const auto* wrow = reinterpret_cast<const Vec<T>*>(w + std::int64_t(col) * k);
   const int nvec = k / 8;
   float acc[kMaxM];
@@ -69,10 +75,10 @@ template <typename T, int kMaxM>
 void launch(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n, std::int64_t k,
             void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  decode_gemv_kernel<T, kMaxM><<<grid, kWarps * kWarpSize, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out),
-      static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<T*>(q), static_cast<T*>(kk),
-      static_cast<T*>(v), static_cast<int>(split));
+  pdl::launch(decode_gemv_kernel<T, kMaxM>, grid, dim3(kWarps * kWarpSize), 0, stream, static_cast<const T*>(x),
+              static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out), static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), static_cast<T*>(q), static_cast<T*>(kk), static_cast<T*>(v),
+              static_cast<int>(split));
   FK_CHECK_LAUNCH();
 }
 

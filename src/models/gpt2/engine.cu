@@ -36,9 +36,10 @@ GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d)
   use_decode_gemv = env == nullptr || std::string(env) != "cublas";
   if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
     const std::string m(mode);
-    detail::require(m == "graph" || m == "persistent" || m.empty(), kOp, "FLASHKERNEL_GPT2_DECODE",
-                    "must be 'graph' or 'persistent', got '" + m + "'");
+    detail::require(m == "graph" || m == "pdl" || m == "persistent" || m.empty(), kOp, "FLASHKERNEL_GPT2_DECODE",
+                    "must be 'graph', 'pdl' or 'persistent', got '" + m + "'");
     use_persistent = m == "persistent";
+    use_dependent_launches = m == "pdl";
   }
   if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
     char* end = nullptr;

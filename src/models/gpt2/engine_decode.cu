@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "common/arg_check.h"
+#include "common/launch.h"
 #include "models/gpt2/engine_impl.h"
 
 namespace flashkernel::models {
@@ -141,6 +142,7 @@ cudaGraphExec_t GPT2Engine::Impl::decode_graph(std::int64_t B, std::int64_t max_
   cudaGraph_t graph = nullptr;
   FK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
+    const pdl::DependentLaunches dependent(use_dependent_launches && !plan.supported);
     decode_step(B, max_seq_len, plan.supported ? &plan : nullptr);
   } catch (...) {
     // Ends the (now invalid) capture so the stream is usable again; its own error is not the

@@ -156,6 +156,11 @@ struct GPT2Engine::Impl {
   // persistent step is not the default because it measured no faster (H200: 437 vs 437 us per
   // step at batch 1, 1016 vs 751 us at batch 8; docs/ops/gpt2.md).
   bool use_persistent = false;
+  // FLASHKERNEL_GPT2_DECODE=pdl: the graph's kernels after the embedding go out as programmatic
+  // dependents (common/dependent_launch.cuh): each kernel's CTAs are resident while the previous
+  // one finishes, the projections' weights already streaming into L2, instead of each launch
+  // starting when the previous kernel has drained.
+  bool use_dependent_launches = false;
   double persistent_timeout_ms = 1000.0;  // grid-barrier watchdog (FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS)
   int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
   int persistent_drop_copy = -1;          // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY)

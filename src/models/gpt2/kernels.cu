@@ -7,6 +7,7 @@
 
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
+#include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/launch.h"
 #include "common/vector_io.cuh"
@@ -33,6 +34,7 @@ __global__ void embed_kernel(const T* __restrict__ wte, const T* __restrict__ wp
                              const std::int32_t* __restrict__ page_table, int max_pages, int page_size,
                              std::int64_t* __restrict__ slots, std::int32_t* __restrict__ seq_lens) {
   static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
+  pdl::allow_dependents();  // the step's first LayerNorm may be scheduled (it waits for this grid)
   const std::int64_t r = blockIdx.x;
   const std::int64_t tok = tokens[r];
   const std::int64_t pos = positions[r];
