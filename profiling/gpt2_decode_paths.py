@@ -1,11 +1,11 @@
 """Decode time per step of the GPT-2 engine's three decode paths, A/B/C in one process.
 
-One engine per path (FLASHKERNEL_GPT2_DECODE = graph | pdl | persistent, read at construction) on
+One engine per path (FLASHKERNEL_GPT2_DECODE = graph | pdl | fused | persistent, read at construction) on
 the same random-weight GPT-2 124M; the paths are timed in turn, round after round (so drift of
 clocks or temperature hits all of them alike), each round one greedy generate per path. Reported:
 the median over rounds of GenerationStats.decode_ms / decode_steps, per batch, and each path's
 ratio to the graph path. Each path's tokens are compared with the graph path's (pdl must equal
-them: same kernels; the persistent step may differ after a near-tie, its sums run in another order).
+them: same kernels; fused and persistent may differ after a near-tie: their sums run in another order).
 
     PYTHONPATH=python FLASHKERNEL_LIB_DIR=build/python/flashkernel \\
         python profiling/gpt2_decode_paths.py [--batch 1 8] [--prompt 32] [--gen 64] [--rounds 7]
@@ -16,7 +16,7 @@ import argparse
 import os
 import statistics
 
-PATHS = ("graph", "pdl", "persistent")
+PATHS = ("graph", "pdl", "fused", "persistent")
 
 
 def main() -> None:

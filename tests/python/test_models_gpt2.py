@@ -126,11 +126,11 @@ def test_greedy_generation_matches_hf(hf_and_engine):
 
 
 @gpu
-@pytest.mark.parametrize("mode", ["graph", "pdl", "persistent"])
+@pytest.mark.parametrize("mode", ["graph", "pdl", "fused", "persistent"])
 def test_each_decode_path_matches_hf(hf_and_engine, monkeypatch, mode):
     """Every decode step, whichever is the default: the persistent kernel (batch <= 8), the chain
-    of kernels in a CUDA graph, and that chain with programmatic dependent launches
-    (FLASHKERNEL_GPT2_DECODE, read when the engine is built)."""
+    of kernels in a CUDA graph, that chain with programmatic dependent launches, and the fused
+    5-kernel layers (FLASHKERNEL_GPT2_DECODE, read when the engine is built)."""
     model, _, dtype, seed = hf_and_engine
     monkeypatch.setenv("FLASHKERNEL_GPT2_DECODE", mode)
     engine = GPT2Engine.from_hf(model)

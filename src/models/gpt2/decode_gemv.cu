@@ -4,13 +4,19 @@
 // cuBLAS in the decode graph, where its M = 1..8 kernels (plus a split-K reduce) cost 4-6 us each
 // and the QKV output then needed a separate bias + head-split kernel: here the bias is added and
 // q, k, v are written straight to their own buffers in the same pass.
+//
+// The fused decode layer (fused_gemv) folds the neighbouring per-op kernels into the same GEMV:
+// the LayerNorm before QKV and FC1 (each CTA normalizes the m rows itself into shared memory), the
+// residual add after the two output projections, the GeLU after FC1 and the KV append after QKV.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/activations.cuh"
 #include "common/block_reduce.cuh"
 #include "common/cuda_check.h"
 #include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
+#include "common/index_guard.cuh"
 #include "common/vector_io.cuh"
 #include "models/gpt2/kernels.cuh"
 
@@ -18,20 +24,99 @@ namespace flashkernel::models::gpt2_detail {
 namespace {
 
 constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * kWarpSize;
+// Normalized rows in shared memory: m * k elements within the default 48 KiB (no opt-in).
+constexpr std::int64_t kMaxNormBytes = 48 * 1024;
 
-template <typename T, int kMaxM>
-__global__ void __launch_bounds__(kWarps * kWarpSize)
-    decode_gemv_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ out,
-                       int m, int n, int k, T* __restrict__ q, T* __restrict__ kk, T* __restrict__ v, int split) {
+// x = LayerNorm(rows of g.norm_in) * gamma + beta, rounded to T, into xs [m, k]: add_layernorm's
+// arithmetic on a row that is already the rounded residual sum (two passes over the row for the
+// mean and the variance, then (s - mean) * rstd * gamma + beta). Every thread of the CTA takes part.
+template <typename T>
+__device__ void normalize_rows(const FusedGemv& g, T* xs, float* scratch) {
+  const int k = static_cast<int>(g.k), nvec = k / 8;
+  const T* in = static_cast<const T*>(g.norm_in);
+  const T* gamma = static_cast<const T*>(g.gamma);
+  const T* beta = static_cast<const T*>(g.beta);
+  for (int r = 0; r < g.m; ++r) {
+    T* row = xs + std::int64_t(r) * k;
+    float sum = 0.f;
+    for (int c = threadIdx.x; c < nvec; c += kThreads) {
+      const Vec<T> v = load_vec(in + std::int64_t(r) * k + c * 8);
+      store_vec(row + c * 8, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sum += to_float(v.v[j]);
+    }
+    const float mean = block_allreduce<kThreads>(sum, SumCombine{}, scratch) / float(k);
+    float sq = 0.f;
+    for (int c = threadIdx.x; c < nvec; c += kThreads) {  // this thread's own vectors: no barrier needed
+      const Vec<T> v = load_vec(row + c * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sq += (to_float(v.v[j]) - mean) * (to_float(v.v[j]) - mean);
+    }
+    const float rstd = rsqrtf(block_allreduce<kThreads>(sq, SumCombine{}, scratch) / float(k) + g.eps);
+    for (int c = threadIdx.x; c < nvec; c += kThreads) {
+      Vec<T> v = load_vec(row + c * 8);
+      const Vec<T> gv = load_vec(gamma + c * 8), bv = load_vec(beta + c * 8);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        v.v[j] = from_float<T>((to_float(v.v[j]) - mean) * rstd * to_float(gv.v[j]) + to_float(bv.v[j]));
+      }
+      store_vec(row + c * 8, v);
+    }
+  }
+  __syncthreads();  // every warp reads every row
+}
+
+// Column `col` of row r: y = the dot product + bias (fp32); where it goes is kOut's.
+template <typename T, GemvOut kOut>
+__device__ __forceinline__ void store_column(const FusedGemv& g, int r, int col, float y) {
+  if constexpr (kOut == GemvOut::kStore) {
+    static_cast<T*>(g.out)[std::int64_t(r) * g.n + col] = from_float<T>(y);
+  } else if constexpr (kOut == GemvOut::kAddTo) {
+    T* o = static_cast<T*>(g.out) + std::int64_t(r) * g.n + col;
+    *o = from_float<T>(to_float(from_float<T>(y)) + to_float(*o));
+  } else if constexpr (kOut == GemvOut::kGeluTanh) {
+    static_cast<T*>(g.out)[std::int64_t(r) * g.n + col] = from_float<T>(gelu_tanh(y));
+  } else {
+    // QKV: column col of [q | k | v], each [m, split].
+    const int split = static_cast<int>(g.split);
+    const int part = col / split, c = col - part * split;
+    if (part == 0 || g.pool == nullptr) {
+      T* dst = static_cast<T*>(part == 0 ? g.q : (part == 1 ? g.k_out : g.v_out));
+      dst[std::int64_t(r) * split + c] = from_float<T>(y);
+      return;
+    }
+    const std::int64_t slot = g.slots[r];
+    if (!detail::index_in_range(slot, g.num_slots)) return;  // as kv_cache_append: skipped
+    const std::int64_t page = slot / g.page_size, off = slot % g.page_size;
+    const std::int64_t h = c / g.head_dim, d = c % g.head_dim;
+    const int kv = part - 1;
+    static_cast<T*>(g.pool)[page * g.page_elems + ((kv * g.heads + h) * g.page_size + off) * g.head_dim + d] =
+        from_float<T>(y);
+  }
+}
+
+template <typename T, int kMaxM, bool kNorm, GemvOut kOut>
+__global__ void __launch_bounds__(kThreads) decode_gemv_kernel(FusedGemv g) {
   static_assert(vec_size<T>() == 8, "16-bit elements: 8 per 16-byte vector");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ float scratch[kWarps + 1];
+  const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
   const int col = blockIdx.x * kWarps + threadIdx.x / kWarpSize;
-  if (col >= n) return;
   const int lane = threadIdx.x % kWarpSize;
+  const T* w = static_cast<const T*>(g.w);
   // The weights are constant: while the previous kernel of the step finishes (dependent launch),
   // this warp's row is already on its way to L2.
-  pdl::prefetch_l2(w + std::int64_t(col) * k, std::int64_t(k) * sizeof(T), lane, kWarpSize);
-  pdl::wait_for_prior_grid();  // x is ready after this
+  if (col < n) pdl::prefetch_l2(w + std::int64_t(col) * k, std::int64_t(k) * sizeof(T), lane, kWarpSize);
+  pdl::wait_for_prior_grid();  // x (or the rows to normalize) is ready after this
   pdl::allow_dependents();
+  const T* x = static_cast<const T*>(g.x);
+  if constexpr (kNorm) {
+    T* xs = reinterpret_cast<T*>(smem_raw);
+    normalize_rows<T>(g, xs, scratch);
+    x = xs;
+  }
+  if (col >= n) return;  // after the CTA-wide normalization's barriers
   const auto* wrow = reinterpret_cast<const Vec<T>*>(w + std::int64_t(col) * k);
   const int nvec = k / 8;
   float acc[kMaxM];
@@ -52,53 +137,76 @@ __global__ void __launch_bounds__(kWarps * kWarpSize)
       }
     }
   }
-  const float b = bias != nullptr ? to_float(bias[col]) : 0.f;
+  const float b = g.bias != nullptr ? to_float(static_cast<const T*>(g.bias)[col]) : 0.f;
 #pragma unroll
   for (int r = 0; r < kMaxM; ++r) {
     if (r < m) {
       const float s = warp_reduce(acc[r], SumCombine{});
-      if (lane == 0) {
-        if (split > 0) {
-          // QKV: column col of [q | k | v], each [m, split].
-          const int part = col / split, c = col - part * split;
-          T* dst = part == 0 ? q : (part == 1 ? kk : v);
-          dst[std::int64_t(r) * split + c] = from_float<T>(s + b);
-        } else {
-          out[std::int64_t(r) * n + col] = from_float<T>(s + b);
-        }
-      }
+      if (lane == 0) store_column<T, kOut>(g, r, col, s + b);
     }
   }
 }
 
-template <typename T, int kMaxM>
-void launch(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n, std::int64_t k,
-            void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream) {
-  const unsigned grid = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  pdl::launch(decode_gemv_kernel<T, kMaxM>, grid, dim3(kWarps * kWarpSize), 0, stream, static_cast<const T*>(x),
-              static_cast<const T*>(w), static_cast<const T*>(bias), static_cast<T*>(out), static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), static_cast<T*>(q), static_cast<T*>(kk), static_cast<T*>(v),
-              static_cast<int>(split));
-  FK_CHECK_LAUNCH();
+template <typename T, bool kNorm, GemvOut kOut>
+void launch(const FusedGemv& g, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((g.n + kWarps - 1) / kWarps));
+  const std::size_t smem = kNorm ? static_cast<std::size_t>(g.m * g.k) * sizeof(T) : 0;
+  if (g.m == 1) {
+    pdl::launch(decode_gemv_kernel<T, 1, kNorm, kOut>, grid, dim3(kThreads), smem, stream, g);
+  } else if (g.m <= 4) {
+    pdl::launch(decode_gemv_kernel<T, 4, kNorm, kOut>, grid, dim3(kThreads), smem, stream, g);
+  } else {
+    pdl::launch(decode_gemv_kernel<T, 8, kNorm, kOut>, grid, dim3(kThreads), smem, stream, g);
+  }
 }
 
 }  // namespace
 
 bool decode_gemv_supported(std::int64_t m, std::int64_t k) { return m >= 1 && m <= kDecodeGemvMaxM && k % 8 == 0; }
 
-void decode_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n,
-                 std::int64_t k, DType dtype, void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream) {
-  if (m == 0) return;
-  dispatch_half_dtype(dtype, "gpt2", [&](auto tag) {
+bool fused_gemv_supported(std::int64_t m, std::int64_t k) {
+  return decode_gemv_supported(m, k) && m * k * 2 <= kMaxNormBytes;
+}
+
+void fused_gemv(const FusedGemv& g, cudaStream_t stream) {
+  if (g.m == 0) return;
+  dispatch_half_dtype(g.dtype, "gpt2", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (m == 1) {
-      launch<T, 1>(x, w, bias, out, m, n, k, q, kk, v, split, stream);
-    } else if (m <= 4) {
-      launch<T, 4>(x, w, bias, out, m, n, k, q, kk, v, split, stream);
+    // The combinations the engine uses (the others would only cost compile time).
+    if (g.norm_in != nullptr) {
+      if (g.out_kind == GemvOut::kQkv) {
+        launch<T, true, GemvOut::kQkv>(g, stream);
+      } else {
+        launch<T, true, GemvOut::kGeluTanh>(g, stream);
+      }
+    } else if (g.out_kind == GemvOut::kQkv) {
+      launch<T, false, GemvOut::kQkv>(g, stream);
+    } else if (g.out_kind == GemvOut::kAddTo) {
+      launch<T, false, GemvOut::kAddTo>(g, stream);
     } else {
-      launch<T, 8>(x, w, bias, out, m, n, k, q, kk, v, split, stream);
+      launch<T, false, GemvOut::kStore>(g, stream);
     }
   });
+  FK_CHECK_LAUNCH();
+}
+
+void decode_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n,
+                 std::int64_t k, DType dtype, void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream) {
+  FusedGemv g;
+  g.x = x;
+  g.w = w;
+  g.bias = bias;
+  g.out = out;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.dtype = dtype;
+  g.out_kind = split > 0 ? GemvOut::kQkv : GemvOut::kStore;
+  g.q = q;
+  g.k_out = kk;
+  g.v_out = v;
+  g.split = split;
+  fused_gemv(g, stream);
 }
 
 }  // namespace flashkernel::models::gpt2_detail

@@ -36,10 +36,11 @@ GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d)
   use_decode_gemv = env == nullptr || std::string(env) != "cublas";
   if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
     const std::string m(mode);
-    detail::require(m == "graph" || m == "pdl" || m == "persistent" || m.empty(), kOp, "FLASHKERNEL_GPT2_DECODE",
-                    "must be 'graph', 'pdl' or 'persistent', got '" + m + "'");
+    detail::require(m == "graph" || m == "pdl" || m == "fused" || m == "persistent" || m.empty(), kOp,
+                    "FLASHKERNEL_GPT2_DECODE", "must be 'graph', 'pdl', 'fused' or 'persistent', got '" + m + "'");
     use_persistent = m == "persistent";
-    use_dependent_launches = m == "pdl";
+    use_fused_decode = m == "fused";
+    use_dependent_launches = m == "pdl" || use_fused_decode;
   }
   if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
     char* end = nullptr;
@@ -292,6 +293,59 @@ void GPT2Engine::Impl::layers(std::int64_t rows, const std::int64_t* slots_dev,
     add_layernorm(y, h, gemv ? nullptr : w(L(l, "mlp.c_proj.bias")), w(last ? "ln_f.weight" : L(l + 1, "ln_1.weight")),
                   w(last ? "ln_f.bias" : L(l + 1, "ln_1.bias")), x, h, rows, C, eps, dtype, stream);
   }
+}
+
+bool GPT2Engine::Impl::fused_decode_supported(std::int64_t rows) const {
+  return use_fused_decode && use_decode_gemv && kv_dtype != DType::kFloat8E4M3 &&
+         decode_gemv_supported(rows, 4 * cfg.n_embd) && fused_gemv_supported(rows, cfg.n_embd);
+}
+
+void GPT2Engine::Impl::fused_decode_layers(std::int64_t rows, std::int64_t max_seq_len) {
+  const std::int64_t C = cfg.n_embd;
+  const float eps = cfg.layer_norm_epsilon;
+  auto gemv = [&](const void* in, bool normalize, const std::string& weight, const std::string& ln, GemvOut kind,
+                  void* out, std::int64_t n, std::int64_t k) {
+    FusedGemv g;
+    (normalize ? g.norm_in : g.x) = in;
+    if (normalize) {
+      g.gamma = w(ln + ".weight");
+      g.beta = w(ln + ".bias");
+      g.eps = eps;
+    }
+    g.w = w(weight + ".weight");
+    g.bias = w(weight + ".bias");
+    g.m = rows;
+    g.n = n;
+    g.k = k;
+    g.dtype = dtype;
+    g.out_kind = kind;
+    g.out = out;
+    return g;
+  };
+  for (std::int64_t l = 0; l < cfg.n_layer; ++l) {
+    // h holds the residual stream (the embedding before layer 0).
+    FusedGemv qkv = gemv(h, true, L(l, "attn.c_attn"), L(l, "ln_1"), GemvOut::kQkv, nullptr, 3 * C, C);
+    qkv.q = q;
+    qkv.split = C;
+    qkv.pool = static_cast<char*>(kv_pool.get()) + l * layout.layer_elems() * std::int64_t(elem);
+    qkv.num_slots = layout.num_pages * layout.page_size;
+    qkv.page_size = layout.page_size;
+    qkv.page_elems = layout.page_elems();
+    qkv.heads = layout.num_kv_heads;
+    qkv.head_dim = layout.head_dim;
+    qkv.slots = dec_slots;
+    fused_gemv(qkv, stream);
+    PagedDecodeArgs pa = paged_decode_args(rows, max_seq_len);
+    pa.layer = l;
+    pa.scale = 1.f / std::sqrt(float(cfg.head_dim()));
+    pa.workspace = paged_ws.get();
+    pa.workspace_bytes = paged_ws.bytes();
+    paged_decode_attention(pa, stream);
+    fused_gemv(gemv(att, false, L(l, "attn.c_proj"), "", GemvOut::kAddTo, h, C, C), stream);
+    fused_gemv(gemv(h, true, L(l, "mlp.c_fc"), L(l, "ln_2"), GemvOut::kGeluTanh, a, 4 * C, C), stream);
+    fused_gemv(gemv(a, false, L(l, "mlp.c_proj"), "", GemvOut::kAddTo, h, C, 4 * C), stream);
+  }
+  add_layernorm(h, nullptr, nullptr, w("ln_f.weight"), w("ln_f.bias"), x, nullptr, rows, C, eps, dtype, stream);
 }
 
 void GPT2Engine::Impl::prefill(std::vector<PrefillPiece>& pieces) {

@@ -115,6 +115,8 @@ void GPT2Engine::Impl::decode_step(std::int64_t B, std::int64_t max_seq_len, con
         kPageSize, dec_slots, seq_lens, stream);
   if (plan != nullptr) {
     persistent_decode(persistent_args(B, max_seq_len), *plan, stream);
+  } else if (fused_decode_supported(B)) {
+    fused_decode_layers(B, max_seq_len);
   } else {
     layers(B, dec_slots, nullptr, max_seq_len);
   }

@@ -161,6 +161,9 @@ struct GPT2Engine::Impl {
   // one finishes, the projections' weights already streaming into L2, instead of each launch
   // starting when the previous kernel has drained.
   bool use_dependent_launches = false;
+  // FLASHKERNEL_GPT2_DECODE=fused: dependent launches and the 5-kernel layer of
+  // fused_decode_layers (batch <= 8, a 16-bit cache; else the graph path's layers).
+  bool use_fused_decode = false;
   double persistent_timeout_ms = 1000.0;  // grid-barrier watchdog (FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS)
   int persistent_drop_arrival = -1;       // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_BARRIER)
   int persistent_drop_copy = -1;          // test hook (FLASHKERNEL_GPT2_PERSISTENT_DROP_COPY)
@@ -208,6 +211,12 @@ struct GPT2Engine::Impl {
   // sequence.
   void layers(std::int64_t rows, const std::int64_t* slots_dev, const std::vector<PrefillPiece>* pieces,
               std::int64_t decode_max_seq_len);
+
+  // The decode step's layers as 5 kernels each (FLASHKERNEL_GPT2_DECODE=fused): QKV with LN1 and
+  // the KV append folded in, paged decode attention, the output projection adding into h, FC1
+  // with LN2 and GeLU, FC2 adding into h; then ln_f(h) into x. Where fused_decode_supported().
+  void fused_decode_layers(std::int64_t rows, std::int64_t max_seq_len);
+  bool fused_decode_supported(std::int64_t rows) const;
 
   // One packed prefill pass over `pieces` (their pages reserved): writes their K/V into the cache
   // and leaves ln_f(h) of every token in x (rows in piece order; sets each piece's `row`).

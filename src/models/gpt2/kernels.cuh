@@ -68,4 +68,39 @@ bool decode_gemv_supported(std::int64_t m, std::int64_t k);
 void decode_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream);
 
+// The fused decode layer's projections (FLASHKERNEL_GPT2_DECODE=fused): the same GEMV with the
+// neighbouring per-op kernels folded in, so a layer is 5 kernels instead of 9.
+//   input:  x [m, k], or (norm_in set) LayerNorm(norm_in rows) * gamma + beta rounded to the
+//           model dtype, computed by every CTA into shared memory (the rows are 1.5-3 KB each);
+//   output: kStore out = y; kAddTo out += y (the residual stream, in place: out = round(round(y) +
+//           out), add_layernorm's sum); kGeluTanh out = gelu_tanh(y) (gelu_linear's epilogue);
+//           kQkv: [q | k | v] columns, q to `q`, k and v to `k` and `v`, or with `pool` set into
+//           the 16-bit paged cache at slots[r] (kv_cache_append's layout), y = x w^T + bias in fp32.
+enum class GemvOut { kStore, kAddTo, kGeluTanh, kQkv };
+struct FusedGemv {
+  const void* x = nullptr;
+  const void* norm_in = nullptr;  // non-null: x = LayerNorm(norm_in), norm_in [m, k]
+  const void* gamma = nullptr;
+  const void* beta = nullptr;
+  float eps = 1e-5f;
+  const void* w = nullptr;
+  const void* bias = nullptr;
+  std::int64_t m = 0, n = 0, k = 0;
+  DType dtype = DType::kFloat16;
+  GemvOut out_kind = GemvOut::kStore;
+  void* out = nullptr;
+  // kQkv: split = n / 3 columns per part; the cache layer's geometry in elements.
+  void* q = nullptr;
+  void* k_out = nullptr;
+  void* v_out = nullptr;
+  std::int64_t split = 0;
+  void* pool = nullptr;  // the layer's first element
+  std::int64_t num_slots = 0, page_size = 0, page_elems = 0, heads = 0, head_dim = 0;
+  const std::int64_t* slots = nullptr;
+};
+// Whether fused_gemv serves m rows of a normalized input of k columns (the rows fit the kernel and
+// m * k elements fit its shared memory).
+bool fused_gemv_supported(std::int64_t m, std::int64_t k);
+void fused_gemv(const FusedGemv& g, cudaStream_t stream);
+
 }  // namespace flashkernel::models::gpt2_detail

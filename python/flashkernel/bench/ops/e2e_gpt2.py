@@ -16,6 +16,8 @@ peak_mem_mb):
                            measured A/B in one run (older CSVs: flashkernel_engine_graph, the other way round)
   flashkernel_engine_pdl   the same engine built with FLASHKERNEL_GPT2_DECODE=pdl (the graph path with
                            every kernel after the embedding launched as a programmatic dependent)
+  flashkernel_engine_fused ... with FLASHKERNEL_GPT2_DECODE=fused (dependent launches and 5 kernels
+                           per layer: LayerNorms, residual adds, GeLU, KV append folded into the GEMVs)
   device_copy              torch `dst.copy_(src)` of a 256 MiB buffer, timed with CUDA events by the
                            harness: the in-run HBM bandwidth reference for the engine rows' gbps
 Timing (all but device_copy) is wall clock of the whole call (prefill + all decode steps), CUDA-synchronized.
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 
 OP = "e2e_gpt2"
 DTYPE = torch.float16
-# The switch the C++ engine reads when it is constructed: graph | pdl | persistent.
+# The switch the C++ engine reads when it is constructed: graph | pdl | fused | persistent.
 DECODE_ENV = "FLASHKERNEL_GPT2_DECODE"
 COPY_BYTES = 256 * 2**20
 # HF generate runs at ~25-230 tokens/s at batch 1 (one Python-driven step per token: DESIGN.md's
@@ -171,13 +173,13 @@ def _timed(fn, runs: int) -> tuple[Timing, float]:
 
 
 def _engines(hf) -> dict:
-    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the pdl and
-    persistent ones. The engine reads DECODE_ENV when it is constructed, so the override covers
+    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the pdl, fused
+    and persistent ones. The engine reads DECODE_ENV when it is constructed, so the override covers
     construction only."""
     from flashkernel.models import GPT2Engine
 
     engines = {"flashkernel_engine": GPT2Engine.from_hf(hf)}
-    for mode in ("pdl", "persistent"):
+    for mode in ("pdl", "fused", "persistent"):
         with env_override(DECODE_ENV, mode):
             engines[f"flashkernel_engine_{mode}"] = GPT2Engine.from_hf(hf)
     return engines
