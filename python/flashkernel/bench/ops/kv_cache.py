@@ -11,7 +11,7 @@ decode: paged decode attention vs SDPA over a contiguous cache of the same lengt
         and the extra column time_ratio_vs_fp16_paged = flashkernel_cuda's time / its time, same
         run (> 1: the FP8 cache is faster).
 prefill: paged_prefill_attention of `new` tokens per sequence onto a cached `prefix` (chunked
-        prefill, a second turn), config "prefill batch prefix new Hq Hkv d page":
+        prefill, a second turn), config "workload=paged_prefill batch prefix new Hq Hkv d page":
         flashkernel_paged_prefill (kv_read="auto"; _pages: the paged Hopper kernel, a failed row
         elsewhere),
         gather_then_attention (kv_read="gather": the K/V gathered, then one varlen call),
@@ -246,7 +246,7 @@ def _bench_decode_fp8(ctx, batch, seq_len, hkv, page_size, config, q_of, fp16_ro
 
 def bench_prefill(ctx, batch, prefix, new, hq, hkv, d, page) -> None:
     n = prefix + new
-    config = f"prefill batch={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} page={page}"
+    config = f"workload=paged_prefill batch={batch} prefix={prefix} new={new} Hq={hq} Hkv={hkv} d={d} page={page}"
     pairs = batch * (new * prefix + new * (new + 1) / 2)  # each new token sees the prefix and itself
     flops = 4.0 * hq * pairs * d
     elem = torch.tensor([], dtype=DTYPE).element_size()
