@@ -53,7 +53,7 @@ struct AttentionOptions {
 // (bottom-right alignment; a row that sees no key gets out = 0 and lse = -inf). scale multiplies
 // QK^T. lse (optional, may be null): fp32 [batch, heads_q, seq_q] contiguous, 4-byte aligned, the
 // natural-log log-sum-exp of each row's final scores. kAuto runs the Hopper kernel on sm_90 for
-// head_dim 64 and 128 without window or softcap and the portable kernel otherwise; kSm90 forces
+// every head_dim but 32 (windows and softcap included) and the portable kernel otherwise; kSm90 forces
 // the Hopper kernel, which covers every head_dim with or without window and softcap (no 9.x GPU
 // is an ArgumentError naming `backend`); kSm80 forces the
 // portable kernel. Throws ArgumentError before any launch, CudaError.
@@ -91,7 +91,8 @@ struct AttentionVarlenShape {
 
 // One launch over every (sequence, query tile). causal, scale and options as flash_attention's,
 // applied per sequence. lse (optional): fp32 [heads_q, total_q] contiguous. backend: kAuto runs
-// the portable kernel (sm_80 and newer; fp16 on sm_75); kSm90 forces the Hopper kernel (TMA +
+// the Hopper kernel on sm_90 (but at head_dim 32), else the portable kernel (sm_80 and newer;
+// fp16 on sm_75); kSm90 forces the Hopper kernel (TMA +
 // wgmma, every head_dim, windows and softcap included; where it does not apply, an error
 // naming `backend`), kSm80 the portable one.
 void flash_attention_varlen(const void* q, const void* k, const void* v, void* out, float* lse,

@@ -66,10 +66,12 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
 }
 
 // Whether kAuto takes the Hopper kernel for what its first version did not cover (windows,
-// softcap, varlen batches, head_dim 32/80/96/256: everything needs_extended). Off until those
-// instances have passed the GPU test suite and their benchmark (written and CPU-checked: SASS of
-// the plain instances unchanged); until then backend = kSm90 selects them explicitly.
-constexpr bool kAutoTakesSm90Extended = false;
+// softcap, varlen batches, head_dim 80/96/256: needs_extended). Measured on an H100
+// (attention_head_dims.csv, attention_varlen.csv): 1.3-2.1x the portable kernel at d=80/96/256,
+// 1.5x on windows and softcap, 1.0-1.25x on ragged varlen batches. Head dim 32 stays on the portable
+// kernel: there the Hopper kernel's d=64 tiles (padded rows) measured equal at N >= 4096 and 10%
+// slower at N = 1024.
+bool auto_takes_sm90(const attention::ExtendedParams& p) { return !needs_extended(p) || p.shape.head_dim != 32; }
 
 // The Hopper instance for p: the varlen one, the dense one with window and softcap, or the plain
 // dense one (head_dim 32/80/96: one entry point for all three). False where it does not apply
@@ -103,8 +105,7 @@ void launch(const char* op, const attention::ExtendedParams& p, DType dtype, Att
   const std::int64_t d = p.shape.head_dim;
   detail::require_tensor_core_dtype(op, dtype);  // every path is a tensor-core kernel
   const bool extended = needs_extended(p);
-  const bool auto_takes_sm90 = !extended || kAutoTakesSm90Extended;
-  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && auto_takes_sm90)) {
+  if (backend == AttentionBackend::kSm90 || (backend == AttentionBackend::kAuto && auto_takes_sm90(p))) {
     const bool hopper = detail::current_compute_major() == 9;
     detail::require(backend == AttentionBackend::kAuto || hopper, op, "backend",
                     "sm90 needs a compute capability 9.x GPU (H100/H200)");

@@ -30,8 +30,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     before the softmax. A row that sees no key gets output 0 and LSE -inf. Returns out, or
     (out, lse) with lse [B, Hq, Nq] float32 (natural log of the row's sum of exp of its final
     scores) when return_lse. backend: "auto" (the Hopper TMA + wgmma kernel on sm_90 GPUs for
-    head_dim 64/128 without window or softcap, the portable mma.sync kernel otherwise), "sm80" or
-    "sm90" to force one ("sm90" also covers head_dim 32/80/96/256, windows and softcap).
+    every head_dim but 32, windows and softcap included; the portable mma.sync kernel otherwise),
+    "sm80" or "sm90" to force one ("sm90" also covers head_dim 32).
     """
     left, right, cap = window_and_softcap(_OP, window, softcap)
     out, lse = torch.ops.flashkernel.flash_attention(q, k, v, causal, scale, return_lse, backend, left, right, cap)
@@ -56,8 +56,9 @@ def flash_attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     result, never an access outside the tensors). causal, scale, window and softcap as in
     flash_attention, per sequence (bottom-right aligned within each). Returns out [total_q, Hq,
     d], or (out, lse) with lse [Hq, total_q] float32 (FlashAttention's varlen layout) when
-    return_lse. backend: "auto" (the portable kernel), "sm80", or "sm90" (the Hopper kernel: every
-    head_dim, with or without window and softcap).
+    return_lse. backend: "auto" (the Hopper kernel on a 9.x GPU, but at head_dim 32; else the
+    portable kernel), "sm80", or "sm90" (the Hopper kernel: every head_dim, with or without window
+    and softcap).
     """
     check_varlen_arguments(_OP_VARLEN, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     check_varlen_values(_OP_VARLEN, q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
