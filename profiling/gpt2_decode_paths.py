@@ -1,6 +1,7 @@
-"""Decode time per step of the GPT-2 engine's three decode paths, A/B/C in one process.
+"""Decode time per step of the GPT-2 engine's decode paths, alternated in one process.
 
-One engine per path (FLASHKERNEL_GPT2_DECODE = graph | pdl | fused | persistent, read at construction) on
+One engine per path (FLASHKERNEL_GPT2_DECODE = graph | auto | pdl | fused | persistent, read at
+construction; auto is the default's per-batch choice) on
 the same random-weight GPT-2 124M; the paths are timed in turn, round after round (so drift of
 clocks or temperature hits all of them alike), each round one greedy generate per path. Reported:
 the median over rounds of GenerationStats.decode_ms / decode_steps, per batch, and each path's
@@ -16,7 +17,7 @@ import argparse
 import os
 import statistics
 
-PATHS = ("graph", "pdl", "fused", "persistent")
+PATHS = ("graph", "auto", "pdl", "fused", "persistent")
 
 
 def main() -> None:

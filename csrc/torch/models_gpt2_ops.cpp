@@ -136,7 +136,8 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
   }
 
   // Returns (tokens [B, max_new_tokens] int64 on the CPU,
-  //          (prefill_ms, decode_ms, decode_steps, graph_captures, persistent_decode 0/1)).
+  //          (prefill_ms, decode_ms, decode_steps, graph_captures, decode kernel: 0 the graph of
+  //          per-op kernels, 1 the persistent kernel, 2 the graph of fused layers)).
   using GenerateResult = std::tuple<at::Tensor, std::tuple<double, double, int64_t, int64_t, int64_t>>;
   GenerateResult generate(const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample,
                           double temperature, int64_t top_k, double top_p, int64_t eos_token_id, int64_t seed,
@@ -283,7 +284,8 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     auto acc = out.accessor<int64_t, 2>();
     for (std::size_t b = 0; b < rows.size(); ++b)
       for (int64_t i = 0; i < max_new_tokens; ++i) acc[b][i] = rows[b][i];
-    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures, st.persistent_decode ? 1 : 0}};
+    return {out, {st.prefill_ms, st.decode_ms, st.decode_steps, st.graph_captures,
+                 st.persistent_decode ? 1 : (st.fused_decode ? 2 : 0)}};
   }
 
   // Caller holds stream_mutex_. The join cannot deadlock on it: the worker never takes it (only the

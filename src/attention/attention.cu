@@ -67,7 +67,7 @@ void launch_extended(const attention::ExtendedParams& p, DType dtype, cudaStream
 
 // Whether kAuto takes the Hopper kernel for what its first version did not cover (windows,
 // softcap, varlen batches, head_dim 80/96/256: needs_extended). Measured on an H100
-// (attention_head_dims.csv, attention_varlen.csv): 1.3-2.1x the portable kernel at d=80/96/256,
+// (attention_head_dims.csv, attention_varlen.csv): 1.2-2.1x the portable kernel at d=80/96/256,
 // 1.5x on windows and softcap, 1.0-1.25x on ragged varlen batches. Head dim 32 stays on the portable
 // kernel: there the Hopper kernel's d=64 tiles (padded rows) measured equal at N >= 4096 and 10%
 // slower at N = 1024.

@@ -306,6 +306,43 @@ TEST(ModelsGpt2EngineDependentLaunch, FusedLayersMatchPrefillForEveryBatchSize) 
   }
 }
 
+// The default decode path (FLASHKERNEL_GPT2_DECODE unset or "auto") picks per batch: the fused
+// layers at batch 1 on a 9.x GPU, else the dependent-launch chain. Same kernels, same launch
+// rules, so every token must equal the explicitly selected path's, and the stats must say which
+// ran.
+TEST(ModelsGpt2EngineDependentLaunch, TheDefaultPathIsFusedAtBatchOneElseDependentLaunches) {
+  FK_SKIP_WITHOUT_GPU();
+  const auto seed = testing::fresh_seed();
+  int device = 0, major = 0;
+  FK_CUDA_CHECK(cudaGetDevice(&device));
+  FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  for (const auto& lens : std::vector<std::vector<int>>{{200}, {1, 2, 3, 5, 8, 13, 21, 34}}) {
+    SCOPED_TRACE("seed=" + std::to_string(seed) + " batch=" + std::to_string(lens.size()));
+    const auto prompts = random_prompts(lens, seed + lens.size());
+    GenerationOptions o;
+    o.max_new_tokens = 24;
+    auto run = [&](const char* mode, GenerationStats* st) {
+      ScopedEnv env("FLASHKERNEL_GPT2_DECODE", mode);
+      GPT2Engine e(config(), DType::kFloat16);
+      e.init_random(seed);
+      return e.generate(prompts, o, st);
+    };
+    const bool fused = lens.size() == 1 && major >= 9;
+    GenerationStats unset, automatic, chosen;
+    const Prompts by_default = run(nullptr, &unset);
+    const Prompts by_auto = run("auto", &automatic);
+    const Prompts expected = run(fused ? "fused" : "pdl", &chosen);
+    EXPECT_EQ(unset.fused_decode, fused);
+    EXPECT_EQ(automatic.fused_decode, fused);
+    EXPECT_EQ(chosen.fused_decode, fused);
+    EXPECT_FALSE(unset.persistent_decode);
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      EXPECT_EQ(by_default[b], expected[b]) << "sequence " << b;
+      EXPECT_EQ(by_auto[b], expected[b]) << "sequence " << b;
+    }
+  }
+}
+
 TEST(ModelsGpt2Persistent, UnknownDecodeModeIsAnArgumentError) {
   ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "fast");
   EXPECT_THROW(GPT2Engine(config(), DType::kFloat16), ArgumentError);

@@ -106,6 +106,7 @@ struct GenerationStats {
   std::int64_t decode_steps = 0;
   std::int64_t graph_captures = 0;  // captures this call made (0 when a cached graph was reused)
   bool persistent_decode = false;   // the decode steps ran on the persistent kernel (else the graph path)
+  bool fused_decode = false;        // the graph path's layers were the fused 5-kernel ones (docs/ops/gpt2.md)
 };
 
 // Threading: one engine may be shared by several threads. Each method holds a per-engine lock for

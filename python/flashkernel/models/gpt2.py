@@ -43,6 +43,7 @@ class GenerationStats:
     graph_captures: int
     new_tokens: int
     persistent_decode: bool = False  # decode steps on the persistent kernel (else the graph path)
+    fused_decode: bool = False  # the graph path with the fused 5-kernel layers (docs/ops/gpt2.md)
 
     @property
     def tokens_per_s(self) -> float:
@@ -255,14 +256,14 @@ class GPT2Engine:
         args = self._generation_args(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, seed,
                                      prefill_chunk)
         if sequences is None:
-            tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate(prompts, *args)
+            tokens, (pre_ms, dec_ms, steps, captures, kernel) = self._cpp.generate(prompts, *args)
         else:
             ids = self._sequence_ids(sequences)
             if len(ids) != len(prompts):
                 raise ValueError(f"{_OP}: argument 'sequences' has {len(ids)} ids but input_ids has {len(prompts)} rows")
-            tokens, (pre_ms, dec_ms, steps, captures, persistent) = self._cpp.generate_continue(ids, prompts, *args)
+            tokens, (pre_ms, dec_ms, steps, captures, kernel) = self._cpp.generate_continue(ids, prompts, *args)
         self.last_stats = GenerationStats(pre_ms, dec_ms, steps, captures, len(prompts) * max_new_tokens,
-                                          bool(persistent))
+                                          persistent_decode=kernel == 1, fused_decode=kernel == 2)
         if is_tensor:
             return torch.cat([torch.tensor(prompts, dtype=torch.long), tokens], dim=1)
         return [p + t for p, t in zip(prompts, tokens.tolist())]

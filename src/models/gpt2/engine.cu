@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
 #include <limits>
+#include <utility>
 
 #include "common/arg_check.h"
 #include "common/launch.h"
@@ -36,11 +38,13 @@ GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d)
   use_decode_gemv = env == nullptr || std::string(env) != "cublas";
   if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
     const std::string m(mode);
-    detail::require(m == "graph" || m == "pdl" || m == "fused" || m == "persistent" || m.empty(), kOp,
-                    "FLASHKERNEL_GPT2_DECODE", "must be 'graph', 'pdl', 'fused' or 'persistent', got '" + m + "'");
-    use_persistent = m == "persistent";
-    use_fused_decode = m == "fused";
-    use_dependent_launches = m == "pdl" || use_fused_decode;
+    const std::pair<const char*, DecodePath> names[] = {
+        {"", DecodePath::kAuto},   {"auto", DecodePath::kAuto},   {"graph", DecodePath::kGraph},
+        {"pdl", DecodePath::kPdl}, {"fused", DecodePath::kFused}, {"persistent", DecodePath::kPersistent}};
+    const auto* it = std::find_if(std::begin(names), std::end(names), [&](const auto& n) { return m == n.first; });
+    detail::require(it != std::end(names), kOp, "FLASHKERNEL_GPT2_DECODE",
+                    "must be 'auto', 'graph', 'pdl', 'fused' or 'persistent', got '" + m + "'");
+    decode_path = it->second;
   }
   if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
     char* end = nullptr;
@@ -296,7 +300,9 @@ void GPT2Engine::Impl::layers(std::int64_t rows, const std::int64_t* slots_dev,
 }
 
 bool GPT2Engine::Impl::fused_decode_supported(std::int64_t rows) const {
-  return use_fused_decode && use_decode_gemv && kv_dtype != DType::kFloat8E4M3 &&
+  const bool wanted = decode_path == DecodePath::kFused ||
+                      (decode_path == DecodePath::kAuto && rows == 1 && detail::current_compute_major() >= 9);
+  return wanted && use_decode_gemv && kv_dtype != DType::kFloat8E4M3 &&
          decode_gemv_supported(rows, 4 * cfg.n_embd) && fused_gemv_supported(rows, cfg.n_embd);
 }
 
@@ -621,6 +627,7 @@ void GPT2Engine::Impl::generate_tokens(const std::vector<GenerationInput>& in, c
   if (o.max_new_tokens > 1) {
     cudaGraphExec_t exec = decode_graph(B, bucket, &st.graph_captures);
     st.persistent_decode = graph_persistent[std::make_pair(B, bucket)];
+    st.fused_decode = !st.persistent_decode && fused_decode_supported(B);
     for (std::int64_t step = 1; step < o.max_new_tokens; ++step) {
       FK_CUDA_CHECK(cudaGraphLaunch(exec, stream));
       ++st.decode_steps;

@@ -130,7 +130,7 @@ cudaGraphExec_t GPT2Engine::Impl::decode_graph(std::int64_t B, std::int64_t max_
   // Workspace for the largest split count this shape can use, sized before capture.
   std::size_t need = paged_decode_workspace_bytes(paged_decode_args(B, max_seq_len));
   PersistentDecodePlan plan;
-  if (use_persistent && use_decode_gemv) {
+  if (use_persistent() && use_decode_gemv) {
     plan = plan_persistent_decode(persistent_args(B, max_seq_len));
     if (plan.supported) {
       ensure_persistent_tables();
@@ -144,7 +144,7 @@ cudaGraphExec_t GPT2Engine::Impl::decode_graph(std::int64_t B, std::int64_t max_
   cudaGraph_t graph = nullptr;
   FK_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   try {
-    const pdl::DependentLaunches dependent(use_dependent_launches && !plan.supported);
+    const pdl::DependentLaunches dependent(use_dependent_launches() && !plan.supported);
     decode_step(B, max_seq_len, plan.supported ? &plan : nullptr);
   } catch (...) {
     // Ends the (now invalid) capture so the stream is usable again; its own error is not the

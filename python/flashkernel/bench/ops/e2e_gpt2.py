@@ -9,11 +9,13 @@ peak_mem_mb):
   flashkernel_patched_hf   HF `generate` after flashkernel.integrations.patch_gpt2
   flashkernel_engine       flashkernel.models.GPT2Engine.generate (C++ engine), built with the
                            environment as it is: the decode path FLASHKERNEL_GPT2_DECODE selects, by
-                           default the graph path (one CUDA-graph replay of the per-op kernels per
-                           step; the persistent step was the default at commit b55b3c3 only)
-  flashkernel_engine_persistent the same engine built with FLASHKERNEL_GPT2_DECODE=persistent (one
-                           cooperative kernel for all layers of a step), so both decode paths are
-                           measured A/B in one run (older CSVs: flashkernel_engine_graph, the other way round)
+                           default "auto" (fused at batch 1 on a 9.x GPU, else pdl; before 1.1.0 the
+                           default was the plain graph, and at commit b55b3c3 only the persistent step)
+  flashkernel_engine_graph the same engine built with FLASHKERNEL_GPT2_DECODE=graph (one CUDA-graph
+                           replay of the per-op kernels per step, ordinary launches; in CSVs of the
+                           commits where the persistent step was the default, this name is that A/B)
+  flashkernel_engine_persistent ... with FLASHKERNEL_GPT2_DECODE=persistent (one cooperative kernel
+                           for all layers of a step)
   flashkernel_engine_pdl   the same engine built with FLASHKERNEL_GPT2_DECODE=pdl (the graph path with
                            every kernel after the embedding launched as a programmatic dependent)
   flashkernel_engine_fused ... with FLASHKERNEL_GPT2_DECODE=fused (dependent launches and 5 kernels
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 
 OP = "e2e_gpt2"
 DTYPE = torch.float16
-# The switch the C++ engine reads when it is constructed: graph | pdl | fused | persistent.
+# The switch the C++ engine reads when it is constructed: auto | graph | pdl | fused | persistent.
 DECODE_ENV = "FLASHKERNEL_GPT2_DECODE"
 COPY_BYTES = 256 * 2**20
 # HF generate runs at ~25-230 tokens/s at batch 1 (one Python-driven step per token: DESIGN.md's
@@ -173,13 +175,13 @@ def _timed(fn, runs: int) -> tuple[Timing, float]:
 
 
 def _engines(hf) -> dict:
-    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the pdl, fused
-    and persistent ones. The engine reads DECODE_ENV when it is constructed, so the override covers
+    """impl -> GPT2Engine on hf's weights: the decode path the environment gives, and the graph,
+    pdl, fused and persistent ones. The engine reads DECODE_ENV when it is constructed, so the override covers
     construction only."""
     from flashkernel.models import GPT2Engine
 
     engines = {"flashkernel_engine": GPT2Engine.from_hf(hf)}
-    for mode in ("pdl", "fused", "persistent"):
+    for mode in ("graph", "pdl", "fused", "persistent"):
         with env_override(DECODE_ENV, mode):
             engines[f"flashkernel_engine_{mode}"] = GPT2Engine.from_hf(hf)
     return engines
