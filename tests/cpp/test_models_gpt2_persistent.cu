@@ -251,6 +251,25 @@ TEST(ModelsGpt2Persistent, TraceHasEveryBarrierInOrder) {
   std::remove(path.c_str());
 }
 
+// Prompt lengths of the decode-path tests: batch 1 across several attention splits (200
+// tokens), 8 (the decode GEMV's and the fused kernels' largest) and 9 (cuBLAS projections).
+const std::vector<std::vector<int>> kBatchLengths = {{200}, {1, 2, 3, 5, 8, 13, 21, 34}, {4, 9, 1, 4, 4, 70, 4, 4, 4}};
+
+std::string batch_trace(DType dtype, std::uint64_t seed, const std::vector<int>& lens) {
+  return "dtype=" + std::string(dtype_name(dtype)) + " seed=" + std::to_string(seed) +
+         " batch=" + std::to_string(lens.size());
+}
+
+// The tokens of a fresh engine (random weights from `seed`) built with FLASHKERNEL_GPT2_DECODE =
+// mode (nullptr: unset, the default).
+Prompts generate_on_path(const char* mode, DType dtype, std::uint64_t seed, const Prompts& prompts,
+                         const GenerationOptions& o, GenerationStats* stats = nullptr) {
+  ScopedEnv env("FLASHKERNEL_GPT2_DECODE", mode);
+  GPT2Engine e(config(), dtype);
+  e.init_random(seed);
+  return e.generate(prompts, o, stats);
+}
+
 // FLASHKERNEL_GPT2_DECODE=pdl: the graph path's kernels as programmatic dependents. Same kernels,
 // same arithmetic, only the launch order relaxed: every token must equal the plain graph path's
 // (a kernel that read its input before the previous one finished would change them), at batch 1,
@@ -260,21 +279,13 @@ TEST(ModelsGpt2EngineDependentLaunch, TokensEqualTheGraphPathForEveryBatchSize) 
   FK_SKIP_WITHOUT_GPU();
   const auto seed = testing::fresh_seed();
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
-    for (const auto& lens :
-         std::vector<std::vector<int>>{{200}, {1, 2, 3, 5, 8, 13, 21, 34}, {4, 9, 1, 4, 4, 70, 4, 4, 4}}) {
-      SCOPED_TRACE("dtype=" + std::string(dtype_name(dtype)) + " seed=" + std::to_string(seed) +
-                   " batch=" + std::to_string(lens.size()));
+    for (const auto& lens : kBatchLengths) {
+      SCOPED_TRACE(batch_trace(dtype, seed, lens));
       const auto prompts = random_prompts(lens, seed + lens.size());
       GenerationOptions o;
       o.max_new_tokens = 40;
-      auto run = [&](const char* mode) {
-        ScopedEnv env("FLASHKERNEL_GPT2_DECODE", mode);
-        GPT2Engine e(config(), dtype);
-        e.init_random(seed);
-        return e.generate(prompts, o);
-      };
-      const Prompts graph = run("graph");
-      const Prompts dependent = run("pdl");
+      const Prompts graph = generate_on_path("graph", dtype, seed, prompts, o);
+      const Prompts dependent = generate_on_path("pdl", dtype, seed, prompts, o);
       ASSERT_EQ(dependent.size(), graph.size());
       for (std::size_t b = 0; b < graph.size(); ++b) EXPECT_EQ(dependent[b], graph[b]) << "sequence " << b;
     }
@@ -293,10 +304,8 @@ TEST(ModelsGpt2EngineDependentLaunch, FusedLayersMatchPrefillForEveryBatchSize) 
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
     GPT2Engine e(config(), dtype);
     e.init_random(seed);
-    for (const auto& lens :
-         std::vector<std::vector<int>>{{200}, {1, 2, 3, 5, 8, 13, 21, 34}, {4, 9, 1, 4, 4, 70, 4, 4, 4}}) {
-      SCOPED_TRACE("dtype=" + std::string(dtype_name(dtype)) + " seed=" + std::to_string(seed) +
-                   " batch=" + std::to_string(lens.size()));
+    for (const auto& lens : kBatchLengths) {
+      SCOPED_TRACE(batch_trace(dtype, seed, lens));
       const auto prompts = random_prompts(lens, seed + lens.size());
       GenerationOptions o;
       o.max_new_tokens = 40;
@@ -321,17 +330,12 @@ TEST(ModelsGpt2EngineDependentLaunch, TheDefaultPathIsFusedAtBatchOneElseDepende
     const auto prompts = random_prompts(lens, seed + lens.size());
     GenerationOptions o;
     o.max_new_tokens = 24;
-    auto run = [&](const char* mode, GenerationStats* st) {
-      ScopedEnv env("FLASHKERNEL_GPT2_DECODE", mode);
-      GPT2Engine e(config(), DType::kFloat16);
-      e.init_random(seed);
-      return e.generate(prompts, o, st);
-    };
     const bool fused = lens.size() == 1 && major >= 9;
     GenerationStats unset, automatic, chosen;
-    const Prompts by_default = run(nullptr, &unset);
-    const Prompts by_auto = run("auto", &automatic);
-    const Prompts expected = run(fused ? "fused" : "pdl", &chosen);
+    const DType fp16 = DType::kFloat16;
+    const Prompts by_default = generate_on_path(nullptr, fp16, seed, prompts, o, &unset);
+    const Prompts by_auto = generate_on_path("auto", fp16, seed, prompts, o, &automatic);
+    const Prompts expected = generate_on_path(fused ? "fused" : "pdl", fp16, seed, prompts, o, &chosen);
     EXPECT_EQ(unset.fused_decode, fused);
     EXPECT_EQ(automatic.fused_decode, fused);
     EXPECT_EQ(chosen.fused_decode, fused);

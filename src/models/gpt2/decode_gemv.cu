@@ -207,16 +207,8 @@ void fused_gemv(const FusedGemv& g, cudaStream_t stream) {
 
 void decode_gemv(const void* x, const void* w, const void* bias, void* out, std::int64_t m, std::int64_t n,
                  std::int64_t k, DType dtype, void* q, void* kk, void* v, std::int64_t split, cudaStream_t stream) {
-  FusedGemv g;
+  FusedGemv g = projection(w, bias, m, n, k, dtype, split > 0 ? GemvOut::kQkv : GemvOut::kStore, out);
   g.x = x;
-  g.w = w;
-  g.bias = bias;
-  g.out = out;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.dtype = dtype;
-  g.out_kind = split > 0 ? GemvOut::kQkv : GemvOut::kStore;
   g.q = q;
   g.k_out = kk;
   g.v_out = v;

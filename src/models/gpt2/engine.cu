@@ -311,21 +311,13 @@ void GPT2Engine::Impl::fused_decode_layers(std::int64_t rows, std::int64_t max_s
   const float eps = cfg.layer_norm_epsilon;
   auto gemv = [&](const void* in, bool normalize, const std::string& weight, const std::string& ln, GemvOut kind,
                   void* out, std::int64_t n, std::int64_t k) {
-    FusedGemv g;
+    FusedGemv g = projection(w(weight + ".weight"), w(weight + ".bias"), rows, n, k, dtype, kind, out);
     (normalize ? g.norm_in : g.x) = in;
     if (normalize) {
       g.gamma = w(ln + ".weight");
       g.beta = w(ln + ".bias");
       g.eps = eps;
     }
-    g.w = w(weight + ".weight");
-    g.bias = w(weight + ".bias");
-    g.m = rows;
-    g.n = n;
-    g.k = k;
-    g.dtype = dtype;
-    g.out_kind = kind;
-    g.out = out;
     return g;
   };
   for (std::int64_t l = 0; l < cfg.n_layer; ++l) {

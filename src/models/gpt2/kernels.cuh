@@ -98,6 +98,21 @@ struct FusedGemv {
   std::int64_t num_slots = 0, page_size = 0, page_elems = 0, heads = 0, head_dim = 0;
   const std::int64_t* slots = nullptr;
 };
+// The fields every projection sets: y = x w^T + bias for m rows and the [n, k] weight w, written
+// to out as `kind` says.
+inline FusedGemv projection(const void* w, const void* bias, std::int64_t m, std::int64_t n, std::int64_t k,
+                            DType dtype, GemvOut kind, void* out) {
+  FusedGemv g;
+  g.w = w;
+  g.bias = bias;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.dtype = dtype;
+  g.out_kind = kind;
+  g.out = out;
+  return g;
+}
 // Whether fused_gemv serves m rows of a normalized input of k columns (the rows fit the kernel and
 // m * k elements fit its shared memory).
 bool fused_gemv_supported(std::int64_t m, std::int64_t k);
