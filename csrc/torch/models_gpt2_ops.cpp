@@ -276,6 +276,11 @@ struct GPT2EngineHolder : torch::CustomClassHolder {
     call_library([&] { engine->set_kv_dtype(kv); });
   }
   std::string kv_dtype() { return dtype_name(engine->kv_dtype()); }
+  // "auto", "graph", "pdl", "fused" or "persistent" (models::DecodePath).
+  void set_decode_path(const std::string& name) {
+    call_library([&] { engine->set_decode_path(models::decode_path_from_name(name)); });
+  }
+  std::string decode_path() { return models::decode_path_name(engine->decode_path()); }
 
  private:
   static GenerateResult to_result(const std::vector<std::vector<std::int32_t>>& rows, int64_t max_new_tokens,
@@ -355,6 +360,8 @@ TORCH_LIBRARY_FRAGMENT(flashkernel, m) {
       .def("dtype", &GPT2EngineHolder::dtype)
       .def("set_kv_dtype", &GPT2EngineHolder::set_kv_dtype)
       .def("kv_dtype", &GPT2EngineHolder::kv_dtype)
+      .def("set_decode_path", &GPT2EngineHolder::set_decode_path)
+      .def("decode_path", &GPT2EngineHolder::decode_path)
       .def_static("from_pretrained", &from_pretrained);
   m.def("gpt2_parse_config(str text) -> (int, int, int, int, int, float)", &parse_config);
   m.def("gpt2_safetensors_index(str path) -> (str[], str[], int[], int[])", &safetensors_index);

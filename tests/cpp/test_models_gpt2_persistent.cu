@@ -347,6 +347,60 @@ TEST(ModelsGpt2EngineDependentLaunch, TheDefaultPathIsFusedAtBatchOneElseDepende
   }
 }
 
+// The decode path set on the engine (no environment variable): the stats follow it, the graphs
+// captured on the old path are dropped (pdl after graph must give the graph's tokens, captured
+// again), and a value outside the enum is refused naming `path`.
+TEST(ModelsGpt2EngineDependentLaunch, SetDecodePathSwitchesThePath) {
+  FK_SKIP_WITHOUT_GPU();
+  const auto seed = testing::fresh_seed();
+  ScopedEnv unset("FLASHKERNEL_GPT2_DECODE", nullptr);
+  GPT2Engine e(config(), DType::kFloat16);
+  e.init_random(seed);
+  EXPECT_EQ(e.decode_path(), DecodePath::kAuto);
+  const auto prompts = random_prompts({37}, seed + 1);
+  GenerationOptions o;
+  o.max_new_tokens = 16;
+  GenerationStats st;
+  e.set_decode_path(DecodePath::kGraph);
+  const Prompts graph = e.generate(prompts, o, &st);
+  EXPECT_FALSE(st.fused_decode);
+  EXPECT_FALSE(st.persistent_decode);
+  e.set_decode_path(DecodePath::kPdl);
+  EXPECT_EQ(e.decode_path(), DecodePath::kPdl);
+  const Prompts dependent = e.generate(prompts, o, &st);
+  EXPECT_EQ(st.graph_captures, 1) << "the graph path's capture must not be reused";
+  EXPECT_EQ(dependent, graph);
+  e.set_decode_path(DecodePath::kFused);
+  const Prompts fused = e.generate(prompts, o, &st);
+  EXPECT_TRUE(st.fused_decode);
+  expect_greedy_matches_prefill(e, prompts, fused, 0.05);
+  try {
+    e.set_decode_path(static_cast<DecodePath>(42));
+    ADD_FAILURE() << "DecodePath 42 accepted";
+  } catch (const ArgumentError& err) {
+    EXPECT_EQ(err.argument(), "path");
+  }
+  EXPECT_EQ(e.decode_path(), DecodePath::kFused);
+}
+
+TEST(ModelsGpt2Persistent, DecodePathNamesRoundTrip) {
+  for (DecodePath p :
+       {DecodePath::kAuto, DecodePath::kGraph, DecodePath::kPdl, DecodePath::kFused, DecodePath::kPersistent}) {
+    EXPECT_EQ(decode_path_from_name(decode_path_name(p)), p) << decode_path_name(p);
+  }
+  EXPECT_STREQ(decode_path_name(DecodePath::kFused), "fused");
+  for (const char* bad : {"", "Fused", "fast", "graph "}) {
+    try {
+      decode_path_from_name(bad);
+      ADD_FAILURE() << "'" << bad << "' accepted";
+    } catch (const ArgumentError& err) {
+      EXPECT_EQ(err.argument(), "decode_path");
+      EXPECT_NE(std::string(err.what()).find("'auto', 'graph', 'pdl', 'fused' or 'persistent'"), std::string::npos)
+          << err.what();
+    }
+  }
+}
+
 TEST(ModelsGpt2Persistent, UnknownDecodeModeIsAnArgumentError) {
   ScopedEnv mode("FLASHKERNEL_GPT2_DECODE", "fast");
   EXPECT_THROW(GPT2Engine(config(), DType::kFloat16), ArgumentError);

@@ -150,6 +150,47 @@ def test_each_decode_path_matches_hf(hf_and_engine, monkeypatch, mode):
 
 
 @gpu
+def test_decode_path_property_switches_the_path(hf_and_engine, monkeypatch):
+    """engine.decode_path, set without the environment variable: the stats follow it, pdl gives the
+    plain graph's tokens (same kernels), fused reports its layers, a bad name is a ValueError."""
+    model, _, dtype, seed = hf_and_engine
+    monkeypatch.delenv("FLASHKERNEL_GPT2_DECODE", raising=False)
+    engine = GPT2Engine.from_hf(model)
+    assert engine.decode_path == "auto"
+    rows = _prompts([11], seed + 3)
+    tokens = {}
+    for path in ("graph", "pdl", "fused", "auto"):
+        engine.decode_path = path
+        assert engine.decode_path == path
+        tokens[path] = engine.generate(rows, 16)
+        hopper = torch.cuda.get_device_capability()[0] >= 9
+        assert engine.last_stats.fused_decode == (path == "fused" or (path == "auto" and hopper))
+        assert not engine.last_stats.persistent_decode
+    assert tokens["pdl"] == tokens["graph"]
+    with pytest.raises(ValueError, match="decode_path"):
+        engine.decode_path = "fast"
+    assert engine.decode_path == "auto"
+
+
+def test_decode_path_setter_checks_the_name_before_the_engine():
+    """CPU: the wrapper refuses an unknown path itself and passes a known one to the C++ engine."""
+    class _Stub:
+        def __init__(self):
+            self.paths = []
+
+        def set_decode_path(self, path):
+            self.paths.append(path)
+
+    engine = GPT2Engine.__new__(GPT2Engine)
+    engine._cpp = _Stub()
+    for bad in ("", "Fused", "fast", None, 1):
+        with pytest.raises(ValueError, match="argument 'decode_path' must be one of auto, graph, pdl, fused, persistent"):
+            engine.decode_path = bad
+    engine.decode_path = "fused"
+    assert engine._cpp.paths == ["fused"]
+
+
+@gpu
 def test_patch_mode_matches_hf(hf_and_engine):
     from flashkernel.integrations import patch_gpt2, unpatch_gpt2
 

@@ -100,6 +100,20 @@ struct GenerationOptions {
   std::int64_t prefill_chunk = 0;
 };
 
+// How a decode step runs (docs/ops/gpt2.md). All paths compute the same model; their tokens may
+// part only after a near-tie (the fused and persistent paths sum in another order).
+//   kAuto (the default): what measured fastest for the step's batch: kFused at batch 1 on a 9.x
+//     GPU, else kPdl.
+//   kGraph: a CUDA graph of one kernel per op, ordinary launches.
+//   kPdl: the same kernels as programmatic dependent launches (ordinary ones below sm_90).
+//   kFused: 5 kernels per layer, the LayerNorms, residual adds, GeLU and KV append folded into the
+//     projections (batch <= 8 and a 16-bit cache; elsewhere kPdl's layers).
+//   kPersistent: all layers in one cooperative kernel (batch <= 8; elsewhere the graph).
+enum class DecodePath { kAuto, kGraph, kPdl, kFused, kPersistent };
+// "auto", "graph", "pdl", "fused", "persistent". The parser throws ArgumentError naming `argument`.
+DecodePath decode_path_from_name(const std::string& name, const char* argument = "decode_path");
+const char* decode_path_name(DecodePath path);
+
 struct GenerationStats {
   double prefill_ms = 0;
   double decode_ms = 0;        // all decode steps, wall clock incl. the final token read (and on_tokens)
@@ -195,6 +209,12 @@ class GPT2Engine {
   // has a history (its K/V are in the old type).
   void set_kv_dtype(DType kv_dtype);
   DType kv_dtype() const;
+
+  // The decode path: as FLASHKERNEL_GPT2_DECODE names it when the engine is built (kAuto when
+  // unset), then as set here. Setting it drops the captured decode graphs; ArgumentError naming
+  // `path` for a value outside the enum.
+  void set_decode_path(DecodePath path);
+  DecodePath decode_path() const;
 
   const GPT2Config& config() const { return config_; }
   DType dtype() const { return dtype_; }

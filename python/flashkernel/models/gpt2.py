@@ -35,6 +35,10 @@ DEFAULT_CONFIG = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12
                       layer_norm_epsilon=1e-5)
 
 
+# GPT2Engine.decode_path's values (the C++ engine's DecodePath).
+DECODE_PATHS = ("auto", "graph", "pdl", "fused", "persistent")
+
+
 @dataclass
 class GenerationStats:
     prefill_ms: float
@@ -171,6 +175,22 @@ class GPT2Engine:
         config = dict(vocab_size=vocab, n_positions=npos, n_embd=embd, n_layer=nlayer, n_head=nhead,
                       layer_norm_epsilon=eps)
         return cls(cpp, idx, dtype, config, kv_dtype)
+
+    # ------------------------------------------------------------------ decode path
+    @property
+    def decode_path(self) -> str:
+        """How decode steps run (docs/ops/gpt2.md): "auto" (the default: the fused layers at batch 1
+        on a 9.x GPU, else the kernel chain with programmatic dependent launches), "graph" (the
+        chain, ordinary launches), "pdl", "fused" or "persistent". Starts as the environment
+        variable FLASHKERNEL_GPT2_DECODE names it when the engine is built; setting it drops the
+        captured decode graphs. last_stats.fused_decode / persistent_decode say what ran."""
+        return self._cpp.decode_path()
+
+    @decode_path.setter
+    def decode_path(self, path: str) -> None:
+        if path not in DECODE_PATHS:
+            raise ValueError(f"{_OP}: argument 'decode_path' must be one of {', '.join(DECODE_PATHS)}, got {path!r}")
+        self._cpp.set_decode_path(path)
 
     # ------------------------------------------------------------------ inference
     @staticmethod

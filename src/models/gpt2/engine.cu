@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <iterator>
 #include <limits>
 #include <utility>
 
@@ -36,15 +35,8 @@ GPT2Engine::Impl::Impl(const GPT2Config& c, DType d, int dev) : cfg(c), dtype(d)
   kv_dtype = d;
   const char* env = std::getenv("FLASHKERNEL_GPT2_DECODE_GEMM");
   use_decode_gemv = env == nullptr || std::string(env) != "cublas";
-  if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE")) {
-    const std::string m(mode);
-    const std::pair<const char*, DecodePath> names[] = {
-        {"", DecodePath::kAuto},   {"auto", DecodePath::kAuto},   {"graph", DecodePath::kGraph},
-        {"pdl", DecodePath::kPdl}, {"fused", DecodePath::kFused}, {"persistent", DecodePath::kPersistent}};
-    const auto* it = std::find_if(std::begin(names), std::end(names), [&](const auto& n) { return m == n.first; });
-    detail::require(it != std::end(names), kOp, "FLASHKERNEL_GPT2_DECODE",
-                    "must be 'auto', 'graph', 'pdl', 'fused' or 'persistent', got '" + m + "'");
-    decode_path = it->second;
+  if (const char* mode = std::getenv("FLASHKERNEL_GPT2_DECODE"); mode != nullptr && *mode != '\0') {
+    decode_path = decode_path_from_name(mode, "FLASHKERNEL_GPT2_DECODE");
   }
   if (const char* t = std::getenv("FLASHKERNEL_GPT2_PERSISTENT_TIMEOUT_MS")) {
     char* end = nullptr;
@@ -394,6 +386,45 @@ void GPT2Engine::set_kv_dtype(DType kv_dtype) {
   m.kv_pool.reset();  // sized for the old element type
   for (auto& [id, s] : m.open_seqs) s.alloc_id = -1;  // their (empty) page lists went with the pool
   m.kv_dtype = kv_dtype;
+}
+
+namespace {
+constexpr std::pair<const char*, DecodePath> kDecodePathNames[] = {{"auto", DecodePath::kAuto},
+                                                                     {"graph", DecodePath::kGraph},
+                                                                     {"pdl", DecodePath::kPdl},
+                                                                     {"fused", DecodePath::kFused},
+                                                                     {"persistent", DecodePath::kPersistent}};
+}  // namespace
+
+DecodePath decode_path_from_name(const std::string& name, const char* argument) {
+  for (const auto& [n, path] : kDecodePathNames) {
+    if (name == n) return path;
+  }
+  throw ArgumentError(kOp, argument, "must be 'auto', 'graph', 'pdl', 'fused' or 'persistent', got '" + name + "'");
+}
+
+const char* decode_path_name(DecodePath path) {
+  for (const auto& [n, p] : kDecodePathNames) {
+    if (p == path) return n;
+  }
+  return "unknown";
+}
+
+void GPT2Engine::set_decode_path(DecodePath path) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  detail::require(std::string(decode_path_name(path)) != "unknown", kOp, "path",
+                  "must be a DecodePath value, got " + std::to_string(static_cast<int>(path)));
+  if (path == m.decode_path) return;
+  ScopedDevice on_device(m.device);
+  m.clear_graphs();  // captured on the old path
+  m.decode_path = path;
+}
+
+DecodePath GPT2Engine::decode_path() const {
+  const Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mutex);
+  return m.decode_path;
 }
 
 DType GPT2Engine::kv_dtype() const {

@@ -150,21 +150,11 @@ struct GPT2Engine::Impl {
   // Decode projections on decode_gemv (default) or cuBLAS (FLASHKERNEL_GPT2_DECODE_GEMM=cublas,
   // kept as a cross-check of the custom kernel).
   bool use_decode_gemv = true;
-  // The decode step's path (FLASHKERNEL_GPT2_DECODE, read at construction; docs/ops/gpt2.md):
-  //  kGraph ("graph"): the CUDA graph of one kernel per op, ordinary launches.
-  //  kPdl ("pdl"): the same kernels after the embedding as programmatic dependents
-  //    (common/dependent_launch.cuh): each kernel's CTAs resident while the previous one
-  //    finishes, the projections' weights already streaming into L2.
-  //  kFused ("fused"): dependent launches and the 5-kernel layer of fused_decode_layers (batch
-  //    <= 8, a 16-bit cache; else the pdl path's layers).
-  //  kPersistent ("persistent"): one cooperative kernel (persistent_decode.cu), falling back to
-  //    the graph wherever its plan is unsupported; measured no faster (H200: 437 vs 437 us per
-  //    step at batch 1, 1016 vs 751 at batch 8), so never chosen by kAuto.
-  //  kAuto (default, "auto" or unset): what measured fastest for the step's batch, from the
-  //    device's compute capability: fused at batch 1 on sm_90+ (H100: 278 vs 440 us per step for
-  //    the plain graph), else pdl (H100: 1.09x the plain graph at batch 8, where fused measured
-  //    0.77x; below sm_90 dependent launches are ordinary ones).
-  enum class DecodePath { kAuto, kGraph, kPdl, kFused, kPersistent };
+  // The decode step's path (DecodePath in the public header; FLASHKERNEL_GPT2_DECODE at
+  // construction, then set_decode_path). kAuto's choice: fused at batch 1 on sm_90+ (H100: 278 vs
+  // 440 us per step for the plain graph), else pdl (H100: 1.09x the plain graph at batch 8, where
+  // fused measured 0.77x). kPersistent measured no faster (H200: 437 vs 437 us per step at batch 1,
+  // 1016 vs 751 at batch 8), so kAuto never takes it.
   DecodePath decode_path = DecodePath::kAuto;
   bool use_persistent() const { return decode_path == DecodePath::kPersistent; }
   bool use_dependent_launches() const { return decode_path != DecodePath::kGraph && !use_persistent(); }
