@@ -261,6 +261,9 @@ def _gpt2_decode(decode: str):
         if decode == "persistent" and not engine.last_stats.persistent_decode:
             raise Skip("the engine ran its decode step on the graph path (the persistent kernel does not fit "
                        "this GPU or shape), the same kernels as gpt2_decode")
+        if decode == "fused" and not engine.last_stats.fused_decode:
+            raise Skip("the engine ran the per-op layers (the fused ones do not fit this shape), the same "
+                       "kernels as gpt2_decode")
         c, layers, vocab = cfg["n_embd"], cfg["n_layer"], cfg["vocab_size"]
         b, length = GPT2_BATCH, GPT2_PROMPT + 1
         # One token per sequence through every layer and the LM head, attending over P + 1 keys.
@@ -293,6 +296,7 @@ def _registry() -> dict[str, Family]:
              Family("kv_cache_gather", kv_cache_gather), Family("paged_decode", paged_decode),
              Family("gpt2_prefill", gpt2_prefill),
              Family("gpt2_decode", _gpt2_decode("graph"), needs=("gpt2_prefill",)),
+             Family("gpt2_decode_fused", _gpt2_decode("fused"), needs=("gpt2_prefill",)),
              Family("gpt2_decode_persistent", _gpt2_decode("persistent"), needs=("gpt2_prefill",))]
     return {f.name: f for f in fams}
 
