@@ -37,8 +37,9 @@ enum class AttentionBackend : int { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 // Masks and score transforms beyond causal (FlashAttention's semantics). Query i of a sequence
 // sits at key position i + seq_k - seq_q (bottom-right alignment).
 //   window_left / window_right >= 0: a sliding window, query i sees keys j with
-//     i + seq_k - seq_q - window_left <= j <= i + seq_k - seq_q + window_right; a negative bound
-//     is unbounded on that side. causal sets window_right to 0.
+//     i + seq_k - seq_q - window_left <= j <= i + seq_k - seq_q + window_right; -1 is unbounded on
+//     that side (below -1: ArgumentError naming window_left / window_right). causal sets
+//     window_right to 0.
 //   softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) before the softmax
 //     (Gemma 2's logit soft-capping); 0 is off.
 struct AttentionOptions {

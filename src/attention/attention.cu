@@ -139,6 +139,11 @@ void require_common(const char* op, DType dtype, std::int64_t head_dim, std::int
   detail::require(std::isfinite(scale), op, "scale", "must be finite");
   detail::require(std::isfinite(o.softcap) && o.softcap >= 0.f, op, "softcap",
                   "must be finite and >= 0 (0: off), got " + std::to_string(o.softcap));
+  // -1 is FlashAttention's "unbounded"; a bound below it is a mistake, not another spelling.
+  detail::require(o.window_left >= -1, op, "window_left",
+                  "must be >= -1 (-1: unbounded), got " + std::to_string(o.window_left));
+  detail::require(o.window_right >= -1, op, "window_right",
+                  "must be >= -1 (-1: unbounded), got " + std::to_string(o.window_right));
 }
 
 // The window bounds the kernel takes: negative -> -1 (unbounded), causal -> right 0. A bound that

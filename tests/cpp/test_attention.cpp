@@ -492,7 +492,13 @@ TEST(AttentionArguments, WindowSoftcapAndVarlenNameTheirArguments) {
   EXPECT_EQ(argument([&] { flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o); }),
             "softcap");
   o.softcap = 0.f;
-  o.window_left = 8;
+  o.window_left = -2;  // -1 is unbounded; below it is a mistake
+  EXPECT_EQ(argument([&] { flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o); }),
+            "window_left");
+  o.window_left = 8, o.window_right = -7;
+  EXPECT_EQ(argument([&] { flash_attention(buf, buf, buf, buf, nullptr, valid_shape(), DType::kFloat16, false, 1.f, o); }),
+            "window_right");
+  o.window_right = -1;
   // A backend that does not exist is an error, before any CUDA call.
   auto d96 = valid_shape();
   d96.head_dim = 96;

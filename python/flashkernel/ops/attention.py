@@ -79,14 +79,18 @@ def varlen_with_trusted_offsets(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_
 
 
 def window_and_softcap(op: str, window, softcap) -> tuple[int, int, float]:
-    """(left, right, softcap) as the ops take them: -1 for an unbounded side, 0.0 for no softcap."""
+    """(left, right, softcap) as the ops take them: -1 for an unbounded side, 0.0 for no softcap. A
+    bound below -1 is an error naming `window` (as in the C++ library)."""
     if window is None:
         left, right = -1, -1
     else:
         if not isinstance(window, (tuple, list)) or len(window) != 2 or \
                 not all(isinstance(x, int) and not isinstance(x, bool) for x in window):
             raise ValueError(f"{op}: argument 'window' must be None or a pair of ints (left, right), got {window!r}")
-        left, right = (max(int(x), -1) for x in window)
+        if any(x < -1 for x in window):
+            raise ValueError(f"{op}: argument 'window' must be a pair of ints >= -1 (left, right; -1: unbounded on "
+                             f"that side, FlashAttention's convention), got {window!r}")
+        left, right = (int(x) for x in window)
     if softcap is None:
         cap = 0.0
     else:
