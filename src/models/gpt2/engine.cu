@@ -413,8 +413,9 @@ const char* decode_path_name(DecodePath path) {
 void GPT2Engine::set_decode_path(DecodePath path) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mutex);
-  detail::require(std::string(decode_path_name(path)) != "unknown", kOp, "path",
-                  "must be a DecodePath value, got " + std::to_string(static_cast<int>(path)));
+  const int value = static_cast<int>(path);
+  detail::require(value >= 0 && value <= static_cast<int>(DecodePath::kPersistent), kOp, "path",
+                  "must be a DecodePath value, got " + std::to_string(value));
   if (path == m.decode_path) return;
   ScopedDevice on_device(m.device);
   m.clear_graphs();  // captured on the old path
