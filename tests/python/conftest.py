@@ -33,6 +33,10 @@ os.environ.setdefault("FLASHKERNEL_TRITON_AUTOTUNE", "0")
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped with a reason without one)")
     config.addinivalue_line("markers", "triton: a Triton-twin test; also runs under TRITON_INTERPRET=1 on the CPU")
+    # scripts/gpu_check.sh runs the Python GPU lane as several pytest processes on one GPU; a test
+    # that needs most of its memory would find it held by the others (and skip), so the check runs
+    # these in a pass of their own after the shards.
+    config.addinivalue_line("markers", "exclusive_gpu: needs most of the GPU's memory; run alone, after the shards")
 
 
 def pytest_collection_modifyitems(config, items):

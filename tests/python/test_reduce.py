@@ -178,6 +178,7 @@ def test_cuda_and_triton_agree(op, dtype):
 
 
 @gpu
+@pytest.mark.exclusive_gpu
 def test_more_than_2_pow_31_elements():
     free, _ = torch.cuda.mem_get_info()
     if free < 16 << 30:
