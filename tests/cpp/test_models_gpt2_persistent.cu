@@ -316,21 +316,21 @@ TEST(ModelsGpt2EngineDependentLaunch, FusedLayersMatchPrefillForEveryBatchSize) 
 }
 
 // The default decode path (FLASHKERNEL_GPT2_DECODE unset or "auto") picks per batch: the fused
-// layers at batch 1 on a 9.x GPU, else the dependent-launch chain. Same kernels, same launch
+// layers up to kAutoFusedMaxBatch rows on a 9.x GPU, else the dependent-launch chain. Same kernels, same launch
 // rules, so every token must equal the explicitly selected path's, and the stats must say which
 // ran.
-TEST(ModelsGpt2EngineDependentLaunch, TheDefaultPathIsFusedAtBatchOneElseDependentLaunches) {
+TEST(ModelsGpt2EngineDependentLaunch, TheDefaultPathIsFusedAtSmallBatchesElseDependentLaunches) {
   FK_SKIP_WITHOUT_GPU();
   const auto seed = testing::fresh_seed();
   int device = 0, major = 0;
   FK_CUDA_CHECK(cudaGetDevice(&device));
   FK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  for (const auto& lens : std::vector<std::vector<int>>{{200}, {1, 2, 3, 5, 8, 13, 21, 34}}) {
+  for (const auto& lens : std::vector<std::vector<int>>{{200}, {9, 40}, {1, 2, 3, 5, 8, 13, 21, 34}}) {
     SCOPED_TRACE("seed=" + std::to_string(seed) + " batch=" + std::to_string(lens.size()));
     const auto prompts = random_prompts(lens, seed + lens.size());
     GenerationOptions o;
     o.max_new_tokens = 24;
-    const bool fused = lens.size() == 1 && major >= 9;
+    const bool fused = std::int64_t(lens.size()) <= kAutoFusedMaxBatch && major >= 9;
     GenerationStats unset, automatic, chosen;
     const DType fp16 = DType::kFloat16;
     const Prompts by_default = generate_on_path(nullptr, fp16, seed, prompts, o, &unset);

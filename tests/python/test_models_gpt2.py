@@ -130,19 +130,19 @@ def test_greedy_generation_matches_hf(hf_and_engine):
 def test_each_decode_path_matches_hf(hf_and_engine, monkeypatch, mode):
     """Every decode step: the persistent kernel (batch <= 8), the chain of kernels in a CUDA graph,
     that chain with programmatic dependent launches, the fused 5-kernel layers, and the default's
-    choice among them (FLASHKERNEL_GPT2_DECODE, read when the engine is built): fused at batch 1 on
-    a 9.x GPU, else the dependent-launch chain."""
+    choice among them (FLASHKERNEL_GPT2_DECODE, read when the engine is built): fused up to batch 2
+    (the C++ kAutoFusedMaxBatch) on a 9.x GPU, else the dependent-launch chain."""
     model, _, dtype, seed = hf_and_engine
     monkeypatch.setenv("FLASHKERNEL_GPT2_DECODE", mode)
     engine = GPT2Engine.from_hf(model)
     reports = []
-    for lengths in ([7], [3, 17, 64, 200, 1, 9, 31, 120]):
+    for lengths in ([7], [5, 33], [3, 17, 64, 200, 1, 9, 31, 120]):
         rows = _prompts(lengths, seed + 7 * sum(lengths))
         hf_new, hf_logits = _hf_greedy(model, rows)
         ours = engine.generate(rows, NEW_TOKENS)
         assert engine.last_stats.persistent_decode == (mode == "persistent")
         hopper = torch.cuda.get_device_capability()[0] >= 9
-        assert engine.last_stats.fused_decode == (mode == "fused" or (mode == "auto" and len(rows) == 1 and hopper))
+        assert engine.last_stats.fused_decode == (mode == "fused" or (mode == "auto" and len(rows) <= 2 and hopper))
         for b, r in enumerate(rows):
             reports.append(_compare_greedy(ours[b][len(r):], hf_new[b].tolist(), list(hf_logits[b]), MARGIN_TOL[dtype],
                                            f"[{dtype}, {mode}] prompt {len(r)} (batch {len(rows)})"))

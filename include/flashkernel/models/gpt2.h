@@ -102,14 +102,19 @@ struct GenerationOptions {
 
 // How a decode step runs (docs/ops/gpt2.md). All paths compute the same model; their tokens may
 // part only after a near-tie (the fused and persistent paths sum in another order).
-//   kAuto (the default): what measured fastest for the step's batch: kFused at batch 1 on a 9.x
-//     GPU, else kPdl.
+//   kAuto (the default): what measured fastest for the step's batch: kFused at batch <=
+//     kAutoFusedMaxBatch on a 9.x GPU, else kPdl.
 //   kGraph: a CUDA graph of one kernel per op, ordinary launches.
 //   kPdl: the same kernels as programmatic dependent launches (ordinary ones below sm_90).
 //   kFused: 5 kernels per layer, the LayerNorms, residual adds, GeLU and KV append folded into the
 //     projections (batch <= 8 and a 16-bit cache; elsewhere kPdl's layers).
 //   kPersistent: all layers in one cooperative kernel (batch <= 8; elsewhere the graph).
 enum class DecodePath { kAuto, kGraph, kPdl, kFused, kPersistent };
+// kAuto's largest fused batch. Measured (profiling/gpt2_decode_paths_*.txt, decode us/step, fused
+// vs pdl): H200 batch 1 262 vs 360, batch 2 359 vs 406, batch 4 453 vs 455, batch 8 697 vs 649;
+// H100 batch 1 278 vs 377. Past 2 rows the fused GEMVs' per-row prologue and epilogue eat the
+// launches they save.
+inline constexpr std::int64_t kAutoFusedMaxBatch = 2;
 // "auto", "graph", "pdl", "fused", "persistent". The parser throws ArgumentError naming `argument`.
 DecodePath decode_path_from_name(const std::string& name, const char* argument = "decode_path");
 const char* decode_path_name(DecodePath path);

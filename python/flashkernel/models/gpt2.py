@@ -179,7 +179,7 @@ class GPT2Engine:
     # ------------------------------------------------------------------ decode path
     @property
     def decode_path(self) -> str:
-        """How decode steps run (docs/ops/gpt2.md): "auto" (the default: the fused layers at batch 1
+        """How decode steps run (docs/ops/gpt2.md): "auto" (the default: the fused layers at batch 1-2
         on a 9.x GPU, else the kernel chain with programmatic dependent launches), "graph" (the
         chain, ordinary launches), "pdl", "fused" or "persistent". Starts as the environment
         variable FLASHKERNEL_GPT2_DECODE names it when the engine is built; setting it drops the

@@ -293,7 +293,7 @@ void GPT2Engine::Impl::layers(std::int64_t rows, const std::int64_t* slots_dev,
 
 bool GPT2Engine::Impl::fused_decode_supported(std::int64_t rows) const {
   const bool wanted = decode_path == DecodePath::kFused ||
-                      (decode_path == DecodePath::kAuto && rows == 1 && detail::current_compute_major() >= 9);
+                      (decode_path == DecodePath::kAuto && rows <= kAutoFusedMaxBatch && detail::current_compute_major() >= 9);
   return wanted && use_decode_gemv && kv_dtype != DType::kFloat8E4M3 &&
          decode_gemv_supported(rows, 4 * cfg.n_embd) && fused_gemv_supported(rows, cfg.n_embd);
 }

@@ -151,9 +151,9 @@ struct GPT2Engine::Impl {
   // kept as a cross-check of the custom kernel).
   bool use_decode_gemv = true;
   // The decode step's path (DecodePath in the public header; FLASHKERNEL_GPT2_DECODE at
-  // construction, then set_decode_path). kAuto's choice: fused at batch 1 on sm_90+ (H100: 278 vs
-  // 440 us per step for the plain graph), else pdl (H100: 1.09x the plain graph at batch 8, where
-  // fused measured 0.77x). kPersistent measured no faster (H200: 437 vs 437 us per step at batch 1,
+  // construction, then set_decode_path). kAuto's choice: fused up to kAutoFusedMaxBatch rows on
+  // sm_90+ (H100: 278 vs 440 us per step for the plain graph at batch 1), else pdl (H200: 649 vs
+  // 697 us for fused at batch 8). kPersistent measured no faster (H200: 437 vs 437 us per step at batch 1,
   // 1016 vs 751 at batch 8), so kAuto never takes it.
   DecodePath decode_path = DecodePath::kAuto;
   bool use_persistent() const { return decode_path == DecodePath::kPersistent; }

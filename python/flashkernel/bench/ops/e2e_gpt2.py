@@ -9,7 +9,7 @@ peak_mem_mb):
   flashkernel_patched_hf   HF `generate` after flashkernel.integrations.patch_gpt2
   flashkernel_engine       flashkernel.models.GPT2Engine.generate (C++ engine), built with the
                            environment as it is: the decode path FLASHKERNEL_GPT2_DECODE selects, by
-                           default "auto" (fused at batch 1 on a 9.x GPU, else pdl; before 1.1.0 the
+                           default "auto" (fused at batch 1-2 on a 9.x GPU, else pdl; before 1.1.0 the
                            default was the plain graph, and at commit b55b3c3 only the persistent step)
   flashkernel_engine_graph the same engine built with FLASHKERNEL_GPT2_DECODE=graph (one CUDA-graph
                            replay of the per-op kernels per step, ordinary launches; in CSVs of the
