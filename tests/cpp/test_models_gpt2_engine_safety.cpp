@@ -30,13 +30,8 @@ using testing::expect_argument_error;
 constexpr std::int64_t kVocab = 1000, kPositions = 256, kEmbd = 256, kLayers = 3, kHeads = 4;
 
 GPT2Config tiny_config() {
-  GPT2Config c;
-  c.vocab_size = kVocab;
-  c.n_positions = kPositions;
-  c.n_embd = kEmbd;
-  c.n_layer = kLayers;
-  c.n_head = kHeads;
-  return c;
+  return GPT2Config{
+      .vocab_size = kVocab, .n_positions = kPositions, .n_embd = kEmbd, .n_layer = kLayers, .n_head = kHeads};
 }
 
 Prompts prompts_of(const std::vector<int>& lengths, std::uint64_t seed) {

@@ -102,16 +102,7 @@ struct FusedGemv {
 // to out as `kind` says.
 inline FusedGemv projection(const void* w, const void* bias, std::int64_t m, std::int64_t n, std::int64_t k,
                             DType dtype, GemvOut kind, void* out) {
-  FusedGemv g;
-  g.w = w;
-  g.bias = bias;
-  g.m = m;
-  g.n = n;
-  g.k = k;
-  g.dtype = dtype;
-  g.out_kind = kind;
-  g.out = out;
-  return g;
+  return FusedGemv{.w = w, .bias = bias, .m = m, .n = n, .k = k, .dtype = dtype, .out_kind = kind, .out = out};
 }
 // Whether fused_gemv serves m rows of a normalized input of k columns (the rows fit the kernel and
 // m * k elements fit its shared memory).
