@@ -110,18 +110,18 @@ struct SharedTiles {
 };
 
 // ---------------------------------------------------------------- producer
-// Paged K/V (kPaged): a key tile of BN keys is BN / rows copies of `rows` keys (a page, or a
-// BN-key part of a larger one) per 64-column block, K then V, from the pool map (coordinates:
-// column, row in the page, KV head, 2 x page id (+1 for V)). A copy past the sequence gets a page
+// Key tile `key0` of a paged work tile into ring slot s: BN / rows copies of `rows` keys (a page,
+// or a BN-key part of a larger one) per column block, K then V, from the pool map (coordinates:
+// column, row in the page, KV head, 2 x page id (+1 for V)). The producer warp's lane i reads the
+// page id of copy i (one coalesced load); lane 0 issues. A copy past the sequence gets a page
 // coordinate past the pool, which TMA fills with zeros: every copy lands, so a tile's byte count
 // is the dense one.
-//
-// The page ids of the copies of the tile at key `key0`: lane i of the producer warp returns copy
-// i's 2 x page id (one coalesced load over the warp). The producer asks for the next tile's ids
-// before it waits for the ring slot of this one, so the page-table read is in flight during the
-// wait instead of in front of the copies.
-template <int BN>
-__device__ __forceinline__ int paged_tile_pages(const PagedParams& p, const VarlenWorkTile& w, int key0) {
+template <typename T, typename Cfg, typename Scheduler>
+__device__ __forceinline__ void load_paged_kv_tile(const SharedTiles<T, Cfg>& sm, const Scheduler& sched,
+                                                   const VarlenWorkTile& w, int key0, int s, const CUtensorMap* tm_kv) {
+  constexpr int BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
+  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
+  const PagedParams& p = sched.p;
   const int lane = threadIdx.x % 32;
   const int rows = min(p.page_size, BN), copies = BN / rows;
   const int key = key0 + lane * rows;
@@ -129,31 +129,18 @@ __device__ __forceinline__ int paged_tile_pages(const PagedParams& p, const Varl
   if (lane < copies && key < w.seq_k) {
     page2 = 2 * p.page_table[std::int64_t(w.batch) * p.table_stride + key / p.page_size];
   }
-  return page2;
-}
-
-// Issues the copies of one paged key tile into ring slot s, page2 from paged_tile_pages: lane 0
-// sets each `full` barrier's byte count, then lane i issues copy i (one warp instruction issues
-// all copies of a column block, instead of lane 0 issuing them one after another: at page size
-// 16 a d=128 tile is 32 copies).
-template <typename T, typename Cfg>
-__device__ __forceinline__ void load_paged_kv_tile(const SharedTiles<T, Cfg>& sm, const PagedParams& p,
-                                                   const VarlenWorkTile& w, int key0, int s, int page2,
-                                                   const CUtensorMap* tm_kv) {
-  constexpr int BN = Cfg::kBlockN, kCB = Cfg::kColBlocks;
-  constexpr std::uint32_t kKVBytes = Cfg::kKVElems * 2;
-  const int lane = threadIdx.x % 32;
-  const int rows = min(p.page_size, BN), copies = BN / rows;
   const int in_page = key0 % p.page_size;  // 0 unless one page holds the whole tile
   for (int kv = 0; kv < 2; ++kv) {
     T* dst = (kv == 0 ? sm.sK : sm.sV) + s * Cfg::kKVElems;
     std::uint64_t* full = kv == 0 ? &sm.k_full[s] : &sm.v_full[s];
     if (lane == 0) mbarrier_arrive_expect_tx(full, kKVBytes);
-    __syncwarp();  // the byte count is set before any copy can complete
-    if (lane < copies) {
+    for (int r = 0; r < copies; ++r) {
+      const int coord = __shfl_sync(0xffffffffu, page2, r) + kv;
+      if (lane == 0) {
 #pragma unroll
-      for (int c = 0; c < kCB; ++c) {
-        tma_load_4d(dst + c * BN * 64 + lane * rows * 64, tm_kv, full, c * 64, in_page, w.head_kv, page2 + kv);
+        for (int c = 0; c < kCB; ++c) {
+          tma_load_4d(dst + c * BN * 64 + r * rows * 64, tm_kv, full, c * 64, in_page, w.head_kv, coord);
+        }
       }
     }
   }
@@ -199,20 +186,11 @@ __device__ __forceinline__ void produce(const SharedTiles<T, Cfg>& sm, const Sch
 #pragma unroll
         for (int c = 0; c < kCB; ++c) tma_load_4d(sm.sQ + c * BM * 64, tm_q, sm.q_full, c * 64, q_row, w.head, batch);
       }
-      int next_pages = 0;  // paged: the page ids of key tile j (paged_tile_pages)
-      if constexpr (Scheduler::kPaged) {
-        if (w.n_blocks > 0) next_pages = paged_tile_pages<BN>(sched.p, w, w.n_first * BN);
-      }
       for (int j = 0; j < w.n_blocks; ++j, ++g) {
         const int s = Ring::slot(g);
-        int pages = 0;
-        if constexpr (Scheduler::kPaged) {
-          pages = next_pages;
-          if (j + 1 < w.n_blocks) next_pages = paged_tile_pages<BN>(sched.p, w, (w.n_first + j + 1) * BN);
-        }
         mbarrier_wait(&sm.kv_empty[s], Ring::parity(g) ^ 1);  // the consumers are done with its last tile
         if constexpr (Scheduler::kPaged) {
-          load_paged_kv_tile(sm, sched.p, w, (w.n_first + j) * BN, s, pages, tm_k);
+          load_paged_kv_tile(sm, sched, w, (w.n_first + j) * BN, s, tm_k);
           continue;
         }
         mbarrier_arrive_expect_tx(&sm.k_full[s], kKVBytes);
