@@ -215,18 +215,21 @@ def sdpa_lowp(q, kvs, scale):
     return torch.stack(outs)
 
 
-def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, scale=None, kv_dtype=None):
+def check_decode(lens, *, hq, hkv, d, dtype, page_size=16, layers=2, layer=1, scale=None, kv_dtype=None,
+                 device="cuda", decode=flashkernel.paged_decode_attention):
+    """decode (the CUDA op or its Triton twin) on a poisoned cache filled in interleaved chunks,
+    against the float64 reference under the 2x-PyTorch-error rule."""
     pages = sum(math.ceil(n / page_size) for n in lens) + 4
-    cache = make_cache("cuda", layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype,
+    cache = make_cache(device, layers=layers, pages=pages, heads=hkv, d=d, page_size=page_size, dtype=dtype,
                        kv_dtype=kv_dtype)
     poison(cache)  # a read outside the sequences' tokens shows up as NaN
     if cache.quantized:  # per-head scales around amax / 448 of unit normals, different per head and K/V
         cache.set_scales(layer, fp8_test_scales(hkv, 0), fp8_test_scales(hkv, 1))
     chunks = [max(1, max(lens) // 3), 1, 17]
-    ids, written = fill(cache, layer, lens, chunks, "cuda")
-    q = randn((len(lens), hq, d), dtype)
+    ids, written = fill(cache, layer, lens, chunks, device)
+    q = randn((len(lens), hq, d), dtype, device)
     sc = scale if scale is not None else 1 / math.sqrt(d)
-    out = flashkernel.paged_decode_attention(q, cache, layer, ids, scale=scale)
+    out = decode(q, cache, layer, ids, scale=scale)
     kvs = [written[s] for s in ids]
     if cache.quantized:
         # The kernel attends over the stored values: scale * e4m3 exactly (fp64 here), and torch's
@@ -707,6 +710,76 @@ def test_triton_gather_bad_inputs():
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int32), 17)
     with pytest.raises(TypeError, match="argument 'pages'"):
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int64), 1)
+
+
+# ---------------------------------------------------------------- Triton twin of decode
+@triton_twin
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("heads", [(32, 8), (4, 4), (6, 2)])
+@pytest.mark.parametrize("ctx", [1, 17, 300])
+def test_triton_decode_matches_reference(ctx, heads, d, dtype):
+    # Group sizes 4, 1 and 3 (the twin pads a group to 16 rows for tl.dot).
+    check_decode([ctx], hq=heads[0], hkv=heads[1], d=d, dtype=dtype, device=triton_device(),
+                 decode=flashkernel.triton.paged_decode_attention)
+
+
+@triton_twin
+@pytest.mark.parametrize("heads", [(12, 1), (8, 4)])
+@pytest.mark.parametrize("page_size", [8, 256])
+@pytest.mark.parametrize("kv_dtype", [None, FP8])
+def test_triton_decode_mixed_lengths_and_fp8(kv_dtype, page_size, heads):
+    # 1000 and 1300 tokens run several splits of the context, merged by log-sum-exp; 12 query heads
+    # on one KV head make a group of 12; 4 KV heads have FP8 scales of their own.
+    check_decode([1, 15, 16, 17, 300, 1300, 2, 1000], hq=heads[0], hkv=heads[1], d=128, dtype=torch.bfloat16,
+                 page_size=page_size, kv_dtype=kv_dtype, device=triton_device(),
+                 decode=flashkernel.triton.paged_decode_attention)
+
+
+@triton_twin
+def test_triton_decode_custom_scale_and_shared_pages():
+    # A forked sequence reads the pages it shares with its parent, then its own.
+    dev = triton_device()
+    cache = make_cache(dev, layers=1, pages=32, heads=2, d=64, page_size=8)
+    poison(cache)
+    ids, written = fill(cache, 0, [40], [40], dev)
+    f = cache.fork(ids[0])
+    k, v = randn((5, 2, 64), torch.float16, dev), randn((5, 2, 64), torch.float16, dev)
+    cache.append(0, [f], k, v, [5])
+    q = randn((2, 8, 64), torch.float16, dev)
+    out = flashkernel.triton.paged_decode_attention(q, cache, 0, [ids[0], f], scale=0.3)
+    kvs = [written[ids[0]], (torch.cat([written[ids[0]][0], k]), torch.cat([written[ids[0]][1], v]))]
+    assert_within_torch_error(out, reference_decode(q, kvs, 0.3), sdpa_lowp(q, kvs, 0.3), floor=3e-4,
+                              what="fork, scale 0.3")
+
+
+@triton_twin
+def test_triton_decode_bad_inputs_name_the_argument():
+    from flashkernel.triton.kv_cache import decode_pages
+
+    dev = triton_device()
+    cache = make_cache(dev, d=64, heads=2)
+    ids, _ = fill(cache, 0, [5], [5], dev)
+    empty = cache.add_sequence()
+    q = randn((1, 4, 64), torch.float16, dev)
+    twin = flashkernel.triton.paged_decode_attention
+    with pytest.raises(ValueError, match="argument 'q' must have one row per sequence"):
+        twin(randn((2, 4, 64), torch.float16, dev), cache, 0, ids)
+    with pytest.raises(TypeError, match="argument 'q' must have the same dtype"):
+        twin(q.bfloat16(), cache, 0, ids)
+    with pytest.raises(ValueError, match="argument 'q' must be"):
+        twin(randn((1, 3, 64), torch.float16, dev), cache, 0, ids)  # 3 heads over 2 KV heads
+    with pytest.raises(ValueError, match="argument 'seq_ids'"):
+        twin(q, cache, 0, [empty])
+    with pytest.raises(ValueError, match="argument 'scale'"):
+        twin(q, cache, 0, ids, scale=0.0)
+    with pytest.raises(ValueError, match="argument 'layer'"):
+        twin(q, cache, 7, ids)
+    table, lens = cache.page_table(ids, 0)
+    with pytest.raises(ValueError, match="argument 'max_seq_len'"):
+        decode_pages(q, cache.pool, 0, table.to(dev), lens.to(dev), table.shape[1] * 16 + 1)
+    with pytest.raises(ValueError, match="argument 'page_table'"):
+        decode_pages(q, cache.pool, 0, table.to(dev).long(), lens.to(dev), 5)
 
 
 # ---------------------------------------------------------------- hardening (issue 18)

@@ -375,7 +375,15 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
     table (no gather). q: [batch, num_q_heads, head_dim] with batch = len(seq_ids) and num_q_heads a
     multiple of the cache's num_kv_heads (GQA). Long contexts are split across thread blocks and
     merged by log-sum-exp (flash-decoding). Default scale: 1/sqrt(head_dim)."""
-    op = "flashkernel.paged_decode_attention"
+    def decode(q, pool, layer, table, lens, max_len, scale, **scales):
+        return torch.ops.flashkernel.paged_decode_attention(q, pool, layer, table, lens, max_len, scale,
+                                                            check_indices=False, **scales)
+    return paged_decode_with(decode, "flashkernel.paged_decode_attention", q, cache, layer, seq_ids, scale)
+
+
+def paged_decode_with(decode, op: str, q, cache, layer, seq_ids, scale) -> torch.Tensor:
+    """paged_decode_attention's checks, then `decode(q, pool, layer, page_table, seq_lens,
+    max_seq_len, scale, **fp8 scales)`: the CUDA op or its Triton twin, which check the tensors."""
     layer = _cache_layer(op, cache, layer)
     ids = _seq_list(seq_ids, op)
     if not isinstance(q, torch.Tensor) or q.dim() != 3:
@@ -390,8 +398,7 @@ def paged_decode_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq
         empty = [s for s, n in zip(ids, host_lens) if n == 0]
         if empty:
             raise ValueError(f"{op}: argument 'seq_ids' lists sequence(s) {empty} with no tokens in layer {layer}")
-        return torch.ops.flashkernel.paged_decode_attention(q, cache.pool, layer, table, lens, max_len, scale,
-                                                            check_indices=False, **cache._scale_args())
+        return decode(q, cache.pool, layer, table, lens, max_len, scale, **cache._scale_args())
 
 
 def paged_prefill_attention(q: torch.Tensor, cache: PagedKVCache, layer: int, seq_ids: Sequence[int],

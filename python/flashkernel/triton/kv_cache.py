@@ -1,6 +1,10 @@
-"""Triton twin of the paged KV cache's gather: one sequence's pages -> contiguous K and V (an FP8
-cache's e4m3 values dequantized: scale * value in fp32, rounded once, as the CUDA kernel does)."""
+"""Triton twins of the paged KV cache's kernels: the gather (one sequence's pages -> contiguous K
+and V; an FP8 cache's e4m3 values dequantized: scale * value in fp32, rounded once, as the CUDA
+kernel does), decode attention through the page table (split-KV, merged by log-sum-exp), and
+prefill attention (the gather path)."""
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -103,3 +107,190 @@ def paged_prefill_attention(q: torch.Tensor, cache, layer: int, seq_ids, q_lens,
     from flashkernel.triton.attention import flash_attention_varlen
     return paged_prefill_with(flash_attention_varlen, "flashkernel.triton.paged_prefill_attention", q, cache, layer,
                               seq_ids, q_lens, scale=scale, window=window, softcap=softcap)
+
+
+# ---------------------------------------------------------------- decode attention
+# Split-KV decoding (flash-decoding) in two kernels: each program of the first runs one
+# (sequence, KV head, split of the context) for all query heads of that KV head's group (GQA: the
+# group's rows share every K/V load), K/V read through the page table, and writes its partial
+# output and log-sum-exp; the second merges a query head's splits. The scores and P V run on
+# tl.dot with 16-bit operands and fp32 accumulation (P rounded to the activation dtype, as the
+# CUDA kernel does); an FP8 pool's e4m3 values are exact in either 16-bit type, so they enter the
+# dots unscaled and the per-head scales multiply the fp32 scores and output.
+_DECODE_BLOCK_N = 32
+_DECODE_MIN_SPLIT = 256   # tokens a split runs at least
+_DECODE_MAX_SPLITS = 64   # and at most this many splits per sequence (the merge loads them at once)
+
+
+@triton.jit
+def _decode_step(acc, m, l_sum, q, pool_ptr, table_ptr, b, n0, end, table_stride, layer_off, page_elems, head_off,
+                 qk_scale, HKV: tl.constexpr, PAGE_SIZE: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                 UPCAST_DOTS: tl.constexpr):
+    """One tile of BLOCK_N keys from n0 (those < end) into the online softmax."""
+    d = tl.arange(0, D)
+    t = n0 + tl.arange(0, BLOCK_N)
+    t_ok = t < end
+    page = tl.load(table_ptr + b.to(tl.int64) * table_stride + t // PAGE_SIZE, mask=t_ok, other=0).to(tl.int64)
+    row = layer_off + page * page_elems + head_off + (t % PAGE_SIZE) * D
+    k = tl.load(pool_ptr + row[:, None] + d[None, :], mask=t_ok[:, None], other=0.0).to(q.dtype)
+    v = tl.load(pool_ptr + row[:, None] + HKV * PAGE_SIZE * D + d[None, :], mask=t_ok[:, None], other=0.0).to(q.dtype)
+    if UPCAST_DOTS:
+        # The CPU interpreter's tl.dot mishandles bfloat16 operands; products of 16-bit values are
+        # exact in fp32, so upcasting first gives the same result (as in the attention twin).
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * qk_scale
+    else:
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+    s = tl.where(t_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1))
+    alpha = tl.exp2(m - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_sum = l_sum * alpha + tl.sum(p, 1)
+    if UPCAST_DOTS:
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype).to(tl.float32), v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v)
+    return acc, m_new, l_sum
+
+
+@triton.jit
+def _decode_split_kernel(q_ptr, pool_ptr, table_ptr, lens_ptr, part_o_ptr, part_lse_ptr, k_scale_ptr, v_scale_ptr,
+                         scale, layer_off, page_elems, table_stride, split_tokens, n_splits,
+                         HQ: tl.constexpr, HKV: tl.constexpr, GROUP: tl.constexpr, GROUP_P: tl.constexpr,
+                         PAGE_SIZE: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, QUANTIZED: tl.constexpr,
+                         INTERPRET: tl.constexpr, SPLIT_TILES: tl.constexpr):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    length = tl.load(lens_ptr + b)
+    start = split * split_tokens
+    end = start + split_tokens
+    if end > length:  # a plain branch: scalars stay scalars under the interpreter too
+        end = length
+    g = tl.arange(0, GROUP_P)
+    d = tl.arange(0, D)
+    rows = kvh * GROUP + g  # the group's query heads; rows past the group load zeros, stored nowhere
+    row_ok = g < GROUP
+    q = tl.load(q_ptr + (b * HQ + rows).to(tl.int64)[:, None] * D + d[None, :], mask=row_ok[:, None], other=0.0)
+    k_scale = 1.0
+    v_scale = 1.0
+    if QUANTIZED:  # this layer's [HKV] scales
+        k_scale = tl.load(k_scale_ptr + kvh)
+        v_scale = tl.load(v_scale_ptr + kvh)
+    qk_scale = scale * k_scale * 1.4426950408889634  # exp2 below: log2(e) folded in
+    m = tl.full([GROUP_P], float("-inf"), tl.float32)
+    l_sum = tl.zeros([GROUP_P], tl.float32)
+    acc = tl.zeros([GROUP_P, D], tl.float32)
+    head_off = kvh * PAGE_SIZE * D  # K's rows of this head inside a page; V's are HKV heads further
+    if INTERPRET:
+        # The CPU interpreter cannot take loop bounds computed from program_id (1-element arrays
+        # there): it walks the split's SPLIT_TILES tiles and skips those past its end.
+        for it in range(SPLIT_TILES):
+            n0 = start + it * BLOCK_N
+            if n0 < end:
+                acc, m, l_sum = _decode_step(acc, m, l_sum, q, pool_ptr, table_ptr, b, n0, end, table_stride,
+                                             layer_off, page_elems, head_off, qk_scale, HKV, PAGE_SIZE, D, BLOCK_N,
+                                             True)
+    else:
+        for n0 in range(start, end, BLOCK_N):
+            acc, m, l_sum = _decode_step(acc, m, l_sum, q, pool_ptr, table_ptr, b, n0, end, table_stride, layer_off,
+                                         page_elems, head_off, qk_scale, HKV, PAGE_SIZE, D, BLOCK_N, False)
+    # A split past its sequence's end ran no tile: lse -inf, weight 0 in the merge.
+    has = l_sum > 0
+    lse = tl.where(has, m + tl.log2(tl.where(has, l_sum, 1.0)), float("-inf"))  # base 2
+    out = tl.where(has[:, None], acc / tl.where(has, l_sum, 1.0)[:, None], 0.0) * v_scale
+    part = ((b * HQ + rows).to(tl.int64) * n_splits + split)
+    tl.store(part_o_ptr + part[:, None] * D + d[None, :], out, mask=row_ok[:, None])
+    tl.store(part_lse_ptr + part, lse, mask=row_ok)
+
+
+@triton.jit
+def _decode_merge_kernel(part_o_ptr, part_lse_ptr, out_ptr, n_splits, D: tl.constexpr, SPLITS_P: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)  # b * HQ + h
+    i = tl.arange(0, SPLITS_P)
+    d = tl.arange(0, D)
+    ok = i < n_splits
+    lse = tl.load(part_lse_ptr + row * n_splits + i, mask=ok, other=float("-inf"))
+    top = tl.max(lse, 0)  # finite: every sequence has a token, so split 0 ran one
+    w = tl.where(ok, tl.exp2(lse - top), 0.0)
+    o = tl.load(part_o_ptr + (row * n_splits + i)[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(w, 0)
+    tl.store(out_ptr + row * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+def decode_pages(q: torch.Tensor, pool: torch.Tensor, layer: int, page_table: torch.Tensor, seq_lens: torch.Tensor,
+                 max_seq_len: int, scale: float | None = None, k_scale: torch.Tensor | None = None,
+                 v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as torch.ops.flashkernel.paged_decode_attention: q [batch, num_q_heads,
+    head_dim] (the pool's dtype; float16/bfloat16 for a float8_e4m3fn pool, with its float32
+    [num_layers, num_kv_heads] k_scale and v_scale), pool [num_layers, num_pages, 2, num_kv_heads,
+    page_size, head_dim], page_table int32 [batch, max_pages], seq_lens int32 [batch] (each >= 1)
+    -> [batch, num_q_heads, head_dim]."""
+    op = "flashkernel.triton.paged_decode_attention"
+    if pool.dim() != 6 or pool.shape[2] != 2:
+        raise ValueError(f"{op}: argument 'pool' must be [num_layers, num_pages, 2, num_kv_heads, page_size, "
+                         f"head_dim], got shape {tuple(pool.shape)}")
+    if not pool.is_contiguous():
+        raise ValueError(f"{op}: argument 'pool' must be contiguous")
+    num_layers, _, _, hkv, page_size, d = pool.shape
+    quantized = pool.dtype == torch.float8_e4m3fn
+    if quantized:
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"{op}: argument 'q' must be float16 or bfloat16 for a float8_e4m3fn pool, got {q.dtype}")
+        for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
+            if t is None or t.dtype != torch.float32 or tuple(t.shape) != (num_layers, hkv):
+                raise ValueError(f"{op}: argument '{name}' must be a float32 tensor [num_layers, num_kv_heads] = "
+                                 f"{[num_layers, hkv]} for a float8_e4m3fn pool")
+    elif q.dtype != pool.dtype:
+        raise TypeError(f"{op}: argument 'q' must have the same dtype as 'pool' ({pool.dtype}), got {q.dtype}")
+    elif k_scale is not None or v_scale is not None:
+        raise ValueError(f"{op}: arguments 'k_scale' and 'v_scale' are for float8_e4m3fn pools")
+    if q.dim() != 3 or q.shape[2] != d or q.shape[1] % hkv != 0:
+        raise ValueError(f"{op}: argument 'q' must be [batch, num_q_heads, {d}] with num_q_heads a multiple of "
+                         f"num_kv_heads ({hkv}), got shape {tuple(q.shape)}")
+    if q.device != pool.device:
+        raise ValueError(f"{op}: argument 'q' must be on the pool's device {pool.device}, got {q.device}")
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"{op}: argument 'layer' must be in [0, {num_layers}), got {layer}")
+    batch, hq = q.shape[0], q.shape[1]
+    for name, t, dims in (("page_table", page_table, 2), ("seq_lens", seq_lens, 1)):
+        if t.dtype != torch.int32 or t.dim() != dims or t.shape[0] != batch:
+            raise ValueError(f"{op}: argument '{name}' must be a {dims}-D int32 tensor with one row per sequence "
+                             f"({batch}), got {t.dtype} {tuple(t.shape)}")
+    if batch and not 1 <= max_seq_len <= page_table.shape[1] * page_size:
+        raise ValueError(f"{op}: argument 'max_seq_len' must be in [1, max_pages * page_size = "
+                         f"{page_table.shape[1] * page_size}], got {max_seq_len}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"{op}: argument 'scale' must be > 0, got {scale}")
+    out = torch.empty_like(q)
+    if batch == 0:
+        return out
+    q = q.contiguous()
+    group = hq // hkv
+    split_tokens = max(_DECODE_MIN_SPLIT, triton.cdiv(triton.cdiv(max_seq_len, _DECODE_MAX_SPLITS), _DECODE_BLOCK_N)
+                       * _DECODE_BLOCK_N)
+    n_splits = triton.cdiv(max_seq_len, split_tokens)
+    part_o = torch.empty((batch, hq, n_splits, d), dtype=torch.float32, device=q.device)
+    part_lse = torch.empty((batch, hq, n_splits), dtype=torch.float32, device=q.device)
+    # Unused pointers of a 16-bit pool: any tensor on the device (QUANTIZED=False never reads them).
+    ks = k_scale[layer].contiguous() if quantized else seq_lens
+    vs = v_scale[layer].contiguous() if quantized else seq_lens
+    page_elems = 2 * hkv * page_size * d
+    table = page_table.contiguous()
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    _decode_split_kernel[(batch, hkv, n_splits)](
+        q, pool, table, seq_lens.contiguous(), part_o, part_lse, ks, vs,
+        float(scale) if scale is not None else d ** -0.5, layer * pool.shape[1] * page_elems, page_elems,
+        table.shape[1], split_tokens, n_splits,
+        HQ=hq, HKV=hkv, GROUP=group, GROUP_P=max(16, triton.next_power_of_2(group)), PAGE_SIZE=page_size, D=d,
+        BLOCK_N=_DECODE_BLOCK_N, QUANTIZED=quantized, INTERPRET=interpreting,
+        SPLIT_TILES=split_tokens // _DECODE_BLOCK_N if interpreting else 1, num_warps=4)
+    _decode_merge_kernel[(batch * hq,)](part_o, part_lse, out, n_splits, D=d,
+                                       SPLITS_P=max(2, triton.next_power_of_2(n_splits)), num_warps=4)
+    return out
+
+
+def paged_decode_attention(q: torch.Tensor, cache, layer: int, seq_ids, *, scale: float | None = None) -> torch.Tensor:
+    """Triton twin of flashkernel.paged_decode_attention (same contract and checks)."""
+    from flashkernel.ops.kv_cache import paged_decode_with
+    return paged_decode_with(decode_pages, "flashkernel.triton.paged_decode_attention", q, cache, layer, seq_ids,
+                             scale)

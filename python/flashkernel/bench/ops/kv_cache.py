@@ -4,8 +4,8 @@ memory: pages-based vs a contiguous cache pre-allocated at max length (bytes, sa
         of 64 sequences with lengths drawn from stated distributions (no timing).
 gather: pages -> contiguous K/V (CUDA and Triton) vs a contiguous read (torch clone) of the same
         bytes; GB/s counts bytes read + written.
-decode: paged decode attention vs SDPA over a contiguous cache of the same lengths, gather + SDPA,
-        and device_copy (a copy whose read + write bytes equal the K/V bytes: the HBM ceiling).
+decode: paged decode attention (flashkernel_cuda; flashkernel_triton: its Triton twin) vs SDPA over a
+        contiguous cache of the same lengths, gather + SDPA, and device_copy (a copy whose read + write bytes equal the K/V bytes: the HBM ceiling).
         GB/s counts the K/V bytes read. flashkernel_cuda_fp8: the same shapes over an FP8 cache
         (kv_dtype=torch.float8_e4m3fn, fp16 q/out); GB/s counts the e4m3 bytes it reads (half),
         and the extra column time_ratio_vs_fp16_paged = flashkernel_cuda's time / its time, same
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import flashkernel
 import flashkernel.triton
 from flashkernel.bench.ops.attention_breadth import time_impls
-from flashkernel.triton.kv_cache import gather_pages
+from flashkernel.triton.kv_cache import decode_pages, gather_pages
 
 OP = "kv_cache"
 D = 128
@@ -180,6 +180,10 @@ def bench_decode(ctx, quick) -> None:
                     ctx.time(lambda q, pool, table, lens, v=variant: torch.ops.flashkernel.paged_decode_attention(
                         q, pool, 0, table, lens, seq_len, check_indices=False, variant=v), sets),
                     bytes_moved=kv_bytes)
+            # The Triton twin of the same op (flashkernel.triton.paged_decode_attention's kernels).
+            ctx.record(OP, "flashkernel_triton", DTYPE, config,
+                       ctx.time(lambda q, pool, table, lens: decode_pages(q, pool, 0, table, lens, seq_len), sets),
+                       bytes_moved=kv_bytes)
             if page_size == 16:
                 # gather + SDPA: our gather per sequence into one contiguous batch, then SDPA.
                 if 2 * kv_bytes <= budget:
