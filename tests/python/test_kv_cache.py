@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import flashkernel
 import flashkernel.triton
 from flashkernel import OutOfPagesError, PagedKVCache
-from helpers import (assert_within_torch_error, fresh_generator, gpu, interpreter_rounding_slack, randn, triton_device,
-                     triton_twin)
+from helpers import (assert_within_torch_error, fresh_generator, gpu, interpreter_rounding_slack,
+                     randn, triton_device, triton_twin)
 
 DTYPES = [torch.float16, torch.bfloat16]
 
@@ -710,6 +710,82 @@ def test_triton_gather_bad_inputs():
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int32), 17)
     with pytest.raises(TypeError, match="argument 'pages'"):
         gather_pages(cache.pool, 0, torch.zeros(1, dtype=torch.int64), 1)
+
+
+# ---------------------------------------------------------------- Triton twin of append
+def _append_both(dtype, kv_dtype, page_size, dev):
+    """The same appends (interleaved chunks, a fork that copies its shared last page on write)
+    through PagedKVCache.append and through the Triton twin, on two poisoned caches."""
+    caches = [make_cache(dev, layers=2, pages=40, heads=2, d=64, page_size=page_size, dtype=dtype, kv_dtype=kv_dtype)
+              for _ in range(2)]
+    for cache in caches:
+        poison(cache)
+        if cache.quantized:
+            cache.set_scales(1, fp8_test_scales(2, 0), fp8_test_scales(2, 1))
+    appends = [caches[0].append, lambda *a: flashkernel.triton.kv_cache_append(caches[1], *a)]
+    ids = [[c.add_sequence() for _ in range(3)] for c in caches]
+    for counts in ([1, 7, 20], [1, 1, 1], [9, 0, 3]):
+        k = randn((sum(counts), 2, 64), dtype, dev, scale=4.0)  # some values past e4m3's range at these scales
+        v = randn((sum(counts), 2, 64), dtype, dev, scale=4.0)
+        for append, seq in zip(appends, ids):
+            append(1, seq, k, v, counts)
+    forks = [c.fork(seq[2]) for c, seq in zip(caches, ids)]
+    k, v = randn((3, 2, 64), dtype, dev), randn((3, 2, 64), dtype, dev)
+    for append, f in zip(appends, forks):
+        append(1, [f], k, v, [3])
+    return caches
+
+
+@triton_twin
+@pytest.mark.parametrize("kv_dtype", [None, FP8])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("page_size", [8, 32])
+def test_triton_append_writes_what_the_cache_writes(page_size, dtype, kv_dtype):
+    ref, twin = _append_both(dtype, kv_dtype, page_size, triton_device())
+    assert ref.pages(0) == twin.pages(0) and ref.free_pages() == twin.free_pages()
+    # Byte for byte, the poison (NaN) of every slot nothing wrote included; FP8: e4m3 rounded to
+    # nearest even and saturated, as torch's cast after the clamp (the CPU cache) and the CUDA op.
+    assert torch.equal(twin.pool.view(torch.uint8), ref.pool.view(torch.uint8))
+
+
+@triton_twin
+def test_triton_e4m3_rounding_matches_torch_on_every_edge():
+    """The twin's fp32 -> e4m3 code (integer arithmetic) against torch's cast: every e4m3 value,
+    the midpoints between neighbours (ties to even), values just either side of them, the
+    subnormal range and zeros of both signs."""
+    from flashkernel.triton.kv_cache import append_rows
+
+    dev = triton_device()
+    codes = torch.arange(256, dtype=torch.uint8)
+    vals = codes.view(FP8).float()
+    vals = vals[~vals.isnan()].sort().values
+    mids = (vals[:-1] + vals[1:]) / 2
+    x = torch.cat([vals, mids, mids.nextafter(torch.tensor(float("inf"))), mids.nextafter(torch.tensor(-float("inf"))),
+                   torch.linspace(-0.03, 0.03, 301), torch.tensor([0.0, -0.0, 448.0, -448.0])])
+    n = x.numel()
+    pool = torch.zeros((1, n, 2, 1, 1, 1), dtype=FP8, device=dev)  # page size 1, head_dim 1: one value a page
+    ones = torch.ones((1, 1), dtype=torch.float32)
+    rows = x.to(torch.float32).view(n, 1, 1)
+    # k, v as fp32 rows would not be a cache dtype; the kernel only reads them, and fp32 keeps x exact.
+    append_rows(pool, 0, torch.arange(n, dtype=torch.int32), rows.to(dev), rows.to(dev), ones, ones)
+    got = pool[0, :, 0, 0, 0, 0].cpu().view(torch.uint8)
+    want = x.clamp(-448.0, 448.0).to(FP8).view(torch.uint8)
+    bad = (got != want).nonzero().flatten()[:5].tolist()
+    assert not bad, f"e4m3 codes differ from torch's at {[(x[i].item(), got[i].item(), want[i].item()) for i in bad]}"
+
+
+@triton_twin
+def test_triton_append_checks_its_arguments():
+    cache = make_cache(triton_device(), d=64)
+    s = cache.add_sequence()
+    k = randn((2, 2, 64), torch.float16, triton_device())
+    with pytest.raises(ValueError, match="argument 'k'"):
+        flashkernel.triton.kv_cache_append(cache, 0, [s], k, k[:1])
+    with pytest.raises(TypeError, match="argument 'v'"):
+        flashkernel.triton.kv_cache_append(cache, 0, [s], k, k.bfloat16(), [2])
+    with pytest.raises(ValueError, match="argument 'num_tokens'"):
+        flashkernel.triton.kv_cache_append(cache, 0, [s], k, k, [1, 1])
+    assert cache.seq_len(s, 0) == 0
 
 
 # ---------------------------------------------------------------- Triton twin of decode

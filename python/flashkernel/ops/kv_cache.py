@@ -271,7 +271,11 @@ class PagedKVCache:
         """Write new tokens of `layer`: k, v [total_tokens, num_kv_heads, head_dim], the tokens of
         seq_ids[0] first. num_tokens[i]: tokens of seq_ids[i] (default: one each, a decode step).
         All-or-nothing: raises OutOfPagesError before writing anything when the pool is full."""
-        op = "flashkernel.PagedKVCache.append"
+        self._append_with(self._write_tokens, "flashkernel.PagedKVCache.append", layer, seq_ids, k, v, num_tokens)
+
+    def _append_with(self, write, op: str, layer, seq_ids, k, v, num_tokens) -> None:
+        """append's checks and bookkeeping, the rows written by write(layer, slots, k, v): the CUDA
+        op, or the Triton twin's kernel (flashkernel.triton.kv_cache_append)."""
         ids = _seq_list(seq_ids, op)
         counts = [1] * len(ids) if num_tokens is None else [int(n) for n in num_tokens]
         if len(counts) != len(ids):
@@ -300,7 +304,7 @@ class PagedKVCache:
                 if src.numel():
                     self._copy_pages(src, dst)
                 if total:
-                    self._write_tokens(int(layer), slots, k.contiguous(), v.contiguous())
+                    write(int(layer), slots, k.contiguous(), v.contiguous())
             except BaseException:
                 self._alloc.cancel_append(plan_id)
                 self._changed()

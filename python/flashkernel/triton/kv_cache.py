@@ -1,4 +1,5 @@
-"""Triton twins of the paged KV cache's kernels: the gather (one sequence's pages -> contiguous K
+"""Triton twins of the paged KV cache's kernels: the append (rows to their slots, an FP8 pool's
+values quantized), the gather (one sequence's pages -> contiguous K
 and V; an FP8 cache's e4m3 values dequantized: scale * value in fp32, rounded once, as the CUDA
 kernel does), decode attention through the page table (split-KV, merged by log-sum-exp), and
 prefill attention (the gather path)."""
@@ -107,6 +108,88 @@ def paged_prefill_attention(q: torch.Tensor, cache, layer: int, seq_ids, q_lens,
     from flashkernel.triton.attention import flash_attention_varlen
     return paged_prefill_with(flash_attention_varlen, "flashkernel.triton.paged_prefill_attention", q, cache, layer,
                               seq_ids, q_lens, scale=scale, window=window, softcap=softcap)
+
+
+# ---------------------------------------------------------------- append
+@triton.jit
+def _e4m3_bits(x):
+    """e4m3fn code (as int32 0..255) of fp32 x already clamped to +-448, rounded to nearest even,
+    NaN to 0x7F: integer arithmetic on x's bits rather than a conversion instruction, so the CPU
+    interpreter (whose fp32 -> e4m3 cast is numpy's, and wrong at some binade edges) and the GPU
+    store the same bytes, and those torch's cast stores."""
+    bits = x.to(tl.int32, bitcast=True)
+    sign = (bits >> 24) & 0x80
+    mag = bits & 0x7FFFFFFF
+    # Normal (|x| >= 2^-6): keep 3 of the 23 mantissa bits, ties to even; a carry moves into the
+    # exponent by itself. Rebias 127 -> 7: subtract 120 << 3 from the (exponent, mantissa) code.
+    normal = ((mag + 0x7FFFF + ((mag >> 20) & 1)) >> 20) - (120 << 3)
+    # Subnormal: |x| / 2^-9 rounded to nearest even (the 1.5 * 2^23 trick rounds in fp32 itself);
+    # 8 is the smallest normal's code, as it should be.
+    a = tl.abs(x)
+    sub = ((a * 512.0 + 12582912.0) - 12582912.0).to(tl.int32)
+    code = tl.where(mag >= 0x3C800000, normal, sub)  # 0x3C800000: 2^-6
+    code = tl.where(mag > 0x7F800000, 0x7F, code)  # NaN
+    return code | sign
+
+
+@triton.jit
+def _append_kernel(pool_ptr, slots_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, n_tokens, layer_off, page_elems,
+                   heads, PAGE_SIZE: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr, QUANTIZED: tl.constexpr):
+    # grid: (token blocks, 2 * heads); one program writes a [BLOCK_T, D] tile of one head's K or V
+    # rows to their slots (slot = page * PAGE_SIZE + row in the page).
+    pid_t = tl.program_id(0)
+    kvh = tl.program_id(1)
+    kv = kvh // heads
+    h = kvh % heads
+    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    d = tl.arange(0, D)
+    ok = t < n_tokens
+    slot = tl.load(slots_ptr + t, mask=ok, other=0).to(tl.int64)
+    src_off = (t.to(tl.int64) * heads + h)[:, None] * D + d[None, :]
+    if kv == 0:
+        rows = tl.load(k_ptr + src_off, mask=ok[:, None], other=0.0)
+    else:
+        rows = tl.load(v_ptr + src_off, mask=ok[:, None], other=0.0)
+    if QUANTIZED:  # e4m3(x / scale) in fp32, saturated to +-448; k_scale_ptr / v_scale_ptr: this layer's [heads]
+        if kv == 0:
+            scale = tl.load(k_scale_ptr + h)
+        else:
+            scale = tl.load(v_scale_ptr + h)
+        x = tl.minimum(tl.maximum(rows.to(tl.float32) / scale, -448.0), 448.0)
+        rows = _e4m3_bits(x).to(tl.uint8)  # stored into the pool's bytes (pool_ptr: a uint8 view)
+    dst = layer_off + (slot // PAGE_SIZE) * page_elems + ((kv * heads + h) * PAGE_SIZE + slot % PAGE_SIZE) * D
+    tl.store(pool_ptr + dst[:, None] + d[None, :], rows, mask=ok[:, None])
+
+
+def append_rows(pool: torch.Tensor, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None) -> None:
+    """Same effect as torch.ops.flashkernel.kv_cache_append on checked arguments: row i of k and v
+    [n, num_kv_heads, head_dim] (contiguous) to slot slots[i] (int32, page * page_size + row) of
+    `layer`; a float8_e4m3fn pool stores e4m3(x / scale) with its [num_layers, num_kv_heads] scales."""
+    num_layers, num_pages, _, heads, page_size, d = pool.shape
+    n = slots.numel()
+    if n == 0:
+        return
+    quantized = pool.dtype == torch.float8_e4m3fn
+    page_elems = 2 * heads * page_size * d
+    slots = slots.to(device=pool.device, dtype=torch.int32)
+    # Unused pointers of a 16-bit pool: any tensor on the device (QUANTIZED=False never reads them).
+    ks = k_scale[layer].contiguous().to(pool.device) if quantized else slots
+    vs = v_scale[layer].contiguous().to(pool.device) if quantized else slots
+    block_t = 32
+    target = pool.view(torch.uint8) if quantized else pool
+    _append_kernel[(triton.cdiv(n, block_t), 2 * heads)](target, slots, k, v, ks, vs, n, layer * num_pages * page_elems,
+                                                        page_elems, heads, PAGE_SIZE=page_size, D=d,
+                                                        BLOCK_T=block_t, QUANTIZED=quantized, num_warps=4)
+
+
+def kv_cache_append(cache, layer: int, seq_ids, k: torch.Tensor, v: torch.Tensor, num_tokens=None) -> None:
+    """Triton twin of flashkernel.kv_cache_append (PagedKVCache.append: the same checks, page
+    bookkeeping and copy-on-write; the rows written by a Triton kernel)."""
+    def write(layer, slots, k, v):
+        scales = (cache.k_scale, cache.v_scale) if cache.quantized else (None, None)
+        append_rows(cache.pool, layer, slots, k, v, *scales)
+    cache._append_with(write, "flashkernel.triton.kv_cache_append", layer, seq_ids, k, v, num_tokens)
 
 
 # ---------------------------------------------------------------- decode attention
