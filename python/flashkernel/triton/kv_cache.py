@@ -13,31 +13,56 @@ import triton.language as tl
 
 
 @triton.jit
+def _kv_head_tile(heads, n_tokens, D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The program's tile in a (token blocks, 2 * heads) grid over one head's K or V rows: kv (0 K,
+    1 V), the head, its BLOCK_T token indices, the D column indices, and which tokens exist."""
+    kvh = tl.program_id(1)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    return kvh // heads, kvh % heads, t, tl.arange(0, D), t < n_tokens
+
+
+@triton.jit
+def _kv_head_scale(k_scale_ptr, v_scale_ptr, kv, h):
+    """An FP8 pool's scale of head h of K (kv 0) or V; the pointers are this layer's [heads] scales."""
+    if kv == 0:
+        scale = tl.load(k_scale_ptr + h)
+    else:
+        scale = tl.load(v_scale_ptr + h)
+    return scale
+
+
+@triton.jit
 def _gather_kernel(pool_ptr, pages_ptr, k_out, v_out, length, layer_off, page_elems, heads, k_scale_ptr, v_scale_ptr,
                    PAGE_SIZE: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr, QUANTIZED: tl.constexpr):
     # grid: (token blocks, 2 * heads); one program copies a [BLOCK_T, D] tile of one head's K or V.
-    pid_t = tl.program_id(0)
-    kvh = tl.program_id(1)
-    kv = kvh // heads
-    h = kvh % heads
-    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    d = tl.arange(0, D)
-    mask = t < length
+    kv, h, t, d, mask = _kv_head_tile(heads, length, D, BLOCK_T)
     page = tl.load(pages_ptr + t // PAGE_SIZE, mask=mask, other=0).to(tl.int64)
     row = (kv * heads + h) * PAGE_SIZE + t % PAGE_SIZE
     src = pool_ptr + layer_off + page[:, None] * page_elems + row.to(tl.int64)[:, None] * D + d[None, :]
     tile = tl.load(src, mask=mask[:, None], other=0.0)
-    if QUANTIZED:  # k_scale_ptr / v_scale_ptr point at this layer's [heads] scales
-        if kv == 0:
-            scale = tl.load(k_scale_ptr + h)
-        else:
-            scale = tl.load(v_scale_ptr + h)
-        tile = (tile.to(tl.float32) * scale).to(k_out.dtype.element_ty)
+    if QUANTIZED:
+        tile = (tile.to(tl.float32) * _kv_head_scale(k_scale_ptr, v_scale_ptr, kv, h)).to(k_out.dtype.element_ty)
     dst_off = (h * length + t).to(tl.int64)[:, None] * D + d[None, :]
     if kv == 0:
         tl.store(k_out + dst_off, tile, mask=mask[:, None])
     else:
         tl.store(v_out + dst_off, tile, mask=mask[:, None])
+
+
+def _check_pool(op: str, pool: torch.Tensor) -> None:
+    if pool.dim() != 6 or pool.shape[2] != 2:
+        raise ValueError(f"{op}: argument 'pool' must be [num_layers, num_pages, 2, num_kv_heads, page_size, "
+                         f"head_dim], got shape {tuple(pool.shape)}")
+    if not pool.is_contiguous():
+        raise ValueError(f"{op}: argument 'pool' must be contiguous")
+
+
+def _check_fp8_scales(op: str, pool: torch.Tensor, k_scale, v_scale) -> None:
+    """A float8_e4m3fn pool's float32 [num_layers, num_kv_heads] scales."""
+    for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if t is None or t.dtype != torch.float32 or tuple(t.shape) != (pool.shape[0], pool.shape[3]):
+            raise ValueError(f"{op}: argument '{name}' must be a float32 tensor [num_layers, num_kv_heads] = "
+                             f"{[pool.shape[0], pool.shape[3]]} for a float8_e4m3fn pool")
 
 
 def gather_pages(pool: torch.Tensor, layer: int, pages: torch.Tensor, length: int, k_scale: torch.Tensor | None = None,
@@ -52,19 +77,12 @@ def gather_pages(pool: torch.Tensor, layer: int, pages: torch.Tensor, length: in
         if out_dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(f"{op}: argument 'out_dtype' must be torch.float16 or torch.bfloat16 for a "
                             f"float8_e4m3fn pool, got {out_dtype}")
-        for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
-            if t is None or t.dtype != torch.float32 or tuple(t.shape) != (pool.shape[0], pool.shape[3]):
-                raise ValueError(f"{op}: argument '{name}' must be a float32 tensor [num_layers, num_kv_heads] = "
-                                 f"{[pool.shape[0], pool.shape[3]]} for a float8_e4m3fn pool")
+        _check_fp8_scales(op, pool, k_scale, v_scale)
     elif pool.dtype not in (torch.float16, torch.bfloat16):
         raise TypeError(f"{op}: argument 'pool' must be float16, bfloat16 or float8_e4m3fn, got {pool.dtype}")
     elif k_scale is not None or v_scale is not None or out_dtype not in (None, pool.dtype):
         raise ValueError(f"{op}: arguments 'k_scale', 'v_scale' and 'out_dtype' are for float8_e4m3fn pools")
-    if pool.dim() != 6 or pool.shape[2] != 2:
-        raise ValueError(f"{op}: argument 'pool' must be [num_layers, num_pages, 2, num_kv_heads, page_size, "
-                         f"head_dim], got shape {tuple(pool.shape)}")
-    if not pool.is_contiguous():
-        raise ValueError(f"{op}: argument 'pool' must be contiguous")
+    _check_pool(op, pool)
     num_layers, _, _, heads, page_size, d = pool.shape
     if not 0 <= layer < num_layers:
         raise ValueError(f"{op}: argument 'layer' must be in [0, {num_layers}), got {layer}")
@@ -137,25 +155,16 @@ def _append_kernel(pool_ptr, slots_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, 
                    heads, PAGE_SIZE: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr, QUANTIZED: tl.constexpr):
     # grid: (token blocks, 2 * heads); one program writes a [BLOCK_T, D] tile of one head's K or V
     # rows to their slots (slot = page * PAGE_SIZE + row in the page).
-    pid_t = tl.program_id(0)
-    kvh = tl.program_id(1)
-    kv = kvh // heads
-    h = kvh % heads
-    t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    d = tl.arange(0, D)
-    ok = t < n_tokens
+    kv, h, t, d, ok = _kv_head_tile(heads, n_tokens, D, BLOCK_T)
     slot = tl.load(slots_ptr + t, mask=ok, other=0).to(tl.int64)
     src_off = (t.to(tl.int64) * heads + h)[:, None] * D + d[None, :]
     if kv == 0:
         rows = tl.load(k_ptr + src_off, mask=ok[:, None], other=0.0)
     else:
         rows = tl.load(v_ptr + src_off, mask=ok[:, None], other=0.0)
-    if QUANTIZED:  # e4m3(x / scale) in fp32, saturated to +-448; k_scale_ptr / v_scale_ptr: this layer's [heads]
-        if kv == 0:
-            scale = tl.load(k_scale_ptr + h)
-        else:
-            scale = tl.load(v_scale_ptr + h)
-        x = tl.minimum(tl.maximum(rows.to(tl.float32) / scale, -448.0), 448.0)
+    if QUANTIZED:  # e4m3(x / scale) in fp32, saturated to +-448
+        x = rows.to(tl.float32) / _kv_head_scale(k_scale_ptr, v_scale_ptr, kv, h)
+        x = tl.minimum(tl.maximum(x, -448.0), 448.0)
         rows = _e4m3_bits(x).to(tl.uint8)  # stored into the pool's bytes (pool_ptr: a uint8 view)
     dst = layer_off + (slot // PAGE_SIZE) * page_elems + ((kv * heads + h) * PAGE_SIZE + slot % PAGE_SIZE) * D
     tl.store(pool_ptr + dst[:, None] + d[None, :], rows, mask=ok[:, None])
@@ -309,20 +318,13 @@ def decode_pages(q: torch.Tensor, pool: torch.Tensor, layer: int, page_table: to
     page_size, head_dim], page_table int32 [batch, max_pages], seq_lens int32 [batch] (each >= 1)
     -> [batch, num_q_heads, head_dim]."""
     op = "flashkernel.triton.paged_decode_attention"
-    if pool.dim() != 6 or pool.shape[2] != 2:
-        raise ValueError(f"{op}: argument 'pool' must be [num_layers, num_pages, 2, num_kv_heads, page_size, "
-                         f"head_dim], got shape {tuple(pool.shape)}")
-    if not pool.is_contiguous():
-        raise ValueError(f"{op}: argument 'pool' must be contiguous")
+    _check_pool(op, pool)
     num_layers, _, _, hkv, page_size, d = pool.shape
     quantized = pool.dtype == torch.float8_e4m3fn
     if quantized:
         if q.dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(f"{op}: argument 'q' must be float16 or bfloat16 for a float8_e4m3fn pool, got {q.dtype}")
-        for name, t in (("k_scale", k_scale), ("v_scale", v_scale)):
-            if t is None or t.dtype != torch.float32 or tuple(t.shape) != (num_layers, hkv):
-                raise ValueError(f"{op}: argument '{name}' must be a float32 tensor [num_layers, num_kv_heads] = "
-                                 f"{[num_layers, hkv]} for a float8_e4m3fn pool")
+        _check_fp8_scales(op, pool, k_scale, v_scale)
     elif q.dtype != pool.dtype:
         raise TypeError(f"{op}: argument 'q' must have the same dtype as 'pool' ({pool.dtype}), got {q.dtype}")
     elif k_scale is not None or v_scale is not None:
