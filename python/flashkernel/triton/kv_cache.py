@@ -65,6 +65,15 @@ def _check_fp8_scales(op: str, pool: torch.Tensor, k_scale, v_scale) -> None:
                              f"{[pool.shape[0], pool.shape[3]]} for a float8_e4m3fn pool")
 
 
+def _layer_scales(k_scale, v_scale, layer: int, device, placeholder: torch.Tensor):
+    """The kernels' scale pointers: an FP8 pool's [num_kv_heads] scales of `layer` on `device`, or for
+    a 16-bit pool (k_scale None) the placeholder twice, a tensor on the device that QUANTIZED=False
+    never reads."""
+    if k_scale is None:
+        return placeholder, placeholder
+    return k_scale[layer].contiguous().to(device), v_scale[layer].contiguous().to(device)
+
+
 def gather_pages(pool: torch.Tensor, layer: int, pages: torch.Tensor, length: int, k_scale: torch.Tensor | None = None,
                  v_scale: torch.Tensor | None = None, out_dtype: torch.dtype | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,11 +105,10 @@ def gather_pages(pool: torch.Tensor, layer: int, pages: torch.Tensor, length: in
         page_elems = 2 * heads * page_size * d
         block_t = 64
         grid = (triton.cdiv(length, block_t), 2 * heads)
-        # Unused pointers of a 16-bit pool: any tensor on the device (QUANTIZED=False never reads them).
-        ks = k_scale[layer].contiguous() if quantized else pages
-        vs = v_scale[layer].contiguous() if quantized else pages
-        _gather_kernel[grid](pool, pages.to(pool.device), k, v, length, layer * pool.shape[1] * page_elems,
-                             page_elems, heads, ks.to(pool.device), vs.to(pool.device), PAGE_SIZE=page_size, D=d,
+        pages = pages.to(pool.device)
+        ks, vs = _layer_scales(k_scale, v_scale, layer, pool.device, pages)
+        _gather_kernel[grid](pool, pages, k, v, length, layer * pool.shape[1] * page_elems,
+                             page_elems, heads, ks, vs, PAGE_SIZE=page_size, D=d,
                              BLOCK_T=block_t, QUANTIZED=quantized, num_warps=4)
     return k, v
 
@@ -182,9 +190,7 @@ def append_rows(pool: torch.Tensor, layer: int, slots: torch.Tensor, k: torch.Te
     quantized = pool.dtype == torch.float8_e4m3fn
     page_elems = 2 * heads * page_size * d
     slots = slots.to(device=pool.device, dtype=torch.int32)
-    # Unused pointers of a 16-bit pool: any tensor on the device (QUANTIZED=False never reads them).
-    ks = k_scale[layer].contiguous().to(pool.device) if quantized else slots
-    vs = v_scale[layer].contiguous().to(pool.device) if quantized else slots
+    ks, vs = _layer_scales(k_scale, v_scale, layer, pool.device, slots)
     block_t = 32
     target = pool.view(torch.uint8) if quantized else pool
     _append_kernel[(triton.cdiv(n, block_t), 2 * heads)](target, slots, k, v, ks, vs, n, layer * num_pages * page_elems,
@@ -196,8 +202,7 @@ def kv_cache_append(cache, layer: int, seq_ids, k: torch.Tensor, v: torch.Tensor
     """Triton twin of flashkernel.kv_cache_append (PagedKVCache.append: the same checks, page
     bookkeeping and copy-on-write; the rows written by a Triton kernel)."""
     def write(layer, slots, k, v):
-        scales = (cache.k_scale, cache.v_scale) if cache.quantized else (None, None)
-        append_rows(cache.pool, layer, slots, k, v, *scales)
+        append_rows(cache.pool, layer, slots, k, v, **cache._scale_args())
     cache._append_with(write, "flashkernel.triton.kv_cache_append", layer, seq_ids, k, v, num_tokens)
 
 
@@ -356,9 +361,7 @@ def decode_pages(q: torch.Tensor, pool: torch.Tensor, layer: int, page_table: to
     n_splits = triton.cdiv(max_seq_len, split_tokens)
     part_o = torch.empty((batch, hq, n_splits, d), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((batch, hq, n_splits), dtype=torch.float32, device=q.device)
-    # Unused pointers of a 16-bit pool: any tensor on the device (QUANTIZED=False never reads them).
-    ks = k_scale[layer].contiguous() if quantized else seq_lens
-    vs = v_scale[layer].contiguous() if quantized else seq_lens
+    ks, vs = _layer_scales(k_scale, v_scale, layer, pool.device, seq_lens)
     page_elems = 2 * hkv * page_size * d
     table = page_table.contiguous()
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
