@@ -5,18 +5,27 @@
 #
 #   scripts/release.sh VERSION               everything (needs a GPU)
 #   scripts/release.sh --notes-only VERSION  the checks and the notes only (any machine)
+#   scripts/release.sh --help                this usage (exit 0)
 #
 # Refuses (exit 1, one line per reason) when: pyproject.toml's version is not VERSION, CHANGELOG.md
-# has no "## vVERSION" section, README.md or a doc under docs/ holds a placeholder (TODO, TBD,
-# FIXME, XXX), or (full run) the tests fail or the regenerated tables and plots differ from what
-# the CSVs give.
+# has no "## vVERSION" section or its heading marks it "(in progress)" or "(unreleased)", README.md
+# or a doc under docs/ holds a placeholder (TODO, TBD, FIXME, XXX), or (full run) the tests fail or
+# the regenerated tables and plots differ from what the CSVs give.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+usage() {
+  echo "usage: scripts/release.sh [--notes-only] VERSION   (e.g. 1.0.0)"
+  echo "  without --notes-only: checks, tests, benchmarks, results tables and plots, notes (needs a GPU)"
+  echo "  --notes-only:         the checks and the release notes only (any machine)"
+}
+for arg in "$@"; do
+  case "$arg" in -h|--help) usage; exit 0 ;; esac
+done
 NOTES_ONLY=0
 if [ "${1:-}" = "--notes-only" ]; then NOTES_ONLY=1; shift; fi
 VERSION=${1:-}
-if [ -z "$VERSION" ] || [ $# -ne 1 ]; then
-  echo "usage: scripts/release.sh [--notes-only] VERSION   (e.g. 1.0.0)" >&2
+if [ -z "$VERSION" ] || [ $# -ne 1 ] || [ "${VERSION#-}" != "$VERSION" ]; then
+  usage >&2
   exit 2
 fi
 VERSION=${VERSION#v}
@@ -29,6 +38,10 @@ declared=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -1
 notes=$(awk -v h="## v$VERSION" '$0 == h || index($0, h " ") == 1 {on = 1; next} on && /^## / {exit} on {print}' \
   "$ROOT/CHANGELOG.md")
 [ -n "$(echo "$notes" | tr -d '[:space:]')" ] || problems+=("CHANGELOG.md has no section '## v$VERSION'")
+heading=$(awk -v h="## v$VERSION" '$0 == h || index($0, h " ") == 1 {print; exit}' "$ROOT/CHANGELOG.md")
+if echo "$heading" | grep -qiE '\((in progress|unreleased)\)'; then
+  problems+=("CHANGELOG.md marks v$VERSION as not finished: '$heading' (drop the marker when it is released)")
+fi
 placeholders=$(grep -rnwE "TODO|TBD|FIXME|XXX" "$ROOT/README.md" "$ROOT/docs" --include='*.md' || true)
 [ -z "$placeholders" ] || problems+=("placeholders in the docs:"$'\n'"$placeholders")
 
