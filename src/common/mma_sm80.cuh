@@ -126,18 +126,6 @@ struct SwizzledTile {
   }
 };
 
-// Shared-memory tiles of 16-bit rows kept in order, each row followed by 16 bytes of padding: for
-// rows written by a copy that cannot swizzle (one cp.async.bulk per row). A row stride of
-// kRowElems + 8 elements puts the 8 rows of an ldmatrix phase 4 banks apart, conflict-free like
-// SwizzledTile, at the cost of 16 bytes per row.
-template <int kRowElems>
-struct PaddedTile {
-  static_assert(kRowElems % 64 == 0, "PaddedTile: rows must hold a multiple of 64 16-bit elements");
-  static constexpr int kStride = kRowElems + 8;
-  // Element offset of (row, col); col must be a multiple of 8 (one 16-byte chunk).
-  __device__ __forceinline__ static int offset(int row, int col) { return row * kStride + col; }
-};
-
 // The in-row byte offsets of one lane's ldmatrix reads along a SwizzledTile row, precomputed once
 // per kernel. A lane reading rows r (r % 8 fixed: tile rows start at multiples of 8) at chunk
 // 2 * kk + c of k-step kk (c = 0 or 1, fixed per lane) finds it at byte 16 * ((2kk + c) ^ (r % 8)).

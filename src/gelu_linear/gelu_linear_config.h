@@ -56,34 +56,21 @@ inline constexpr int kSmallMDeepBudget = 110 * 1024;
 inline constexpr int kSmallMCompactBudget = detail::kMinSmemOptinBytes;
 inline constexpr int kSmallMSm75Budget = detail::arch_smem_optin_bytes(75);
 
-// How a ring stage is filled. kThreadCopies: every thread issues 16-byte cp.async copies into
-// swizzled rows (any GPU from sm_80). kBulkCopies (sm_90, K a multiple of the stage's 256): one
-// cp.async.bulk per row of the stage, issued by one warp and completing on an mbarrier; the copy
-// engine moves the bytes, so no thread spends issue slots or load-queue entries on them. Bulk
-// copies land a row unswizzled, so each row gets 16 bytes of padding: the 8 rows an ldmatrix phase
-// reads then start 4 banks apart instead of all in one bank group.
-enum class SmallMCopy { kThreadCopies, kBulkCopies };
-constexpr int small_m_row_elems(SmallMCopy copy) { return copy == SmallMCopy::kBulkCopies ? 256 + 8 : 256; }
-
 // One ring stage of the (MT, NT) tile: MT * 16 rows of x and NT * 8 of W, 256 16-bit elements each.
-constexpr int small_m_stage_bytes(int mt, int nt, SmallMCopy copy = SmallMCopy::kThreadCopies) {
-  return (mt * 16 + nt * 8) * small_m_row_elems(copy) * 2;
-}
+constexpr int small_m_stage_bytes(int mt, int nt) { return (mt * 16 + nt * 8) * 256 * 2; }
 // Stages of its ring within `budget` (fewer than 2: the tile does not fit it).
-constexpr int small_m_stages(int mt, int nt, int budget, SmallMCopy copy = SmallMCopy::kThreadCopies) {
-  return detail::stages_within(budget, small_m_stage_bytes(mt, nt, copy), 6);
+constexpr int small_m_stages(int mt, int nt, int budget) {
+  return detail::stages_within(budget, small_m_stage_bytes(mt, nt), 6);
 }
 
-template <int MT_, int NT_, int kBudget = kSmallMDeepBudget, SmallMCopy kCopy_ = SmallMCopy::kThreadCopies>
+template <int MT_, int NT_, int kBudget = kSmallMDeepBudget>
 struct SmallMConfig {
   static constexpr int MT = MT_;  // 16-row m tiles: M <= 16 * MT
   static constexpr int NT = NT_;  // 8-column n tiles per CTA
-  static constexpr SmallMCopy kCopy = kCopy_;
   static constexpr int BK = 256, THREADS = 128, WARPS = 4, WARP_K = BK / WARPS;
-  static constexpr int ROW_ELEMS = small_m_row_elems(kCopy);  // a row's stride in the stage
   static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
-  static constexpr int STAGE_BYTES = small_m_stage_bytes(MT, NT, kCopy);
-  static constexpr int STAGES = small_m_stages(MT, NT, kBudget, kCopy);
+  static constexpr int STAGE_BYTES = small_m_stage_bytes(MT, NT);
+  static constexpr int STAGES = small_m_stages(MT, NT, kBudget);
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
   static_assert(STAGES >= 2, "small_m: ring too shallow");
   static_assert(WARPS * ROWS_X * ROWS_W * 4 <= SMEM_BYTES, "small_m: reduction buffer must fit the ring");
@@ -109,12 +96,9 @@ constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
 
 // Launches the (MT, NT) tile with the ring small_m_budget picks for `smem_optin_bytes`
 // (instantiated in gelu_linear_small_m.cu; tests call it with another GPU's limit to run that
-// GPU's choice). The caller checks that some ring fits (small_m_budget > 0). The deep ring is
-// filled by bulk copies where they apply (an sm_90 device and build, K a multiple of 256) unless
-// `copy` asks for thread copies (tests compare the two bit for bit).
+// GPU's choice). The caller checks that some ring fits (small_m_budget > 0).
 template <typename T, int MT, int NT>
-void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream,
-                    SmallMCopy copy = SmallMCopy::kBulkCopies);
+void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 
 // Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block (0:
 // no ring of that tile fits there).

@@ -24,7 +24,6 @@
 #include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/mma_sm80.cuh"
-#include "common/tma_sm90.cuh"
 #include "flashkernel/gelu_linear.h"
 #include "gelu_linear/gelu_linear_config.h"
 
@@ -209,14 +208,12 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
   constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
-  constexpr int MT = Cfg::MT, NT = Cfg::NT, ROWS_X = Cfg::ROWS_X, ROWS_W = Cfg::ROWS_W, RE = Cfg::ROW_ELEMS;
+  constexpr int MT = Cfg::MT, NT = Cfg::NT, ROWS_X = Cfg::ROWS_X, ROWS_W = Cfg::ROWS_W;
   constexpr int CHUNKS = BK / 8;
-  constexpr bool kBulk = Cfg::kCopy == SmallMCopy::kBulkCopies;
-  using Tile = std::conditional_t<kBulk, PaddedTile<BK>, SwizzledTile<BK>>;
+  using Tile = SwizzledTile<BK>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* s_x = reinterpret_cast<T*>(smem_raw);  // [STAGES][ROWS_X][RE]
-  T* s_w = s_x + STAGES * ROWS_X * RE;      // [STAGES][ROWS_W][RE]
-  __shared__ std::uint64_t stage_full[kBulk ? STAGES : 1];  // bulk copies: stage s has landed
+  T* s_x = reinterpret_cast<T*>(smem_raw);  // [STAGES][ROWS_X][BK]
+  T* s_w = s_x + STAGES * ROWS_X * BK;      // [STAGES][ROWS_W][BK]
 
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.w);
@@ -236,24 +233,16 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       const int r = c / CHUNKS;
       const bool pad = r < ROWS_X ? r >= rows_x : (r - ROWS_X) >= rows_w;
       if (pad) {
-        T* base = r < ROWS_X ? s_x + s * ROWS_X * RE + r * RE : s_w + s * ROWS_W * RE + (r - ROWS_X) * RE;
+        T* base = r < ROWS_X ? s_x + s * ROWS_X * BK + r * BK : s_w + s * ROWS_W * BK + (r - ROWS_X) * BK;
         *reinterpret_cast<int4*>(base + (c % CHUNKS) * 8) = make_int4(0, 0, 0, 0);
       }
     }
   }
-  if constexpr (kBulk) {
-    if (tid == 0) {
-      for (int s = 0; s < STAGES; ++s) mbarrier_init(&stage_full[s], 1);
-      fence_mbarrier_init();
-    }
-    __syncthreads();
-  }
 
-  // kThreadCopies: every thread copies its 16-byte chunks of k tile kt into slot `stage`.
   auto load_stage = [&](int stage, int kt) {
     const int k0 = kt * BK;
-    T* xs = s_x + stage * ROWS_X * RE;
-    T* ws = s_w + stage * ROWS_W * RE;
+    T* xs = s_x + stage * ROWS_X * BK;
+    T* ws = s_w + stage * ROWS_W * BK;
     for (int i = tid; i < rows_w * CHUNKS; i += THREADS) {
       const int r = i / CHUNKS, col = (i % CHUNKS) * 8;
       const bool ok = k0 + col < k;
@@ -265,43 +254,16 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       cp_async_16(xs + Tile::offset(r, col), ok ? x + std::int64_t(r) * k + k0 + col : x, ok);
     }
   };
-  // kBulkCopies: warp 0 copies k tile kt into slot `stage`, one whole row (BK elements: K is a
-  // multiple of BK on this path) per lane and copy. The byte count is announced before any copy
-  // is issued; the phase cannot complete early since its one arrival is that announcement.
-  auto issue_stage = [&](int stage, int kt) {
-    if (warp != 0) return;
-    constexpr std::uint32_t kRowBytes = BK * sizeof(T);
-    const std::int64_t k0 = std::int64_t(kt) * BK;
-    if (lane == 0) mbarrier_arrive_expect_tx(&stage_full[stage], std::uint32_t(rows_w + rows_x) * kRowBytes);
-    __syncwarp();
-    for (int r = lane; r < rows_w + rows_x; r += 32) {
-      const bool is_w = r < rows_w;
-      T* dst = is_w ? s_w + stage * ROWS_W * RE + r * RE : s_x + stage * ROWS_X * RE + (r - rows_w) * RE;
-      const T* src = is_w ? w + std::int64_t(n0 + r) * k + k0 : x + std::int64_t(r - rows_w) * k + k0;
-      bulk_load(dst, src, kRowBytes, &stage_full[stage]);
-    }
-  };
 
   float acc[MT][NT][4];
   zero_accumulators(acc);
 
   const int k_tiles = (k + BK - 1) / BK;
-  if constexpr (kBulk) {
-    for (int s = 0; s < STAGES - 1 && s < k_tiles; ++s) issue_stage(s, s);
-  } else {
-    cp_async_prologue<STAGES>(k_tiles, load_stage);
-  }
+  cp_async_prologue<STAGES>(k_tiles, load_stage);
   for (int kt = 0; kt < k_tiles; ++kt) {
-    if constexpr (kBulk) {
-      // The slot of tile kt-1 is refilled once every warp is done reading it; then tile kt.
-      if (kt > 0) __syncthreads();
-      if (kt + STAGES - 1 < k_tiles) issue_stage((kt + STAGES - 1) % STAGES, kt + STAGES - 1);
-      mbarrier_wait(&stage_full[kt % STAGES], std::uint32_t((kt / STAGES) & 1));
-    } else {
-      cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
-    }
-    const T* xs = s_x + (kt % STAGES) * ROWS_X * RE;
-    const T* ws = s_w + (kt % STAGES) * ROWS_W * RE;
+    cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
+    const T* xs = s_x + (kt % STAGES) * ROWS_X * BK;
+    const T* ws = s_w + (kt % STAGES) * ROWS_W * BK;
     const int kw = warp * Cfg::WARP_K;  // this warp's quarter of the stage
 #pragma unroll
     for (int kk = 0; kk < Cfg::WARP_K / 16; kk += 2) {  // two k16 steps per B load
@@ -328,7 +290,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       }
     }
   }
-  if constexpr (!kBulk) cp_async_wait<0>();  // (every bulk copy was waited for in the loop)
+  cp_async_wait<0>();
   __syncthreads();  // the ring is reused below for the cross-warp reduction
 
   // red[warp][row][col], fp32: each warp's partial sum over its K quarter.

@@ -5,7 +5,6 @@
 #include <string>
 
 #include "common/dependent_launch.cuh"
-#include "common/launch.h"
 #include "gelu_linear/gelu_linear_kernels.cuh"
 #include "gelu_linear/gelu_linear_launch.cuh"
 
@@ -23,25 +22,14 @@ void launch_small_m_with(const Problem& p, cudaStream_t stream) {
   FK_CHECK_LAUNCH();
 }
 
-// Whether the deep ring of the (MT, NT) tile can be filled by bulk copies: sm_90 code for it in
-// this build, an sm_90 device, and K a whole number of stages (each copy is a whole row of one).
-template <typename T, typename BulkCfg>
-bool bulk_copies_apply(const Problem& p) {
-  return p.k % BulkCfg::BK == 0 && detail::current_compute_major() >= 9 &&
-         detail::sm90a_kernel_can_run<gelu_linear_small_m_kernel<T, BulkCfg>>(BulkCfg::SMEM_BYTES);
-}
-
 }  // namespace
 
 template <typename T, int MT, int NT>
-void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream, SmallMCopy copy) {
+void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream) {
   static_assert(SmallMConfig<MT, NT, kSmallMCompactBudget>::SMEM_BYTES <= detail::kMinSmemOptinBytes,
                 "small_m: compact ring must fit every GPU from sm_80 on");
-  using Bulk = SmallMConfig<MT, NT, kSmallMDeepBudget, SmallMCopy::kBulkCopies>;
   const int budget = small_m_budget<MT, NT>(smem_optin_bytes);
-  if (budget == kSmallMDeepBudget && copy == SmallMCopy::kBulkCopies && bulk_copies_apply<T, Bulk>(p)) {
-    launch_small_m_with<T, Bulk>(p, stream);
-  } else if (budget == kSmallMDeepBudget) {
+  if (budget == kSmallMDeepBudget) {
     launch_small_m_with<T, SmallMConfig<MT, NT, kSmallMDeepBudget>>(p, stream);
   } else if (budget == kSmallMCompactBudget) {
     launch_small_m_with<T, SmallMConfig<MT, NT, kSmallMCompactBudget>>(p, stream);
@@ -55,12 +43,12 @@ void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream,
 }
 
 #define FK_GELU_LINEAR_SMALL_M(T)                                             \
-  template void launch_small_m<T, 1, 1>(const Problem&, int, cudaStream_t, SmallMCopy); \
-  template void launch_small_m<T, 2, 1>(const Problem&, int, cudaStream_t, SmallMCopy); \
-  template void launch_small_m<T, 4, 1>(const Problem&, int, cudaStream_t, SmallMCopy); \
-  template void launch_small_m<T, 1, 4>(const Problem&, int, cudaStream_t, SmallMCopy); \
-  template void launch_small_m<T, 2, 4>(const Problem&, int, cudaStream_t, SmallMCopy); \
-  template void launch_small_m<T, 4, 4>(const Problem&, int, cudaStream_t, SmallMCopy);
+  template void launch_small_m<T, 1, 1>(const Problem&, int, cudaStream_t);   \
+  template void launch_small_m<T, 2, 1>(const Problem&, int, cudaStream_t);   \
+  template void launch_small_m<T, 4, 1>(const Problem&, int, cudaStream_t);   \
+  template void launch_small_m<T, 1, 4>(const Problem&, int, cudaStream_t);   \
+  template void launch_small_m<T, 2, 4>(const Problem&, int, cudaStream_t);   \
+  template void launch_small_m<T, 4, 4>(const Problem&, int, cudaStream_t);
 FK_GELU_LINEAR_SMALL_M(__half)
 FK_GELU_LINEAR_SMALL_M(__nv_bfloat16)
 #undef FK_GELU_LINEAR_SMALL_M

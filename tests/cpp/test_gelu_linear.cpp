@@ -144,52 +144,6 @@ TYPED_TEST(GeluLinearTest, SmallMCompactRingsOfSm86And89) {
   }
 }
 
-// The deep small-M ring filled by bulk copies (sm_90, K a multiple of 256) against the same ring
-// filled by thread copies: the same tiles, fragments and summation order, so the outputs must be
-// equal bit for bit. M = 1, 7, 16 (one 16-row tile), 17 and 33 (two and three), 64; N of one
-// 8-column tile, a partial 32-column block, 136 and 4104 (more blocks than SMs, a partial last
-// one); K of one stage, 3 and 16 stages (the ring wraps several times). Where bulk copies do not
-// apply (older GPUs) both launches take thread copies and the test still checks the reference.
-TYPED_TEST(GeluLinearTest, SmallMBulkCopiesEqualThreadCopies) {
-  FK_SKIP_WITHOUT_GPU();
-  using T = TypeParam;
-  struct Shape { int m, k, n; };
-  const int limit = detail::current_smem_optin_bytes();
-  for (Shape s : {Shape{1, 256, 8}, Shape{7, 768, 24}, Shape{16, 4096, 136}, Shape{17, 768, 4104}, Shape{33, 256, 40},
-                  Shape{64, 768, 72}, Shape{1, 4096, 4104}}) {
-    const Problem<T> p(s.m, s.k, s.n);
-    SCOPED_TRACE("m=" + std::to_string(s.m) + " k=" + std::to_string(s.k) + " n=" + std::to_string(s.n) +
-                 " seed=" + std::to_string(p.seed));
-    std::vector<T> want(static_cast<std::size_t>(s.m * s.n));
-    reference::gelu_epilogue(p.pre, p.b.data(), want.data(), s.m, s.n, GeluApproximation::kTanh);
-    double scale = 0;
-    for (const T& v : want) scale = std::max(scale, std::abs(double(to_float(v))));
-    std::vector<std::vector<T>> outs;
-    for (auto copy : {gelu_linear_detail::SmallMCopy::kBulkCopies, gelu_linear_detail::SmallMCopy::kThreadCopies}) {
-      DeviceBuffer<T> dout(s.m * s.n);
-      dout.poison();
-      const gelu_linear_detail::Problem gp{p.dx.get(), p.dw.get(), p.db.get(), dout.get(),
-                                           s.m, s.n, s.k, GeluApproximation::kTanh};
-      // The NT = 4 tile where N has whole 32-column blocks to spare, else NT = 1, as gelu_linear picks.
-      const bool wide = s.n >= 32;
-      if (s.m <= 16) {
-        wide ? gelu_linear_detail::launch_small_m<T, 1, 4>(gp, limit, nullptr, copy)
-             : gelu_linear_detail::launch_small_m<T, 1, 1>(gp, limit, nullptr, copy);
-      } else if (s.m <= 32) {
-        wide ? gelu_linear_detail::launch_small_m<T, 2, 4>(gp, limit, nullptr, copy)
-             : gelu_linear_detail::launch_small_m<T, 2, 1>(gp, limit, nullptr, copy);
-      } else {
-        wide ? gelu_linear_detail::launch_small_m<T, 4, 4>(gp, limit, nullptr, copy)
-             : gelu_linear_detail::launch_small_m<T, 4, 1>(gp, limit, nullptr, copy);
-      }
-      FK_CUDA_CHECK(cudaDeviceSynchronize());
-      outs.push_back(dout.download());
-      EXPECT_EQ(testing::first_mismatch(outs.back(), want, 0.0, scale_tolerance<T>() * scale), -1);
-    }
-    EXPECT_EQ(testing::first_mismatch(outs[0], outs[1], 0.0, 0.0), -1) << "bulk and thread copies differ";
-  }
-}
-
 TYPED_TEST(GeluLinearTest, TiledPath) {
   FK_SKIP_WITHOUT_GPU();
   struct Shape { std::int64_t m, k, n; };
