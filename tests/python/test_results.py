@@ -156,6 +156,30 @@ def test_plot_compares_ours_with_the_baselines_in_the_tables_unit():
     assert svg == ur.bar_chart(table, impls, configs, "title", notes) and svg.startswith("<?xml")
 
 
+def test_headings_name_the_card_commits_and_torch_versions():
+    """Each table's heading says what produced its rows: card, commit(s) and torch version(s), every
+    distinct one listed once in the rows' order."""
+    ur = _update_results()
+    row = {"op": "rope", "impl": "flashkernel_cuda", "gpu": "Some GPU", "commit": "0123456789ab", "torch": "2.11.0"}
+    card, source, _ = ur.heading("rope", [row], "some-gpu")
+    assert (card, source) == ("Some GPU", "commit 0123456789ab, torch 2.11.0")
+    rows = [row, dict(row, torch="2.10.0+cu128"), dict(row, commit="deadbeef"), dict(row, torch="")]
+    assert ur.heading("rope", rows, "some-gpu")[1] == "commit 0123456789ab, deadbeef, torch 2.11.0, 2.10.0+cu128, unknown"
+
+
+def test_generated_headings_carry_the_torch_version():
+    """The committed tables: every heading of README.md's summary and docs/results.md names the torch
+    version(s) of its CSV."""
+    ur = _update_results()
+    readme, results = (ROOT / "README.md").read_text(), (ROOT / "docs" / "results.md").read_text()
+    for (gpu, op), rows in ur.load().items():
+        torches = ", ".join(dict.fromkeys(r["torch"] for r in rows))
+        card = rows[0]["gpu"]
+        assert f"#### {op} on {card} (commit " in readme and f"## {op} on {card} (commit " in results, (gpu, op)
+        assert f"torch {torches})" in readme.split(f"#### {op} on {card} (", 1)[1].split("\n", 1)[0], (gpu, op)
+        assert f"torch {torches}, {len(rows)} rows)" in results.split(f"## {op} on {card} (", 1)[1].split("\n", 1)[0]
+
+
 def test_update_results_refuses_untraceable_rows(tmp_path):
     ur = _update_results()
     folder = tmp_path / "some-gpu"
