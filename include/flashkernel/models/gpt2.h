@@ -112,8 +112,9 @@ struct GenerationOptions {
 enum class DecodePath { kAuto, kGraph, kPdl, kFused, kPersistent };
 // kAuto's largest fused batch. Measured (profiling/gpt2_decode_paths_*.txt, decode us/step, fused
 // vs pdl): H200 batch 1 262 vs 360, batch 2 359 vs 406, batch 4 453 vs 455, batch 8 697 vs 649;
-// H100 batch 1 278 vs 377. Past 2 rows the fused GEMVs' per-row prologue and epilogue eat the
-// launches they save.
+// H100 batch 1 275 vs 372, batch 2 367 vs 415, batch 4 453 vs 467, batch 8 700 vs 655. Past 2 rows
+// the fused GEMVs' per-row prologue and epilogue eat most of the launches they save (batch 4 is
+// even on the H200, 3% on the H100).
 inline constexpr std::int64_t kAutoFusedMaxBatch = 2;
 // "auto", "graph", "pdl", "fused", "persistent". The parser throws ArgumentError naming `argument`.
 DecodePath decode_path_from_name(const std::string& name, const char* argument = "decode_path");
