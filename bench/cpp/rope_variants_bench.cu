@@ -12,9 +12,12 @@
 //   idx32_u2mb3 library with two heads per step at 3 blocks per SM
 //   balanced    library with the head groups evened out: every thread walks the same number of
 //               heads (16 waves give 33 groups for 64 heads: 31 threads of 2 heads, 2 of 1)
+//   idx32_w2, idx32_w8   library with 2 and 8 target waves (more / fewer heads per thread)
 // Ratio: a cudaMemcpyAsync of the same bytes (half read, half written) over the variant's time.
+// In place by default; --out-of-place writes q and k to separate buffers, as the Python
+// benchmark's rows do (where the CUDA kernel trails the Triton twin at N <= 2048).
 //
-//   rope_variants_bench [--quick]      prints CSV: dtype,B,N,Hq,Hk,d,variant,us,ratio_copy
+//   rope_variants_bench [--quick] [--out-of-place]   prints CSV: dtype,B,N,Hq,Hk,d,variant,us,ratio_copy
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -73,7 +76,7 @@ void launch_balanced(Params p, int waves) {
 }
 
 template <typename T>
-int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
+int run_dtype(const char* dtype, bool quick, bool out_of_place, std::int64_t l2_bytes) {
   const struct {
     const char* name;
     void (*launch)(Params, int);
@@ -84,7 +87,9 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
                   {"idx64",
                    launch_instance<T, head_unroll<RopeStyle::kNeox>(), min_blocks_per_sm<RopeStyle::kNeox>(), false>,
                    kTargetWaves},
+                  {"idx32_w2", launch_instance<T, 1, 4, true>, 2},
                   {"idx32_w4", launch_instance<T, 1, 4, true>, 4},
+                  {"idx32_w8", launch_instance<T, 1, 4, true>, 8},
                   {"idx32_u2mb3", launch_instance<T, 2, 3, true>, kTargetWaves},
                   {"balanced", launch_balanced<T>, kTargetWaves}};
   int failures = 0;
@@ -104,11 +109,14 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
     const std::int64_t kn = std::int64_t(sh.batch) * sh.hk * sh.seq * sh.d;
     const std::int64_t bytes = 2 * (qn + kn) * std::int64_t(sizeof(T));
     const int sets = sweep::rotation_sets(bytes, l2_bytes);
-    std::vector<T*> q(sets), k(sets), copy_dst(sets);
+    std::vector<T*> q(sets), k(sets), copy_dst(sets), out(sets);
     for (int s = 0; s < sets; ++s) {
       FK_CUDA_CHECK(cudaMalloc(&q[s], qn * sizeof(T)));
       FK_CUDA_CHECK(cudaMalloc(&k[s], kn * sizeof(T)));
       FK_CUDA_CHECK(cudaMalloc(&copy_dst[s], (qn + kn) * sizeof(T)));
+      // Out of place: q's rotated rows, then k's (a buffer of its own, not the copy's destination).
+      out[s] = q[s];
+      if (out_of_place) FK_CUDA_CHECK(cudaMalloc(&out[s], (qn + kn) * sizeof(T)));
     }
     float *cos_t, *sin_t;
     const int half = sh.d / 2;
@@ -118,8 +126,10 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
     FK_CUDA_CHECK(cudaGetLastError());
     auto params = [&](int s) {
       const std::int64_t nd = std::int64_t(sh.seq) * sh.d;
-      flashkernel::RopeTensor tq{q[s], q[s], sh.hq, sh.hq * nd, nd, sh.d, sh.hq * nd, nd, sh.d};
-      flashkernel::RopeTensor tk{k[s], k[s], sh.hk, sh.hk * nd, nd, sh.d, sh.hk * nd, nd, sh.d};
+      T* q_out = out_of_place ? out[s] : q[s];
+      T* k_out = out_of_place ? out[s] + qn : k[s];
+      flashkernel::RopeTensor tq{q[s], q_out, sh.hq, sh.hq * nd, nd, sh.d, sh.hq * nd, nd, sh.d};
+      flashkernel::RopeTensor tk{k[s], k_out, sh.hk, sh.hk * nd, nd, sh.d, sh.hk * nd, nd, sh.d};
       Params p = make_params(tq, tk, flashkernel::RopeShape{sh.batch, sh.seq, sh.d, sh.d}, {});
       p.cos = cos_t;
       p.sin = sin_t;
@@ -138,7 +148,7 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
       v.launch(params(0), v.waves);
       FK_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<T>& dst = (&v == &variants[0]) ? ref_q : got_q;
-      FK_CUDA_CHECK(cudaMemcpy(dst.data(), q[0], qn * sizeof(T), cudaMemcpyDeviceToHost));
+      FK_CUDA_CHECK(cudaMemcpy(dst.data(), out[0], qn * sizeof(T), cudaMemcpyDeviceToHost));
       if (&v != &variants[0] && std::memcmp(ref_q.data(), got_q.data(), qn * sizeof(T)) != 0) {
         std::fprintf(stderr, "MISMATCH %s %s B=%d N=%d d=%d\n", dtype, v.name, sh.batch, sh.seq, sh.d);
         ++failures;
@@ -152,6 +162,7 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
       FK_CUDA_CHECK(cudaFree(q[s]));
       FK_CUDA_CHECK(cudaFree(k[s]));
       FK_CUDA_CHECK(cudaFree(copy_dst[s]));
+      if (out_of_place) FK_CUDA_CHECK(cudaFree(out[s]));
     }
     FK_CUDA_CHECK(cudaFree(cos_t));
     FK_CUDA_CHECK(cudaFree(sin_t));
@@ -165,7 +176,9 @@ int main(int argc, char** argv) {
   constexpr const char* kName = "rope_variants_bench";
   sweep::Setup s;
   if (!sweep::start(argc, argv, kName, "dtype,B,N,Hq,Hk,d,variant,us,ratio_copy", s)) return 2;
-  int failures = run_dtype<__half>("float16", s.quick, s.prop.l2CacheSize);
-  failures += run_dtype<__nv_bfloat16>("bfloat16", s.quick, s.prop.l2CacheSize);
+  bool out_of_place = false;
+  for (int i = 1; i < argc; ++i) out_of_place = out_of_place || std::strcmp(argv[i], "--out-of-place") == 0;
+  int failures = run_dtype<__half>("float16", s.quick, out_of_place, s.prop.l2CacheSize);
+  failures += run_dtype<__nv_bfloat16>("bfloat16", s.quick, out_of_place, s.prop.l2CacheSize);
   return sweep::finish(kName, failures);
 }
