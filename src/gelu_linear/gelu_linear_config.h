@@ -63,11 +63,14 @@ constexpr int small_m_stages(int mt, int nt, int budget) {
   return detail::stages_within(budget, small_m_stage_bytes(mt, nt), 6);
 }
 
-template <int MT_, int NT_, int kBudget = kSmallMDeepBudget>
+// kWarps: the warps of a CTA, each taking an equal K slice of every stage (4 in the library; the
+// tuning sweep bench/cpp/gelu_small_m_variants_bench.cu also runs 8).
+template <int MT_, int NT_, int kBudget = kSmallMDeepBudget, int kWarps = 4>
 struct SmallMConfig {
   static constexpr int MT = MT_;  // 16-row m tiles: M <= 16 * MT
   static constexpr int NT = NT_;  // 8-column n tiles per CTA
-  static constexpr int BK = 256, THREADS = 128, WARPS = 4, WARP_K = BK / WARPS;
+  static constexpr int BK = 256, WARPS = kWarps, THREADS = WARPS * 32, WARP_K = BK / WARPS;
+  static_assert(WARP_K % 32 == 0, "small_m: a warp's K slice holds whole pairs of k16 steps");
   static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
   static constexpr int STAGE_BYTES = small_m_stage_bytes(MT, NT);
   static constexpr int STAGES = small_m_stages(MT, NT, kBudget);

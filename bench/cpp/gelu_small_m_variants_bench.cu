@@ -1,0 +1,187 @@
+// Tuning sweep for gelu_linear's weight-streaming kernel at decode sizes (M = 1 and 16, the tile
+// of 16 rows): the library's configuration against instances it does not use
+// (src/gelu_linear/gelu_linear_config.h, SmallMConfig), in one process on one card, on the same
+// inputs, the variants alternated over rounds. At M = 1, K = 4096, N = 16384 the library streams
+// W at ~2.5 TB/s on an H100 (0.93-0.96x cuBLASLt's GELU_BIAS epilogue); the sweep asks which of
+// more warps per CTA, wider or narrower column blocks, or one CTA per SM with a deeper ring moves
+// that.
+//
+// Variants (NT: 8-column tiles per CTA; stages and CTAs per SM follow from the ring budget):
+//   library    gelu_linear's own choice (launch_small_m): NT = 4 where N has >= 2 blocks per SM,
+//              else NT = 1; 4 warps; the deep ring (110 KiB budget: 2 CTAs per SM on sm_90)
+//   w8         the library's tile with 8 warps (each a 32-column K slice of a stage)
+//   nt2        NT = 2 (twice the CTAs of NT = 4, half the W rows each), 4 warps
+//   nt4_1cta   NT = 4 with a 200 KiB budget: 6 stages, one CTA per SM
+//   nt8_1cta   NT = 8 with a 200 KiB budget: 4 stages of 64 W rows, one CTA per SM
+//   nt8_w8     NT = 8, 8 warps, 200 KiB budget
+// Every variant but w8/nt8_w8 sums each output in the library's order (same K split over warps),
+// so its output must equal the library's bit for bit; with 8 warps the cross-warp sum has 8 terms
+// instead of 4, so those are checked against the library within 1% of the output's largest value.
+//
+//   gelu_small_m_variants_bench [--quick]   prints CSV: dtype,M,K,N,variant,us,weight_gbps
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <iterator>
+#include <type_traits>
+#include <vector>
+
+#include "bench_util.cuh"
+#include "common/cuda_check.h"
+#include "common/dtype_traits.cuh"
+#include "gelu_linear/gelu_linear_kernels.cuh"
+
+namespace {
+
+using flashkernel::gelu_linear_detail::gelu_linear_small_m_kernel;
+using flashkernel::gelu_linear_detail::kSmallMDeepBudget;
+using flashkernel::gelu_linear_detail::Problem;
+using flashkernel::gelu_linear_detail::SmallMConfig;
+
+constexpr int kOneCtaBudget = 200 * 1024;
+
+// Whether gelu_linear gives M <= 16 the 4-tile (32-column) blocks (launch_small_m_for).
+bool library_takes_nt4(const Problem& p, int sms) { return p.n / 32 >= 2 * sms; }
+
+void library(const Problem& p, int sms, int smem_optin) {
+  using namespace flashkernel::gelu_linear_detail;
+  library_takes_nt4(p, sms) ? launch_small_m<__half, 1, 4>(p, smem_optin, nullptr)
+                            : launch_small_m<__half, 1, 1>(p, smem_optin, nullptr);
+}
+void library_bf16(const Problem& p, int sms, int smem_optin) {
+  using namespace flashkernel::gelu_linear_detail;
+  library_takes_nt4(p, sms) ? launch_small_m<__nv_bfloat16, 1, 4>(p, smem_optin, nullptr)
+                            : launch_small_m<__nv_bfloat16, 1, 1>(p, smem_optin, nullptr);
+}
+
+template <typename T, typename Cfg>
+void launch_cfg(const Problem& p) {
+  constexpr auto kernel = gelu_linear_small_m_kernel<T, Cfg>;
+  static bool configured = false;  // one device per process
+  if (!configured) {
+    FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::SMEM_BYTES));
+    configured = true;
+  }
+  kernel<<<static_cast<unsigned>((p.n + Cfg::ROWS_W - 1) / Cfg::ROWS_W), Cfg::THREADS, Cfg::SMEM_BYTES>>>(p);
+  FK_CHECK_LAUNCH();
+}
+
+// The library's tile with 8 warps.
+template <typename T>
+void w8(const Problem& p, int sms, int) {
+  library_takes_nt4(p, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 8>>(p)
+                            : launch_cfg<T, SmallMConfig<1, 1, kSmallMDeepBudget, 8>>(p);
+}
+template <typename T, int NT, int kBudget, int kWarps>
+void fixed(const Problem& p, int, int) {
+  launch_cfg<T, SmallMConfig<1, NT, kBudget, kWarps>>(p);
+}
+
+template <typename T>
+std::vector<float> values_of(const T* d, std::int64_t n) {
+  std::vector<T> h(static_cast<std::size_t>(n));
+  FK_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<float> f(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) f[i] = flashkernel::to_float(h[i]);
+  return f;
+}
+
+template <typename T>
+int run_dtype(const char* dtype, const sweep::Setup& s) {
+  using Launch = void (*)(const Problem&, int, int);
+  struct Variant {
+    const char* name;
+    Launch launch;
+    bool same_order;  // sums in the library's order: outputs must be equal
+    bool one_cta;     // a ring of up to 200 KiB: needs sm_90's opt-in limit
+  };
+  const Variant variants[] = {
+      {"library", std::is_same_v<T, __half> ? library : library_bf16, true, false},
+      {"w8", w8<T>, false, false},
+      {"nt2", fixed<T, 2, kSmallMDeepBudget, 4>, true, false},
+      {"nt4_1cta", fixed<T, 4, kOneCtaBudget, 4>, true, true},
+      {"nt8_1cta", fixed<T, 8, kOneCtaBudget, 4>, true, true},
+      {"nt8_w8", fixed<T, 8, kOneCtaBudget, 8>, false, true},
+  };
+  struct Shape { int m, k, n; };
+  const std::vector<Shape> shapes = s.quick ? std::vector<Shape>{{1, 4096, 16384}}
+                                            : std::vector<Shape>{{1, 4096, 16384}, {16, 4096, 16384}, {1, 768, 3072},
+                                                                 {16, 768, 3072},  {1, 3072, 768},    {16, 3072, 768},
+                                                                 {1, 4096, 4096},  {1, 11008, 4096}};
+  int smem_optin = 0;
+  FK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+  const int sms = s.prop.multiProcessorCount;
+  int failures = 0;
+  for (const Shape& sh : shapes) {
+    const std::int64_t w_elems = std::int64_t(sh.n) * sh.k, out_elems = std::int64_t(sh.m) * sh.n;
+    const int sets = sweep::rotation_sets(w_elems * sizeof(T), s.prop.l2CacheSize);
+    T *x, *w, *bias, *out;
+    FK_CUDA_CHECK(cudaMalloc(&x, std::int64_t(sh.m) * sh.k * sizeof(T)));
+    FK_CUDA_CHECK(cudaMalloc(&w, sets * w_elems * sizeof(T)));
+    FK_CUDA_CHECK(cudaMalloc(&bias, sh.n * sizeof(T)));
+    FK_CUDA_CHECK(cudaMalloc(&out, out_elems * sizeof(T)));
+    sweep::fill(x, std::int64_t(sh.m) * sh.k, 1);
+    sweep::fill(w, sets * w_elems, 2, 0.05f);
+    sweep::fill(bias, sh.n, 3);
+    auto problem = [&](int set) {
+      return Problem{x, w + set * w_elems, bias, out, sh.m, sh.n, sh.k, flashkernel::GeluApproximation::kTanh};
+    };
+    std::vector<float> ref;
+    for (const Variant& v : variants) {
+      if (v.one_cta && smem_optin < kOneCtaBudget) continue;
+      FK_CUDA_CHECK(cudaMemset(out, 0xff, out_elems * sizeof(T)));  // NaN: a missed output shows
+      v.launch(problem(0), sms, smem_optin);
+      FK_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<float> got = values_of(out, out_elems);
+      if (ref.empty()) {
+        ref = got;
+        continue;
+      }
+      float scale = 0.f, worst = 0.f;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        scale = std::max(scale, std::fabs(ref[i]));
+        worst = std::isnan(got[i]) ? INFINITY : std::max(worst, std::fabs(got[i] - ref[i]));
+      }
+      if (v.same_order ? worst != 0.f : !(worst <= 0.01f * scale)) {
+        std::fprintf(stderr, "MISMATCH %s %s M=%d K=%d N=%d: max |diff| %g (max |ref| %g)\n", dtype, v.name, sh.m,
+                     sh.k, sh.n, worst, scale);
+        ++failures;
+      }
+    }
+    // Rounds alternate the variants; each round's time is a median of CUDA-event means.
+    const int rounds = s.quick ? 2 : 5;
+    std::vector<std::vector<float>> times(std::size(variants));
+    for (int r = 0; r < rounds; ++r) {
+      for (std::size_t i = 0; i < std::size(variants); ++i) {
+        if (variants[i].one_cta && smem_optin < kOneCtaBudget) continue;
+        times[i].push_back(sweep::time_us([&](int set) { variants[i].launch(problem(set), sms, smem_optin); }, sets));
+      }
+    }
+    for (std::size_t i = 0; i < std::size(variants); ++i) {
+      if (times[i].empty()) continue;
+      std::sort(times[i].begin(), times[i].end());
+      const float us = times[i][times[i].size() / 2];
+      std::printf("%s,%d,%d,%d,%s,%.2f,%.0f\n", dtype, sh.m, sh.k, sh.n, variants[i].name, us,
+                  w_elems * sizeof(T) / (us * 1e3));
+    }
+    std::fflush(stdout);
+    for (T* p : {x, w, bias, out}) FK_CUDA_CHECK(cudaFree(p));
+  }
+  return failures;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  constexpr const char* kName = "gelu_small_m_variants_bench";
+  sweep::Setup s;
+  if (!sweep::start(argc, argv, kName, "dtype,M,K,N,variant,us,weight_gbps", s)) return 2;
+  int failures = run_dtype<__half>("float16", s);
+  failures += run_dtype<__nv_bfloat16>("bfloat16", s);
+  return sweep::finish(kName, failures);
+}
