@@ -14,6 +14,9 @@
 //   nt4_1cta   NT = 4 with a 200 KiB budget: 6 stages, one CTA per SM
 //   nt8_1cta   NT = 8 with a 200 KiB budget: 4 stages of 64 W rows, one CTA per SM
 //   nt8_w8     NT = 8, 8 warps, 200 KiB budget
+//   tma        the library's tile with its ring filled by TMA (SmallMCopy::kTensorMaps: 8 copies
+//              of 64 columns per stage, thread 0 issuing) instead of 16-byte thread copies
+//   tma_nt8_1cta  the same at NT = 8 with a 200 KiB budget (4 stages, one CTA per SM)
 // Every variant but w8/nt8_w8 sums each output in the library's order (same K split over warps),
 // so its output must equal the library's bit for bit; with 8 warps the cross-warp sum has 8 terms
 // instead of 4, so those are checked against the library within 1% of the output's largest value.
@@ -34,6 +37,7 @@
 #include "bench_util.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/tensor_map.h"
 #include "gelu_linear/gelu_linear_kernels.cuh"
 
 namespace {
@@ -42,6 +46,8 @@ using flashkernel::gelu_linear_detail::gelu_linear_small_m_kernel;
 using flashkernel::gelu_linear_detail::kSmallMDeepBudget;
 using flashkernel::gelu_linear_detail::Problem;
 using flashkernel::gelu_linear_detail::SmallMConfig;
+using flashkernel::gelu_linear_detail::SmallMCopy;
+using flashkernel::gelu_linear_detail::SmallMMaps;
 
 constexpr int kOneCtaBudget = 200 * 1024;
 
@@ -81,6 +87,28 @@ template <typename T, int NT, int kBudget, int kWarps>
 void fixed(const Problem& p, int, int) {
   launch_cfg<T, SmallMConfig<1, NT, kBudget, kWarps>>(p);
 }
+// TMA-filled rings (p.tensor_maps points at maps with W boxes of the tile's NT * 8 rows).
+template <typename T>
+void tma(const Problem& p, int sms, int) {
+  library_takes_nt4(p, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>>(p)
+                            : launch_cfg<T, SmallMConfig<1, 1, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>>(p);
+}
+template <typename T>
+void tma_nt8(const Problem& p, int, int) {
+  launch_cfg<T, SmallMConfig<1, 8, kOneCtaBudget, 4, SmallMCopy::kTensorMaps>>(p);
+}
+
+// The x and W maps of one problem, W in boxes of w_box_rows rows; false if TMA cannot describe them.
+template <typename T>
+bool make_maps(SmallMMaps& maps, const T* x, const T* w, int m, int n, int k, int w_box_rows) {
+  const auto dtype = std::is_same_v<T, __half> ? flashkernel::DType::kFloat16 : flashkernel::DType::kBFloat16;
+  const std::uint64_t row = std::uint64_t(k) * sizeof(T);
+  const std::uint64_t x_dims[4] = {std::uint64_t(k), std::uint64_t(m), 1, 1}, x_strides[3] = {row, row * m, row * m};
+  const std::uint64_t w_dims[4] = {std::uint64_t(k), std::uint64_t(n), 1, 1}, w_strides[3] = {row, row * n, row * n};
+  const std::uint32_t x_box[4] = {64, 16, 1, 1}, w_box[4] = {64, std::uint32_t(w_box_rows), 1, 1};
+  return flashkernel::detail::make_tensor_map_4d(&maps.x, x, dtype, x_dims, x_strides, x_box) &&
+         flashkernel::detail::make_tensor_map_4d(&maps.w, w, dtype, w_dims, w_strides, w_box);
+}
 
 template <typename T>
 std::vector<float> values_of(const T* d, std::int64_t n) {
@@ -99,14 +127,21 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     Launch launch;
     bool same_order;  // sums in the library's order: outputs must be equal
     bool one_cta;     // a ring of up to 200 KiB: needs sm_90's opt-in limit
+    int tma_nt;       // TMA-filled (sm_90): the tile's NT (-1: the library's), else 0
   };
   const Variant variants[] = {
-      {"library", std::is_same_v<T, __half> ? library : library_bf16, true, false},
-      {"w8", w8<T>, false, false},
-      {"nt2", fixed<T, 2, kSmallMDeepBudget, 4>, true, false},
-      {"nt4_1cta", fixed<T, 4, kOneCtaBudget, 4>, true, true},
-      {"nt8_1cta", fixed<T, 8, kOneCtaBudget, 4>, true, true},
-      {"nt8_w8", fixed<T, 8, kOneCtaBudget, 8>, false, true},
+      {"library", std::is_same_v<T, __half> ? library : library_bf16, true, false, 0},
+      {"w8", w8<T>, false, false, 0},
+      {"nt2", fixed<T, 2, kSmallMDeepBudget, 4>, true, false, 0},
+      {"nt4_1cta", fixed<T, 4, kOneCtaBudget, 4>, true, true, 0},
+      {"nt8_1cta", fixed<T, 8, kOneCtaBudget, 4>, true, true, 0},
+      {"nt8_w8", fixed<T, 8, kOneCtaBudget, 8>, false, true, 0},
+      {"tma", tma<T>, true, false, -1},
+      {"tma_nt8_1cta", tma_nt8<T>, true, true, 8},
+  };
+  // A variant runs here unless it needs more shared memory or sm_90 (TMA) that the GPU lacks.
+  auto runs_here = [&](const Variant& v, int smem_optin) {
+    return !(v.one_cta && smem_optin < kOneCtaBudget) && !(v.tma_nt != 0 && s.prop.major < 9);
   };
   struct Shape { int m, k, n; };
   const std::vector<Shape> shapes = s.quick ? std::vector<Shape>{{1, 4096, 16384}}
@@ -128,14 +163,29 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     sweep::fill(x, std::int64_t(sh.m) * sh.k, 1);
     sweep::fill(w, sets * w_elems, 2, 0.05f);
     sweep::fill(bias, sh.n, 3);
-    auto problem = [&](int set) {
-      return Problem{x, w + set * w_elems, bias, out, sh.m, sh.n, sh.k, flashkernel::GeluApproximation::kTanh};
+    // Tensor maps per input set for the W box heights the TMA variants use (8 * NT rows).
+    const int nt_lib = sh.n / 32 >= 2 * sms ? 4 : 1;
+    const int tma_nts[2] = {nt_lib, 8};
+    std::vector<SmallMMaps> host_maps(2 * sets);
+    bool maps_ok = true;
+    for (int i = 0; i < 2; ++i) {
+      for (int set = 0; set < sets; ++set) {
+        maps_ok = maps_ok && make_maps<T>(host_maps[i * sets + set], x, w + set * w_elems, sh.m, sh.n, sh.k, 8 * tma_nts[i]);
+      }
+    }
+    SmallMMaps* maps = nullptr;
+    FK_CUDA_CHECK(cudaMalloc(&maps, host_maps.size() * sizeof(SmallMMaps)));
+    FK_CUDA_CHECK(cudaMemcpy(maps, host_maps.data(), host_maps.size() * sizeof(SmallMMaps), cudaMemcpyHostToDevice));
+    auto problem = [&](int set, const Variant& v) {
+      Problem p{x, w + set * w_elems, bias, out, sh.m, sh.n, sh.k, flashkernel::GeluApproximation::kTanh};
+      if (v.tma_nt != 0) p.tensor_maps = maps + (v.tma_nt == 8 ? sets : 0) + set;
+      return p;
     };
     std::vector<float> ref;
     for (const Variant& v : variants) {
-      if (v.one_cta && smem_optin < kOneCtaBudget) continue;
+      if (!runs_here(v, smem_optin) || (v.tma_nt != 0 && !maps_ok)) continue;
       FK_CUDA_CHECK(cudaMemset(out, 0xff, out_elems * sizeof(T)));  // NaN: a missed output shows
-      v.launch(problem(0), sms, smem_optin);
+      v.launch(problem(0, v), sms, smem_optin);
       FK_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<float> got = values_of(out, out_elems);
       if (ref.empty()) {
@@ -158,8 +208,9 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     std::vector<std::vector<float>> times(std::size(variants));
     for (int r = 0; r < rounds; ++r) {
       for (std::size_t i = 0; i < std::size(variants); ++i) {
-        if (variants[i].one_cta && smem_optin < kOneCtaBudget) continue;
-        times[i].push_back(sweep::time_us([&](int set) { variants[i].launch(problem(set), sms, smem_optin); }, sets));
+        if (!runs_here(variants[i], smem_optin) || (variants[i].tma_nt != 0 && !maps_ok)) continue;
+        times[i].push_back(
+            sweep::time_us([&](int set) { variants[i].launch(problem(set, variants[i]), sms, smem_optin); }, sets));
       }
     }
     for (std::size_t i = 0; i < std::size(variants); ++i) {
@@ -171,6 +222,7 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     }
     std::fflush(stdout);
     for (T* p : {x, w, bias, out}) FK_CUDA_CHECK(cudaFree(p));
+    FK_CUDA_CHECK(cudaFree(maps));
   }
   return failures;
 }

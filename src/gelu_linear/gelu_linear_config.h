@@ -20,6 +20,8 @@ struct Problem {
   // The weight-streaming kernel, launched as a programmatic dependent (pdl::launch inside a
   // DependentLaunches scope), pulls its W rows into L2 before it waits for the previous kernel.
   bool prefetch_w_l2 = false;
+  // SmallMCopy::kTensorMaps (the tuning sweep): a device pointer to the x and W tensor maps.
+  const void* tensor_maps = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------ tiled
@@ -63,20 +65,31 @@ constexpr int small_m_stages(int mt, int nt, int budget) {
   return detail::stages_within(budget, small_m_stage_bytes(mt, nt), 6);
 }
 
+// How the ring is filled. kThreadCopies (the library): 16-byte cp.async from every thread into
+// swizzled 256-column rows. kTensorMaps (sm_90, the tuning sweep only so far): per stage, thread 0
+// issues one TMA copy per 64 columns of x and of W (8 copies, 128-byte swizzle, out-of-range rows
+// and columns zero-filled by the copy), completing on an mbarrier; one cp.async.bulk per 512-byte
+// row was 0.7-0.9x the thread copies on an H100 (profiling/gelu_small_m_bulk_copies_h100.txt),
+// worse the more copies per stage, so this variant asks whether few large copies do better.
+enum class SmallMCopy { kThreadCopies, kTensorMaps };
+
 // kWarps: the warps of a CTA, each taking an equal K slice of every stage (4 in the library; the
 // tuning sweep bench/cpp/gelu_small_m_variants_bench.cu also runs 8).
-template <int MT_, int NT_, int kBudget = kSmallMDeepBudget, int kWarps = 4>
+template <int MT_, int NT_, int kBudget = kSmallMDeepBudget, int kWarps = 4,
+          SmallMCopy kCopy_ = SmallMCopy::kThreadCopies>
 struct SmallMConfig {
   static constexpr int MT = MT_;  // 16-row m tiles: M <= 16 * MT
   static constexpr int NT = NT_;  // 8-column n tiles per CTA
+  static constexpr SmallMCopy kCopy = kCopy_;
   static constexpr int BK = 256, WARPS = kWarps, THREADS = WARPS * 32, WARP_K = BK / WARPS;
   static_assert(WARP_K % 32 == 0, "small_m: a warp's K slice holds whole pairs of k16 steps");
   static constexpr int ROWS_X = MT * 16, ROWS_W = NT * 8;
   static constexpr int STAGE_BYTES = small_m_stage_bytes(MT, NT);
   static constexpr int STAGES = small_m_stages(MT, NT, kBudget);
-  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+  // TMA's 128-byte swizzle needs 1024-byte aligned boxes: slack to align the ring's start.
+  static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + (kCopy == SmallMCopy::kTensorMaps ? 1024 : 0);
   static_assert(STAGES >= 2, "small_m: ring too shallow");
-  static_assert(WARPS * ROWS_X * ROWS_W * 4 <= SMEM_BYTES, "small_m: reduction buffer must fit the ring");
+  static_assert(WARPS * ROWS_X * ROWS_W * 4 <= STAGES * STAGE_BYTES, "small_m: reduction buffer must fit the ring");
 };
 
 // The ring budget the (MT, NT) tile runs with on a device with `smem_optin_bytes` per block: the

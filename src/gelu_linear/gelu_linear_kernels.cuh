@@ -24,6 +24,7 @@
 #include "common/dependent_launch.cuh"
 #include "common/dtype_traits.cuh"
 #include "common/mma_sm80.cuh"
+#include "common/tma_sm90.cuh"
 #include "flashkernel/gelu_linear.h"
 #include "gelu_linear/gelu_linear_config.h"
 
@@ -205,15 +206,52 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 }
 
 // ---------------------------------------------------------------------------------------- small_m
+// The tensor maps of x ([m][k], boxes of ROWS_X x 64) and W ([n][k], boxes of ROWS_W x 64) when
+// TMA fills the small-M kernel's ring (SmallMCopy::kTensorMaps), in device memory
+// (Problem::tensor_maps): written by the host before the launch, so no fence is needed.
+struct SmallMMaps {
+  CUtensorMap x, w;
+};
+
+// kRows x 64 blocks side by side along K, each 128-byte swizzled as one TMA box lands it
+// (chunk c of row r at c ^ (r % 8) within 1024-byte aligned 8-row atoms).
+template <int kRows>
+struct BlockedSwizzledTile {
+  __device__ __forceinline__ static int offset(int row, int col) {
+    return (col >> 6) * kRows * 64 + SwizzledTile<64>::offset(row, col & 63);
+  }
+};
+
+// Thread 0's copies of one stage when TMA fills the ring: the byte count (whole boxes: the
+// zero-filled parts count too), then one box of x and one of W per 64 columns from k0.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void small_m_issue_tma_stage(const SmallMMaps& maps, std::uint64_t* full, T* xs, T* ws,
+                                                        int k0, int n0) {
+  constexpr std::uint32_t kBytes = (Cfg::ROWS_X + Cfg::ROWS_W) * Cfg::BK * sizeof(T);
+  mbarrier_arrive_expect_tx(full, kBytes);
+#pragma unroll
+  for (int b = 0; b < Cfg::BK / 64; ++b) {
+    tma_load_4d(xs + b * Cfg::ROWS_X * 64, &maps.x, full, k0 + b * 64, 0, 0, 0);
+    tma_load_4d(ws + b * Cfg::ROWS_W * 64, &maps.w, full, k0 + b * 64, n0, 0, 0);
+  }
+}
+
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
   constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
   constexpr int MT = Cfg::MT, NT = Cfg::NT, ROWS_X = Cfg::ROWS_X, ROWS_W = Cfg::ROWS_W;
   constexpr int CHUNKS = BK / 8;
-  using Tile = SwizzledTile<BK>;
+  constexpr bool kTma = Cfg::kCopy == SmallMCopy::kTensorMaps;
+  using XTile = std::conditional_t<kTma, BlockedSwizzledTile<ROWS_X>, SwizzledTile<BK>>;
+  using WTile = std::conditional_t<kTma, BlockedSwizzledTile<ROWS_W>, SwizzledTile<BK>>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* s_x = reinterpret_cast<T*>(smem_raw);  // [STAGES][ROWS_X][BK]
-  T* s_w = s_x + STAGES * ROWS_X * BK;      // [STAGES][ROWS_W][BK]
+  unsigned char* smem = smem_raw;
+  if constexpr (kTma) {  // boxes start on 1024-byte atoms (SMEM_BYTES has the slack)
+    smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t(1023));
+  }
+  __shared__ std::uint64_t stage_full[kTma ? STAGES : 1];  // TMA: stage s has landed
+  T* s_x = reinterpret_cast<T*>(smem);  // [STAGES][ROWS_X][BK]
+  T* s_w = s_x + STAGES * ROWS_X * BK;  // [STAGES][ROWS_W][BK]
 
   const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ w = static_cast<const T*>(p.w);
@@ -226,7 +264,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
   if (p.prefetch_w_l2) pdl::prefetch_l2(w + std::int64_t(n0) * k, std::int64_t(rows_w) * k * sizeof(T), tid, THREADS);
   pdl::wait_for_prior_grid();  // launched as a dependent (pdl::launch): x is ready after this
   pdl::allow_dependents();
-  {
+  if constexpr (!kTma) {  // (TMA zero-fills rows past M and N itself)
     constexpr int kSlotChunks = (ROWS_X + ROWS_W) * CHUNKS;
     for (int i = tid; i < STAGES * kSlotChunks; i += THREADS) {
       const int s = i / kSlotChunks, c = i % kSlotChunks;
@@ -246,12 +284,12 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
     for (int i = tid; i < rows_w * CHUNKS; i += THREADS) {
       const int r = i / CHUNKS, col = (i % CHUNKS) * 8;
       const bool ok = k0 + col < k;
-      cp_async_16(ws + Tile::offset(r, col), ok ? w + std::int64_t(n0 + r) * k + k0 + col : w, ok);
+      cp_async_16(ws + WTile::offset(r, col), ok ? w + std::int64_t(n0 + r) * k + k0 + col : w, ok);
     }
     for (int i = tid; i < rows_x * CHUNKS; i += THREADS) {
       const int r = i / CHUNKS, col = (i % CHUNKS) * 8;
       const bool ok = k0 + col < k;
-      cp_async_16(xs + Tile::offset(r, col), ok ? x + std::int64_t(r) * k + k0 + col : x, ok);
+      cp_async_16(xs + XTile::offset(r, col), ok ? x + std::int64_t(r) * k + k0 + col : x, ok);
     }
   };
 
@@ -259,9 +297,32 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
   zero_accumulators(acc);
 
   const int k_tiles = (k + BK - 1) / BK;
-  cp_async_prologue<STAGES>(k_tiles, load_stage);
+  if constexpr (kTma) {
+    if (tid == 0) {
+      for (int s = 0; s < STAGES; ++s) mbarrier_init(&stage_full[s], 1);
+      fence_mbarrier_init();
+      for (int s = 0; s < STAGES - 1 && s < k_tiles; ++s) {
+        small_m_issue_tma_stage<T, Cfg>(*static_cast<const SmallMMaps*>(p.tensor_maps), &stage_full[s],
+                                        s_x + s * ROWS_X * BK, s_w + s * ROWS_W * BK, s * BK, n0);
+      }
+    }
+    __syncthreads();  // the barriers are initialized before anyone waits on them
+  } else {
+    cp_async_prologue<STAGES>(k_tiles, load_stage);
+  }
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
+    if constexpr (kTma) {
+      // Tile kt-1's slot is refilled (with tile kt + STAGES - 1) once every warp is done with it.
+      if (kt > 0) __syncthreads();
+      const int next = kt + STAGES - 1, slot = next % STAGES;
+      if (tid == 0 && next < k_tiles) {
+        small_m_issue_tma_stage<T, Cfg>(*static_cast<const SmallMMaps*>(p.tensor_maps), &stage_full[slot],
+                                        s_x + slot * ROWS_X * BK, s_w + slot * ROWS_W * BK, next * BK, n0);
+      }
+      mbarrier_wait(&stage_full[kt % STAGES], std::uint32_t((kt / STAGES) & 1));
+    } else {
+      cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
+    }
     const T* xs = s_x + (kt % STAGES) * ROWS_X * BK;
     const T* ws = s_w + (kt % STAGES) * ROWS_W * BK;
     const int kw = warp * Cfg::WARP_K;  // this warp's quarter of the stage
@@ -272,7 +333,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       for (int j = 0; j < NT; ++j) {
         // matrices: W rows of n tile j at k chunks +0, +1, +2, +3 -> (step kk: r0, r1), (kk+1: r2, r3)
         std::uint32_t r[4];
-        ldmatrix_x4(r, ws + Tile::offset(j * 8 + lane % 8, kw + kk * 16 + (lane / 8) * 8));
+        ldmatrix_x4(r, ws + WTile::offset(j * 8 + lane % 8, kw + kk * 16 + (lane / 8) * 8));
         bf[j][0][0] = r[0];
         bf[j][0][1] = r[1];
         bf[j][1][0] = r[2];
@@ -283,18 +344,18 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
           std::uint32_t af[4];
-          ldmatrix_x4(af, xs + Tile::offset(i * 16 + lane % 16, kw + (kk + step) * 16 + (lane / 16) * 8));
+          ldmatrix_x4(af, xs + XTile::offset(i * 16 + lane % 16, kw + (kk + step) * 16 + (lane / 16) * 8));
 #pragma unroll
           for (int j = 0; j < NT; ++j) mma_m16n8k16<T>(acc[i][j], af, bf[j][step]);
         }
       }
     }
   }
-  cp_async_wait<0>();
+  if constexpr (!kTma) cp_async_wait<0>();  // (TMA: every stage was waited for in the loop)
   __syncthreads();  // the ring is reused below for the cross-warp reduction
 
   // red[warp][row][col], fp32: each warp's partial sum over its K quarter.
-  float* red = reinterpret_cast<float*>(smem_raw);
+  float* red = reinterpret_cast<float*>(smem);
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
