@@ -2,6 +2,8 @@
 // for the kernel-variant sweeps, a CUDA-event timer over rotating input sets and the start and end
 // of their main().
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -62,16 +64,27 @@ inline float time_us(const std::function<void(int)>& call, int sets, int reps = 
   return t[t.size() / 2];
 }
 
-// What a sweep's main() starts from: --quick (a short run) and device 0's properties.
+// What a sweep's main() starts from: its arguments (--quick: a short run), device 0's properties.
 struct Setup {
   bool quick = false;
   cudaDeviceProp prop{};
+  int argc = 0;
+  char** argv = nullptr;
+  // Whether `flag` (e.g. "--out-of-place") is among the arguments.
+  bool flag(const char* name) const {
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], name) == 0) return true;
+    }
+    return false;
+  }
 };
 
 // Reads the arguments and device 0, and prints the device line and `csv_header`. False (after a
 // message) when there is no CUDA device: main then returns 2.
 inline bool start(int argc, char** argv, const char* name, const char* csv_header, Setup& s) {
-  s.quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  s.argc = argc;
+  s.argv = argv;
+  s.quick = s.flag("--quick");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     std::fprintf(stderr, "%s: no CUDA device\n", name);
@@ -86,6 +99,17 @@ inline bool start(int argc, char** argv, const char* name, const char* csv_heade
 inline int finish(const char* name, int failures) {
   if (failures) std::fprintf(stderr, "%s: %d variant(s) differ from the library\n", name, failures);
   return failures ? 1 : 0;
+}
+
+// A sweep's whole main(): start, then run(dtype tag, dtype name, setup) for float16 and bfloat16
+// (each returning how many variants differed from the library), then finish's exit status.
+template <typename Run>
+int run_sweep(int argc, char** argv, const char* name, const char* csv_header, Run run) {
+  Setup s;
+  if (!start(argc, argv, name, csv_header, s)) return 2;
+  int failures = run(__half{}, "float16", s);
+  failures += run(__nv_bfloat16{}, "bfloat16", s);
+  return finish(name, failures);
 }
 
 }  // namespace sweep

@@ -230,10 +230,8 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  constexpr const char* kName = "gelu_small_m_variants_bench";
-  sweep::Setup s;
-  if (!sweep::start(argc, argv, kName, "dtype,M,K,N,variant,us,weight_gbps", s)) return 2;
-  int failures = run_dtype<__half>("float16", s);
-  failures += run_dtype<__nv_bfloat16>("bfloat16", s);
-  return sweep::finish(kName, failures);
+  return sweep::run_sweep(argc, argv, "gelu_small_m_variants_bench", "dtype,M,K,N,variant,us,weight_gbps",
+                          [](auto tag, const char* dtype, const sweep::Setup& s) {
+                            return run_dtype<decltype(tag)>(dtype, s);
+                          });
 }

@@ -132,10 +132,8 @@ int run_dtype(const char* dtype, bool quick, std::int64_t l2_bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  constexpr const char* kName = "layernorm_variants_bench";
-  sweep::Setup s;
-  if (!sweep::start(argc, argv, kName, "dtype,op,rows,cols,variant,us,ratio_copy", s)) return 2;
-  int failures = run_dtype<__half>("float16", s.quick, s.prop.l2CacheSize);
-  failures += run_dtype<__nv_bfloat16>("bfloat16", s.quick, s.prop.l2CacheSize);
-  return sweep::finish(kName, failures);
+  return sweep::run_sweep(argc, argv, "layernorm_variants_bench", "dtype,op,rows,cols,variant,us,ratio_copy",
+                          [](auto tag, const char* dtype, const sweep::Setup& s) {
+                            return run_dtype<decltype(tag)>(dtype, s.quick, s.prop.l2CacheSize);
+                          });
 }

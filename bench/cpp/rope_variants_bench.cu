@@ -173,12 +173,9 @@ int run_dtype(const char* dtype, bool quick, bool out_of_place, std::int64_t l2_
 }  // namespace
 
 int main(int argc, char** argv) {
-  constexpr const char* kName = "rope_variants_bench";
-  sweep::Setup s;
-  if (!sweep::start(argc, argv, kName, "dtype,B,N,Hq,Hk,d,variant,us,ratio_copy", s)) return 2;
-  bool out_of_place = false;
-  for (int i = 1; i < argc; ++i) out_of_place = out_of_place || std::strcmp(argv[i], "--out-of-place") == 0;
-  int failures = run_dtype<__half>("float16", s.quick, out_of_place, s.prop.l2CacheSize);
-  failures += run_dtype<__nv_bfloat16>("bfloat16", s.quick, out_of_place, s.prop.l2CacheSize);
-  return sweep::finish(kName, failures);
+  return sweep::run_sweep(argc, argv, "rope_variants_bench", "dtype,B,N,Hq,Hk,d,variant,us,ratio_copy",
+                          [](auto tag, const char* dtype, const sweep::Setup& s) {
+                            return run_dtype<decltype(tag)>(dtype, s.quick, s.flag("--out-of-place"),
+                                                            s.prop.l2CacheSize);
+                          });
 }
