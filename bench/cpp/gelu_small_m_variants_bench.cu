@@ -52,17 +52,13 @@ using flashkernel::gelu_linear_detail::SmallMMaps;
 constexpr int kOneCtaBudget = 200 * 1024;
 
 // Whether gelu_linear gives M <= 16 the 4-tile (32-column) blocks (launch_small_m_for).
-bool library_takes_nt4(const Problem& p, int sms) { return p.n / 32 >= 2 * sms; }
+bool library_takes_nt4(int n, int sms) { return n / 32 >= 2 * sms; }
 
+template <typename T>
 void library(const Problem& p, int sms, int smem_optin) {
   using namespace flashkernel::gelu_linear_detail;
-  library_takes_nt4(p, sms) ? launch_small_m<__half, 1, 4>(p, smem_optin, nullptr)
-                            : launch_small_m<__half, 1, 1>(p, smem_optin, nullptr);
-}
-void library_bf16(const Problem& p, int sms, int smem_optin) {
-  using namespace flashkernel::gelu_linear_detail;
-  library_takes_nt4(p, sms) ? launch_small_m<__nv_bfloat16, 1, 4>(p, smem_optin, nullptr)
-                            : launch_small_m<__nv_bfloat16, 1, 1>(p, smem_optin, nullptr);
+  library_takes_nt4(p.n, sms) ? launch_small_m<T, 1, 4>(p, smem_optin, nullptr)
+                              : launch_small_m<T, 1, 1>(p, smem_optin, nullptr);
 }
 
 template <typename T, typename Cfg>
@@ -80,7 +76,7 @@ void launch_cfg(const Problem& p) {
 // The library's tile with 8 warps.
 template <typename T>
 void w8(const Problem& p, int sms, int) {
-  library_takes_nt4(p, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 8>>(p)
+  library_takes_nt4(p.n, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 8>>(p)
                             : launch_cfg<T, SmallMConfig<1, 1, kSmallMDeepBudget, 8>>(p);
 }
 template <typename T, int NT, int kBudget, int kWarps>
@@ -90,7 +86,7 @@ void fixed(const Problem& p, int, int) {
 // TMA-filled rings (p.tensor_maps points at maps with W boxes of the tile's NT * 8 rows).
 template <typename T>
 void tma(const Problem& p, int sms, int) {
-  library_takes_nt4(p, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>>(p)
+  library_takes_nt4(p.n, sms) ? launch_cfg<T, SmallMConfig<1, 4, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>>(p)
                             : launch_cfg<T, SmallMConfig<1, 1, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>>(p);
 }
 template <typename T>
@@ -101,7 +97,7 @@ void tma_nt8(const Problem& p, int, int) {
 // The x and W maps of one problem, W in boxes of w_box_rows rows; false if TMA cannot describe them.
 template <typename T>
 bool make_maps(SmallMMaps& maps, const T* x, const T* w, int m, int n, int k, int w_box_rows) {
-  const auto dtype = std::is_same_v<T, __half> ? flashkernel::DType::kFloat16 : flashkernel::DType::kBFloat16;
+  constexpr flashkernel::DType dtype = flashkernel::dtype_of<T>();
   const std::uint64_t row = std::uint64_t(k) * sizeof(T);
   const std::uint64_t x_dims[4] = {std::uint64_t(k), std::uint64_t(m), 1, 1}, x_strides[3] = {row, row * m, row * m};
   const std::uint64_t w_dims[4] = {std::uint64_t(k), std::uint64_t(n), 1, 1}, w_strides[3] = {row, row * n, row * n};
@@ -130,7 +126,7 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     int tma_nt;       // TMA-filled (sm_90): the tile's NT (-1: the library's), else 0
   };
   const Variant variants[] = {
-      {"library", std::is_same_v<T, __half> ? library : library_bf16, true, false, 0},
+      {"library", library<T>, true, false, 0},
       {"w8", w8<T>, false, false, 0},
       {"nt2", fixed<T, 2, kSmallMDeepBudget, 4>, true, false, 0},
       {"nt4_1cta", fixed<T, 4, kOneCtaBudget, 4>, true, true, 0},
@@ -164,7 +160,7 @@ int run_dtype(const char* dtype, const sweep::Setup& s) {
     sweep::fill(w, sets * w_elems, 2, 0.05f);
     sweep::fill(bias, sh.n, 3);
     // Tensor maps per input set for the W box heights the TMA variants use (8 * NT rows).
-    const int nt_lib = sh.n / 32 >= 2 * sms ? 4 : 1;
+    const int nt_lib = library_takes_nt4(sh.n, sms) ? 4 : 1;
     const int tma_nts[2] = {nt_lib, 8};
     std::vector<SmallMMaps> host_maps(2 * sets);
     bool maps_ok = true;
