@@ -20,8 +20,6 @@ struct Problem {
   // The weight-streaming kernel, launched as a programmatic dependent (pdl::launch inside a
   // DependentLaunches scope), pulls its W rows into L2 before it waits for the previous kernel.
   bool prefetch_w_l2 = false;
-  // SmallMCopy::kTensorMaps (the tuning sweep): a device pointer to the x and W tensor maps.
-  const void* tensor_maps = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------ tiled
@@ -65,12 +63,12 @@ constexpr int small_m_stages(int mt, int nt, int budget) {
   return detail::stages_within(budget, small_m_stage_bytes(mt, nt), 6);
 }
 
-// How the ring is filled. kThreadCopies (the library): 16-byte cp.async from every thread into
-// swizzled 256-column rows. kTensorMaps (sm_90, the tuning sweep only so far): per stage, thread 0
+// How the ring is filled. kThreadCopies (every GPU; M = 17-64 everywhere): 16-byte cp.async from
+// every thread into swizzled 256-column rows. kTensorMaps (sm_90, M <= 16): per stage, thread 0
 // issues one TMA copy per 64 columns of x and of W (8 copies, 128-byte swizzle, out-of-range rows
-// and columns zero-filled by the copy), completing on an mbarrier; one cp.async.bulk per 512-byte
-// row was 0.7-0.9x the thread copies on an H100 (profiling/gelu_small_m_bulk_copies_h100.txt),
-// worse the more copies per stage, so this variant asks whether few large copies do better.
+// and columns zero-filled by the copy), completing on an mbarrier. Few large copies win where many
+// small ones lost: one cp.async.bulk per 512-byte row was 0.7-0.9x the thread copies on an H100
+// (profiling/gelu_small_m_bulk_copies_h100.txt); for the tensor-map fill see small_m_tma_nt.
 enum class SmallMCopy { kThreadCopies, kTensorMaps };
 
 // kWarps: the warps of a CTA, each taking an equal K slice of every stage (4 in the library; the
@@ -116,12 +114,34 @@ constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
 template <typename T, int MT, int NT>
 void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 
+// The M <= 16 tile with its ring filled by TMA, 8 * NT columns per CTA (NT = 2, 4, 8; instantiated
+// in gelu_linear_small_m.cu): false, launching nothing, when this build has no sm_90 code for it,
+// the device's shared memory is too small, or TMA cannot describe x or W (the caller then takes
+// the thread-copy kernel).
+template <typename T, int NT>
+bool launch_small_m_tma(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
+
 // Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block (0:
 // no ring of that tile fits there).
 template <int MT, int NT>
 constexpr int small_m_smem_bytes(int smem_optin_bytes) {
   const int budget = small_m_budget<MT, NT>(smem_optin_bytes);
   return budget == 0 ? 0 : small_m_stages(MT, NT, budget) * small_m_stage_bytes(MT, NT);
+}
+
+// The column tile of the TMA-filled M <= 16 kernel (sm_90): NT = 8, 4 or 2 8-column tiles per
+// CTA, the widest that still gives about one CTA per SM (at least 0.9 * sm_count CTAs), else 2.
+// Wider tiles re-read x fewer times and issue fewer, larger copies per byte; a TMA box of 8 W rows
+// (NT = 1) measured 0.75-0.91x the thread copies at N = 4096. H200 (132 SMs), fp16/bf16, M = 1 /
+// 16, against the thread-copy kernel: N = 16384 (K = 4096) NT = 8 1.12x / 1.30x; N = 4096 NT = 4
+// 1.70-1.84x; N = 3072 (K = 768) and N = 768 (K = 3072) NT = 2 1.30-1.47x
+// (bench/cpp/gelu_small_m_variants_bench.cu).
+constexpr int small_m_tma_nt(std::int64_t n, int sm_count) {
+  const std::int64_t tiles = (n + 7) / 8;
+  for (int nt : {8, 4}) {
+    if ((tiles + nt - 1) / nt * 10 >= 9 * std::int64_t(sm_count)) return nt;
+  }
+  return 2;
 }
 
 // ---------------------------------------------------------------------- Hopper warp-specialized

@@ -207,8 +207,8 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 
 // ---------------------------------------------------------------------------------------- small_m
 // The tensor maps of x ([m][k], boxes of ROWS_X x 64) and W ([n][k], boxes of ROWS_W x 64) when
-// TMA fills the small-M kernel's ring (SmallMCopy::kTensorMaps), in device memory
-// (Problem::tensor_maps): written by the host before the launch, so no fence is needed.
+// TMA fills the small-M kernel's ring (SmallMCopy::kTensorMaps): a __grid_constant__ kernel
+// parameter (gelu_linear_small_m_tma_kernel), so the copies read them from parameter space.
 struct SmallMMaps {
   CUtensorMap x, w;
 };
@@ -236,8 +236,9 @@ __device__ __forceinline__ void small_m_issue_tma_stage(const SmallMMaps& maps, 
   }
 }
 
+// The weight-streaming kernel's body; `maps` is read only when TMA fills the ring (Cfg::kCopy).
 template <typename T, typename Cfg>
-__global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
+__device__ __forceinline__ void small_m_body(const Problem& p, const SmallMMaps* maps) {
   constexpr int BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
   constexpr int MT = Cfg::MT, NT = Cfg::NT, ROWS_X = Cfg::ROWS_X, ROWS_W = Cfg::ROWS_W;
   constexpr int CHUNKS = BK / 8;
@@ -302,7 +303,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       for (int s = 0; s < STAGES; ++s) mbarrier_init(&stage_full[s], 1);
       fence_mbarrier_init();
       for (int s = 0; s < STAGES - 1 && s < k_tiles; ++s) {
-        small_m_issue_tma_stage<T, Cfg>(*static_cast<const SmallMMaps*>(p.tensor_maps), &stage_full[s],
+        small_m_issue_tma_stage<T, Cfg>(*maps, &stage_full[s],
                                         s_x + s * ROWS_X * BK, s_w + s * ROWS_W * BK, s * BK, n0);
       }
     }
@@ -316,7 +317,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
       if (kt > 0) __syncthreads();
       const int next = kt + STAGES - 1, slot = next % STAGES;
       if (tid == 0 && next < k_tiles) {
-        small_m_issue_tma_stage<T, Cfg>(*static_cast<const SmallMMaps*>(p.tensor_maps), &stage_full[slot],
+        small_m_issue_tma_stage<T, Cfg>(*maps, &stage_full[slot],
                                         s_x + slot * ROWS_X * BK, s_w + slot * ROWS_W * BK, next * BK, n0);
       }
       mbarrier_wait(&stage_full[kt % STAGES], std::uint32_t((kt / STAGES) & 1));
@@ -386,10 +387,32 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
   });
 }
 
+// The ring filled by 16-byte copies from every thread (every GPU from sm_75 on).
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Problem p) {
+  static_assert(Cfg::kCopy == SmallMCopy::kThreadCopies, "small_m: TMA-filled tiles take the _tma kernel");
+  small_m_body<T, Cfg>(p, nullptr);
+}
+
+// The ring filled by TMA (sm_90; on other targets the copies compile to nothing, so the launcher
+// takes this kernel only where its sm_90a code is loaded: detail::sm90a_kernel_can_run).
+template <typename T, typename Cfg>
+__global__ void __launch_bounds__(Cfg::THREADS)
+    gelu_linear_small_m_tma_kernel(const __grid_constant__ Problem p, const __grid_constant__ SmallMMaps maps) {
+  static_assert(Cfg::kCopy == SmallMCopy::kTensorMaps, "small_m: thread-copy tiles take the plain kernel");
+#if FK_TMA_AVAILABLE
+  small_m_body<T, Cfg>(p, &maps);
+#endif
+}
+
 // Launchers (one translation unit each instantiates its share of the templates).
 template <typename T, typename Cfg>
 void launch_tiled(const Problem& p, cudaStream_t stream);
 // launch_small_m: gelu_linear_config.h.
+// launch_small_m_tma: gelu_linear_config.h.
+// A [rows][k] row-major matrix as a TMA map with boxes of [box_rows][64] (the other two of the
+// four dimensions are 1); false when TMA cannot describe it (gelu_linear_sm90_ws.cu).
+bool make_matrix_map(CUtensorMap* map, const void* ptr, DType dtype, int rows, int k, int box_rows);
 // Hopper warp-specialized persistent kernel (gelu_linear_sm90_ws.cu): the variant `backend` names,
 // or (kAuto) the one chosen for the shape; false when this build has no sm_90a code for it or TMA
 // cannot describe x or W.

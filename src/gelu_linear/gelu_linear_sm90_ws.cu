@@ -228,16 +228,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #endif
 }
 
-// A [rows][k] row-major matrix as a TMA map with boxes of [box_rows][64] (the other two of the
-// four dimensions are 1).
-bool make_matrix_map(CUtensorMap* map, const void* ptr, DType dtype, int rows, int k, int box_rows) {
-  const std::uint64_t row_bytes = std::uint64_t(k) * 2;
-  const std::uint64_t dims[4] = {std::uint64_t(k), std::uint64_t(rows), 1, 1};
-  const std::uint64_t strides[3] = {row_bytes, row_bytes * rows, row_bytes * rows};
-  const std::uint32_t box[4] = {64, std::uint32_t(box_rows), 1, 1};
-  return detail::make_tensor_map_4d(map, ptr, dtype, dims, strides, box);
-}
-
 template <typename T, typename Cfg>
 bool launch_ws_with(const Problem& p, int sm_count, cudaStream_t stream) {
   constexpr auto kernel = gelu_linear_ws_kernel<T, Cfg>;
@@ -262,6 +252,14 @@ double wave_efficiency(std::int64_t tiles, int sm_count) {
 }
 
 }  // namespace
+
+bool make_matrix_map(CUtensorMap* map, const void* ptr, DType dtype, int rows, int k, int box_rows) {
+  const std::uint64_t row_bytes = std::uint64_t(k) * 2;
+  const std::uint64_t dims[4] = {std::uint64_t(k), std::uint64_t(rows), 1, 1};
+  const std::uint64_t strides[3] = {row_bytes, row_bytes * rows, row_bytes * rows};
+  const std::uint32_t box[4] = {64, std::uint32_t(box_rows), 1, 1};
+  return detail::make_tensor_map_4d(map, ptr, dtype, dims, strides, box);
+}
 
 template <typename T>
 bool launch_wgmma_ws(const Problem& p, int sm_count, cudaStream_t stream, GeluLinearBackend backend) {

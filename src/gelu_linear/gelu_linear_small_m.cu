@@ -1,7 +1,7 @@
 // Instantiations of the weight-streaming (M <= 64) gelu_linear kernel: MT in {1, 2, 4} (16-row
 // tiles of M) x NT in {1, 4} (8-column tiles per CTA) x 2 dtypes, each with the deep ring and,
 // where that exceeds a smaller opt-in limit, the rings that fit sm_86/89 and sm_75
-// (gelu_linear_config.h).
+// (gelu_linear_config.h); and the TMA-filled M <= 16 kernel (sm_90) at NT in {2, 4, 8}.
 #include <string>
 
 #include "common/dependent_launch.cuh"
@@ -42,13 +42,35 @@ void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream)
   }
 }
 
+template <typename T, int NT>
+bool launch_small_m_tma(const Problem& p, int smem_optin_bytes, cudaStream_t stream) {
+  using Cfg = SmallMConfig<1, NT, kSmallMDeepBudget, 4, SmallMCopy::kTensorMaps>;
+  constexpr auto kernel = gelu_linear_small_m_tma_kernel<T, Cfg>;
+  if (Cfg::SMEM_BYTES > smem_optin_bytes || !detail::kernel_has_sm90a_code<kernel>()) return false;
+  SmallMMaps maps;
+  if (!make_matrix_map(&maps.x, p.x, dtype_of<T>(), p.m, p.k, Cfg::ROWS_X) ||
+      !make_matrix_map(&maps.w, p.w, dtype_of<T>(), p.n, p.k, Cfg::ROWS_W)) {
+    return false;
+  }
+  ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
+  const unsigned grid = static_cast<unsigned>(detail::ceil_div(p.n, Cfg::ROWS_W));
+  Problem q = p;
+  q.prefetch_w_l2 = pdl::dependent_launches();
+  pdl::launch(kernel, grid, dim3(Cfg::THREADS), Cfg::SMEM_BYTES, stream, q, maps);
+  FK_CHECK_LAUNCH();
+  return true;
+}
+
 #define FK_GELU_LINEAR_SMALL_M(T)                                             \
   template void launch_small_m<T, 1, 1>(const Problem&, int, cudaStream_t);   \
   template void launch_small_m<T, 2, 1>(const Problem&, int, cudaStream_t);   \
   template void launch_small_m<T, 4, 1>(const Problem&, int, cudaStream_t);   \
   template void launch_small_m<T, 1, 4>(const Problem&, int, cudaStream_t);   \
   template void launch_small_m<T, 2, 4>(const Problem&, int, cudaStream_t);   \
-  template void launch_small_m<T, 4, 4>(const Problem&, int, cudaStream_t);
+  template void launch_small_m<T, 4, 4>(const Problem&, int, cudaStream_t);   \
+  template bool launch_small_m_tma<T, 2>(const Problem&, int, cudaStream_t); \
+  template bool launch_small_m_tma<T, 4>(const Problem&, int, cudaStream_t); \
+  template bool launch_small_m_tma<T, 8>(const Problem&, int, cudaStream_t);
 FK_GELU_LINEAR_SMALL_M(__half)
 FK_GELU_LINEAR_SMALL_M(__nv_bfloat16)
 #undef FK_GELU_LINEAR_SMALL_M

@@ -9,6 +9,7 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/launch.h"
@@ -100,6 +101,67 @@ TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
   for (Shape s : {Shape{1, 64, 8}, Shape{7, 72, 200}, Shape{16, 264, 24}, Shape{17, 512, 40}, Shape{33, 768, 136},
                   Shape{64, 96, 16}, Shape{5, 520, 131072 / 8}}) {
     check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kNone);
+  }
+}
+
+// Both ways of filling the M <= 16 ring, each at every column tile the library launches: thread
+// copies (NT = 1, 4: every GPU) and TMA (NT = 2, 4, 8: sm_90, the default there), on shapes with
+// tails in every direction (N not a multiple of the CTA's columns, K not of the 64-column box or
+// the 256-column stage, M not of 16). Off sm_90 the TMA launcher must decline, launching nothing.
+TYPED_TEST(GeluLinearTest, SmallMEveryFillAndColumnTile) {
+  FK_SKIP_WITHOUT_GPU();
+  using T = TypeParam;
+  namespace gd = gelu_linear_detail;
+  const bool hopper = detail::current_compute_major() == 9;
+  const int smem = detail::current_smem_optin_bytes();
+  using Launch = std::function<bool(const gd::Problem&)>;
+  const std::vector<std::pair<const char*, Launch>> launches = {
+      {"threads nt1", [&](const gd::Problem& q) { return gd::launch_small_m<T, 1, 1>(q, smem, nullptr), true; }},
+      {"threads nt4", [&](const gd::Problem& q) { return gd::launch_small_m<T, 1, 4>(q, smem, nullptr), true; }},
+      {"tma nt2", [&](const gd::Problem& q) { return gd::launch_small_m_tma<T, 2>(q, smem, nullptr); }},
+      {"tma nt4", [&](const gd::Problem& q) { return gd::launch_small_m_tma<T, 4>(q, smem, nullptr); }},
+      {"tma nt8", [&](const gd::Problem& q) { return gd::launch_small_m_tma<T, 8>(q, smem, nullptr); }},
+  };
+  struct Shape { int m, k, n; };
+  for (Shape s : {Shape{1, 8, 8}, Shape{7, 72, 1000}, Shape{16, 4104, 264}, Shape{3, 776, 72}, Shape{1, 256, 4096}}) {
+    const Problem<T> p(s.m, s.k, s.n);
+    std::vector<T> want(static_cast<std::size_t>(s.m * s.n));
+    reference::gelu_epilogue(p.pre, p.b.data(), want.data(), s.m, s.n, GeluApproximation::kTanh);
+    double scale = 0;
+    for (const T& v : want) scale = std::max(scale, std::abs(double(to_float(v))));
+    for (const auto& [name, launch] : launches) {
+      SCOPED_TRACE(std::string(name) + " m=" + std::to_string(s.m) + " k=" + std::to_string(s.k) +
+                   " n=" + std::to_string(s.n) + " seed=" + std::to_string(p.seed));
+      DeviceBuffer<T> dout(s.m * s.n);
+      dout.poison();
+      const gd::Problem gp{p.dx.get(), p.dw.get(), p.db.get(), dout.get(), s.m, s.n, s.k, GeluApproximation::kTanh};
+      const bool launched = launch(gp);
+      if (std::string(name).rfind("tma", 0) == 0 && !hopper) {
+        EXPECT_FALSE(launched);
+        continue;
+      }
+      ASSERT_TRUE(launched);
+      FK_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(testing::first_mismatch(dout.download(), want, 0.0, scale_tolerance<T>() * scale), -1);
+    }
+  }
+}
+
+// The TMA-filled kernel's column tile: the widest of 8, 4, 2 that still gives ~one CTA per SM.
+TEST(GeluLinearConfig, TmaColumnTileKeepsEverySmBusy) {
+  using gelu_linear_detail::small_m_tma_nt;
+  EXPECT_EQ(small_m_tma_nt(16384, 132), 8);  // 256 CTAs
+  EXPECT_EQ(small_m_tma_nt(4096, 132), 4);   // 128 CTAs (NT = 8: 64)
+  EXPECT_EQ(small_m_tma_nt(3072, 132), 2);   // 192 CTAs (NT = 4: 96)
+  EXPECT_EQ(small_m_tma_nt(768, 132), 2);    // fewer columns than SMs: the narrowest TMA tile
+  EXPECT_EQ(small_m_tma_nt(8, 132), 2);
+  EXPECT_EQ(small_m_tma_nt(4096, 57), 8);  // fewer SMs, wider tiles
+  for (std::int64_t n = 8; n <= 65536; n += 8) {
+    const int nt = small_m_tma_nt(n, 132);
+    ASSERT_TRUE(nt == 2 || nt == 4 || nt == 8) << n;
+    if (nt > 2) {
+      ASSERT_GE((n + 8 * nt - 1) / (8 * nt) * 10, 9 * 132) << n;
+    }
   }
 }
 
