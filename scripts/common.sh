@@ -38,8 +38,9 @@ ensure_dependencies() {
   # The wheel check and the linter (an image that already has torch may lack these two).
   if ! "$PY" -c "import scikit_build_core" 2>/dev/null || ! "$PY" -m ruff --version >/dev/null 2>&1; then
     log "installing scikit-build-core and ruff (versions from requirements-lock.txt)"
-    # Not needed to build, test or benchmark: a machine without a package index goes on without them.
-    "$PY" -m pip install -q scikit-build-core ruff -c requirements-lock.txt ||
+    # Not needed to build, test or benchmark: a machine without a package index goes on without them,
+    # after one quick try (pip's default 5 retries with back-off cost a GPU call most of a minute).
+    "$PY" -m pip install -q --retries 0 --timeout 10 scikit-build-core ruff -c requirements-lock.txt ||
       echo "warning: scikit-build-core/ruff could not be installed: the wheel check and the linter will fail" >&2
   fi
   if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
