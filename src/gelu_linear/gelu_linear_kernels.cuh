@@ -395,7 +395,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) gelu_linear_small_m_kernel(Probl
 }
 
 // The ring filled by TMA (sm_90; on other targets the copies compile to nothing, so the launcher
-// takes this kernel only where its sm_90a code is loaded: detail::sm90a_kernel_can_run).
+// takes this kernel only where its sm_90 code is loaded: detail::kernel_has_sm90a_code).
 template <typename T, typename Cfg>
 __global__ void __launch_bounds__(Cfg::THREADS)
     gelu_linear_small_m_tma_kernel(const __grid_constant__ Problem p, const __grid_constant__ SmallMMaps maps) {
