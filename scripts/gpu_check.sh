@@ -52,6 +52,8 @@ case "$OLD_ARCHS" in 1|86) step arch86 "forced sm_86 (compute_80, 99 KiB)" ;; es
 [ "${FK_PY_MEMCHECK:-1}" = 1 ] && step memcheck-py "memcheck (Python subset)"
 finish() {  # id, PASS/FAIL, details, start time (seconds)
   printf '%s\t%s (%ss)\n' "$2" "$3" "$(( $(date +%s) - $4 ))" >"$LOGDIR/$1.result"
+  # Also on stdout as it happens: a run cut short by a time limit still shows the steps it finished.
+  printf '=== step %s: %s' "$1" "$(cat "$LOGDIR/$1.result")"; echo
 }
 pass_if() { [ "$1" -eq 0 ] && echo PASS || echo FAIL; }  # exit status -> PASS/FAIL
 
