@@ -99,7 +99,7 @@ TYPED_TEST(GeluLinearTest, SmallMStreamingPath) {
   // n large enough on any GPU to select 4 n-tiles per CTA.
   struct Shape { std::int64_t m, k, n; };
   for (Shape s : {Shape{1, 64, 8}, Shape{7, 72, 200}, Shape{16, 264, 24}, Shape{17, 512, 40}, Shape{33, 768, 136},
-                  Shape{64, 96, 16}, Shape{5, 520, 131072 / 8}}) {
+                  Shape{64, 96, 16}, Shape{5, 520, 131072 / 8}, Shape{3, 264, 4096}}) {
     check_variants(Problem<TypeParam>(s.m, s.k, s.n), GeluApproximation::kNone);
   }
 }
