@@ -8,7 +8,7 @@
 // tiles side by side so the choice can be rechecked on every card.
 //
 // Variants (NT: 8-column tiles per CTA; stages and CTAs per SM follow from the ring budget):
-//   library    gelu_linear's own choice (launch_small_m_for): on sm_90 the TMA-filled ring at
+//   library    gelu_linear's own launch (launch_small_m_for): on sm_90 the TMA-filled ring at
 //              small_m_tma_nt's NT, else the thread copies below
 //   threads    the thread-copy kernel: NT = 4 where N has >= 2 blocks per SM, else NT = 1;
 //              4 warps; the deep ring (110 KiB budget: 2 CTAs per SM on sm_90)
@@ -38,6 +38,7 @@
 #include "bench_util.cuh"
 #include "common/cuda_check.h"
 #include "common/dtype_traits.cuh"
+#include "common/launch.h"
 #include "gelu_linear/gelu_linear_kernels.cuh"
 
 namespace {
@@ -46,39 +47,23 @@ using namespace flashkernel::gelu_linear_detail;
 
 constexpr int kOneCtaBudget = 200 * 1024;
 
-// The thread-copy kernel's column tile as gelu_linear chooses it (launch_small_m_for).
-bool threads_take_nt4(int n, int sms) { return n / 32 >= 2 * sms; }
-
+// The thread-copy kernel at gelu_linear's column tile for it.
 template <typename T>
 void threads(const Problem& p, int sms, int smem_optin) {
-  threads_take_nt4(p.n, sms) ? launch_small_m<T, 1, 4>(p, smem_optin, nullptr)
-                             : launch_small_m<T, 1, 1>(p, smem_optin, nullptr);
+  small_m_thread_nt(p.n, sms) == 4 ? launch_small_m<T, 1, 4>(p, smem_optin, nullptr)
+                                   : launch_small_m<T, 1, 1>(p, smem_optin, nullptr);
 }
 
 template <typename T>
 void library(const Problem& p, int sms, int smem_optin) {
-  const int nt = small_m_tma_nt(p.n, sms);
-  const bool tma = nt == 8   ? launch_small_m_tma<T, 8>(p, smem_optin, nullptr)
-                   : nt == 4 ? launch_small_m_tma<T, 4>(p, smem_optin, nullptr)
-                             : launch_small_m_tma<T, 2>(p, smem_optin, nullptr);
-  if (!tma) threads<T>(p, sms, smem_optin);
-}
-
-// Raises the kernel's shared-memory limit once (one device per process).
-template <auto kernel>
-void opt_in(int bytes) {
-  static bool configured = false;
-  if (!configured) {
-    FK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    configured = true;
-  }
+  launch_small_m_for<T, 1>(p, sms, smem_optin, nullptr);
 }
 
 template <typename T, int NT, int kBudget, int kWarps>
 void fixed(const Problem& p, int, int) {
   using Cfg = SmallMConfig<1, NT, kBudget, kWarps>;
   constexpr auto kernel = gelu_linear_small_m_kernel<T, Cfg>;
-  opt_in<kernel>(Cfg::SMEM_BYTES);
+  flashkernel::detail::ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
   kernel<<<static_cast<unsigned>((p.n + Cfg::ROWS_W - 1) / Cfg::ROWS_W), Cfg::THREADS, Cfg::SMEM_BYTES>>>(p);
   FK_CHECK_LAUNCH();
 }
@@ -86,8 +71,8 @@ void fixed(const Problem& p, int, int) {
 // The thread-copy tile with 8 warps.
 template <typename T>
 void w8(const Problem& p, int sms, int smem_optin) {
-  threads_take_nt4(p.n, sms) ? fixed<T, 4, kSmallMDeepBudget, 8>(p, sms, smem_optin)
-                             : fixed<T, 1, kSmallMDeepBudget, 8>(p, sms, smem_optin);
+  small_m_thread_nt(p.n, sms) == 4 ? fixed<T, 4, kSmallMDeepBudget, 8>(p, sms, smem_optin)
+                                   : fixed<T, 1, kSmallMDeepBudget, 8>(p, sms, smem_optin);
 }
 
 template <typename T, int NT, int kBudget>
@@ -100,7 +85,7 @@ void tma_fixed(const Problem& p, int, int) {
     std::fprintf(stderr, "error: TMA cannot describe x or W\n");
     std::exit(1);
   }
-  opt_in<kernel>(Cfg::SMEM_BYTES);
+  flashkernel::detail::ensure_smem_opt_in<kernel>(Cfg::SMEM_BYTES);
   kernel<<<static_cast<unsigned>((p.n + Cfg::ROWS_W - 1) / Cfg::ROWS_W), Cfg::THREADS, Cfg::SMEM_BYTES>>>(p, maps);
   FK_CHECK_LAUNCH();
 }

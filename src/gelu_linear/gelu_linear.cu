@@ -19,30 +19,6 @@ namespace {
 // Above this M a 16-row-padded streaming pass stops being cheaper than real GEMM tiles.
 constexpr std::int64_t kSmallMMax = 64;
 
-// Launches the weight-streaming kernel for M <= 16 * MT; false when no ring of its tile fits the
-// device (sm_75 and M > 32: the caller takes the tiled kernel).
-template <typename T, int MT>
-bool launch_small_m_for(const Problem& p, int sm_count, int smem_optin, cudaStream_t stream) {
-  if constexpr (MT == 1) {  // sm_90: the ring filled by TMA (gelu_linear_config.h, small_m_tma_nt)
-    const int nt = small_m_tma_nt(p.n, sm_count);
-    if (nt == 8 ? launch_small_m_tma<T, 8>(p, smem_optin, stream)
-        : nt == 4 ? launch_small_m_tma<T, 4>(p, smem_optin, stream)
-                  : launch_small_m_tma<T, 2>(p, smem_optin, stream)) {
-      return true;
-    }
-  }
-  // Four n tiles per CTA cut the re-reads of x (one per CTA, from L2) by 4x, worth it once there
-  // are still >= 2 CTAs per SM; with fewer columns every CTA is needed to keep HBM busy.
-  if (p.n / 32 >= 2 * sm_count && small_m_budget<MT, 4>(smem_optin) > 0) {
-    launch_small_m<T, MT, 4>(p, smem_optin, stream);
-  } else if (small_m_budget<MT, 1>(smem_optin) > 0) {
-    launch_small_m<T, MT, 1>(p, smem_optin, stream);
-  } else {
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 void gelu_linear(const void* x, const void* weight, const void* bias, void* out, std::int64_t m, std::int64_t n,

@@ -121,6 +121,18 @@ void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream)
 template <typename T, int NT>
 bool launch_small_m_tma(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
 
+// The thread-copy kernel's column tile: 4 8-column tiles per CTA cut the re-reads of x (one per
+// CTA, from L2) by 4x, worth it once N still gives >= 2 CTAs per SM; with fewer columns every CTA
+// is needed to keep HBM busy (1).
+constexpr int small_m_thread_nt(std::int64_t n, int sm_count) { return n / 32 >= 2 * std::int64_t(sm_count) ? 4 : 1; }
+
+// gelu_linear's weight-streaming launch for M <= 16 * MT (instantiated in gelu_linear_small_m.cu):
+// at MT = 1 the TMA-filled ring where launch_small_m_tma accepts, else the thread copies at
+// small_m_thread_nt's tile; false when no ring of the tile fits the device (sm_75 and M > 32: the
+// caller takes the tiled kernel).
+template <typename T, int MT>
+bool launch_small_m_for(const Problem& p, int sm_count, int smem_optin, cudaStream_t stream);
+
 // Shared memory of the (MT, NT) tile's launch on a device with `smem_optin_bytes` per block (0:
 // no ring of that tile fits there).
 template <int MT, int NT>

@@ -61,6 +61,26 @@ bool launch_small_m_tma(const Problem& p, int smem_optin_bytes, cudaStream_t str
   return true;
 }
 
+template <typename T, int MT>
+bool launch_small_m_for(const Problem& p, int sm_count, int smem_optin, cudaStream_t stream) {
+  if constexpr (MT == 1) {  // sm_90: the ring filled by TMA (small_m_tma_nt)
+    const int nt = small_m_tma_nt(p.n, sm_count);
+    if (nt == 8 ? launch_small_m_tma<T, 8>(p, smem_optin, stream)
+        : nt == 4 ? launch_small_m_tma<T, 4>(p, smem_optin, stream)
+                  : launch_small_m_tma<T, 2>(p, smem_optin, stream)) {
+      return true;
+    }
+  }
+  if (small_m_thread_nt(p.n, sm_count) == 4 && small_m_budget<MT, 4>(smem_optin) > 0) {
+    launch_small_m<T, MT, 4>(p, smem_optin, stream);
+  } else if (small_m_budget<MT, 1>(smem_optin) > 0) {
+    launch_small_m<T, MT, 1>(p, smem_optin, stream);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 #define FK_GELU_LINEAR_SMALL_M(T)                                             \
   template void launch_small_m<T, 1, 1>(const Problem&, int, cudaStream_t);   \
   template void launch_small_m<T, 2, 1>(const Problem&, int, cudaStream_t);   \
@@ -70,7 +90,10 @@ bool launch_small_m_tma(const Problem& p, int smem_optin_bytes, cudaStream_t str
   template void launch_small_m<T, 4, 4>(const Problem&, int, cudaStream_t);   \
   template bool launch_small_m_tma<T, 2>(const Problem&, int, cudaStream_t); \
   template bool launch_small_m_tma<T, 4>(const Problem&, int, cudaStream_t); \
-  template bool launch_small_m_tma<T, 8>(const Problem&, int, cudaStream_t);
+  template bool launch_small_m_tma<T, 8>(const Problem&, int, cudaStream_t); \
+  template bool launch_small_m_for<T, 1>(const Problem&, int, int, cudaStream_t); \
+  template bool launch_small_m_for<T, 2>(const Problem&, int, int, cudaStream_t); \
+  template bool launch_small_m_for<T, 4>(const Problem&, int, int, cudaStream_t);
 FK_GELU_LINEAR_SMALL_M(__half)
 FK_GELU_LINEAR_SMALL_M(__nv_bfloat16)
 #undef FK_GELU_LINEAR_SMALL_M
