@@ -84,9 +84,15 @@ void gelu_linear(const void* x, const void* weight, const void* bias, void* out,
       }
       if (large_tiles >= sm_count && tiled_large_fits(smem_optin)) {
         launch_tiled<T, TiledLarge>(p, stream);
-      } else {
-        launch_tiled<T, TiledSmall>(p, stream);
+        return;
       }
+      // Too few 64x64 tiles to fill the GPU (mid-sized M, short N): on Hopper split K over a cluster.
+      const std::int64_t small_tiles = detail::ceil_div(m, TiledSmall::BM) * detail::ceil_div(n, TiledSmall::BN);
+      const int split = tiled_split_k(small_tiles, k, sm_count);
+      if (backend == GeluLinearBackend::kAuto && hopper && split > 1 && launch_tiled_split<T>(p, split, stream)) {
+        return;
+      }
+      launch_tiled<T, TiledSmall>(p, stream);
     }
   });
 }

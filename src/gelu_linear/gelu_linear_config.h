@@ -46,6 +46,19 @@ static_assert(TiledSmall::SMEM_BYTES <= detail::arch_smem_optin_bytes(75), "Tile
 // Whether the large tiles may run on a device with `smem_optin_bytes` per block.
 constexpr bool tiled_large_fits(int smem_optin_bytes) { return TiledLarge::SMEM_BYTES <= smem_optin_bytes; }
 
+// Split-K for the 64x64 tiled kernel on sm_90 (a cluster of `split` CTAs per output tile, summed
+// in distributed shared memory: gelu_linear_tiled_kernel): where the output has too few tiles to
+// give the GPU's CTA slots work (M = 128-512 with N = 768-3072: 24-96 tiles for 396 slots on 132
+// SMs), the widest of 8, 4, 2 whose CTAs still fit the slots and leave each CTA at least 6 k-tiles
+// of 64 (the ring's 4 stages and some); 1: no split.
+constexpr int tiled_split_k(std::int64_t tiles, std::int64_t k, int sm_count) {
+  const std::int64_t k_tiles = (k + TiledSmall::BK - 1) / TiledSmall::BK;
+  for (int split : {8, 4, 2}) {
+    if (tiles * split <= std::int64_t(sm_count) * TiledSmall::MIN_BLOCKS && k_tiles >= 6 * split) return split;
+  }
+  return 1;
+}
+
 // ---------------------------------------------------------------------------------------- small_m
 // Ring budgets of the weight-streaming kernel, deepest first. The bytes in flight per SM set its
 // streaming bandwidth, so the ring is as deep as ~110 KiB allows (two CTAs per SM still fit on
@@ -113,6 +126,12 @@ constexpr bool small_m_uses_deep_ring(int smem_optin_bytes) {
 // GPU's choice). The caller checks that some ring fits (small_m_budget > 0).
 template <typename T, int MT, int NT>
 void launch_small_m(const Problem& p, int smem_optin_bytes, cudaStream_t stream);
+
+// The 64x64 tiled kernel split over K across a cluster of `split` CTAs (2, 4 or 8; sm_90;
+// instantiated in gelu_linear_tiled.cu): false, launching nothing, when this build has no sm_90 code
+// for it, `split` is not one of those, or K has fewer 64-column tiles than `split`.
+template <typename T>
+bool launch_tiled_split(const Problem& p, int split, cudaStream_t stream);
 
 // The M <= 16 tile with its ring filled by TMA, 8 * NT columns per CTA (NT = 2, 4, 8; instantiated
 // in gelu_linear_small_m.cu): false, launching nothing, when this build has no sm_90 code for it,

@@ -14,6 +14,7 @@
 // The activation and the bias are runtime arguments: the epilogue's branch is uniform and costs
 // nothing next to the K loop, and it halves the template instantiations (compile time).
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -131,7 +132,62 @@ struct TileLoader {
 };
 
 // ------------------------------------------------------------------------------------------ tiled
-template <typename T, typename Cfg>
+// Split-K across a thread-block cluster (sm_90): the kSplit CTAs of a cluster share one output
+// tile; each has run its share of the k-tiles into `acc`, and here they add up in shared memory
+// across the cluster (DSMEM). Every CTA writes its fp32 partial tile into its own ring (free after
+// the main loop), the cluster meets, then CTA r sums rows [r, r + 1) * BM / kSplit of the tile over
+// all kSplit partials (always in rank order, so the result does not depend on timing), applies the
+// epilogue and stores; a last meeting keeps every CTA's shared memory alive until all have read it.
+template <typename Cfg, int kSplit, typename T, typename Acc>
+__device__ __forceinline__ void split_k_cluster_epilogue(const Problem& p, const Acc& acc, float* partial, int m0,
+                                                         int n0, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, MI = Cfg::MI, NI = Cfg::NI, THREADS = Cfg::THREADS;
+  constexpr int kStride = BN + 4;  // a row's floats, padded: the quads of a warp hit other banks
+  static_assert(BM * kStride * 4 <= Cfg::SMEM_BYTES, "split-K: the partial tile must fit the ring");
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+  __syncthreads();  // every warp is done with the ring
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = wm * Cfg::WM + i * 16 + lane / 4 + h * 8, col = wn * Cfg::WN + j * 8 + (lane % 4) * 2;
+        *reinterpret_cast<float2*>(partial + row * kStride + col) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+      }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // (release/acquire: every CTA's partial is visible to the cluster)
+  const float* partials[kSplit];
+#pragma unroll
+  for (int s = 0; s < kSplit; ++s) partials[s] = cluster.map_shared_rank(partial, s);
+  const int row_begin = BM * rank / kSplit, row_end = BM * (rank + 1) / kSplit;
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+  with_gelu_form(p.act, [&](auto form) {
+    for (int e = tid; e < (row_end - row_begin) * (BN / 2); e += THREADS) {
+      const int row = row_begin + e / (BN / 2), col = (e % (BN / 2)) * 2;
+      float v0 = 0.f, v1 = 0.f;
+#pragma unroll
+      for (int s = 0; s < kSplit; ++s) {
+        const float2 v = *reinterpret_cast<const float2*>(partials[s] + row * kStride + col);
+        v0 += v.x;
+        v1 += v.y;
+      }
+      store_pair<decltype(form)::value>(out, bias, m0 + row, n0 + col, p.m, p.n, v0, v1);
+    }
+  });
+  cluster.sync();  // no CTA leaves while another still reads its partial
+#else
+  __trap();  // launched only where the kernel's sm_90 code is loaded (launch_tiled_split)
+#endif
+}
+
+// kSplit > 1: split-K over a cluster of kSplit CTAs (sm_90; split_k_cluster_epilogue); the grid is
+// kSplit CTAs per output tile, consecutive blocks one cluster. kSplit = 1: one CTA per tile.
+template <typename T, typename Cfg, int kSplit = 1>
 __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_tiled_kernel(Problem p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
   constexpr int MI = Cfg::MI, NI = Cfg::NI;
@@ -142,20 +198,24 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
 
   const int m = p.m, n = p.n, k = p.k;
   int m0, n0;
-  grouped_tile_origin<BM, BN>(m, n, blockIdx.x, m0, n0);
+  const int rank = kSplit == 1 ? 0 : int(blockIdx.x % kSplit);
+  grouped_tile_origin<BM, BN>(m, n, kSplit == 1 ? int(blockIdx.x) : int(blockIdx.x / kSplit), m0, n0);
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
 
+  // This CTA's k-tiles: all of them, or under split-K its rank's share (shares differ by at most one).
+  const int k_tiles_all = (k + BK - 1) / BK;
+  const int kt_first = kSplit == 1 ? 0 : k_tiles_all * rank / kSplit;
+  const int k_tiles = kSplit == 1 ? k_tiles_all : k_tiles_all * (rank + 1) / kSplit - kt_first;
   const TileLoader<T, BM, BN, BK, THREADS> loader(p, m0, n0, tid);
   auto load_stage = [&](int stage, int kt) {
-    loader.load(s_a + stage * BM * BK, s_b + stage * BN * BK, kt * BK);
+    loader.load(s_a + stage * BM * BK, s_b + stage * BN * BK, (kt_first + kt) * BK);
   };
 
   float acc[MI][NI][4];
   zero_accumulators(acc);
 
-  const int k_tiles = (k + BK - 1) / BK;
   cp_async_prologue<STAGES>(k_tiles, load_stage);
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_next_tile<STAGES>(kt, k_tiles, load_stage);
@@ -188,6 +248,10 @@ __global__ void __launch_bounds__(Cfg::THREADS, Cfg::MIN_BLOCKS) gelu_linear_til
     }
   }
   cp_async_wait<0>();
+  if constexpr (kSplit > 1) {
+    split_k_cluster_epilogue<Cfg, kSplit, T>(p, acc, reinterpret_cast<float*>(smem_raw), m0, n0, rank);
+    return;
+  }
 
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);

@@ -165,6 +165,63 @@ TEST(GeluLinearConfig, TmaColumnTileKeepsEverySmBusy) {
   }
 }
 
+// The 64x64 tiled kernel split over K across a cluster (sm_90), at every split the library
+// launches, on shapes with tails in M, N and K (K's 64-column tiles not a multiple of the split,
+// so the ranks' shares differ). Off sm_90 the launcher must decline, launching nothing.
+TYPED_TEST(GeluLinearTest, TiledSplitKOverACluster) {
+  FK_SKIP_WITHOUT_GPU();
+  using T = TypeParam;
+  const bool hopper = detail::current_compute_major() == 9;
+  struct Shape { int m, k, n; };
+  for (Shape s : {Shape{65, 1032, 72}, Shape{128, 3072, 768}, Shape{200, 1544, 136}, Shape{97, 520, 8}}) {
+    const Problem<T> p(s.m, s.k, s.n);
+    std::vector<T> want(static_cast<std::size_t>(s.m * s.n));
+    reference::gelu_epilogue(p.pre, p.b.data(), want.data(), s.m, s.n, GeluApproximation::kNone);
+    double scale = 0;
+    for (const T& v : want) scale = std::max(scale, std::abs(double(to_float(v))));
+    for (int split : {2, 4, 8}) {
+      SCOPED_TRACE("split " + std::to_string(split) + " m=" + std::to_string(s.m) + " k=" + std::to_string(s.k) +
+                   " n=" + std::to_string(s.n) + " seed=" + std::to_string(p.seed));
+      DeviceBuffer<T> dout(s.m * s.n);
+      dout.poison();
+      const gelu_linear_detail::Problem gp{p.dx.get(), p.dw.get(), p.db.get(), dout.get(),
+                                           s.m, s.n, s.k, GeluApproximation::kNone};
+      const bool launched = gelu_linear_detail::launch_tiled_split<T>(gp, split, nullptr);
+      if (!hopper || (s.k + 63) / 64 < split) {
+        EXPECT_FALSE(launched);
+        continue;
+      }
+      ASSERT_TRUE(launched);
+      FK_CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(testing::first_mismatch(dout.download(), want, 0.0, scale_tolerance<T>() * scale), -1);
+    }
+  }
+  // Through the public API: a shape the automatic choice splits (24 tiles, 48 k-tiles: split 8).
+  ASSERT_EQ(gelu_linear_detail::tiled_split_k(24, 3072, 132), 8);
+  check_variants(Problem<T>(128, 3072, 768), GeluApproximation::kTanh);
+}
+
+// Split-K only where the output's 64x64 tiles leave the GPU's CTA slots empty, and never below
+// 6 k-tiles per CTA.
+TEST(GeluLinearConfig, SplitKOnlyWhereTilesLeaveTheGpuIdle) {
+  using gelu_linear_detail::tiled_split_k;
+  EXPECT_EQ(tiled_split_k(24, 3072, 132), 8);   // M=128 N=768: 192 CTAs, 6 k-tiles each
+  EXPECT_EQ(tiled_split_k(96, 3072, 132), 4);   // M=512 N=768 or M=128 N=3072: 384 CTAs
+  EXPECT_EQ(tiled_split_k(24, 768, 132), 2);    // 12 k-tiles: at most 2 shares of 6
+  EXPECT_EQ(tiled_split_k(384, 3072, 132), 1);  // enough tiles already
+  EXPECT_EQ(tiled_split_k(24, 704, 132), 1);    // 11 k-tiles: too short to share
+  for (std::int64_t tiles = 1; tiles <= 512; ++tiles) {
+    for (std::int64_t k : {64, 384, 768, 1000, 3072, 16384}) {
+      const int split = tiled_split_k(tiles, k, 132);
+      ASSERT_TRUE(split == 1 || split == 2 || split == 4 || split == 8);
+      if (split > 1) {
+        ASSERT_LE(tiles * split, 132 * 3);
+        ASSERT_GE((k + 63) / 64, 6 * split);
+      }
+    }
+  }
+}
+
 // The compact small-M rings, which sm_86/sm_89 take (their 99 KiB opt-in limit is below the deep
 // rings' 100-108 KiB), run on any GPU when the launcher is given that limit: this covers them on
 // the H100/H200 the suite runs on.
