@@ -47,14 +47,18 @@ static_assert(TiledSmall::SMEM_BYTES <= detail::arch_smem_optin_bytes(75), "Tile
 constexpr bool tiled_large_fits(int smem_optin_bytes) { return TiledLarge::SMEM_BYTES <= smem_optin_bytes; }
 
 // Split-K for the 64x64 tiled kernel on sm_90 (a cluster of `split` CTAs per output tile, summed
-// in distributed shared memory: gelu_linear_tiled_kernel): where the output has too few tiles to
-// give the GPU's CTA slots work (M = 128-512 with N = 768-3072: 24-96 tiles for 396 slots on 132
-// SMs), the widest of 8, 4, 2 whose CTAs still fit the slots and leave each CTA at least 6 k-tiles
-// of 64 (the ring's 4 stages and some); 1: no split.
+// in distributed shared memory: gelu_linear_tiled_kernel), only where the output's tiles leave at
+// least three quarters of the SMs without work (so even a split of 8 asks at most 2 CTAs per SM):
+// then the widest of 8, 4, 2 that leaves each CTA at least 6 k-tiles of 64 (the ring's 4 stages
+// and some); 1: no split. Measured on an H100 (132 SMs; gelu_linear.csv at d419c49, which split wherever the CTAs
+// fit 3 per SM): 24 tiles won (M = 128, N = 768: 22.1 -> 11.0 us at K = 3072, split 8; 11.3 ->
+// 10.3 us at K = 768, split 2), 96 tiles lost 3-10% (M = 512 N = 768 or M = 128 N = 3072: split 4
+// at K = 3072, split 2 at K = 768).
 constexpr int tiled_split_k(std::int64_t tiles, std::int64_t k, int sm_count) {
+  if (4 * tiles > sm_count) return 1;
   const std::int64_t k_tiles = (k + TiledSmall::BK - 1) / TiledSmall::BK;
   for (int split : {8, 4, 2}) {
-    if (tiles * split <= std::int64_t(sm_count) * TiledSmall::MIN_BLOCKS && k_tiles >= 6 * split) return split;
+    if (k_tiles >= 6 * split) return split;
   }
   return 1;
 }
