@@ -11,7 +11,6 @@ the median over the rounds of each round's median (p10/p90 and runs: over the ro
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import flashkernel
-    from flashkernel.bench.harness import BenchContext, Timing
+    from flashkernel.bench.harness import BenchContext
 
     ctx = BenchContext(out_dir=args.out)
     ctx.target_seconds, ctx.min_runs = 0.03, 10
@@ -50,19 +49,11 @@ def main() -> None:
                         torch.randn(n, device="cuda").to(dtype))
 
             sets = ctx.rotating(make, nbytes)
-            medians: dict[str, list[float]] = {name: [] for name in impls}
-            for _ in range(args.rounds):
-                for name, fn in impls.items():
-                    medians[name].append(ctx.time(fn, sets).median_ms)
-            config = f"M={m} K={k} N={n} act=tanh rounds={args.rounds}"
-            for name, values in medians.items():
-                q = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
-                t = Timing(statistics.median(values), q[0], q[-1], len(values))
-                ctx.record("gelu_linear", name, dtype, config, t, flops=2.0 * m * n * k, bytes_moved=nbytes)
-            base = statistics.median(medians["flashkernel_cuda"])
+            medians = ctx.alternate("gelu_linear", impls, sets, dtype, f"M={m} K={k} N={n} act=tanh", args.rounds,
+                                    flops=2.0 * m * n * k, bytes_moved=nbytes)
+            base = medians["flashkernel_cuda"]
             print(f"{str(dtype):15s} M={m:4d} K={k:5d} N={n:5d} " + " ".join(
-                f"{name}={statistics.median(v) * 1e3:6.1f}us({statistics.median(v) / base:4.2f})"
-                for name, v in medians.items()), flush=True)
+                f"{name}={v * 1e3:6.1f}us({v / base:4.2f})" for name, v in medians.items()), flush=True)
     print(ctx.write_csv("gelu_splitk_ab", ctx.rows))
 
 

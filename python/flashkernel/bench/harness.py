@@ -183,6 +183,24 @@ class BenchContext:
         q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
         return Timing(statistics.median(times), q[0], q[-1], runs, host_us)
 
+    def alternate(self, op: str, impls: dict[str, Callable], input_sets: Sequence[Sequence], dtype, config: str,
+                  rounds: int, flops: float | None = None, bytes_moved: float | None = None) -> dict[str, float]:
+        """An A/B that no order of runs can bias: each of `rounds` rounds times every impl once, in
+        turn (`time`), on the same inputs. Records one row per impl (median over the rounds of each
+        round's median; p10/p90 and runs over the rounds; config gets rounds=N) and returns
+        {impl: median ms}."""
+        medians: dict[str, list[float]] = {name: [] for name in impls}
+        for _ in range(rounds):
+            for name, fn in impls.items():
+                medians[name].append(self.time(fn, input_sets).median_ms)
+        result = {}
+        for name, values in medians.items():
+            q = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
+            result[name] = statistics.median(values)
+            self.record(op, name, dtype, f"{config} rounds={rounds}", Timing(result[name], q[0], q[-1], len(values)),
+                        flops=flops, bytes_moved=bytes_moved)
+        return result
+
     def _spin_cycles(self, us: float) -> int:
         """GPU clock cycles that torch.cuda._sleep spins for `us` microseconds, calibrated once on
         this card (the spin counts SM clock cycles, whose rate the card sets)."""

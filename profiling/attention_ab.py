@@ -1,0 +1,58 @@
+"""A/B of the Hopper attention kernel against SDPA's cuDNN and FlashAttention-2 backends on the
+standard sweep's shapes (B*N = 16384, H*d = 2048), each implementation timed in turn for several
+rounds with the benchmark harness's timing (the device alone, inputs rotated past L2). For an A/B
+of a kernel change, run it on both builds of the same card: the cuDNN rows of the two runs say how
+much the card itself moved. Writes <out>/<gpu-slug>/attention_ab.csv, one row per (impl, config):
+the median over the rounds of each round's median.
+
+    PYTHONPATH=python FLASHKERNEL_LIB_DIR=build/python/flashkernel \\
+        python3 profiling/attention_ab.py --out /tmp/ab [--heads-dims 64 128] [--seqs 512 4096]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--seqs", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"])
+    args = ap.parse_args()
+
+    from flashkernel.bench.harness import BenchContext
+    from flashkernel.bench.ops.attention import _impls
+
+    ctx = BenchContext(out_dir=args.out)
+    ctx.target_seconds, ctx.min_runs = 0.05, 10
+    for dtype in (getattr(torch, name) for name in args.dtypes):
+        for d in args.head_dims:
+            for n in args.seqs:
+                b, h = max(1, 16384 // n), 2048 // d
+                for causal in (False, True):
+                    all_impls = _impls(causal, with_compile=False, baselines=True)
+                    impls = {name: all_impls[name] for name in ("flashkernel_cuda", "sdpa_cudnn", "sdpa_flash")}
+                    elem = torch.tensor([], dtype=dtype).element_size()
+
+                    def make():
+                        return tuple(torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
+
+                    sets = ctx.rotating(make, 3 * b * h * n * d * elem)
+                    flops = 4.0 * b * h * n * n * d * (0.5 if causal else 1.0)
+                    config = f"B={b} H={h} N={n} d={d} causal={int(causal)}"
+                    ms = ctx.alternate("attention", impls, sets, dtype, config, args.rounds, flops=flops,
+                                       bytes_moved=4 * b * h * n * d * elem)
+                    print(f"{str(dtype):15s} {config:34s} " + " ".join(
+                        f"{name}={v:7.4f}ms" for name, v in ms.items())
+                        + f"  cudnn/fk={ms['sdpa_cudnn'] / ms['flashkernel_cuda']:.3f}", flush=True)
+                    del sets
+    print(ctx.write_csv("attention_ab", ctx.rows))
+
+
+if __name__ == "__main__":
+    main()
