@@ -281,3 +281,32 @@ def test_harness_times_the_device_not_the_host(tmp_path):
     assert timing.host_us is not None and timing.host_us >= 200, timing
     assert timing.median_ms * 1e3 < 100, f"median {timing.median_ms * 1e3:.1f} us times the host: {timing}"
     assert x.item() > 0
+
+
+@pytest.mark.gpu
+def test_alternate_times_each_impl_in_turn(tmp_path):
+    """BenchContext.alternate: every round times each implementation once, in the given order (so
+    the calls come in blocks a, b, a, b, ...), and records one row per implementation with the
+    median over the rounds."""
+    import torch
+    harness = _harness()
+    ctx = harness.BenchContext(out_dir=tmp_path, quick=True)
+    x = torch.zeros(1, device="cuda")
+    calls = []
+
+    def short(t):
+        calls.append("short")
+        torch.cuda._sleep(1_000)
+        t.add_(1)
+
+    def long(t):
+        calls.append("long")
+        torch.cuda._sleep(200_000)  # ~0.1 ms at Hopper clocks
+        t.add_(1)
+
+    ms = ctx.alternate("op", {"short": short, "long": long}, [(x,)], "float32", "n=1", rounds=3)
+    blocks = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert blocks == ["short", "long"] * 3
+    assert ms["long"] > 2 * ms["short"], ms
+    assert [r["impl"] for r in ctx.rows] == ["short", "long"]
+    assert all(r["config"] == "n=1 rounds=3" and r["runs"] == 3 for r in ctx.rows)
