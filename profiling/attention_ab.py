@@ -27,27 +27,20 @@ def main() -> None:
     args = ap.parse_args()
 
     from flashkernel.bench.harness import BenchContext
-    from flashkernel.bench.ops.attention import _impls
+    from flashkernel.bench.ops.attention import _impls, problem
 
     ctx = BenchContext(out_dir=args.out)
     ctx.target_seconds, ctx.min_runs = 0.05, 10
+    all_impls = {causal: _impls(causal, with_compile=False, baselines=True) for causal in (False, True)}
+    impls_of = {causal: {name: all_impls[causal][name] for name in args.impls} for causal in (False, True)}
     for dtype in (getattr(torch, name) for name in args.dtypes):
         for d in args.head_dims:
             for n in args.seqs:
                 b, h = max(1, 16384 // n), 2048 // d
                 for causal in (False, True):
-                    all_impls = _impls(causal, with_compile=False, baselines=True)
-                    impls = {name: all_impls[name] for name in args.impls}
-                    elem = torch.tensor([], dtype=dtype).element_size()
-
-                    def make():
-                        return tuple(torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
-
-                    sets = ctx.rotating(make, 3 * b * h * n * d * elem)
-                    flops = 4.0 * b * h * n * n * d * (0.5 if causal else 1.0)
-                    config = f"B={b} H={h} N={n} d={d} causal={int(causal)}"
-                    ms = ctx.alternate("attention", impls, sets, dtype, config, args.rounds, flops=flops,
-                                       bytes_moved=4 * b * h * n * d * elem)
+                    config, flops, io_bytes, sets = problem(ctx, dtype, b, h, n, d, causal)
+                    ms = ctx.alternate("attention", impls_of[causal], sets, dtype, config, args.rounds, flops=flops,
+                                       bytes_moved=io_bytes)
                     print(f"{str(dtype):15s} {config:34s} " + " ".join(
                         f"{name}={v:7.4f}ms" for name, v in ms.items())
                         + (f"  cudnn/fk={ms['sdpa_cudnn'] / ms['flashkernel_cuda']:.3f}"

@@ -113,6 +113,12 @@ class Timing:
     runs: int
     host_us: float | None = None  # host cost of one call (call to return, launches queued), if measured
 
+    @classmethod
+    def of(cls, samples_ms: Sequence[float], host_us: float | None = None) -> Timing:
+        """The median, p10 and p90 of `samples_ms` (one sample: all three are it)."""
+        q = statistics.quantiles(samples_ms, n=10) if len(samples_ms) >= 2 else [samples_ms[0]] * 9
+        return cls(statistics.median(samples_ms), q[0], q[-1], len(samples_ms), host_us)
+
 
 @dataclass
 class BenchContext:
@@ -179,9 +185,7 @@ class BenchContext:
             fn(*args)
             ends[i].record()
         torch.cuda.synchronize()
-        times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-        q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-        return Timing(statistics.median(times), q[0], q[-1], runs, host_us)
+        return Timing.of([s.elapsed_time(e) for s, e in zip(starts, ends)], host_us)
 
     def alternate(self, op: str, impls: dict[str, Callable], input_sets: Sequence[Sequence], dtype, config: str,
                   rounds: int, flops: float | None = None, bytes_moved: float | None = None) -> dict[str, float]:
@@ -195,10 +199,9 @@ class BenchContext:
                 medians[name].append(self.time(fn, input_sets).median_ms)
         result = {}
         for name, values in medians.items():
-            q = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
-            result[name] = statistics.median(values)
-            self.record(op, name, dtype, f"{config} rounds={rounds}", Timing(result[name], q[0], q[-1], len(values)),
-                        flops=flops, bytes_moved=bytes_moved)
+            timing = Timing.of(values)
+            result[name] = timing.median_ms
+            self.record(op, name, dtype, f"{config} rounds={rounds}", timing, flops=flops, bytes_moved=bytes_moved)
         return result
 
     def _spin_cycles(self, us: float) -> int:

@@ -75,7 +75,10 @@ def _peak_mb(fn, args) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _bench_config(ctx, dtype, b, h, n, d, causal, *, with_compile=False, baselines=True, peak=False):
+def problem(ctx, dtype, b, h, n, d, causal):
+    """One configuration of the sweep: its config string (the CSV's), useful FLOPs, bytes moved and
+    the rotating q, k, v input sets. Shared with profiling/attention_ab.py so its rows pair with
+    attention.csv's."""
     config = f"B={b} H={h} N={n} d={d} causal={int(causal)}"
     # Useful work: QK^T and PV, 2 flops per multiply-add each; causal does about half.
     flops = 4.0 * b * h * n * n * d * (0.5 if causal else 1.0)
@@ -85,7 +88,11 @@ def _bench_config(ctx, dtype, b, h, n, d, causal, *, with_compile=False, baselin
     def make():
         return tuple(torch.randn(b, h, n, d, device="cuda", dtype=dtype) for _ in range(3))
 
-    sets = ctx.rotating(make, 3 * b * h * n * d * elem)
+    return config, flops, io_bytes, ctx.rotating(make, 3 * b * h * n * d * elem)
+
+
+def _bench_config(ctx, dtype, b, h, n, d, causal, *, with_compile=False, baselines=True, peak=False):
+    config, flops, io_bytes, sets = problem(ctx, dtype, b, h, n, d, causal)
     for impl, fn in _impls(causal, with_compile, baselines).items():
         try:
             mem = _peak_mb(fn, sets[0]) if peak else None
